@@ -1,0 +1,392 @@
+//! The [`SessionStore`] trait every backend implements, and what it reports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::envelope::{Meta, Record};
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::key::{Namespace, SessionKey};
+
+/// The default limit on one encoded session: 1 MiB.
+pub const DEFAULT_MAX_SESSION_BYTES: usize = 1024 * 1024;
+
+/// A backend that stores session [`Record`]s under [`SessionKey`]s.
+///
+/// Object safe: use it as `Arc<dyn SessionStore>`. `Arc<T>` and `Box<T>` of a
+/// store are stores too.
+///
+/// # Contract
+///
+/// Every implementation, whatever its backend, behaves as follows; the
+/// conformance suite (`session_core::testing`, feature `testing`) checks it.
+///
+/// **Keys.** A store adds its own key prefix: the backend key of a session is
+/// `{key_prefix}{namespace}:{id}`. Stores never see an unvalidated id.
+///
+/// **Misses.** `load` of a key that was never written, was deleted or has
+/// expired is `Ok(None)`. An expired session is never returned, even if the
+/// backend has not reclaimed it yet.
+///
+/// **Writes and metadata.** The caller supplies `updated_at`, `expires_at`,
+/// the codec and the payload. The store owns the rest:
+/// * `version` is `1` for a session that did not exist and the stored
+///   version + 1 otherwise (`save_if`: `expected + 1`);
+/// * `created_at` and `max_expires_at` of an existing session are kept, so a
+///   lifetime cap counts from the first write;
+/// * the stored deadline is `expires_at` capped at `max_expires_at`, set
+///   atomically with the write as an absolute time (a write that lands late
+///   cannot extend a session's life).
+///
+/// Each write returns the metadata it stored.
+///
+/// **Atomicity.** `create`, `update`, `save_if`, `touch` and `delete` are each
+/// atomic on one key: `create` writes only if absent; `update` only if present
+/// (a request that finishes after a logout cannot bring the session back);
+/// `save_if` only if present with the expected version. `save` is plain
+/// last-writer-wins. `rotate`, `load_many` and `save_many` are not atomic as a
+/// whole; see each method.
+///
+/// **Errors.** Size is checked before any I/O ([`Error::TooLarge`]). Bytes
+/// under a key that are not an envelope are [`Error::Corrupt`], never a panic.
+/// A backend that is down or slow gives [`Error::Unavailable`] or
+/// [`Error::Timeout`] (temporary: [`Error::is_temporary`]); a timed-out write
+/// has an unknown outcome and may still land.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// A short backend name for metrics and logs: `"memory"`, `"redis"`, ...
+    fn backend(&self) -> &'static str;
+
+    /// Loads a session. `Ok(None)` when it does not exist or has expired.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for bytes that are not an envelope; temporary errors.
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>>;
+
+    /// Writes a session whether or not it exists (last writer wins).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`]; temporary errors.
+    async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta>;
+
+    /// Writes a session only if no session exists under the key; its version is `1`.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`]; [`Error::TooLarge`]; temporary errors.
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Meta>;
+
+    /// Writes a session only if it still exists.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] (deleted or expired: nothing is written);
+    /// [`Error::TooLarge`]; temporary errors.
+    async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta>;
+
+    /// Compare-and-set: writes only if the stored version is `expected_version`.
+    /// The stored version becomes `expected_version + 1`.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] with the stored version; [`Error::NotFound`];
+    /// [`Error::TooLarge`]; temporary errors.
+    async fn save_if(&self, key: &SessionKey, expected_version: u64, record: &Record) -> Result<Meta>;
+
+    /// Deletes a session. `Ok(true)` if it existed.
+    ///
+    /// # Errors
+    /// Temporary errors.
+    async fn delete(&self, key: &SessionKey) -> Result<bool>;
+
+    /// Moves a session's deadline to `expires_at` (capped at its
+    /// `max_expires_at`) without changing its value or version. `Ok(false)`
+    /// if it does not exist.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`]; temporary errors.
+    async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool>;
+
+    /// Moves a session to a new id in the same namespace (fixation defence
+    /// after login), keeping its value, metadata and deadline. Uses no
+    /// multi-key command, so it works on a Redis cluster.
+    ///
+    /// The old id is removed first and atomically: a concurrent `update` on it
+    /// fails with `NotFound` instead of resurrecting it. If the process dies
+    /// in between, the session is gone (fails closed), never duplicated.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the old id does not exist; [`Error::AlreadyExists`]
+    /// if the new id does (the old session is put back); temporary errors.
+    async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta>;
+
+    /// Loads many sessions; the answer has one entry per key, in order, each
+    /// `Ok(None)` for a miss or `Err` for a value that is not an envelope.
+    /// Pipelined where the backend allows.
+    ///
+    /// # Errors
+    /// The outer error is a temporary error for the batch as a whole.
+    async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>>;
+
+    /// Saves many sessions (each as [`save`](Self::save)). Not atomic: on an
+    /// error, some may have been written.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] before any I/O if any record is too large; temporary errors.
+    async fn save_many(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>>;
+
+    /// The number of live sessions in a namespace. Exact for in-process
+    /// stores; from SCAN for Redis (a session written during the scan may or
+    /// may not be counted).
+    ///
+    /// # Errors
+    /// Temporary errors.
+    async fn count(&self, namespace: &Namespace) -> Result<u64>;
+
+    /// Entries, bytes and bounds, where the backend knows them.
+    ///
+    /// # Errors
+    /// Temporary errors.
+    async fn stats(&self) -> Result<StoreStats>;
+
+    /// Whether the backend answers, and how fast. Never fails: a down
+    /// backend is reported as [`HealthStatus::Down`].
+    async fn health(&self) -> Health;
+}
+
+/// Sizes and counters reported by [`SessionStore::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// The backend name.
+    pub backend: &'static str,
+    /// Stored sessions, if known.
+    pub entries: Option<u64>,
+    /// Bytes used, if known (memory store: keys and envelopes; Redis: `used_memory`).
+    pub bytes: Option<u64>,
+    /// Sessions removed to stay within a bound, since start.
+    pub evicted: u64,
+    /// Writes refused to stay within a bound, since start.
+    pub rejected: u64,
+    /// Expired sessions reclaimed, since start.
+    pub expired: u64,
+    /// Backend-specific figures, by name.
+    pub extra: Vec<(&'static str, u64)>,
+}
+
+impl StoreStats {
+    /// Empty stats for a backend.
+    pub fn new(backend: &'static str) -> Self {
+        StoreStats {
+            backend,
+            ..StoreStats::default()
+        }
+    }
+}
+
+/// Whether a backend answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HealthStatus {
+    /// Answering.
+    Up,
+    /// Answering, but not in its normal way (e.g. a fallback serving from its secondary).
+    Degraded,
+    /// Not answering.
+    Down,
+}
+
+impl HealthStatus {
+    /// `"up"`, `"degraded"` or `"down"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Up => "up",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Down => "down",
+        }
+    }
+}
+
+/// A health report: one per backend, nested for wrapper stores.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Health {
+    /// The backend name.
+    pub backend: &'static str,
+    /// Up, degraded or down.
+    pub status: HealthStatus,
+    /// How long the check took.
+    pub latency: Option<Duration>,
+    /// A short explanation (never a secret).
+    pub detail: Option<String>,
+    /// Backend-specific figures (e.g. journal length).
+    pub extra: Vec<(&'static str, u64)>,
+    /// The health of wrapped stores (a fallback's primary and secondary).
+    pub components: Vec<(&'static str, Health)>,
+}
+
+impl Health {
+    /// A report with the given status and nothing else.
+    pub fn new(backend: &'static str, status: HealthStatus) -> Self {
+        Health {
+            backend,
+            status,
+            latency: None,
+            detail: None,
+            extra: Vec::new(),
+            components: Vec::new(),
+        }
+    }
+
+    /// Sets the latency.
+    pub fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = Some(latency);
+        self
+    }
+
+    /// Sets the detail text.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Whether the status is [`HealthStatus::Up`].
+    pub fn is_up(&self) -> bool {
+        self.status == HealthStatus::Up
+    }
+}
+
+/// Checks a record against a size limit, before any I/O.
+///
+/// # Errors
+/// [`Error::TooLarge`] when the envelope would exceed `limit` bytes.
+pub fn check_size(key: &SessionKey, record: &Record, limit: usize) -> Result<()> {
+    let size = record.encoded_len();
+    if size > limit {
+        return Err(Error::TooLarge {
+            namespace: key.ns().to_owned(),
+            size,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// The metadata a store writes over an existing session (`old`), or for a
+/// new one (`old` = `None`), given the caller's record. See the trait's
+/// contract; backends share this rule.
+pub fn next_meta(old: Option<&Meta>, record: &Record) -> Meta {
+    let (version, created_at, max_expires_at) = match old {
+        Some(o) => (o.version.saturating_add(1), o.created_at, o.max_expires_at),
+        None => (1, record.meta.created_at, record.meta.max_expires_at),
+    };
+    Meta {
+        version,
+        created_at,
+        updated_at: record.meta.updated_at,
+        expires_at: crate::envelope::cap_deadline(record.meta.expires_at, max_expires_at),
+        max_expires_at,
+    }
+}
+
+macro_rules! forward_store {
+    ($($ty:ty),*) => {$(
+        #[async_trait]
+        impl<S: SessionStore + ?Sized> SessionStore for $ty {
+            fn backend(&self) -> &'static str {
+                (**self).backend()
+            }
+            async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+                (**self).load(key).await
+            }
+            async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
+                (**self).save(key, record).await
+            }
+            async fn create(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
+                (**self).create(key, record).await
+            }
+            async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
+                (**self).update(key, record).await
+            }
+            async fn save_if(&self, key: &SessionKey, expected_version: u64, record: &Record) -> Result<Meta> {
+                (**self).save_if(key, expected_version, record).await
+            }
+            async fn delete(&self, key: &SessionKey) -> Result<bool> {
+                (**self).delete(key).await
+            }
+            async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
+                (**self).touch(key, expires_at).await
+            }
+            async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
+                (**self).rotate(key, new_id).await
+            }
+            async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
+                (**self).load_many(keys).await
+            }
+            async fn save_many(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
+                (**self).save_many(items).await
+            }
+            async fn count(&self, namespace: &Namespace) -> Result<u64> {
+                (**self).count(namespace).await
+            }
+            async fn stats(&self) -> Result<StoreStats> {
+                (**self).stats().await
+            }
+            async fn health(&self) -> Health {
+                (**self).health().await
+            }
+        }
+    )*};
+}
+
+forward_store!(Arc<S>, Box<S>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::CodecId;
+    use bytes::Bytes;
+
+    fn rec(expires_at: u64, max: u64) -> Record {
+        Record {
+            meta: Meta {
+                version: 99,
+                created_at: 10,
+                updated_at: 20,
+                expires_at,
+                max_expires_at: max,
+            },
+            codec: CodecId::JSON,
+            payload: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[test]
+    fn next_meta_new_and_existing() {
+        let m = next_meta(None, &rec(100, 0));
+        assert_eq!((m.version, m.created_at, m.expires_at), (1, 10, 100));
+        let old = Meta {
+            version: 4,
+            created_at: 1,
+            updated_at: 2,
+            expires_at: 3,
+            max_expires_at: 50,
+        };
+        let m = next_meta(Some(&old), &rec(100, 0));
+        assert_eq!(
+            (m.version, m.created_at, m.expires_at, m.max_expires_at),
+            (5, 1, 50, 50)
+        );
+    }
+
+    #[test]
+    fn dyn_and_forwarding_compile() {
+        fn takes(_: &dyn SessionStore) {}
+        fn arc<S: SessionStore>(s: Arc<S>) -> Arc<dyn SessionStore> {
+            s
+        }
+        fn boxed(s: Box<dyn SessionStore>) -> Arc<dyn SessionStore> {
+            Arc::new(s)
+        }
+        let _ = (takes, arc::<Box<dyn SessionStore>>, boxed);
+    }
+}
