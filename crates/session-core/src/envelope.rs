@@ -255,6 +255,31 @@ mod tests {
         assert_eq!(&b[36..44], &1_700_003_600_000u64.to_be_bytes());
     }
 
+    /// The example in docs/format.md, byte for byte.
+    #[test]
+    fn matches_the_documented_example() {
+        let r = Record {
+            meta: Meta {
+                version: 7,
+                created_at: 1_700_000_000_000,
+                updated_at: 1_700_000_000_500,
+                expires_at: 1_700_003_600_000,
+                max_expires_at: 0,
+            },
+            codec: CodecId::JSON,
+            payload: Bytes::from_static(br#"{"a":1}"#),
+        };
+        let hex: Vec<String> = r.encode().iter().map(|b| format!("{b:02x}")).collect();
+        let doc = "53 45 53 53 01 01 00 00 00 00 00 07 \
+                   00 00 00 00 00 00 00 07 \
+                   00 00 01 8b cf e5 68 00 \
+                   00 00 01 8b cf e5 69 f4 \
+                   00 00 01 8b d0 1c 56 80 \
+                   00 00 00 00 00 00 00 00 \
+                   7b 22 61 22 3a 31 7d";
+        assert_eq!(hex.join(" "), doc.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+
     #[test]
     fn rejects_foreign_truncated_and_unknown() {
         let good = sample().encode();
