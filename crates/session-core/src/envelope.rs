@@ -277,7 +277,10 @@ mod tests {
                    00 00 01 8b d0 1c 56 80 \
                    00 00 00 00 00 00 00 00 \
                    7b 22 61 22 3a 31 7d";
-        assert_eq!(hex.join(" "), doc.split_whitespace().collect::<Vec<_>>().join(" "));
+        assert_eq!(
+            hex.join(" "),
+            doc.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
     }
 
     #[test]

@@ -50,6 +50,11 @@ impl Namespace {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The namespace as a shared string (a cheap clone, e.g. for metric labels).
+    pub fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
 }
 
 impl fmt::Debug for Namespace {

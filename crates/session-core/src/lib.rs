@@ -56,6 +56,8 @@ mod key;
 mod store;
 mod typed;
 
+#[cfg(feature = "instrument")]
+pub mod instrument;
 #[cfg(feature = "testing")]
 pub mod testing;
 
