@@ -1,1 +1,185 @@
-//! Placeholder.
+//! Session storage for Rust services: pick backends with cargo features,
+//! pick one at run time with configuration.
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `memory` | yes | [`MemoryStore`](memory::MemoryStore) |
+//! | `redis` | no | `RedisStore` on fred (standalone, sentinel, cluster, ACL) and `pub use fred` |
+//! | `tls` | no | TLS (rustls) for Redis |
+//! | `fallback` | no | `FallbackStore`: Redis, and memory through an outage (implies `redis`, `memory`) |
+//! | `bincode` | yes | the bincode codec |
+//! | `json` | yes | the JSON codec |
+//! | `instrument` | yes | metrics and tracing for every store |
+//!
+//! # Example
+//!
+//! ```no_run
+//! use session_store::{Settings, Backend};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct TaskSession { task_id: String, state: String }
+//!
+//! # async fn run() -> session_store::Result<()> {
+//! // config/sessions.toml, overridden by SESSION_* environment variables:
+//! //   backend = "redis"
+//! //   key_prefix = "omnia:session:"
+//! //   [redis]
+//! //   url = "localhost:6379"
+//! let settings = Settings::load(Some("config/sessions.toml".as_ref()))?;
+//! let built = session_store::build(&settings).await?;
+//! let tasks = built.sessions::<TaskSession>("task")?;
+//! let (id, _meta) = tasks.create(&TaskSession { task_id: "t1".into(), state: "new".into() }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Switching from memory to Redis — and back — is a change of `backend` in
+//! the configuration; no code changes.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use session_core::*;
+
+mod settings;
+
+pub use settings::{Backend, MetricsSettings, Settings, ENV_PREFIX};
+
+/// The in-memory backend.
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub use session_memory as memory;
+
+/// The Redis backend.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use session_redis as redis;
+
+/// The fred client, so users name the version this crate was built with.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use session_redis::fred;
+
+/// The fallback store.
+#[cfg(feature = "fallback")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fallback")))]
+pub use session_fallback as fallback;
+
+/// A store built from [`Settings`], with the settings typed handles need.
+#[derive(Clone)]
+pub struct Built {
+    /// The store, instrumented when `metrics.enabled`.
+    pub store: Arc<dyn SessionStore>,
+    /// Codec, TTLs, key prefix and size limit.
+    pub core: CoreConfig,
+    /// Which backend this is.
+    pub backend: Backend,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("backend", &self.backend)
+            .field("store", &self.store.backend())
+            .field("core", &self.core)
+            .finish()
+    }
+}
+
+impl Built {
+    /// A typed handle on a namespace with the configured codec, expiry and limit.
+    ///
+    /// # Errors
+    /// [`Error::InvalidNamespace`].
+    pub fn sessions<T>(&self, namespace: &str) -> Result<Sessions<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync,
+    {
+        self.core.sessions(Arc::clone(&self.store), namespace)
+    }
+}
+
+/// Builds the store the settings describe.
+///
+/// * `memory`: a [`MemoryStore`](session_memory::MemoryStore).
+/// * `redis`: connects and verifies (PING) within `redis.connect_timeout_ms`;
+///   fails with a clear error if Redis is unreachable, refuses the password
+///   or speaks another protocol (TLS mismatch).
+/// * `fallback`: Redis started lazily (the service starts even while Redis is
+///   down, and uses it as soon as it answers) over a memory store that
+///   refuses writes at its bound rather than evicting acknowledged ones.
+///
+/// With `metrics.enabled` (and the `instrument` feature) the store wears
+/// [`Instrumented`](session_core::instrument::Instrumented) and, when
+/// `metrics.refresh_secs > 0` and a tokio runtime is running, gauges are
+/// refreshed in the background.
+///
+/// # Errors
+/// [`Error::Config`] for bad settings; [`Error::Unavailable`] when Redis
+/// cannot be reached (backend `redis` only).
+pub async fn build(settings: &Settings) -> Result<Built> {
+    settings.validate()?;
+    let core = settings.core();
+    let store: Arc<dyn SessionStore> = match settings.backend {
+        #[cfg(feature = "memory")]
+        Backend::Memory => Arc::new(session_memory::MemoryStore::new(settings.memory_config())?),
+        #[cfg(feature = "redis")]
+        Backend::Redis => Arc::new(session_redis::RedisStore::connect(settings.redis_config()).await?),
+        #[cfg(all(feature = "fallback", feature = "redis", feature = "memory"))]
+        Backend::Fallback => {
+            let primary = session_redis::RedisStore::connect_lazy(settings.redis_config())?;
+            let secondary = session_memory::MemoryStore::new(
+                settings
+                    .memory_config()
+                    .with_at_capacity(session_memory::AtCapacity::Reject),
+            )?;
+            Arc::new(session_fallback::FallbackStore::new(primary, secondary, settings.fallback.clone())?)
+        }
+        #[allow(unreachable_patterns, reason = "reachable when a backend feature is off")]
+        other => {
+            return Err(Error::config(
+                "backend",
+                format!("backend {other} is not built into this binary"),
+            ))
+        }
+    };
+    let store = instrument(store, settings);
+    Ok(Built {
+        store,
+        core,
+        backend: settings.backend,
+    })
+}
+
+#[cfg(feature = "instrument")]
+fn instrument(store: Arc<dyn SessionStore>, settings: &Settings) -> Arc<dyn SessionStore> {
+    if !settings.metrics.enabled {
+        return store;
+    }
+    let store: Arc<dyn SessionStore> = Arc::new(session_core::instrument::Instrumented::new(store));
+    if settings.metrics.refresh_secs > 0 && tokio::runtime::Handle::try_current().is_ok() {
+        let mut namespaces: Vec<Namespace> = settings
+            .namespaces
+            .keys()
+            .chain(&settings.metrics.namespaces)
+            .filter_map(|n| Namespace::new(n).ok())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        let _reporter = session_core::instrument::spawn_stats_reporter(
+            &store,
+            namespaces,
+            Duration::from_secs(settings.metrics.refresh_secs),
+        );
+    }
+    store
+}
+
+#[cfg(not(feature = "instrument"))]
+fn instrument(store: Arc<dyn SessionStore>, _settings: &Settings) -> Arc<dyn SessionStore> {
+    store
+}

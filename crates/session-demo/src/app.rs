@@ -1,0 +1,286 @@
+//! The HTTP API: routes, handlers and the mapping of store errors to statuses.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::header::{ETAG, IF_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use session_core::{CoreConfig, Error, HealthStatus, SessionId, SessionStore, Sessions};
+
+use crate::model::{Kind, OrchestratorSession, TaskSession};
+
+/// Renders the metrics exposition for `/metrics`.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    store: Arc<dyn SessionStore>,
+    backend: &'static str,
+    tasks: Sessions<TaskSession>,
+    orchestrators: Sessions<OrchestratorSession>,
+    metrics: Option<MetricsRender>,
+}
+
+impl AppState {
+    /// Builds the state from a store and the core configuration (codec, TTLs, limits).
+    ///
+    /// # Errors
+    /// [`Error::InvalidNamespace`] never in practice: the namespaces are fixed.
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        backend: &'static str,
+        core: &CoreConfig,
+        metrics: Option<MetricsRender>,
+    ) -> session_core::Result<Self> {
+        Ok(AppState {
+            tasks: core.sessions(Arc::clone(&store), Kind::Task.namespace())?,
+            orchestrators: core.sessions(Arc::clone(&store), Kind::Orchestrator.namespace())?,
+            store,
+            backend,
+            metrics,
+        })
+    }
+}
+
+/// The router of the demo API. `max_body` bounds request bodies (413 above it).
+pub fn router(state: AppState, max_body: usize) -> Router {
+    Router::new()
+        .route("/api/sessions/{kind}", post(create))
+        .route("/api/sessions/{kind}/{id}", get(load).put(replace).delete(remove))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// A JSON error response: `{"error": code, "message": text}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let (status, code) = match &e {
+            Error::InvalidId { .. } => (StatusCode::BAD_REQUEST, "invalid_id"),
+            Error::InvalidNamespace { .. } => (StatusCode::NOT_FOUND, "unknown_kind"),
+            Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Error::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
+            Error::Conflict { .. } => (StatusCode::PRECONDITION_FAILED, "version_conflict"),
+            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Full { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+            }
+            Error::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_session"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+        };
+        if status.is_server_error() {
+            tracing::warn!(error.kind = e.kind().as_str(), "request failed: {e}");
+        }
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+fn parse_kind(kind: &str) -> Result<Kind, ApiError> {
+    Kind::parse(kind).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_kind",
+            "unknown session kind; use `task` or `orchestrator`",
+        )
+    })
+}
+
+fn parse_id(id: &str) -> Result<SessionId, ApiError> {
+    Ok(SessionId::parse(id)?)
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body is too large")
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_body", r.body_text())
+        }
+    })
+}
+
+fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("invalid session JSON: {e}")))
+}
+
+/// `If-Match` as a version: `3`, `"3"` or `W/"3"`; `*` means "any version".
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::new(StatusCode::BAD_REQUEST, "bad_if_match", "If-Match must be a version number");
+    let text = value.to_str().map_err(|_| bad())?.trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    text.parse::<u64>().map(Some).map_err(|_| bad())
+}
+
+fn etag(version: u64) -> [(axum::http::HeaderName, HeaderValue); 1] {
+    let value = HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""));
+    [(ETAG, value)]
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let kind = parse_kind(&kind)?;
+    let bytes = body_bytes(body)?;
+    match kind {
+        Kind::Task => create_typed(&state.tasks, &bytes).await,
+        Kind::Orchestrator => create_typed(&state.orchestrators, &bytes).await,
+    }
+}
+
+async fn create_typed<T>(sessions: &Sessions<T>, bytes: &[u8]) -> Result<Response, ApiError>
+where
+    T: Serialize + DeserializeOwned + Send + Sync,
+{
+    let value: T = parse_body(bytes)?;
+    let (id, meta) = sessions.create(&value).await?;
+    Ok((StatusCode::CREATED, etag(meta.version), Json(json!({"id": id.as_str()}))).into_response())
+}
+
+async fn load(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let kind = parse_kind(&kind)?;
+    let id = parse_id(&id)?;
+    match kind {
+        Kind::Task => load_typed(&state.tasks, &id).await,
+        Kind::Orchestrator => load_typed(&state.orchestrators, &id).await,
+    }
+}
+
+async fn load_typed<T>(sessions: &Sessions<T>, id: &SessionId) -> Result<Response, ApiError>
+where
+    T: Serialize + DeserializeOwned + Send + Sync,
+{
+    match sessions.load(id).await? {
+        Some(s) => Ok((etag(s.meta.version), Json(s.value)).into_response()),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such session")),
+    }
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let kind = parse_kind(&kind)?;
+    let id = parse_id(&id)?;
+    let expected = if_match(&headers)?;
+    let bytes = body_bytes(body)?;
+    match kind {
+        Kind::Task => replace_typed(&state.tasks, &id, expected, &bytes).await,
+        Kind::Orchestrator => replace_typed(&state.orchestrators, &id, expected, &bytes).await,
+    }
+}
+
+async fn replace_typed<T>(
+    sessions: &Sessions<T>,
+    id: &SessionId,
+    expected: Option<u64>,
+    bytes: &[u8],
+) -> Result<Response, ApiError>
+where
+    T: Serialize + DeserializeOwned + Send + Sync,
+{
+    let value: T = parse_body(bytes)?;
+    let meta = match expected {
+        Some(v) => sessions.save_if(id, v, &value).await?,
+        None => sessions.update(id, &value).await?,
+    };
+    Ok((StatusCode::NO_CONTENT, etag(meta.version)).into_response())
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let kind = parse_kind(&kind)?;
+    let id = parse_id(&id)?;
+    let existed = match kind {
+        Kind::Task => state.tasks.delete(&id).await?,
+        Kind::Orchestrator => state.orchestrators.delete(&id).await?,
+    };
+    if existed {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such session"))
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let h = state.store.health().await;
+    let extra = |name: &str| h.extra.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let primary = h
+        .components
+        .iter()
+        .find(|(name, _)| *name == "primary")
+        .map(|(_, p)| p.status)
+        .unwrap_or(h.status);
+    let fallback_active = state.backend == "fallback" && h.status != HealthStatus::Up;
+    let body = json!({
+        "backend": state.backend,
+        "status": h.status.as_str(),
+        "primary": if primary == HealthStatus::Down { "down" } else { "up" },
+        "fallback_active": fallback_active,
+        "journal": extra("journal").unwrap_or(0),
+        "latency_ms": h.latency.map(|d| d.as_secs_f64() * 1000.0),
+        "detail": h.detail,
+    });
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(render) => (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            render(),
+        )
+            .into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "no_metrics", "metrics are not enabled").into_response(),
+    }
+}
