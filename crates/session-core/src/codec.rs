@@ -175,8 +175,16 @@ impl CodecKind {
     /// # Errors
     /// [`Error::Codec`] when serialization fails; [`Error::Config`] when the
     /// codec is not built into this binary.
+    #[cfg_attr(
+        not(all(feature = "json", feature = "bincode")),
+        allow(
+            unreachable_code,
+            unused_variables,
+            reason = "a build without a codec has nothing to encode with"
+        )
+    )]
     pub fn encode<T: Serialize + ?Sized>(self, value: &T, namespace: &str) -> Result<Vec<u8>> {
-        let result = match self {
+        let result: Result<Vec<u8>, BoxError> = match self {
             #[cfg(feature = "json")]
             CodecKind::Json => Json::encode(value),
             #[cfg(feature = "bincode")]
@@ -210,8 +218,16 @@ fn not_built(id: CodecId) -> Error {
 /// [`Error::Codec`] when the payload is not a `T` (a changed type, say);
 /// [`Error::Corrupt`] when the codec id is raw or unknown, or its codec is not
 /// built into this binary.
+#[cfg_attr(
+    not(all(feature = "json", feature = "bincode")),
+    allow(
+        unreachable_code,
+        unused_variables,
+        reason = "a build without a codec has nothing to decode with"
+    )
+)]
 pub fn decode_payload<T: DeserializeOwned>(codec: CodecId, payload: &[u8], namespace: &str) -> Result<T> {
-    let result = match codec {
+    let result: Result<T, BoxError> = match codec {
         #[cfg(feature = "json")]
         CodecId::JSON => Json::decode(payload),
         #[cfg(feature = "bincode")]

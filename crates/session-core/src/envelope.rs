@@ -61,17 +61,20 @@ pub struct Meta {
 
 impl Meta {
     /// The deadline a store enforces: `expires_at`, capped at `max_expires_at`.
+    #[inline]
     pub fn deadline(&self) -> u64 {
         cap_deadline(self.expires_at, self.max_expires_at)
     }
 
     /// Whether the session is expired at `now_ms`.
+    #[inline]
     pub fn is_expired(&self, now_ms: u64) -> bool {
         self.deadline() <= now_ms
     }
 }
 
 /// `deadline` capped at `max` unless `max` is `0`.
+#[inline]
 pub fn cap_deadline(deadline: u64, max: u64) -> u64 {
     if max == 0 {
         deadline

@@ -10,6 +10,7 @@ use crate::envelope::Meta;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 
 /// Milliseconds since the Unix epoch by the system clock.
+#[inline]
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -1,5 +1,7 @@
 //! Property tests: decoding arbitrary bytes and parsing arbitrary strings never panics.
 
+#![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
+
 use bytes::Bytes;
 use proptest::prelude::*;
 use session_core::{

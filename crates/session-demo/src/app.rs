@@ -83,7 +83,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response()
+        (
+            self.status,
+            Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response()
     }
 }
 
@@ -126,7 +130,11 @@ fn parse_id(id: &str) -> Result<SessionId, ApiError> {
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body is too large")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "request body is too large",
+            )
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_body", r.body_text())
         }
@@ -134,8 +142,13 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 }
 
 fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("invalid session JSON: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("invalid session JSON: {e}"),
+        )
+    })
 }
 
 /// `If-Match` as a version: `3`, `"3"` or `W/"3"`; `*` means "any version".
@@ -143,7 +156,13 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get(IF_MATCH) else {
         return Ok(None);
     };
-    let bad = || ApiError::new(StatusCode::BAD_REQUEST, "bad_if_match", "If-Match must be a version number");
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_if_match",
+            "If-Match must be a version number",
+        )
+    };
     let text = value.to_str().map_err(|_| bad())?.trim();
     if text == "*" {
         return Ok(None);
@@ -176,7 +195,12 @@ where
 {
     let value: T = parse_body(bytes)?;
     let (id, meta) = sessions.create(&value).await?;
-    Ok((StatusCode::CREATED, etag(meta.version), Json(json!({"id": id.as_str()}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        etag(meta.version),
+        Json(json!({"id": id.as_str()})),
+    )
+        .into_response())
 }
 
 async fn load(
@@ -197,7 +221,11 @@ where
 {
     match sessions.load(id).await? {
         Some(s) => Ok((etag(s.meta.version), Json(s.value)).into_response()),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such session")),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such session",
+        )),
     }
 }
 
@@ -247,7 +275,11 @@ async fn remove(
     if existed {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such session"))
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such session",
+        ))
     }
 }
 

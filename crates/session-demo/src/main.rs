@@ -39,8 +39,12 @@ fn parse_args() -> Result<Args, String> {
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--listen" => {
-                let v = it.next().ok_or("--listen needs an address, e.g. 127.0.0.1:8080")?;
-                args.listen = v.parse().map_err(|_| format!("--listen: {v:?} is not an address like 127.0.0.1:8080"))?;
+                let v = it
+                    .next()
+                    .ok_or("--listen needs an address, e.g. 127.0.0.1:8080")?;
+                args.listen = v
+                    .parse()
+                    .map_err(|_| format!("--listen: {v:?} is not an address like 127.0.0.1:8080"))?;
             }
             "--config" => args.config = Some(it.next().ok_or("--config needs a file")?.into()),
             "-h" | "--help" => return Err(String::new()),
@@ -79,7 +83,8 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> Result<(), String> {
-    let settings = Settings::load_with_defaults(DEMO_DEFAULTS, args.config.as_deref()).map_err(|e| e.to_string())?;
+    let settings =
+        Settings::load_with_defaults(DEMO_DEFAULTS, args.config.as_deref()).map_err(|e| e.to_string())?;
 
     // The recorder must be installed before the store registers its metrics.
     let handle = PrometheusBuilder::new()
@@ -90,15 +95,23 @@ async fn serve(args: Args) -> Result<(), String> {
     let render: MetricsRender = Arc::new(move || handle.render());
 
     let built = session_store::build(&settings).await.map_err(|e| e.to_string())?;
-    let state = AppState::new(Arc::clone(&built.store), built.backend.as_str(), &built.core, Some(render))
-        .map_err(|e| e.to_string())?;
+    let state = AppState::new(
+        Arc::clone(&built.store),
+        built.backend.as_str(),
+        &built.core,
+        Some(render),
+    )
+    .map_err(|e| e.to_string())?;
     let app = router(state, settings.max_session_bytes);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("session-demo listening on http://{local} (backend {})", built.backend);
+    println!(
+        "session-demo listening on http://{local} (backend {})",
+        built.backend
+    );
     tracing::info!(backend = built.backend.as_str(), %local, "listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

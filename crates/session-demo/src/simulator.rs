@@ -119,7 +119,10 @@ impl Report {
             ),
         ];
         if let Some(w) = self.recovery_wait {
-            out.push(format!("recovery: journal drained {:.2} s after the load ended", w.as_secs_f64()));
+            out.push(format!(
+                "recovery: journal drained {:.2} s after the load ended",
+                w.as_secs_f64()
+            ));
         }
         out.push(format!(
             "verify: checked={} lost={} resurrected={}",
@@ -212,7 +215,10 @@ impl Shared {
     }
 
     async fn create(&self, target: usize, kind: &str, body: &Value) -> Option<String> {
-        let req = self.client.post(self.url(target, &format!("/api/sessions/{kind}"))).json(body);
+        let req = self
+            .client
+            .post(self.url(target, &format!("/api/sessions/{kind}")))
+            .json(body);
         match self.send(req).await {
             Outcome::Status(StatusCode::CREATED, _, v) => {
                 self.counters.created.fetch_add(1, Ordering::Relaxed);
@@ -224,7 +230,9 @@ impl Shared {
 
     /// GET; `Some((version, body))` on 200. Counts hits and misses.
     async fn get(&self, target: usize, creator: usize, kind: &str, id: &str) -> Option<(u64, Value)> {
-        let req = self.client.get(self.url(target, &format!("/api/sessions/{kind}/{id}")));
+        let req = self
+            .client
+            .get(self.url(target, &format!("/api/sessions/{kind}/{id}")));
         match self.send(req).await {
             Outcome::Status(StatusCode::OK, Some(v), body) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -262,7 +270,9 @@ impl Shared {
     }
 
     async fn delete(&self, target: usize, kind: &str, id: &str) -> bool {
-        let req = self.client.delete(self.url(target, &format!("/api/sessions/{kind}/{id}")));
+        let req = self
+            .client
+            .delete(self.url(target, &format!("/api/sessions/{kind}/{id}")));
         match self.send(req).await {
             Outcome::Status(StatusCode::NO_CONTENT, _, _) => {
                 self.counters.deleted.fetch_add(1, Ordering::Relaxed);
@@ -323,27 +333,41 @@ async fn run_user(s: Arc<Shared>, user: usize, config: Arc<SimConfig>) -> Option
     for turn in 0..config.turns {
         // Another instance than the creator, when there are several.
         let target = creator + turn + 1;
-        let acked = read_modify_write(&s, target, creator, "task", &exp.task_id, |t: &mut TaskSession| {
-            t.state = "running".into();
-            t.messages.push(Message {
-                role: "user".into(),
-                content: format!("question {turn} from user {user}"),
-            });
-            t.messages.push(Message {
-                role: "assistant".into(),
-                content: format!("answer {turn}"),
-            });
-            t.messages.len()
-        })
+        let acked = read_modify_write(
+            &s,
+            target,
+            creator,
+            "task",
+            &exp.task_id,
+            |t: &mut TaskSession| {
+                t.state = "running".into();
+                t.messages.push(Message {
+                    role: "user".into(),
+                    content: format!("question {turn} from user {user}"),
+                });
+                t.messages.push(Message {
+                    role: "assistant".into(),
+                    content: format!("answer {turn}"),
+                });
+                t.messages.len()
+            },
+        )
         .await;
         match acked {
             Some(n) => exp.messages = Some(n),
             None => exp.uncertain[0] = true,
         }
-        let step = read_modify_write(&s, target, creator, "orchestrator", &exp.orch_id, |o: &mut OrchestratorSession| {
-            o.current_step += 1;
-            o.current_step
-        })
+        let step = read_modify_write(
+            &s,
+            target,
+            creator,
+            "orchestrator",
+            &exp.orch_id,
+            |o: &mut OrchestratorSession| {
+                o.current_step += 1;
+                o.current_step
+            },
+        )
         .await;
         match step {
             Some(st) => exp.step = Some(st),
@@ -470,7 +494,10 @@ pub async fn run(config: SimConfig) -> Result<Report, String> {
                 (Some(_), None) => lost += 1,
                 (Some(n), Some(v)) => {
                     let actual = match kind {
-                        "task" => v.get("messages").and_then(Value::as_array).map(|m| m.len() as i64),
+                        "task" => v
+                            .get("messages")
+                            .and_then(Value::as_array)
+                            .map(|m| m.len() as i64),
                         _ => v.get("currentStep").and_then(Value::as_i64),
                     };
                     let ok = match actual {

@@ -1,1 +1,15 @@
-//! Placeholder.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod shard;
+mod store;
+mod sweeper;
+#[cfg(feature = "testing")]
+mod testing;
+
+pub use config::{
+    AtCapacity, MemoryConfig, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_SWEEP_INTERVAL_MS,
+    ENTRY_OVERHEAD_BYTES,
+};
+pub use store::MemoryStore;

@@ -137,7 +137,9 @@ pub async fn build(settings: &Settings) -> Result<Built> {
                     .memory_config()
                     .with_at_capacity(session_memory::AtCapacity::Reject),
             )?;
-            Arc::new(session_fallback::FallbackStore::new(primary, secondary, settings.fallback.clone())?)
+            Arc::new(
+                session_fallback::FallbackStore::new(primary, secondary, settings.fallback.clone()).await?,
+            )
         }
         #[allow(unreachable_patterns, reason = "reachable when a backend feature is off")]
         other => {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use session_core::{CodecKind, CoreConfig, Error, ExpiryMode, NamespaceConfig, Result};
@@ -91,7 +91,7 @@ impl Default for MetricsSettings {
 ///
 /// Read it with [`Settings::load`] (TOML file + environment) or build it in
 /// code from `Settings::default()`.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Settings {
@@ -192,7 +192,7 @@ impl Settings {
     /// # Errors
     /// [`Error::Config`] naming the first bad key.
     pub fn load_with_defaults(defaults: &str, file: Option<&Path>) -> Result<Settings> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(defaults));
+        let mut figment = Figment::new().merge(Toml::string(defaults));
         if let Some(path) = file {
             if !path.is_file() {
                 return Err(Error::config(
@@ -211,7 +211,7 @@ impl Settings {
     /// # Errors
     /// [`Error::Config`] naming the first bad key.
     pub fn from_toml(text: &str) -> Result<Settings> {
-        Self::extract(Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(text)))
+        Self::extract(Figment::new().merge(Toml::string(text)))
     }
 
     fn extract(figment: Figment) -> Result<Settings> {

@@ -18,7 +18,10 @@ fn parse(args: &[String]) -> Result<SimConfig, String> {
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
-        let num = |v: String| v.parse::<usize>().map_err(|_| format!("{flag}: {v:?} is not a number"));
+        let num = |v: String| {
+            v.parse::<usize>()
+                .map_err(|_| format!("{flag}: {v:?} is not a number"))
+        };
         match flag.as_str() {
             "--target" => c.targets.push(value()?.trim_end_matches('/').to_owned()),
             "--users" => c.users = num(value()?)?,

@@ -1,0 +1,211 @@
+//! [`MemoryConfig`]: bounds, key prefix, sweep interval and the policy at the bound.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use session_core::{
+    Error, KeyPrefix, Result, DEFAULT_KEY_PREFIX, DEFAULT_MAX_SESSION_BYTES, HEADER_LEN, MAX_ID_LEN,
+    MAX_NAMESPACE_LEN,
+};
+
+/// Bytes charged per entry on top of its key and envelope: roughly what an
+/// entry really costs beyond them (its 96-byte table slot at average fill,
+/// the key's and the payload's allocations), so that `max_bytes` tracks
+/// resident memory. Measured: 137 to 213 bytes, depending on how full the
+/// tables are. Counted in [`StoreStats::bytes`](session_core::StoreStats)
+/// and against [`MemoryConfig::max_bytes`].
+pub const ENTRY_OVERHEAD_BYTES: u64 = 160;
+
+/// Default [`MemoryConfig::max_entries`]: one million sessions.
+pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+
+/// Default [`MemoryConfig::max_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+
+/// Default [`MemoryConfig::sweep_interval_ms`]: one second.
+pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 1000;
+
+/// What a write does when it would take the store past `max_entries` or `max_bytes`.
+///
+/// Either way, expired entries are reclaimed first; the policy only decides
+/// what happens when the store is full of live sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AtCapacity {
+    /// Evict live sessions to make room: of a sample of entries (the target
+    /// shard first, then other shards), the one whose deadline is soonest, as
+    /// Redis' `volatile-ttl` does. Counted in `StoreStats::evicted`. The default.
+    #[default]
+    EvictSoonestExpiring,
+    /// Refuse the write with [`Error::Full`], keeping every stored session.
+    /// Counted in `StoreStats::rejected`.
+    Reject,
+}
+
+/// Settings of a [`MemoryStore`](crate::MemoryStore). Field names are the
+/// configuration keys under `memory.`.
+///
+/// Every field has a default, so an empty section is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MemoryConfig {
+    /// Prefix of every key. Default `session:`.
+    pub key_prefix: String,
+    /// Most sessions stored at once, expired-but-unreclaimed ones included.
+    /// Default 1,000,000 ([`DEFAULT_MAX_ENTRIES`]). At least 1.
+    pub max_entries: u64,
+    /// Most bytes stored at once, counted per entry as key length + envelope
+    /// length + [`ENTRY_OVERHEAD_BYTES`]. Default 1 GiB ([`DEFAULT_MAX_BYTES`]).
+    /// Must hold at least one session of `max_session_bytes` with the longest key.
+    pub max_bytes: u64,
+    /// Largest encoded session (envelope) in bytes; larger writes are
+    /// `TooLarge`. Default 1 MiB.
+    pub max_session_bytes: usize,
+    /// How often the background sweeper reclaims expired entries, in
+    /// milliseconds. Default 1000. At least 1.
+    pub sweep_interval_ms: u64,
+    /// `evict_soonest_expiring` (default) or `reject`.
+    pub at_capacity: AtCapacity,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            max_entries: DEFAULT_MAX_ENTRIES,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
+            sweep_interval_ms: DEFAULT_SWEEP_INTERVAL_MS,
+            at_capacity: AtCapacity::default(),
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// Sets [`key_prefix`](Self::key_prefix).
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`max_entries`](Self::max_entries).
+    pub fn with_max_entries(mut self, max_entries: u64) -> Self {
+        self.max_entries = max_entries;
+        self
+    }
+
+    /// Sets [`max_bytes`](Self::max_bytes).
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Sets [`max_session_bytes`](Self::max_session_bytes).
+    pub fn with_max_session_bytes(mut self, max_session_bytes: usize) -> Self {
+        self.max_session_bytes = max_session_bytes;
+        self
+    }
+
+    /// Sets [`sweep_interval_ms`](Self::sweep_interval_ms).
+    pub fn with_sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Sets [`at_capacity`](Self::at_capacity).
+    pub fn with_at_capacity(mut self, at_capacity: AtCapacity) -> Self {
+        self.at_capacity = at_capacity;
+        self
+    }
+
+    /// The smallest `max_bytes` accepted with these settings: one session of
+    /// `max_session_bytes` under the longest possible key, plus the overhead.
+    pub fn min_max_bytes(&self) -> u64 {
+        let longest_key = self.key_prefix.len() + MAX_NAMESPACE_LEN + 1 + MAX_ID_LEN;
+        (self.max_session_bytes as u64)
+            .saturating_add(longest_key as u64)
+            .saturating_add(ENTRY_OVERHEAD_BYTES)
+    }
+
+    /// Checks every value, naming the key of the first bad one.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key, e.g. `memory.max_entries`.
+    pub fn validate(&self) -> Result<()> {
+        self.parsed_prefix()?;
+        if self.max_entries == 0 {
+            return Err(Error::config("memory.max_entries", "must be at least 1"));
+        }
+        if self.max_session_bytes <= HEADER_LEN {
+            return Err(Error::config(
+                "memory.max_session_bytes",
+                format!("must be more than the {HEADER_LEN}-byte envelope header"),
+            ));
+        }
+        let min = self.min_max_bytes();
+        if self.max_bytes < min {
+            return Err(Error::config(
+                "memory.max_bytes",
+                format!(
+                    "is {} but must be at least {min}: one session of max_session_bytes ({}) \
+                     under the longest key, plus {ENTRY_OVERHEAD_BYTES} bytes of overhead; \
+                     raise memory.max_bytes or lower max_session_bytes",
+                    self.max_bytes, self.max_session_bytes
+                ),
+            ));
+        }
+        if self.sweep_interval_ms == 0 {
+            return Err(Error::config(
+                "memory.sweep_interval_ms",
+                "must be at least 1 millisecond",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The validated key prefix.
+    pub(crate) fn parsed_prefix(&self) -> Result<KeyPrefix> {
+        KeyPrefix::new(&self.key_prefix).map_err(|e| Error::Config {
+            key: "memory.key_prefix".into(),
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(e: Error) -> String {
+        match e {
+            Error::Config { key, .. } => key,
+            other => panic!("expected Config, got {other}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        MemoryConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn each_bad_value_names_its_key() {
+        let d = MemoryConfig::default;
+        let cases = [
+            (d().with_key_prefix("a b"), "memory.key_prefix"),
+            (d().with_max_entries(0), "memory.max_entries"),
+            (d().with_max_session_bytes(HEADER_LEN), "memory.max_session_bytes"),
+            (d().with_max_bytes(1000), "memory.max_bytes"),
+            (
+                d().with_sweep_interval(Duration::ZERO),
+                "memory.sweep_interval_ms",
+            ),
+        ];
+        for (config, key) in cases {
+            assert_eq!(key_of(config.validate().unwrap_err()), key);
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! The session-core conformance suite against `MemoryStore`.
+
+#![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
+
+use std::sync::Arc;
+
+use session_core::testing::{Harness, TestStore};
+use session_core::KeyPrefix;
+use session_memory::{MemoryConfig, MemoryStore};
+
+struct MemoryHarness;
+
+#[session_core::async_trait]
+impl Harness for MemoryHarness {
+    async fn open(&self, prefix: KeyPrefix) -> TestStore {
+        let config = MemoryConfig::default().with_key_prefix(prefix.as_str());
+        let store = Arc::new(MemoryStore::new(config).unwrap());
+        TestStore {
+            store: store.clone(),
+            raw: store,
+        }
+    }
+}
+
+async fn harness() -> Option<MemoryHarness> {
+    Some(MemoryHarness)
+}
+
+session_core::conformance_tests!(harness);
