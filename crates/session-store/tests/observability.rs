@@ -1,0 +1,238 @@
+//! Metrics and tracing of the instrumented store: exact counter values for a
+//! known sequence of operations, and no session id anywhere in trace output.
+
+#![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use session_store::instrument::Instrumented;
+use session_store::memory::MemoryStore;
+use session_store::{Error, Namespace, SessionId, SessionStore, Sessions, Settings};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Cart {
+    items: Vec<String>,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+type Labels = Vec<(String, String)>;
+
+/// Snapshot as name → [(labels, value)].
+fn snapshot(recorder: &DebuggingRecorder) -> HashMap<String, Vec<(Labels, DebugValue)>> {
+    let mut out: HashMap<String, Vec<(Labels, DebugValue)>> = HashMap::new();
+    for (key, _, _, value) in recorder.snapshotter().snapshot().into_vec() {
+        let k = key.key();
+        let mut labels: Labels = k
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        labels.sort();
+        out.entry(k.name().to_owned()).or_default().push((labels, value));
+    }
+    out
+}
+
+fn counter(snap: &HashMap<String, Vec<(Labels, DebugValue)>>, name: &str, want: &[(&str, &str)]) -> u64 {
+    snap.get(name)
+        .into_iter()
+        .flatten()
+        .filter(|(labels, _)| {
+            want.iter()
+                .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, v)| match v {
+            DebugValue::Counter(c) => *c,
+            other => panic!("{name} is not a counter: {other:?}"),
+        })
+        .sum()
+}
+
+fn histogram_samples(snap: &HashMap<String, Vec<(Labels, DebugValue)>>, name: &str, op: &str) -> usize {
+    snap.get(name)
+        .into_iter()
+        .flatten()
+        .filter(|(labels, _)| labels.iter().any(|(k, v)| k == "op" && v == op))
+        .map(|(_, v)| match v {
+            DebugValue::Histogram(h) => h.len(),
+            other => panic!("{name} is not a histogram: {other:?}"),
+        })
+        .sum()
+}
+
+#[test]
+fn counters_for_a_known_sequence() {
+    let recorder = DebuggingRecorder::new();
+    metrics::with_local_recorder(&recorder, || {
+        runtime().block_on(async {
+            let settings =
+                Settings::from_toml("backend = \"memory\"\n[metrics]\nrefresh_secs = 0\n").unwrap();
+            let built = session_store::build(&settings).await.unwrap();
+            let carts: Sessions<Cart> = built.sessions("cart").unwrap();
+            let mut ids = Vec::new();
+            for i in 0..3 {
+                let (id, _) = carts
+                    .create(&Cart {
+                        items: vec![format!("item{i}")],
+                    })
+                    .await
+                    .unwrap();
+                ids.push(id);
+            }
+            assert!(carts.load(&ids[0]).await.unwrap().is_some());
+            assert!(carts.load(&ids[1]).await.unwrap().is_some());
+            assert!(carts
+                .load(&SessionId::generate().unwrap())
+                .await
+                .unwrap()
+                .is_none());
+            assert!(carts.delete(&ids[2]).await.unwrap());
+            let e = carts.update(&ids[2], &Cart { items: vec![] }).await.unwrap_err();
+            assert!(matches!(e, Error::NotFound { .. }));
+            let got = carts.load_many(&[ids[0].clone(), ids[2].clone()]).await.unwrap();
+            assert_eq!(got.len(), 2);
+            session_store::instrument::report_stats_once(&*built.store, &[Namespace::new("cart").unwrap()])
+                .await
+                .unwrap();
+        });
+    });
+    let snap = snapshot(&recorder);
+    let ops = "session_store_operations_total";
+    let m = [("backend", "memory")];
+    assert_eq!(
+        counter(&snap, ops, &[m[0], ("op", "create"), ("outcome", "ok")]),
+        3
+    );
+    assert_eq!(
+        counter(&snap, ops, &[m[0], ("op", "load"), ("outcome", "hit")]),
+        2
+    );
+    assert_eq!(
+        counter(&snap, ops, &[m[0], ("op", "load"), ("outcome", "miss")]),
+        1
+    );
+    assert_eq!(
+        counter(&snap, ops, &[m[0], ("op", "delete"), ("outcome", "ok")]),
+        1
+    );
+    assert_eq!(
+        counter(&snap, ops, &[m[0], ("op", "update"), ("outcome", "not_found")]),
+        1
+    );
+    assert_eq!(
+        counter(&snap, ops, &[m[0], ("op", "load_many"), ("outcome", "ok")]),
+        1
+    );
+    // Two single hits and one batch hit; one single miss and one batch miss.
+    assert_eq!(counter(&snap, "session_store_hits_total", &m), 3);
+    assert_eq!(counter(&snap, "session_store_misses_total", &m), 2);
+    assert_eq!(
+        counter(
+            &snap,
+            "session_store_errors_total",
+            &[m[0], ("op", "update"), ("kind", "not_found")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            "session_store_sessions_created_total",
+            &[m[0], ("namespace", "cart")]
+        ),
+        3
+    );
+    assert_eq!(
+        histogram_samples(&snap, "session_store_operation_duration_seconds", "load"),
+        3
+    );
+    assert_eq!(
+        histogram_samples(&snap, "session_store_operation_duration_seconds", "create"),
+        3
+    );
+    let gauge = |name: &str| match &snap.get(name).unwrap()[0].1 {
+        DebugValue::Gauge(g) => g.into_inner(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(gauge("session_store_entries"), 2.0);
+    assert_eq!(gauge("session_store_sessions"), 2.0);
+    assert_eq!(gauge("session_store_up"), 1.0);
+    assert!(gauge("session_store_bytes") > 0.0);
+}
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn trace_output_holds_no_session_id() {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let mut ids: Vec<SessionId> = Vec::new();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime().block_on(async {
+            let store: Arc<dyn SessionStore> = Arc::new(Instrumented::new(MemoryStore::new_default()));
+            let carts: Sessions<Cart> = Sessions::new(store, Namespace::new("cart").unwrap());
+            let (id, meta) = carts
+                .create(&Cart {
+                    items: vec!["a".into()],
+                })
+                .await
+                .unwrap();
+            ids.push(id.clone());
+            carts.load(&id).await.unwrap();
+            carts
+                .save_if(&id, meta.version, &Cart { items: vec![] })
+                .await
+                .unwrap();
+            let _ = carts.save_if(&id, meta.version, &Cart { items: vec![] }).await;
+            let new_id = carts.rotate(&id).await.unwrap();
+            ids.push(new_id.clone());
+            let chosen = SessionId::parse("caller-chosen-id-0123456789").unwrap();
+            carts
+                .create_with_id(&chosen, &Cart { items: vec![] })
+                .await
+                .unwrap();
+            let _ = carts.create_with_id(&chosen, &Cart { items: vec![] }).await;
+            ids.push(chosen);
+            carts.delete(&new_id).await.unwrap();
+            let _ = carts.update(&new_id, &Cart { items: vec![] }).await;
+        });
+    });
+    let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        out.contains("op=\"load\"") || out.contains("op=load"),
+        "spans were not recorded:\n{out}"
+    );
+    assert!(out.contains("sid="), "spans carry the short hash:\n{out}");
+    for id in &ids {
+        assert!(
+            !out.contains(id.as_str()),
+            "session id found in trace output:\n{out}"
+        );
+        assert!(out.contains(&id.short_hash()));
+    }
+}
