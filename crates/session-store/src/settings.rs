@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use session_core::{CodecKind, CoreConfig, Error, ExpiryMode, NamespaceConfig, Result};
@@ -202,7 +202,13 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
-        Self::extract(figment.merge(env_provider()))
+        figment = figment.merge(env_provider());
+        // Secrets and names are strings even when they look like numbers
+        // (`SESSION_REDIS__PASSWORD=123456`), which the generic provider would parse.
+        for (key, value) in string_env_vars() {
+            figment = figment.merge(Serialized::default(&key, value));
+        }
+        Self::extract(figment)
     }
 
     /// Reads the configuration from TOML text (and nothing else): for tests
@@ -291,6 +297,23 @@ fn env_provider() -> Env {
         let first = key.as_str().split('.').next().unwrap_or("");
         TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(first))
     })
+}
+
+/// `SESSION_*` variables whose last segment names a string-only key.
+fn string_env_vars() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix(ENV_PREFIX)?;
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            let last = key.rsplit('.').next().unwrap_or("");
+            let first = key.split('.').next().unwrap_or("");
+            let string_only = matches!(
+                last,
+                "password" | "username" | "url" | "key_prefix" | "service_name"
+            );
+            (string_only && TOP_LEVEL_KEYS.contains(&first)).then_some((key, v))
+        })
+        .collect()
 }
 
 fn figment_error(e: figment::Error) -> Error {

@@ -1,0 +1,191 @@
+//! Configuration: file + environment, defaults, errors that name the key,
+//! redaction of secrets, and switching backend by configuration alone.
+
+#![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
+
+use figment::Jail;
+use session_store::{Backend, CodecKind, Error, ExpiryMode, Namespace, Settings};
+
+fn config_key(e: Error) -> String {
+    match e {
+        Error::Config { key, .. } => key,
+        other => panic!("expected a Config error, got {other}"),
+    }
+}
+
+#[test]
+fn defaults() {
+    let s = Settings::from_toml("").unwrap();
+    assert_eq!(s.backend, Backend::Memory);
+    assert_eq!(s.ttl_secs, 3600);
+    assert_eq!(s.key_prefix, "session:");
+    assert_eq!(s.max_session_bytes, 1024 * 1024);
+    assert_eq!(s.expiry, ExpiryMode::Absolute);
+}
+
+#[test]
+fn file_then_environment() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "sessions.toml",
+            r#"
+            backend = "memory"
+            key_prefix = "omnia:session:"
+            codec = "json"
+            ttl_secs = 100
+            [namespaces.task]
+            ttl_secs = 60
+            expiry = "sliding"
+            [memory]
+            max_entries = 10
+            "#,
+        )?;
+        jail.set_env("SESSION_TTL_SECS", "200");
+        jail.set_env("SESSION_MEMORY__MAX_ENTRIES", "20");
+        jail.set_env("SESSION_NAMESPACES__ORCHESTRATOR__TTL_SECS", "7200");
+        // Not configuration: ignored, not an unknown-key error.
+        jail.set_env("SESSION_TEST_REDIS_URL", "redis://127.0.0.1:1");
+        let s = Settings::load(Some("sessions.toml".as_ref())).unwrap();
+        assert_eq!(s.key_prefix, "omnia:session:");
+        assert_eq!(s.codec, CodecKind::Json);
+        assert_eq!(s.ttl_secs, 200);
+        assert_eq!(s.memory.max_entries, 20);
+        let core = s.core();
+        let task = core.policy_for(&Namespace::new("task").unwrap());
+        assert_eq!(task.mode, ExpiryMode::Sliding);
+        assert_eq!(task.ttl.as_secs(), 60);
+        let orch = core.policy_for(&Namespace::new("orchestrator").unwrap());
+        assert_eq!(orch.ttl.as_secs(), 7200);
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let e = Settings::load(Some("/nonexistent/sessions.toml".as_ref())).unwrap_err();
+    assert_eq!(config_key(e), "config file");
+}
+
+#[test]
+fn unknown_keys_are_named_with_what_is_accepted() {
+    let e = Settings::from_toml("tll_secs = 5").unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("tll_secs"), "{text}");
+    assert!(text.contains("ttl_secs"), "lists accepted keys: {text}");
+    let e = Settings::from_toml("[memory]\nmax_entriez = 5").unwrap_err();
+    assert_eq!(config_key(e), "memory.max_entriez");
+    Jail::expect_with(|jail| {
+        jail.set_env("SESSION_MEMORY__MAX_ENTRIEZ", "5");
+        let e = Settings::load(None).unwrap_err();
+        assert!(e.to_string().contains("max_entriez"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        ("ttl_secs = 0", "ttl_secs"),
+        ("ttl_secs = \"soon\"", "ttl_secs"),
+        ("backend = \"postgres\"", "backend"),
+        ("codec = \"xml\"", "codec"),
+        ("expiry = \"never\"", "expiry"),
+        ("key_prefix = \"a*b\"", "key_prefix"),
+        ("max_session_bytes = 10", "max_session_bytes"),
+        ("[namespaces.Task]\nttl_secs = 5", "namespaces.Task"),
+        ("[memory]\nmax_entries = 0", "memory.max_entries"),
+        ("[metrics]\nrefresh_secs = -1", "metrics.refresh_secs"),
+    ];
+    for (toml, key) in cases {
+        let e = Settings::from_toml(toml).unwrap_err();
+        assert_eq!(config_key(e), key, "{toml}");
+    }
+}
+
+#[test]
+fn backend_switch_and_rollback_are_config_only() {
+    Jail::expect_with(|jail| {
+        jail.create_file("s.toml", "backend = \"memory\"")?;
+        assert_eq!(
+            Settings::load(Some("s.toml".as_ref())).unwrap().backend,
+            Backend::Memory
+        );
+        jail.set_env("SESSION_BACKEND", "redis");
+        let s = Settings::load(Some("s.toml".as_ref()));
+        if cfg!(feature = "redis") {
+            assert_eq!(s.unwrap().backend, Backend::Redis);
+        } else {
+            assert_eq!(config_key(s.unwrap_err()), "backend");
+        }
+        jail.set_env("SESSION_BACKEND", "memory");
+        assert_eq!(
+            Settings::load(Some("s.toml".as_ref())).unwrap().backend,
+            Backend::Memory
+        );
+        Ok(())
+    });
+}
+
+#[tokio::test]
+async fn build_memory_and_use_it() {
+    let s = Settings::from_toml("codec = \"json\"\n[metrics]\nrefresh_secs = 0").unwrap();
+    let built = session_store::build(&s).await.unwrap();
+    assert_eq!(built.backend, Backend::Memory);
+    let carts = built.sessions::<Vec<String>>("cart").unwrap();
+    let (id, _) = carts.create(&vec!["x".into()]).await.unwrap();
+    assert_eq!(
+        carts.load(&id).await.unwrap().unwrap().value,
+        vec!["x".to_string()]
+    );
+}
+
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+
+    #[test]
+    fn seed_connection_strings_and_redaction() {
+        for url in [
+            "localhost:6379",
+            "redis://127.0.0.1:6379",
+            "rediss://app:pw@127.0.0.1:6380/2",
+            "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001",
+            "redis-sentinel://127.0.0.1:26379?sentinelServiceName=mymaster&node=127.0.0.1:26380",
+        ] {
+            let s = Settings::from_toml(&format!("backend = \"redis\"\n[redis]\nurl = \"{url}\"")).unwrap();
+            assert_eq!(s.redis.url, url);
+        }
+        Jail::expect_with(|jail| {
+            jail.set_env("SESSION_BACKEND", "redis");
+            jail.set_env("SESSION_REDIS__URL", "redis://app:supersecret1@127.0.0.1:6379");
+            jail.set_env("SESSION_REDIS__PASSWORD", "supersecret2");
+            let s = Settings::load(None).unwrap();
+            let shown = format!("{s:?} {s}");
+            assert!(!shown.contains("supersecret1"), "{shown}");
+            assert!(!shown.contains("supersecret2"), "{shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_numeric_password_from_the_environment_is_a_string() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SESSION_REDIS__PASSWORD", "123456");
+            let s = Settings::load(None).unwrap();
+            assert_eq!(s.redis.password.as_deref(), Some("123456"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_redis_values_never_echo_secrets() {
+        let e =
+            Settings::from_toml("backend = \"redis\"\n[redis]\nurl = \"redis://u:hunter2@host:notaport\"")
+                .unwrap_err();
+        let text = e.to_string();
+        assert_eq!(config_key(e), "redis.url");
+        assert!(!text.contains("hunter2"), "{text}");
+        let e = Settings::from_toml("backend = \"redis\"\n[redis]\ntimeout_ms = 0").unwrap_err();
+        assert_eq!(config_key(e), "redis.timeout_ms");
+    }
+}

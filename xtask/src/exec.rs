@@ -1,0 +1,226 @@
+//! Running child commands with their output in a log file, and Ctrl-C.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Once};
+use std::thread;
+
+/// The pid of the command [`run_logged`] is running, 0 when none.
+static CURRENT_CHILD: AtomicU32 = AtomicU32::new(0);
+
+/// What a logged command did.
+pub(crate) struct Outcome {
+    /// Its exit status.
+    pub(crate) status: ExitStatus,
+    /// Every line it printed, stdout and stderr interleaved as they arrived.
+    pub(crate) lines: Vec<String>,
+}
+
+/// Test counts summed over cargo's `test result:` lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) passed: u64,
+    pub(crate) failed: u64,
+    pub(crate) ignored: u64,
+}
+
+impl Counts {
+    /// Sums every `test result: ok. 3 passed; 1 failed; 2 ignored; …` line.
+    pub(crate) fn parse<S: AsRef<str>>(lines: &[S]) -> Self {
+        let mut counts = Counts::default();
+        for line in lines {
+            let Some(rest) = line.as_ref().trim().strip_prefix("test result:") else {
+                continue;
+            };
+            for part in rest.split([';', '.']) {
+                let mut words = part.split_whitespace();
+                let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let Ok(n) = n.parse::<u64>() else { continue };
+                match what {
+                    "passed" => counts.passed += n,
+                    "failed" => counts.failed += n,
+                    "ignored" => counts.ignored += n,
+                    _ => {}
+                }
+            }
+        }
+        counts
+    }
+
+    pub(crate) fn add(&mut self, other: Counts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+}
+
+/// Runs `command`, appending everything it prints to `log` (after a header
+/// line with the command), and calls `on_line` for each line as it arrives.
+pub(crate) fn run_logged(
+    command: &mut Command,
+    log: &Path,
+    mut on_line: impl FnMut(&str),
+) -> io::Result<Outcome> {
+    if let Some(dir) = log.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let mut file = File::options().create(true).append(true).open(log)?;
+    writeln!(file, "$ {}", display(command))?;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot run {}: {e}", command.get_program().to_string_lossy()),
+            )
+        })?;
+    CURRENT_CHILD.store(child.id(), Ordering::SeqCst);
+    let (sender, receiver) = mpsc::channel();
+    let mut readers = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        readers.push(forward_lines(stdout, sender.clone()));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        readers.push(forward_lines(stderr, sender.clone()));
+    }
+    drop(sender);
+    let mut lines = Vec::new();
+    for line in receiver {
+        writeln!(file, "{line}")?;
+        on_line(&line);
+        lines.push(line);
+    }
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let status = child.wait()?;
+    CURRENT_CHILD.store(0, Ordering::SeqCst);
+    writeln!(file, "# exit: {status}")?;
+    Ok(Outcome { status, lines })
+}
+
+fn forward_lines(
+    pipe: impl io::Read + Send + 'static,
+    sender: mpsc::Sender<String>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line);
+            if sender.send(text.trim_end_matches('\r').to_owned()).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// The command as a shell line: the environment it sets, the program, the
+/// arguments; passwords in URLs are replaced by `***`.
+pub(crate) fn display(command: &Command) -> String {
+    let quote = |s: OsString| {
+        let s = s.to_string_lossy().into_owned();
+        if !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c))
+        {
+            s
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    let mut parts = Vec::new();
+    for (key, value) in command.get_envs() {
+        if let Some(value) = value {
+            let value = redact(&value.to_string_lossy());
+            parts.push(format!("{}={}", key.to_string_lossy(), quote(value.into())));
+        }
+    }
+    parts.push(quote(command.get_program().to_owned()));
+    parts.extend(command.get_args().map(|a| quote(a.to_owned())));
+    parts.join(" ")
+}
+
+/// Replaces the password of a `scheme://user:password@host` URL with `***`.
+pub(crate) fn redact(text: &str) -> String {
+    let Some(start) = text.find("://").map(|i| i + 3) else {
+        return text.to_owned();
+    };
+    let rest = &text[start..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => {
+            format!("{}{}:***{}", &text[..start], &rest[..colon], &rest[at..])
+        }
+        _ => text.to_owned(),
+    }
+}
+
+/// On Ctrl-C or SIGTERM: stop the running command and every redis-server
+/// this process started, then exit with 130. Installed once.
+pub(crate) fn install_interrupt_handler() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let installed = ctrlc::set_handler(|| {
+            let child = CURRENT_CHILD.load(Ordering::SeqCst);
+            if child != 0 {
+                let _ = Command::new("sh")
+                    .args(["-c", "kill -s TERM \"$1\"", "sh"])
+                    .arg(child.to_string())
+                    .status();
+            }
+            let stopped = testkit_redis::kill_registered();
+            eprintln!("\nxtask: interrupted; stopped {stopped} redis-server process(es)");
+            std::process::exit(130);
+        });
+        if let Err(e) = installed {
+            eprintln!("xtask: cannot install the Ctrl-C handler ({e}); servers may outlive an interrupt");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_cargo_test_results() {
+        let lines = [
+            "running 3 tests",
+            "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+            "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 5 filtered out; finished in 1.20s",
+            "   Doc-tests x",
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+        ];
+        assert_eq!(
+            Counts::parse(&lines),
+            Counts {
+                passed: 5,
+                failed: 1,
+                ignored: 1
+            }
+        );
+    }
+
+    #[test]
+    fn shows_commands_without_passwords() {
+        let mut command = Command::new("cargo");
+        command
+            .env("SESSION_TEST_REDIS_TLS_URL", "rediss://app:s3cret@127.0.0.1:5")
+            .args(["test", "--", "--test-threads=1", "a b"]);
+        let shown = display(&command);
+        assert_eq!(
+            shown,
+            "SESSION_TEST_REDIS_TLS_URL='rediss://app:***@127.0.0.1:5' cargo test -- --test-threads=1 'a b'"
+        );
+        assert_eq!(redact("redis://127.0.0.1:1"), "redis://127.0.0.1:1");
+    }
+}
