@@ -22,6 +22,7 @@ mod demo;
 mod exec;
 mod load;
 mod redis;
+mod serve;
 mod test;
 mod tools;
 
@@ -50,9 +51,13 @@ const COMMANDS: &[Command] = &[
     (
         "demo",
         demo::run,
-        "the demo server and chat simulator (not built yet)",
+        "the demo server driven by the chat simulator: [--backend memory|redis|fallback] [--chaos]",
     ),
-    ("load", load::run, "N demo instances under load (not built yet)"),
+    (
+        "load",
+        load::run,
+        "N demo instances on one Redis, load across them: [--instances N]",
+    ),
 ];
 
 fn main() -> ExitCode {
