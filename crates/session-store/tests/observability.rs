@@ -236,3 +236,65 @@ fn trace_output_holds_no_session_id() {
         assert!(out.contains(&id.short_hash()));
     }
 }
+
+#[cfg(feature = "fallback")]
+#[test]
+fn fallback_counters_for_a_failover() {
+    use session_store::fallback::{FallbackConfig, FallbackStore};
+    use session_store::testing::{FaultMode, FaultyStore};
+
+    let recorder = DebuggingRecorder::new();
+    metrics::with_local_recorder(&recorder, || {
+        runtime().block_on(async {
+            let primary = FaultyStore::new(MemoryStore::new_default());
+            let config = FallbackConfig::default().with_probe_backoff(
+                std::time::Duration::from_secs(3600),
+                std::time::Duration::from_secs(3600),
+            );
+            let fallback = FallbackStore::new(Arc::clone(&primary), MemoryStore::new_default(), config)
+                .await
+                .unwrap();
+            let store: Arc<dyn SessionStore> = Arc::new(Instrumented::new(fallback));
+            let carts: Sessions<Cart> = Sessions::new(store, Namespace::new("cart").unwrap());
+            let (healthy, _) = carts.create(&Cart { items: vec![] }).await.unwrap();
+            assert!(carts.load(&healthy).await.unwrap().is_some());
+            primary.set_mode(FaultMode::Fail);
+            // The failing call itself is served by the secondary: one failover.
+            let (a, _) = carts
+                .create(&Cart {
+                    items: vec!["a".into()],
+                })
+                .await
+                .unwrap();
+            // The circuit is open: three calls straight to the secondary.
+            assert!(carts.load(&a).await.unwrap().is_some());
+            let (b, _) = carts
+                .create(&Cart {
+                    items: vec!["b".into()],
+                })
+                .await
+                .unwrap();
+            assert!(carts.delete(&b).await.unwrap());
+        });
+    });
+    let snap = snapshot(&recorder);
+    let gauge = |name: &str| match &snap.get(name).unwrap()[0].1 {
+        DebugValue::Gauge(g) => g.into_inner(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(counter(&snap, "session_fallback_failovers_total", &[]), 1);
+    assert_eq!(counter(&snap, "session_fallback_secondary_calls_total", &[]), 3);
+    assert_eq!(
+        counter(&snap, "session_fallback_transitions_total", &[("to", "open")]),
+        1
+    );
+    assert_eq!(gauge("session_fallback_active"), 1.0);
+    assert_eq!(gauge("session_fallback_state"), 1.0);
+    // a (written) and b (tombstone) wait for replay.
+    assert_eq!(gauge("session_fallback_journal_length"), 2.0);
+    let ops = "session_store_operations_total";
+    let fb = ("backend", "fallback");
+    assert_eq!(counter(&snap, ops, &[fb, ("op", "create"), ("outcome", "ok")]), 3);
+    assert_eq!(counter(&snap, ops, &[fb, ("op", "load"), ("outcome", "hit")]), 2);
+    assert_eq!(counter(&snap, "session_store_errors_total", &[fb]), 0);
+}

@@ -2,7 +2,10 @@
 //! redaction of secrets, and switching backend by configuration alone.
 
 #![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
-#![allow(clippy::result_large_err, reason = "figment::Jail closures return figment::Error")]
+#![allow(
+    clippy::result_large_err,
+    reason = "figment::Jail closures return figment::Error"
+)]
 
 use figment::Jail;
 use session_store::{Backend, CodecKind, Error, ExpiryMode, Namespace, Settings};

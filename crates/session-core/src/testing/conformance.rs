@@ -964,7 +964,7 @@ pub async fn stats_report(h: &dyn Harness) {
     }
 }
 
-/// `health` of a working store is up (or degraded, for a wrapper).
+/// `health` of a working store is up.
 pub async fn health_is_up(h: &dyn Harness) {
     let t = open(h).await;
     let health = t.store.health().await;

@@ -1,0 +1,230 @@
+//! [`FallbackConfig`]: the `fallback.*` configuration keys.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use session_core::{Error, Result};
+
+/// Settings of a [`FallbackStore`](crate::FallbackStore). Field names are the
+/// configuration keys under `fallback.` (e.g. `fallback.primary_timeout_ms`).
+///
+/// Every field has a default, so an empty `[fallback]` table is valid:
+///
+/// | key | default | meaning |
+/// |---|---|---|
+/// | `failure_threshold` | `1` | consecutive temporary primary failures that open the circuit |
+/// | `primary_timeout_ms` | `300` | the fallback's own deadline on every primary call |
+/// | `probe_min_ms` | `100` | first delay between probes of a down primary |
+/// | `probe_max_ms` | `5000` | longest delay between probes (exponential backoff with jitter) |
+/// | `max_journal_keys` | `100000` | sessions that may wait for replay; beyond it new keys are refused |
+/// | `replay_concurrency` | `16` | sessions replayed into the primary at once |
+///
+/// ```
+/// let config: session_fallback::FallbackConfig =
+///     serde_json::from_str(r#"{"primary_timeout_ms": 200}"#).unwrap();
+/// config.validate().unwrap();
+/// assert_eq!(config.failure_threshold, 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FallbackConfig {
+    /// Consecutive temporary failures of the primary (errors for which
+    /// [`Error::is_temporary`] holds, and the fallback's own timeouts) that
+    /// open the circuit. Every failed call is failed over whatever this is;
+    /// the threshold only decides when later calls stop trying the primary.
+    /// Default `1`: the first failure opens the circuit.
+    pub failure_threshold: u32,
+    /// The deadline the fallback puts on every primary call, in milliseconds,
+    /// on top of the primary's own timeouts: a primary that hangs fails over
+    /// after this long. Set it a little above the primary's own timeout
+    /// (Redis: `redis.timeout_ms`, default 250). Default `300`.
+    pub primary_timeout_ms: u64,
+    /// The first delay between probes of a down primary, in milliseconds.
+    /// Default `100`.
+    pub probe_min_ms: u64,
+    /// The longest delay between probes, in milliseconds; the delay doubles
+    /// from `probe_min_ms` up to this, with jitter. Default `5000`.
+    pub probe_max_ms: u64,
+    /// The most sessions the journal holds while waiting for replay. When it
+    /// is full, a write or delete of a session not already in the journal is
+    /// refused with [`Error::Unavailable`] (never acknowledged and then
+    /// dropped); sessions already in the journal keep being accepted.
+    /// Default `100000`.
+    pub max_journal_keys: usize,
+    /// How many sessions are replayed into the primary at once. Default `16`.
+    pub replay_concurrency: usize,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            failure_threshold: 1,
+            primary_timeout_ms: 300,
+            probe_min_ms: 100,
+            probe_max_ms: 5000,
+            max_journal_keys: 100_000,
+            replay_concurrency: 16,
+        }
+    }
+}
+
+impl FallbackConfig {
+    /// Sets [`failure_threshold`](Self::failure_threshold).
+    pub fn with_failure_threshold(mut self, n: u32) -> Self {
+        self.failure_threshold = n;
+        self
+    }
+
+    /// Sets [`primary_timeout_ms`](Self::primary_timeout_ms).
+    pub fn with_primary_timeout(mut self, timeout: Duration) -> Self {
+        self.primary_timeout_ms = millis(timeout);
+        self
+    }
+
+    /// Sets [`probe_min_ms`](Self::probe_min_ms) and [`probe_max_ms`](Self::probe_max_ms).
+    pub fn with_probe_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.probe_min_ms = millis(min);
+        self.probe_max_ms = millis(max);
+        self
+    }
+
+    /// Sets [`max_journal_keys`](Self::max_journal_keys).
+    pub fn with_max_journal_keys(mut self, n: usize) -> Self {
+        self.max_journal_keys = n;
+        self
+    }
+
+    /// Sets [`replay_concurrency`](Self::replay_concurrency).
+    pub fn with_replay_concurrency(mut self, n: usize) -> Self {
+        self.replay_concurrency = n;
+        self
+    }
+
+    /// The primary timeout as a [`Duration`].
+    pub fn primary_timeout(&self) -> Duration {
+        Duration::from_millis(self.primary_timeout_ms)
+    }
+
+    /// Checks every value, naming the key of the first bad one.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `fallback.<key>`.
+    pub fn validate(&self) -> Result<()> {
+        if self.failure_threshold == 0 {
+            return Err(Error::config(
+                "fallback.failure_threshold",
+                "must be at least 1 (the number of consecutive primary failures that open the circuit)",
+            ));
+        }
+        if !(1..=60_000).contains(&self.primary_timeout_ms) {
+            return Err(Error::config(
+                "fallback.primary_timeout_ms",
+                format!(
+                    "must be 1 to 60000 milliseconds, got {}; a few hundred ms is typical",
+                    self.primary_timeout_ms
+                ),
+            ));
+        }
+        if !(1..=3_600_000).contains(&self.probe_min_ms) {
+            return Err(Error::config(
+                "fallback.probe_min_ms",
+                format!("must be 1 to 3600000 milliseconds, got {}", self.probe_min_ms),
+            ));
+        }
+        if self.probe_max_ms < self.probe_min_ms || self.probe_max_ms > 3_600_000 {
+            return Err(Error::config(
+                "fallback.probe_max_ms",
+                format!(
+                    "must be at least fallback.probe_min_ms ({}) and at most 3600000 milliseconds, got {}",
+                    self.probe_min_ms, self.probe_max_ms
+                ),
+            ));
+        }
+        if self.max_journal_keys == 0 {
+            return Err(Error::config(
+                "fallback.max_journal_keys",
+                "must be at least 1 (sessions that may wait for replay during an outage)",
+            ));
+        }
+        if !(1..=1024).contains(&self.replay_concurrency) {
+            return Err(Error::config(
+                "fallback.replay_concurrency",
+                format!("must be 1 to 1024, got {}", self.replay_concurrency),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        FallbackConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn empty_table_gives_defaults() {
+        let c: FallbackConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, FallbackConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = serde_json::from_str::<FallbackConfig>(r#"{"primary_timeout": 5}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn each_bad_value_names_its_key() {
+        let cases: Vec<(FallbackConfig, &str)> = vec![
+            (
+                FallbackConfig::default().with_failure_threshold(0),
+                "fallback.failure_threshold",
+            ),
+            (
+                FallbackConfig::default().with_primary_timeout(Duration::ZERO),
+                "fallback.primary_timeout_ms",
+            ),
+            (
+                FallbackConfig::default().with_primary_timeout(Duration::from_secs(61)),
+                "fallback.primary_timeout_ms",
+            ),
+            (
+                FallbackConfig::default().with_probe_backoff(Duration::ZERO, Duration::from_secs(1)),
+                "fallback.probe_min_ms",
+            ),
+            (
+                FallbackConfig::default().with_probe_backoff(Duration::from_secs(2), Duration::from_secs(1)),
+                "fallback.probe_max_ms",
+            ),
+            (
+                FallbackConfig::default().with_max_journal_keys(0),
+                "fallback.max_journal_keys",
+            ),
+            (
+                FallbackConfig::default().with_replay_concurrency(0),
+                "fallback.replay_concurrency",
+            ),
+            (
+                FallbackConfig::default().with_replay_concurrency(5000),
+                "fallback.replay_concurrency",
+            ),
+        ];
+        for (config, key) in cases {
+            match config.validate() {
+                Err(Error::Config { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: expected a Config error, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,855 @@
+//! [`FallbackStore`]: routing of live calls between the primary and the secondary.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use session_core::{
+    now_ms, Error, Health, HealthStatus, Meta, Namespace, Record, Result, SessionId, SessionKey,
+    SessionStore, StoreStats,
+};
+use tokio::sync::Notify;
+
+use crate::config::FallbackConfig;
+use crate::journal::{Journal, JournalFull, KeyGuard, KeyLocks, PendingOp};
+use crate::state::{AtomicState, CircuitState, Counters, FallbackCounters, Field};
+use crate::version::{inward, outward};
+
+/// The backend name a fallback store reports.
+pub const BACKEND: &str = "fallback";
+
+/// A session store that serves from a primary and, while the primary is down,
+/// from a secondary, then replays what happened into the primary.
+///
+/// See the [crate docs](crate) for the state machine, the journal and what
+/// callers see in each state.
+///
+/// Dropping the store stops its background task.
+pub struct FallbackStore<P, S> {
+    inner: Arc<Inner<P, S>>,
+}
+
+/// Shared by the store handle and its background task.
+pub(crate) struct Inner<P, S> {
+    pub(crate) primary: P,
+    pub(crate) secondary: S,
+    pub(crate) config: FallbackConfig,
+    pub(crate) timeout: Duration,
+    pub(crate) state: AtomicState,
+    /// Consecutive temporary failures of the primary.
+    pub(crate) failures: AtomicU32,
+    pub(crate) journal: Journal,
+    pub(crate) locks: KeyLocks,
+    pub(crate) counters: Counters,
+    pub(crate) worker_running: AtomicBool,
+    pub(crate) shutdown: Arc<Notify>,
+    /// The primary's health at the last probe, reported while the circuit is open.
+    pub(crate) last_probe: Mutex<Option<Health>>,
+    /// The category of the last primary error, for logs and health.
+    pub(crate) last_error: Mutex<&'static str>,
+    /// When the circuit last opened, ms.
+    pub(crate) opened_at: AtomicU64,
+    /// A weak reference to this, for the background task.
+    pub(crate) me: Weak<Inner<P, S>>,
+}
+
+/// One single-key operation, routed as a unit.
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Load,
+    Save(&'a Record),
+    Create(&'a Record),
+    Update(&'a Record),
+    SaveIf(u64, &'a Record),
+    Delete,
+    Touch(u64),
+}
+
+impl Op<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Load => "load",
+            Op::Save(_) => "save",
+            Op::Create(_) => "create",
+            Op::Update(_) => "update",
+            Op::SaveIf(..) => "save_if",
+            Op::Delete => "delete",
+            Op::Touch(_) => "touch",
+        }
+    }
+}
+
+/// The answer of an [`Op`].
+enum Out {
+    Record(Option<Record>),
+    Meta(Meta),
+    Flag(bool),
+}
+
+impl Out {
+    fn record(self) -> Result<Option<Record>> {
+        match self {
+            Out::Record(r) => Ok(r),
+            _ => Err(mismatch()),
+        }
+    }
+    fn meta(self) -> Result<Meta> {
+        match self {
+            Out::Meta(m) => Ok(m),
+            _ => Err(mismatch()),
+        }
+    }
+    fn flag(self) -> Result<bool> {
+        match self {
+            Out::Flag(b) => Ok(b),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+fn mismatch() -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        message: "internal error: an operation answered with the wrong kind of result".into(),
+        source: None,
+    }
+}
+
+async fn apply<St: SessionStore>(store: &St, key: &SessionKey, op: Op<'_>) -> Result<Out> {
+    Ok(match op {
+        Op::Load => Out::Record(store.load(key).await?),
+        Op::Save(r) => Out::Meta(store.save(key, r).await?),
+        Op::Create(r) => Out::Meta(store.create(key, r).await?),
+        Op::Update(r) => Out::Meta(store.update(key, r).await?),
+        Op::SaveIf(v, r) => Out::Meta(store.save_if(key, v, r).await?),
+        Op::Delete => Out::Flag(store.delete(key).await?),
+        Op::Touch(at) => Out::Flag(store.touch(key, at).await?),
+    })
+}
+
+/// Where a call goes.
+enum Route<'a> {
+    /// To the primary, without a key lock.
+    Primary,
+    /// To the secondary, under the key's lock.
+    Secondary(KeyGuard<'a>),
+}
+
+fn with_version(generation: u64, mut meta: Meta) -> Meta {
+    meta.version = outward(generation, meta.version);
+    meta
+}
+
+fn record_with_version(generation: u64, mut record: Record) -> Record {
+    record.meta.version = outward(generation, record.meta.version);
+    record
+}
+
+impl<P: SessionStore, S: SessionStore> FallbackStore<P, S> {
+    /// Builds a fallback store and checks the primary's health once, waiting
+    /// at most `primary_timeout_ms`. If the primary is down the store starts
+    /// with the circuit open (serving from the secondary) and probes the
+    /// primary in the background until it answers.
+    ///
+    /// Call it inside a tokio runtime: the background task is spawned on it.
+    ///
+    /// The secondary must not evict sessions to stay within a bound (a
+    /// memory secondary should reject at its bound instead): an evicted
+    /// session would be an acknowledged outage write lost by the secondary
+    /// itself.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `fallback.<key>` for a bad setting.
+    pub async fn new(primary: P, secondary: S, config: FallbackConfig) -> Result<Self> {
+        config.validate()?;
+        let timeout = config.primary_timeout();
+        let inner = Arc::new_cyclic(|me| Inner {
+            primary,
+            secondary,
+            timeout,
+            state: AtomicState::new(CircuitState::Closed),
+            failures: AtomicU32::new(0),
+            journal: Journal::new(config.max_journal_keys),
+            locks: KeyLocks::new(),
+            counters: Counters::default(),
+            worker_running: AtomicBool::new(false),
+            shutdown: Arc::new(Notify::new()),
+            last_probe: Mutex::new(None),
+            last_error: Mutex::new("none"),
+            opened_at: AtomicU64::new(0),
+            me: me.clone(),
+            config,
+        });
+        let health = inner.primary_health().await;
+        if !is_answering(&health) {
+            inner.start_open(health);
+        }
+        Ok(FallbackStore { inner })
+    }
+
+    /// The circuit's current state.
+    pub fn state(&self) -> CircuitState {
+        self.inner.state.get()
+    }
+
+    /// Sessions waiting in the journal for replay into the primary.
+    pub fn journal_len(&self) -> usize {
+        self.inner.journal.len()
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> FallbackCounters {
+        self.inner.counters.snapshot()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &FallbackConfig {
+        &self.inner.config
+    }
+
+    /// The primary store.
+    pub fn primary(&self) -> &P {
+        &self.inner.primary
+    }
+
+    /// The secondary store.
+    pub fn secondary(&self) -> &S {
+        &self.inner.secondary
+    }
+}
+
+impl<P, S> Drop for FallbackStore<P, S> {
+    fn drop(&mut self) {
+        self.inner.shutdown.notify_one();
+    }
+}
+
+impl<P, S> std::fmt::Debug for FallbackStore<P, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FallbackStore")
+            .field("state", &self.inner.state.get())
+            .field("journal", &self.inner.journal.len())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn is_answering(health: &Health) -> bool {
+    matches!(health.status, HealthStatus::Up | HealthStatus::Degraded)
+}
+
+impl<P: SessionStore, S: SessionStore> Inner<P, S> {
+    /// Runs a primary call under the fallback's own deadline.
+    pub(crate) async fn on_primary<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                backend: self.primary.backend(),
+                after: self.timeout,
+            }),
+        }
+    }
+
+    /// The primary's health, or `Down` if it does not answer in time.
+    pub(crate) async fn primary_health(&self) -> Health {
+        match tokio::time::timeout(self.timeout, self.primary.health()).await {
+            Ok(h) => h,
+            Err(_) => Health::new(self.primary.backend(), HealthStatus::Down)
+                .with_detail(format!("no answer within {} ms", self.timeout.as_millis())),
+        }
+    }
+
+    /// True when every call may go straight to the primary without a lock.
+    fn fast_path(&self) -> bool {
+        self.state.get() == CircuitState::Closed && self.journal.len() == 0
+    }
+
+    async fn route(&self, key: &SessionKey) -> Route<'_> {
+        if self.fast_path() {
+            return Route::Primary;
+        }
+        let guard = self.locks.lock(key).await;
+        if self.journal.get(key).is_some() || self.state.get().is_open() {
+            self.counters.inc(Field::SecondaryCalls);
+            Route::Secondary(guard)
+        } else {
+            Route::Primary
+        }
+    }
+
+    /// The primary answered (successfully or with a permanent error).
+    fn primary_answered(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The primary failed with a temporary error: count it, maybe open.
+    pub(crate) fn primary_failed(&self, err: &Error) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = err.kind().as_str();
+        if n >= self.config.failure_threshold {
+            self.open_circuit(err);
+        }
+    }
+
+    /// A live call failed over: log it (no session id, a short hash) and count it.
+    fn failed_over(&self, op: &'static str, key: Option<&SessionKey>, err: &Error) {
+        self.counters.inc(Field::Failovers);
+        self.primary_failed(err);
+        match key {
+            Some(key) => tracing::warn!(
+                primary = self.primary.backend(),
+                secondary = self.secondary.backend(),
+                op,
+                namespace = key.ns(),
+                sid = %key.id.short_hash(),
+                error = err.kind().as_str(),
+                "session fallback: primary failed, call served by the secondary"
+            ),
+            None => tracing::warn!(
+                primary = self.primary.backend(),
+                secondary = self.secondary.backend(),
+                op,
+                error = err.kind().as_str(),
+                "session fallback: primary failed, call served by the secondary"
+            ),
+        }
+    }
+
+    /// Opens the circuit from closed or replaying.
+    pub(crate) fn open_circuit(&self, err: &Error) {
+        for from in [CircuitState::Closed, CircuitState::Replaying] {
+            if self.state.transition(from, CircuitState::Open) {
+                self.counters.inc(Field::Transitions);
+                self.counters.inc(Field::Opened);
+                self.opened_at.store(now_ms(), Ordering::Relaxed);
+                *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = err.kind().as_str();
+                tracing::warn!(
+                    primary = self.primary.backend(),
+                    from = from.as_str(),
+                    error = err.kind().as_str(),
+                    journal = self.journal.len(),
+                    "session fallback: circuit opened, serving from the secondary until the primary answers"
+                );
+                self.ensure_worker();
+                return;
+            }
+        }
+    }
+
+    /// Starts with the circuit open (the primary was down at start-up).
+    fn start_open(&self, health: Health) {
+        if self.state.transition(CircuitState::Closed, CircuitState::Open) {
+            self.counters.inc(Field::Transitions);
+            self.counters.inc(Field::Opened);
+            self.opened_at.store(now_ms(), Ordering::Relaxed);
+            *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = "unavailable";
+            tracing::warn!(
+                primary = self.primary.backend(),
+                detail = health.detail.as_deref().unwrap_or(""),
+                "session fallback: primary down at start-up, serving from the secondary and probing"
+            );
+            *self.last_probe.lock().unwrap_or_else(PoisonError::into_inner) = Some(health);
+            self.ensure_worker();
+        }
+    }
+
+    fn journal_full(&self, key: &SessionKey, op: &'static str, full: JournalFull) -> Error {
+        self.counters.inc(Field::JournalRejected);
+        tracing::warn!(
+            primary = self.primary.backend(),
+            op,
+            namespace = key.ns(),
+            sid = %key.id.short_hash(),
+            max_journal_keys = full.max,
+            "session fallback: journal full, write refused"
+        );
+        Error::Unavailable {
+            backend: BACKEND,
+            message: format!(
+                "fallback journal full: {} sessions are waiting for replay into the {} primary, so this {op} \
+                 of a new session was refused and nothing was stored; restore the primary or raise \
+                 fallback.max_journal_keys",
+                full.max,
+                self.primary.backend()
+            ),
+            source: None,
+        }
+    }
+
+    /// Runs one single-key operation wherever it belongs.
+    async fn exec(&self, key: &SessionKey, op: Op<'_>) -> Result<Out> {
+        match self.route(key).await {
+            Route::Secondary(guard) => self.on_secondary(key, op, None, guard).await,
+            Route::Primary => match self.on_primary(apply(&self.primary, key, op)).await {
+                Err(e) if e.is_temporary() => {
+                    self.failed_over(op.name(), Some(key), &e);
+                    let guard = self.locks.lock(key).await;
+                    self.on_secondary(key, op, Some(e), guard).await
+                }
+                other => {
+                    self.primary_answered();
+                    other
+                }
+            },
+        }
+    }
+
+    /// Runs an operation on the secondary, under the key's lock, keeping the
+    /// journal. `primary_err` is the primary's error when this call tried it.
+    ///
+    /// The secondary is authoritative only for keys in the journal. For any
+    /// other key a read is a miss, and a conditional write (update,
+    /// compare-and-set, touch) is `NotFound`/`false` — unless this call tried
+    /// the primary, whose outcome is then unknown and whose error is returned.
+    async fn on_secondary(
+        &self,
+        key: &SessionKey,
+        op: Op<'_>,
+        primary_err: Option<Error>,
+        _guard: KeyGuard<'_>,
+    ) -> Result<Out> {
+        let entry = self.journal.get(key);
+        let unknown = |answer: Result<Out>| match primary_err {
+            Some(e) => Err(e),
+            None => answer,
+        };
+        match op {
+            Op::Load => match entry {
+                Some(e) => Ok(Out::Record(
+                    self.secondary
+                        .load(key)
+                        .await?
+                        .map(|r| record_with_version(e.generation, r)),
+                )),
+                None => Ok(Out::Record(None)),
+            },
+            Op::Save(record) | Op::Create(record) => {
+                let res = self
+                    .journal
+                    .admit(key, PendingOp::Write, record.meta.updated_at)
+                    .map_err(|full| self.journal_full(key, op.name(), full))?;
+                if res.is_new() {
+                    // The secondary may hold a leftover from before; it is not this session.
+                    self.secondary.delete(key).await?;
+                }
+                let meta = apply(&self.secondary, key, op).await?.meta()?;
+                let generation = res.generation();
+                let new = res.is_new();
+                res.commit(PendingOp::Write, meta.updated_at);
+                if new {
+                    self.ensure_worker();
+                }
+                Ok(Out::Meta(with_version(generation, meta)))
+            }
+            Op::Update(record) => {
+                let Some(e) = entry else {
+                    return unknown(Err(Error::not_found(key.ns())));
+                };
+                let res = self
+                    .journal
+                    .admit(key, PendingOp::Write, record.meta.updated_at)
+                    .map_err(|full| self.journal_full(key, op.name(), full))?;
+                let meta = self.secondary.update(key, record).await?;
+                res.commit(PendingOp::Write, meta.updated_at);
+                Ok(Out::Meta(with_version(e.generation, meta)))
+            }
+            Op::SaveIf(expected, record) => {
+                let Some(e) = entry else {
+                    return unknown(Err(Error::not_found(key.ns())));
+                };
+                let Some(inner_version) = inward(e.generation, expected) else {
+                    // Not a version this journal residency handed out: the
+                    // caller read the session before the outage (or an
+                    // earlier one). Never pass it on: it could match a
+                    // different value's secondary version.
+                    return match self.secondary.load(key).await? {
+                        Some(current) => Err(Error::Conflict {
+                            namespace: key.ns().to_owned(),
+                            expected,
+                            actual: outward(e.generation, current.meta.version),
+                        }),
+                        None => Err(Error::not_found(key.ns())),
+                    };
+                };
+                let res = self
+                    .journal
+                    .admit(key, PendingOp::Write, record.meta.updated_at)
+                    .map_err(|full| self.journal_full(key, op.name(), full))?;
+                match self.secondary.save_if(key, inner_version, record).await {
+                    Ok(meta) => {
+                        res.commit(PendingOp::Write, meta.updated_at);
+                        Ok(Out::Meta(with_version(e.generation, meta)))
+                    }
+                    Err(Error::Conflict {
+                        namespace, actual, ..
+                    }) => Err(Error::Conflict {
+                        namespace,
+                        expected,
+                        actual: outward(e.generation, actual),
+                    }),
+                    Err(err) => Err(err),
+                }
+            }
+            Op::Touch(at) => match entry {
+                // The entry stays as it is: replay copies whatever deadline the secondary holds.
+                Some(_) => Ok(Out::Flag(self.secondary.touch(key, at).await?)),
+                None => unknown(Ok(Out::Flag(false))),
+            },
+            Op::Delete => {
+                let at = now_ms();
+                let res = self
+                    .journal
+                    .admit(key, PendingOp::Tombstone, at)
+                    .map_err(|full| self.journal_full(key, op.name(), full))?;
+                let existed = self.secondary.delete(key).await?;
+                let new = res.is_new();
+                res.commit(PendingOp::Tombstone, at);
+                if new {
+                    self.ensure_worker();
+                }
+                Ok(Out::Flag(existed))
+            }
+        }
+    }
+
+    /// `rotate` on the secondary, with both keys' locks held by the caller.
+    async fn rotate_on_secondary(
+        &self,
+        key: &SessionKey,
+        new_key: &SessionKey,
+        primary_err: Option<Error>,
+    ) -> Result<Meta> {
+        if self.journal.get(key).is_none() {
+            return Err(primary_err.unwrap_or_else(|| Error::not_found(key.ns())));
+        }
+        if key == new_key {
+            return Err(Error::AlreadyExists {
+                namespace: key.ns().to_owned(),
+            });
+        }
+        let now = now_ms();
+        let new_res = self
+            .journal
+            .admit(new_key, PendingOp::Write, now)
+            .map_err(|full| self.journal_full(new_key, "rotate", full))?;
+        let old_res = self
+            .journal
+            .admit(key, PendingOp::Tombstone, now)
+            .map_err(|full| self.journal_full(key, "rotate", full))?;
+        if new_res.is_new() {
+            self.secondary.delete(new_key).await?;
+        }
+        let meta = self.secondary.rotate(key, &new_key.id).await?;
+        old_res.commit(PendingOp::Tombstone, now);
+        let generation = new_res.generation();
+        new_res.commit(PendingOp::Write, meta.updated_at);
+        self.ensure_worker();
+        Ok(with_version(generation, meta))
+    }
+
+    /// Reads keys as the secondary's view (journaled keys from the secondary,
+    /// others are misses). The caller holds the keys' locks.
+    async fn secondary_view(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
+        let mut out: Vec<Result<Option<Record>>> = Vec::with_capacity(keys.len());
+        let mut pending = Vec::new();
+        let mut slots = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            out.push(Ok(None));
+            if let Some(e) = self.journal.get(k) {
+                pending.push(k.clone());
+                slots.push((i, e.generation));
+            }
+        }
+        if !pending.is_empty() {
+            let got = self.secondary.load_many(&pending).await?;
+            for ((i, generation), r) in slots.into_iter().zip(got) {
+                out[i] = r.map(|o| o.map(|r| record_with_version(generation, r)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `save_many` on the secondary, with every key's lock held by the
+    /// caller: every key is admitted to the journal first (all or none).
+    async fn save_many_on_secondary(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
+        let mut reservations = Vec::with_capacity(items.len());
+        for (k, r) in items {
+            let res = self
+                .journal
+                .admit(k, PendingOp::Write, r.meta.updated_at)
+                .map_err(|full| self.journal_full(k, "save_many", full))?;
+            if res.is_new() {
+                self.secondary.delete(k).await?;
+            }
+            reservations.push(res);
+        }
+        let metas = self.secondary.save_many(items).await?;
+        let mut out = Vec::with_capacity(metas.len());
+        for (res, meta) in reservations.into_iter().zip(metas) {
+            let generation = res.generation();
+            res.commit(PendingOp::Write, meta.updated_at);
+            out.push(with_version(generation, meta));
+        }
+        self.ensure_worker();
+        Ok(out)
+    }
+
+    fn extras(&self) -> Vec<(&'static str, u64)> {
+        let c = self.counters.snapshot();
+        vec![
+            ("journal", self.journal.len() as u64),
+            ("state", u64::from(self.state.get().code())),
+            ("failovers", c.failovers),
+            ("replayed", c.replayed),
+            ("conflicts", c.conflicts),
+            ("journal_rejected", c.journal_rejected),
+        ]
+    }
+}
+
+#[async_trait]
+impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        self.inner.exec(key, Op::Load).await?.record()
+    }
+
+    async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
+        self.inner.exec(key, Op::Save(record)).await?.meta()
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
+        self.inner.exec(key, Op::Create(record)).await?.meta()
+    }
+
+    async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
+        self.inner.exec(key, Op::Update(record)).await?.meta()
+    }
+
+    async fn save_if(&self, key: &SessionKey, expected_version: u64, record: &Record) -> Result<Meta> {
+        self.inner
+            .exec(key, Op::SaveIf(expected_version, record))
+            .await?
+            .meta()
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        self.inner.exec(key, Op::Delete).await?.flag()
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
+        self.inner.exec(key, Op::Touch(expires_at)).await?.flag()
+    }
+
+    async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
+        let inner = &*self.inner;
+        let new_key = SessionKey::new(key.namespace.clone(), new_id.clone());
+        if !inner.fast_path() {
+            let guards = inner.locks.lock_many([key, &new_key]).await;
+            if inner.journal.get(key).is_some() || inner.state.get().is_open() {
+                inner.counters.inc(Field::SecondaryCalls);
+                return inner.rotate_on_secondary(key, &new_key, None).await;
+            }
+            if inner.journal.get(&new_key).is_some() {
+                // The new id has an outage write or delete waiting for
+                // replay: refuse rather than race it.
+                return Err(Error::AlreadyExists {
+                    namespace: key.ns().to_owned(),
+                });
+            }
+            drop(guards);
+        }
+        match inner.on_primary(inner.primary.rotate(key, new_id)).await {
+            Err(e) if e.is_temporary() => {
+                inner.failed_over("rotate", Some(key), &e);
+                let _guards = inner.locks.lock_many([key, &new_key]).await;
+                inner.rotate_on_secondary(key, &new_key, Some(e)).await
+            }
+            other => {
+                inner.primary_answered();
+                other
+            }
+        }
+    }
+
+    async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
+        let inner = &*self.inner;
+        let mut primary_slots: Vec<usize> = (0..keys.len()).collect();
+        let mut out: Vec<Result<Option<Record>>> = Vec::new();
+        if !inner.fast_path() {
+            let _guards = inner.locks.lock_many(keys).await;
+            if inner.state.get().is_open() {
+                inner.counters.inc(Field::SecondaryCalls);
+                return inner.secondary_view(keys).await;
+            }
+            // Replaying (or closed with a journal): pending keys from the
+            // secondary, the others from the primary.
+            out = inner.secondary_view(keys).await?;
+            primary_slots.retain(|&i| inner.journal.get(&keys[i]).is_none());
+        }
+        if primary_slots.len() == keys.len() {
+            return match inner.on_primary(inner.primary.load_many(keys)).await {
+                Err(e) if e.is_temporary() => {
+                    inner.failed_over("load_many", None, &e);
+                    let _guards = inner.locks.lock_many(keys).await;
+                    inner.secondary_view(keys).await
+                }
+                other => {
+                    inner.primary_answered();
+                    other
+                }
+            };
+        }
+        if primary_slots.is_empty() {
+            return Ok(out);
+        }
+        let primary_keys: Vec<SessionKey> = primary_slots.iter().map(|&i| keys[i].clone()).collect();
+        let got = match inner.on_primary(inner.primary.load_many(&primary_keys)).await {
+            Err(e) if e.is_temporary() => {
+                inner.failed_over("load_many", None, &e);
+                let _guards = inner.locks.lock_many(&primary_keys).await;
+                inner.secondary_view(&primary_keys).await?
+            }
+            other => {
+                inner.primary_answered();
+                other?
+            }
+        };
+        for (i, r) in primary_slots.into_iter().zip(got) {
+            out[i] = r;
+        }
+        Ok(out)
+    }
+
+    async fn save_many(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
+        let inner = &*self.inner;
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !inner.fast_path() {
+            let guards = inner.locks.lock_many(items.iter().map(|(k, _)| k)).await;
+            if inner.state.get().is_open() || items.iter().any(|(k, _)| inner.journal.get(k).is_some()) {
+                // The whole batch goes to the secondary, so a record over the
+                // size limit is refused before anything is written.
+                inner.counters.inc(Field::SecondaryCalls);
+                return inner.save_many_on_secondary(items).await;
+            }
+            drop(guards);
+        }
+        match inner.on_primary(inner.primary.save_many(items)).await {
+            Err(e) if e.is_temporary() => {
+                inner.failed_over("save_many", None, &e);
+                let _guards = inner.locks.lock_many(items.iter().map(|(k, _)| k)).await;
+                inner.save_many_on_secondary(items).await
+            }
+            other => {
+                inner.primary_answered();
+                other
+            }
+        }
+    }
+
+    async fn count(&self, namespace: &Namespace) -> Result<u64> {
+        let inner = &*self.inner;
+        if inner.state.get().is_open() {
+            inner.counters.inc(Field::SecondaryCalls);
+            return inner.secondary.count(namespace).await;
+        }
+        match inner.on_primary(inner.primary.count(namespace)).await {
+            Err(e) if e.is_temporary() => {
+                inner.failed_over("count", None, &e);
+                inner.secondary.count(namespace).await
+            }
+            other => {
+                inner.primary_answered();
+                other
+            }
+        }
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let inner = &*self.inner;
+        let base = if inner.state.get().is_open() {
+            inner.secondary.stats().await?
+        } else {
+            match inner.on_primary(inner.primary.stats()).await {
+                Err(e) if e.is_temporary() => {
+                    inner.failed_over("stats", None, &e);
+                    inner.secondary.stats().await?
+                }
+                other => {
+                    inner.primary_answered();
+                    other?
+                }
+            }
+        };
+        let mut stats = StoreStats::new(BACKEND);
+        stats.entries = base.entries;
+        stats.bytes = base.bytes;
+        stats.evicted = base.evicted;
+        stats.rejected = base
+            .rejected
+            .saturating_add(inner.counters.journal_rejected.load(Ordering::Relaxed));
+        stats.expired = base.expired;
+        stats.extra = base.extra;
+        stats.extra.extend(inner.extras());
+        Ok(stats)
+    }
+
+    async fn health(&self) -> Health {
+        let inner = &*self.inner;
+        let started = Instant::now();
+        let state = inner.state.get();
+        let primary = if state.is_open() {
+            // No wait on a primary known to be down: report the last probe.
+            inner
+                .last_probe
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_else(|| Health::new(inner.primary.backend(), HealthStatus::Down))
+        } else {
+            inner.primary_health().await
+        };
+        let secondary = match tokio::time::timeout(inner.timeout, inner.secondary.health()).await {
+            Ok(h) => h,
+            Err(_) => Health::new(inner.secondary.backend(), HealthStatus::Down)
+                .with_detail(format!("no answer within {} ms", inner.timeout.as_millis())),
+        };
+        let journal = inner.journal.len();
+        let status = if state == CircuitState::Closed && journal == 0 && primary.status == HealthStatus::Up {
+            HealthStatus::Up
+        } else if is_answering(&secondary) || is_answering(&primary) {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Down
+        };
+        let last_error = *inner.last_error.lock().unwrap_or_else(PoisonError::into_inner);
+        let detail = match state {
+            CircuitState::Closed if journal == 0 => {
+                format!("circuit closed; primary {}", primary.status.as_str())
+            }
+            CircuitState::Closed | CircuitState::Replaying => {
+                format!("replaying {journal} journaled sessions into the primary")
+            }
+            CircuitState::Open | CircuitState::Probing => format!(
+                "circuit open for {} ms (last primary error: {last_error}); serving from the secondary, \
+                 {journal} sessions journaled",
+                now_ms().saturating_sub(inner.opened_at.load(Ordering::Relaxed))
+            ),
+        };
+        let mut health = Health::new(BACKEND, status)
+            .with_latency(started.elapsed())
+            .with_detail(detail);
+        health.extra = inner.extras();
+        health.components = vec![("primary", primary), ("secondary", secondary)];
+        health
+    }
+}

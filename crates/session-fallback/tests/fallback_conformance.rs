@@ -1,0 +1,36 @@
+//! The session-core conformance suite against `FallbackStore` with a memory
+//! primary and a memory secondary (circuit closed: every behaviour of the
+//! contract must hold through the wrapper). `RawAccess` writes into the primary.
+
+#![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
+
+use std::sync::Arc;
+
+use session_core::testing::{Harness, TestStore};
+use session_core::KeyPrefix;
+use session_fallback::{FallbackConfig, FallbackStore};
+use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
+
+struct MemoryOverMemory;
+
+#[session_core::async_trait]
+impl Harness for MemoryOverMemory {
+    async fn open(&self, prefix: KeyPrefix) -> TestStore {
+        let config = MemoryConfig::default().with_key_prefix(prefix.as_str());
+        let primary = Arc::new(MemoryStore::new(config.clone()).unwrap());
+        let secondary = MemoryStore::new(config.with_at_capacity(AtCapacity::Reject)).unwrap();
+        let store = FallbackStore::new(Arc::clone(&primary), secondary, FallbackConfig::default())
+            .await
+            .unwrap();
+        TestStore {
+            store: Arc::new(store),
+            raw: primary,
+        }
+    }
+}
+
+async fn harness() -> Option<MemoryOverMemory> {
+    Some(MemoryOverMemory)
+}
+
+session_core::conformance_tests!(harness);

@@ -1,0 +1,822 @@
+//! Every state transition of the fallback, driven by `FaultyStore` over
+//! memory stores: failover, open, probe with backoff, replay, tombstones,
+//! conflicts, expiry, the journal bound, start-up with the primary down,
+//! permanent errors, timeouts with unknown outcome and hangs.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use session_core::testing::{FaultMode, FaultyStore, RawAccess};
+use session_core::{
+    now_ms, Bytes, CodecId, Error, HealthStatus, Meta, Namespace, Record, SessionId, SessionKey, SessionStore,
+};
+use session_fallback::{is_outage_version, CircuitState, FallbackConfig, FallbackStore};
+use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
+
+type Primary = Arc<FaultyStore<MemoryStore>>;
+type Secondary = Arc<MemoryStore>;
+type Store = FallbackStore<Primary, Secondary>;
+
+const HOUR: u64 = 3_600_000;
+
+fn memory() -> MemoryStore {
+    MemoryStore::new(MemoryConfig::default().with_at_capacity(AtCapacity::Reject)).unwrap()
+}
+
+/// Short timeouts and fast probes, so tests finish quickly.
+fn fast() -> FallbackConfig {
+    FallbackConfig::default()
+        .with_primary_timeout(Duration::from_millis(150))
+        .with_probe_backoff(Duration::from_millis(10), Duration::from_millis(40))
+}
+
+async fn setup(config: FallbackConfig) -> (Primary, Secondary, Store) {
+    let primary = FaultyStore::new(memory());
+    let secondary = Arc::new(memory());
+    let store = FallbackStore::new(Arc::clone(&primary), Arc::clone(&secondary), config)
+        .await
+        .unwrap();
+    (primary, secondary, store)
+}
+
+fn key() -> SessionKey {
+    SessionKey::new(Namespace::new("task").unwrap(), SessionId::generate().unwrap())
+}
+
+fn rec_at(payload: &[u8], updated_at: u64, ttl_ms: u64) -> Record {
+    Record {
+        meta: Meta {
+            version: 0,
+            created_at: updated_at,
+            updated_at,
+            expires_at: updated_at + ttl_ms,
+            max_expires_at: 0,
+        },
+        codec: CodecId::RAW,
+        payload: Bytes::copy_from_slice(payload),
+    }
+}
+
+fn rec(payload: &[u8]) -> Record {
+    rec_at(payload, now_ms(), HOUR)
+}
+
+/// What the primary's own store holds, bypassing the fault injection.
+async fn in_primary(p: &Primary, k: &SessionKey) -> Option<Bytes> {
+    p.inner().load(k).await.unwrap().map(|r| r.payload)
+}
+
+async fn in_secondary(s: &Secondary, k: &SessionKey) -> Option<Bytes> {
+    s.load(k).await.unwrap().map(|r| r.payload)
+}
+
+async fn payload(store: &Store, k: &SessionKey) -> Option<Bytes> {
+    store.load(k).await.unwrap().map(|r| r.payload)
+}
+
+async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn wait_closed(store: &Store) {
+    wait_for(
+        "the circuit to close with an empty journal",
+        Duration::from_secs(10),
+        || store.state() == CircuitState::Closed && store.journal_len() == 0,
+    )
+    .await;
+}
+
+fn b(s: &'static [u8]) -> Option<Bytes> {
+    Some(Bytes::from_static(s))
+}
+
+#[tokio::test]
+async fn closed_store_serves_from_the_primary() {
+    let (p, s, store) = setup(fast()).await;
+    let k = key();
+    store.create(&k, &rec(b"a")).await.unwrap();
+    assert_eq!(in_primary(&p, &k).await, b(b"a"));
+    assert_eq!(in_secondary(&s, &k).await, None);
+    assert_eq!(store.state(), CircuitState::Closed);
+    let h = store.health().await;
+    assert_eq!(h.status, HealthStatus::Up);
+    assert_eq!(h.components.len(), 2);
+}
+
+#[tokio::test]
+async fn the_failing_call_itself_fails_over_and_opens_the_circuit() {
+    let (p, s, store) =
+        setup(fast().with_probe_backoff(Duration::from_secs(5), Duration::from_secs(5))).await;
+    p.set_mode(FaultMode::Fail);
+    let k = key();
+    let m = store
+        .save(&k, &rec(b"outage"))
+        .await
+        .expect("the caller sees success");
+    assert!(
+        is_outage_version(m.version),
+        "a version from the secondary is an outage version"
+    );
+    assert_eq!(store.state(), CircuitState::Open);
+    assert_eq!(store.journal_len(), 1);
+    assert_eq!(in_secondary(&s, &k).await, b(b"outage"));
+    assert_eq!(
+        payload(&store, &k).await,
+        b(b"outage"),
+        "read-your-writes while open"
+    );
+    let c = store.counters();
+    assert_eq!((c.failovers, c.opened, c.transitions), (1, 1, 1));
+    let h = store.health().await;
+    assert_eq!(h.status, HealthStatus::Degraded);
+    assert!(h.extra.contains(&("journal", 1)));
+    assert!(h.extra.contains(&("state", CircuitState::Open.code() as u64)));
+}
+
+#[tokio::test]
+async fn an_open_circuit_makes_no_primary_calls() {
+    let (p, _s, store) =
+        setup(fast().with_probe_backoff(Duration::from_secs(5), Duration::from_secs(5))).await;
+    p.set_mode(FaultMode::Fail);
+    let k = key();
+    store.save(&k, &rec(b"1")).await.unwrap();
+    assert_eq!(store.state(), CircuitState::Open);
+    let (passed, refused) = (p.passed(), p.refused());
+    for i in 0..20u8 {
+        let k2 = key();
+        store.create(&k2, &rec(&[i])).await.unwrap();
+        store.load(&k2).await.unwrap();
+        store.update(&k, &rec(&[i])).await.unwrap();
+        store.delete(&k2).await.unwrap();
+        store.count(&k.namespace).await.unwrap();
+    }
+    assert_eq!(
+        (p.passed(), p.refused()),
+        (passed, refused),
+        "no call reached the primary"
+    );
+    assert_eq!(store.counters().failovers, 1);
+    assert!(store.counters().secondary_calls >= 100);
+}
+
+#[tokio::test]
+async fn probes_back_off_then_recovery_replays_and_closes() {
+    let (p, s, store) =
+        setup(fast().with_probe_backoff(Duration::from_millis(20), Duration::from_millis(80))).await;
+    let old = key();
+    store.create(&old, &rec(b"before")).await.unwrap();
+    p.set_mode(FaultMode::Fail);
+    let keys: Vec<SessionKey> = (0..30).map(|_| key()).collect();
+    for (i, k) in keys.iter().enumerate() {
+        store.create(k, &rec(format!("v{i}").as_bytes())).await.unwrap();
+        store.save(k, &rec(format!("w{i}").as_bytes())).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let c = store.counters();
+    assert!(store.state().is_open());
+    assert!(c.probes >= 3 && c.probe_failures == c.probes, "{c:?}");
+    // Backoff: 20, 40, 80, 80, ... ms (with jitter down to half): at most ~14 probes in 400 ms.
+    assert!(c.probes <= 14, "probes are backed off: {c:?}");
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(in_primary(&p, k).await, Some(Bytes::from(format!("w{i}"))));
+        assert_eq!(
+            in_secondary(&s, k).await,
+            None,
+            "replayed keys leave the secondary"
+        );
+        let r = store.load(k).await.unwrap().unwrap();
+        assert!(!is_outage_version(r.meta.version));
+    }
+    assert_eq!(
+        in_primary(&p, &old).await,
+        b(b"before"),
+        "untouched sessions stay"
+    );
+    let c = store.counters();
+    assert_eq!(c.replayed, 30);
+    assert_eq!(c.conflicts, 0);
+    assert_eq!(c.transitions, 3, "closed -> open -> replaying -> closed");
+    assert_eq!(store.health().await.status, HealthStatus::Up);
+}
+
+#[tokio::test]
+async fn a_delete_during_the_outage_is_not_undone() {
+    let (p, _s, store) = setup(fast()).await;
+    let k = key();
+    store.create(&k, &rec(b"logged in")).await.unwrap();
+    p.set_mode(FaultMode::Fail);
+    // The session lives only in the primary: the fallback cannot see it, but
+    // the logout is journaled as a tombstone.
+    assert!(!store.delete(&k).await.unwrap());
+    assert_eq!(store.journal_len(), 1);
+    assert_eq!(store.load(&k).await.unwrap(), None);
+    assert_eq!(in_primary(&p, &k).await, b(b"logged in"));
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(
+        in_primary(&p, &k).await,
+        None,
+        "a logged-out session does not come back"
+    );
+    assert_eq!(store.load(&k).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn create_then_delete_during_the_outage_leaves_nothing() {
+    let (p, _s, store) = setup(fast()).await;
+    p.set_mode(FaultMode::Fail);
+    let k = key();
+    store.create(&k, &rec(b"x")).await.unwrap();
+    assert!(store.delete(&k).await.unwrap());
+    assert!(matches!(
+        store.update(&k, &rec(b"late")).await,
+        Err(Error::NotFound { .. })
+    ));
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(in_primary(&p, &k).await, None);
+}
+
+#[tokio::test]
+async fn a_newer_primary_value_wins_and_is_counted() {
+    let (p, _s, store) = setup(fast()).await;
+    let k = key();
+    let t0 = now_ms();
+    store.create(&k, &rec_at(b"v0", t0, HOUR)).await.unwrap();
+    p.set_mode(FaultMode::Fail);
+    store.save(&k, &rec_at(b"outage", t0 + 10, HOUR)).await.unwrap();
+    // Another instance writes the primary later than our outage write.
+    p.inner()
+        .save(&k, &rec_at(b"elsewhere", t0 + 20, HOUR))
+        .await
+        .unwrap();
+    // And a tombstone older than a primary write loses too.
+    let d = key();
+    p.inner().create(&d, &rec_at(b"d0", t0, HOUR)).await.unwrap();
+    store.delete(&d).await.unwrap();
+    p.inner()
+        .save(&d, &rec_at(b"d-newer", now_ms() + 1000, HOUR))
+        .await
+        .unwrap();
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(in_primary(&p, &k).await, b(b"elsewhere"));
+    assert_eq!(in_primary(&p, &d).await, b(b"d-newer"));
+    assert_eq!(store.counters().conflicts, 2);
+}
+
+#[tokio::test]
+async fn an_older_primary_value_is_overwritten() {
+    let (p, _s, store) = setup(fast()).await;
+    let k = key();
+    let t0 = now_ms();
+    let m0 = store.create(&k, &rec_at(b"v0", t0, HOUR)).await.unwrap();
+    p.set_mode(FaultMode::Fail);
+    store.save(&k, &rec_at(b"outage", t0 + 10, HOUR)).await.unwrap();
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    let r = p.inner().load(&k).await.unwrap().unwrap();
+    assert_eq!(r.payload, Bytes::from_static(b"outage"));
+    assert_eq!(r.meta.created_at, m0.created_at, "the primary keeps created_at");
+    assert_eq!(
+        r.meta.version,
+        m0.version + 1,
+        "the primary counts on from its own version"
+    );
+    assert_eq!(
+        r.meta.expires_at,
+        t0 + 10 + HOUR,
+        "the record's own absolute deadline"
+    );
+}
+
+#[tokio::test]
+async fn expired_outage_writes_are_not_replayed() {
+    let (p, _s, store) =
+        setup(fast().with_probe_backoff(Duration::from_secs(5), Duration::from_secs(5))).await;
+    let existing = key();
+    let t0 = now_ms();
+    store.create(&existing, &rec_at(b"long", t0, HOUR)).await.unwrap();
+    p.set_mode(FaultMode::Fail);
+    let fresh = key();
+    store
+        .create(&fresh, &rec_at(b"short", now_ms(), 200))
+        .await
+        .unwrap();
+    store
+        .save(&existing, &rec_at(b"short too", now_ms(), 200))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(store.load(&fresh).await.unwrap(), None);
+    p.set_mode(FaultMode::Pass);
+    // Probes are 5 s apart here: drive recovery by waiting.
+    wait_for("recovery", Duration::from_secs(15), || {
+        store.state() == CircuitState::Closed && store.journal_len() == 0
+    })
+    .await;
+    assert_eq!(
+        in_primary(&p, &fresh).await,
+        None,
+        "an expired session is not replayed"
+    );
+    assert_eq!(
+        in_primary(&p, &existing).await,
+        None,
+        "the last acknowledged write expired: the older primary value does not come back"
+    );
+}
+
+#[tokio::test]
+async fn the_journal_bound_refuses_new_keys_and_counts() {
+    let (p, _s, store) = setup(fast().with_max_journal_keys(3)).await;
+    p.set_mode(FaultMode::Fail);
+    let keys: Vec<SessionKey> = (0..3).map(|_| key()).collect();
+    for k in &keys {
+        store.create(k, &rec(b"in")).await.unwrap();
+    }
+    let extra = key();
+    let e = store.create(&extra, &rec(b"refused")).await.unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+    assert!(e.is_temporary());
+    assert!(e.to_string().contains("fallback journal full"), "{e}");
+    assert!(!e.to_string().contains(extra.id.as_str()));
+    assert!(matches!(
+        store.delete(&key()).await,
+        Err(Error::Unavailable { .. })
+    ));
+    assert_eq!(store.load(&extra).await.unwrap(), None, "nothing was stored");
+    // Keys already journaled keep being accepted.
+    store.save(&keys[0], &rec(b"again")).await.unwrap();
+    assert!(store.delete(&keys[1]).await.unwrap());
+    assert_eq!(store.counters().journal_rejected, 2);
+    assert_eq!(store.journal_len(), 3);
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(in_primary(&p, &keys[0]).await, b(b"again"));
+    assert_eq!(in_primary(&p, &keys[1]).await, None);
+    assert_eq!(in_primary(&p, &keys[2]).await, b(b"in"));
+    assert_eq!(in_primary(&p, &extra).await, None);
+}
+
+#[tokio::test]
+async fn starts_open_when_the_primary_is_down_and_recovers() {
+    let primary = FaultyStore::new(memory());
+    primary.set_mode(FaultMode::Fail);
+    let secondary = Arc::new(memory());
+    let started = Instant::now();
+    let store = FallbackStore::new(Arc::clone(&primary), Arc::clone(&secondary), fast())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "start-up did not wait"
+    );
+    assert!(store.state().is_open());
+    let refused = primary.refused();
+    let k = key();
+    store.create(&k, &rec(b"during")).await.unwrap();
+    assert_eq!(primary.refused(), refused, "no primary call while open");
+    assert_eq!(store.counters().failovers, 0);
+    primary.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(in_primary(&primary, &k).await, b(b"during"));
+}
+
+#[tokio::test]
+async fn starts_open_when_the_primary_hangs() {
+    let primary = FaultyStore::new(memory());
+    primary.set_mode(FaultMode::Hang);
+    let started = Instant::now();
+    let store = FallbackStore::new(Arc::clone(&primary), Arc::new(memory()), fast())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "start-up waits at most the primary timeout"
+    );
+    assert!(store.state().is_open());
+}
+
+#[tokio::test]
+async fn permanent_errors_do_not_fail_over() {
+    let (p, s, store) = setup(fast()).await;
+    let k = key();
+    p.set_mode(FaultMode::FailPermanent);
+    let e = store.save(&k, &rec(b"x")).await.unwrap_err();
+    assert!(matches!(e, Error::Backend { .. }), "{e}");
+    assert_eq!(store.state(), CircuitState::Closed);
+    assert_eq!(in_secondary(&s, &k).await, None);
+    p.set_mode(FaultMode::Pass);
+    // Corrupt data in the primary is an error for the caller, not a failover.
+    p.inner()
+        .put_raw(&k, Bytes::from_static(b"not an envelope"), HOUR)
+        .await
+        .unwrap();
+    let e = store.load(&k).await.unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    // Nor are the answers of the contract.
+    let c = key();
+    store.create(&c, &rec(b"1")).await.unwrap();
+    assert!(matches!(
+        store.create(&c, &rec(b"2")).await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        store.save_if(&c, 9, &rec(b"2")).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert!(matches!(
+        store.update(&key(), &rec(b"2")).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(store.state(), CircuitState::Closed);
+    let c = store.counters();
+    assert_eq!((c.failovers, c.opened), (0, 0));
+}
+
+#[tokio::test]
+async fn a_timed_out_write_that_landed_ends_in_the_acknowledged_state() {
+    let (p, _s, store) = setup(fast()).await;
+    let saved = key();
+    let deleted = key();
+    let updated = key();
+    store.create(&deleted, &rec(b"to delete")).await.unwrap();
+    store.create(&updated, &rec(b"u0")).await.unwrap();
+    // Writes reach the primary, then report a timeout.
+    p.set_mode(FaultMode::TimeoutAfterWrite(Duration::from_millis(20)));
+    store.save(&saved, &rec(b"landed")).await.expect("failed over");
+    assert!(store.state().is_open());
+    assert_eq!(in_primary(&p, &saved).await, b(b"landed"), "the write did land");
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(in_primary(&p, &saved).await, b(b"landed"));
+
+    p.set_mode(FaultMode::TimeoutAfterWrite(Duration::from_millis(20)));
+    store.delete(&deleted).await.expect("failed over");
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(in_primary(&p, &deleted).await, None);
+
+    // An update the secondary cannot perform (it does not hold the session)
+    // reports the primary's timeout: the outcome is unknown, not NotFound.
+    p.set_mode(FaultMode::TimeoutAfterWrite(Duration::from_millis(20)));
+    let e = store.update(&updated, &rec(b"u1")).await.unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(
+        in_primary(&p, &updated).await,
+        b(b"u1"),
+        "it landed; nothing undid it"
+    );
+}
+
+#[tokio::test]
+async fn a_hung_primary_fails_over_after_the_timeout_and_later_calls_do_not_wait() {
+    let (p, _s, store) = setup(
+        fast()
+            .with_primary_timeout(Duration::from_millis(100))
+            .with_probe_backoff(Duration::from_millis(50), Duration::from_millis(100)),
+    )
+    .await;
+    p.set_mode(FaultMode::Hang);
+    let k = key();
+    let t = Instant::now();
+    store.save(&k, &rec(b"x")).await.unwrap();
+    let first = t.elapsed();
+    assert!(
+        first >= Duration::from_millis(100) && first < Duration::from_millis(400),
+        "{first:?}"
+    );
+    assert!(store.state().is_open());
+    let mut slowest = Duration::ZERO;
+    for i in 0..50u8 {
+        let t = Instant::now();
+        store.save(&key(), &rec(&[i])).await.unwrap();
+        store.load(&k).await.unwrap();
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(60),
+        "calls while open waited {slowest:?}"
+    );
+    // A hanging probe does not close the circuit.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store.state().is_open());
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(store.counters().replayed, 51);
+}
+
+#[tokio::test]
+async fn live_writes_during_replay_are_never_overwritten_by_older_replays() {
+    let (p, _s, store) = setup(fast().with_replay_concurrency(1)).await;
+    p.set_mode(FaultMode::Fail);
+    let keys: Vec<SessionKey> = (0..40).map(|_| key()).collect();
+    for k in &keys {
+        store.create(k, &rec(b"outage")).await.unwrap();
+    }
+    // A slow primary makes the replay take ~40 x 2 x 5 ms.
+    p.set_mode(FaultMode::Delay(Duration::from_millis(5)));
+    wait_for("replay to start", Duration::from_secs(5), || {
+        store.state() == CircuitState::Replaying
+    })
+    .await;
+    // Live writes to every key while the replay runs: pending keys are served
+    // by the secondary (and re-journaled), replayed ones by the primary.
+    for k in keys.iter().rev() {
+        store.save(k, &rec(b"live")).await.unwrap();
+    }
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    for k in &keys {
+        assert_eq!(in_primary(&p, k).await, b(b"live"));
+    }
+}
+
+#[tokio::test]
+async fn a_replay_interrupted_by_another_outage_resumes_idempotently() {
+    let (p, _s, store) = setup(fast().with_replay_concurrency(2)).await;
+    let pre: Vec<SessionKey> = (0..20).map(|_| key()).collect();
+    for k in &pre {
+        store.create(k, &rec(b"pre")).await.unwrap();
+    }
+    p.set_mode(FaultMode::Fail);
+    for k in &pre {
+        store.save(k, &rec(b"outage")).await.unwrap();
+    }
+    for k in pre.iter().step_by(2) {
+        store.delete(k).await.unwrap();
+    }
+    // Flap: up slowly, down again mid-replay, up again.
+    p.set_mode(FaultMode::Delay(Duration::from_millis(10)));
+    wait_for("replay to start", Duration::from_secs(5), || {
+        store.state() == CircuitState::Replaying
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    p.set_mode(FaultMode::TimeoutAfterWrite(Duration::from_millis(10)));
+    wait_for("the circuit to reopen", Duration::from_secs(5), || {
+        store.state().is_open()
+    })
+    .await;
+    assert!(store.journal_len() > 0);
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    for (i, k) in pre.iter().enumerate() {
+        let want = if i % 2 == 0 { None } else { b(b"outage") };
+        assert_eq!(in_primary(&p, k).await, want, "key {i}");
+    }
+    assert!(store.counters().opened >= 2);
+}
+
+#[tokio::test]
+async fn versions_across_the_switch_never_overwrite_silently() {
+    let (p, _s, store) = setup(fast()).await;
+    let k = key();
+    let pre = store.create(&k, &rec(b"v1")).await.unwrap();
+    assert_eq!(pre.version, 1);
+    p.set_mode(FaultMode::Fail);
+    // A pre-outage version on a session the fallback cannot see: NotFound
+    // (here the failing call itself: the primary's error, outcome unknown).
+    assert!(store.save_if(&k, pre.version, &rec(b"x")).await.is_err());
+    assert!(matches!(
+        store.save_if(&k, pre.version, &rec(b"x")).await,
+        Err(Error::NotFound { .. })
+    ));
+    // Written during the outage: outage versions, compare-and-set works on them.
+    let a = store.save(&k, &rec(b"a")).await.unwrap();
+    assert!(is_outage_version(a.version));
+    let b2 = store.save_if(&k, a.version, &rec(b"b")).await.unwrap();
+    assert_eq!(b2.version, a.version + 1);
+    // A stale outage version, or a primary version equal to the secondary's counter, conflicts.
+    assert!(matches!(
+        store.save_if(&k, a.version, &rec(b"c")).await,
+        Err(Error::Conflict { .. })
+    ));
+    match store.save_if(&k, 2, &rec(b"c")).await {
+        Err(Error::Conflict { expected, actual, .. }) => {
+            assert_eq!(expected, 2);
+            assert_eq!(actual, b2.version);
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    let after = store.load(&k).await.unwrap().unwrap();
+    assert_eq!(after.payload, Bytes::from_static(b"b"));
+    assert_eq!(
+        after.meta.version, 2,
+        "the primary counts on from its own version"
+    );
+    assert!(matches!(
+        store.save_if(&k, b2.version, &rec(b"d")).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert!(matches!(
+        store.save_if(&k, pre.version, &rec(b"d")).await,
+        Err(Error::Conflict { .. })
+    ));
+    store.save_if(&k, after.meta.version, &rec(b"d")).await.unwrap();
+}
+
+#[tokio::test]
+async fn rotate_while_open_journals_both_ids() {
+    let (p, s, store) = setup(fast()).await;
+    let pre = key();
+    store.create(&pre, &rec(b"pre")).await.unwrap();
+    p.set_mode(FaultMode::Fail);
+    // A session only the primary holds cannot be rotated during the outage.
+    assert!(store.rotate(&pre, &SessionId::generate().unwrap()).await.is_err());
+    let k = key();
+    store.create(&k, &rec(b"mine")).await.unwrap();
+    let new_id = SessionId::generate().unwrap();
+    let m = store.rotate(&k, &new_id).await.unwrap();
+    assert!(is_outage_version(m.version));
+    let nk = SessionKey::new(k.namespace.clone(), new_id);
+    assert_eq!(store.load(&k).await.unwrap(), None);
+    assert_eq!(payload(&store, &nk).await, b(b"mine"));
+    assert_eq!(store.journal_len(), 2);
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(in_primary(&p, &k).await, None);
+    assert_eq!(in_primary(&p, &nk).await, b(b"mine"));
+    assert_eq!(in_primary(&p, &pre).await, b(b"pre"));
+    assert_eq!(in_secondary(&s, &nk).await, None);
+}
+
+#[tokio::test]
+async fn batches_count_and_stats_while_open() {
+    let (p, _s, store) = setup(fast()).await;
+    let pre = key();
+    store.create(&pre, &rec(b"pre")).await.unwrap();
+    p.set_mode(FaultMode::Fail);
+    let items: Vec<(SessionKey, Record)> = (0..10u8).map(|i| (key(), rec(&[i]))).collect();
+    let metas = store.save_many(&items).await.unwrap();
+    assert!(metas.iter().all(|m| is_outage_version(m.version)));
+    let mut keys: Vec<SessionKey> = items.iter().map(|(k, _)| k.clone()).collect();
+    keys.push(pre.clone());
+    let got = store.load_many(&keys).await.unwrap();
+    assert!(got[..10].iter().all(|r| r.as_ref().unwrap().is_some()));
+    assert!(
+        got[10].as_ref().unwrap().is_none(),
+        "the primary's sessions are out of reach"
+    );
+    assert_eq!(
+        store.count(&pre.namespace).await.unwrap(),
+        10,
+        "count while open is the secondary's"
+    );
+    let st = store.stats().await.unwrap();
+    assert_eq!(st.backend, "fallback");
+    assert!(st.extra.contains(&("journal", 10)));
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(store.count(&pre.namespace).await.unwrap(), 11);
+    let got = store.load_many(&keys).await.unwrap();
+    assert!(got.iter().all(|r| r.as_ref().unwrap().is_some()));
+}
+
+#[tokio::test]
+async fn a_failure_threshold_above_one_keeps_the_circuit_closed_until_reached() {
+    let (p, s, store) = setup(fast().with_failure_threshold(3)).await;
+    p.set_mode(FaultMode::Fail);
+    let a = key();
+    store.save(&a, &rec(b"a")).await.unwrap();
+    store.save(&key(), &rec(b"b")).await.unwrap();
+    assert_eq!(store.state(), CircuitState::Closed);
+    assert_eq!(store.journal_len(), 2);
+    assert_eq!(
+        payload(&store, &a).await,
+        b(b"a"),
+        "a journaled key is read from the secondary"
+    );
+    assert_eq!(store.counters().failovers, 2);
+    // The primary comes back before the threshold: the journal drains while closed.
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(in_primary(&p, &a).await, b(b"a"));
+    assert_eq!(in_secondary(&s, &a).await, None);
+    assert_eq!(store.counters().opened, 0);
+    p.set_mode(FaultMode::Fail);
+    for _ in 0..3 {
+        store.save(&key(), &rec(b"x")).await.unwrap();
+    }
+    assert!(store.state().is_open());
+}
+
+#[tokio::test]
+async fn dropping_the_store_ends_the_probe_task() {
+    let primary = FaultyStore::new(memory());
+    primary.set_mode(FaultMode::Fail);
+    let store = FallbackStore::new(Arc::clone(&primary), Arc::new(memory()), fast())
+        .await
+        .unwrap();
+    assert!(store.state().is_open());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(store);
+    wait_for(
+        "the probe task to let go of the primary",
+        Duration::from_secs(2),
+        || Arc::strong_count(&primary) == 1,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn config_errors_name_the_key() {
+    let e = FallbackStore::new(
+        FaultyStore::new(memory()),
+        memory(),
+        FallbackConfig::default().with_max_journal_keys(0),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::Config { ref key, .. } if key == "fallback.max_journal_keys"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn below_the_threshold_a_down_primary_opens_the_circuit_without_hammering() {
+    let (p, _s, store) = setup(fast().with_failure_threshold(3)).await;
+    p.set_mode(FaultMode::Fail);
+    let k = key();
+    store.save(&k, &rec(b"x")).await.unwrap();
+    // The background task tries to replay the journaled key; its failures
+    // count toward the threshold, with backoff between attempts.
+    wait_for("the circuit to open", Duration::from_secs(5), || {
+        store.state().is_open()
+    })
+    .await;
+    assert!(p.refused() <= 4, "primary calls: {}", p.refused());
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(in_primary(&p, &k).await, b(b"x"));
+}
+
+#[tokio::test]
+async fn a_leftover_in_the_secondary_is_never_served() {
+    let (p, s, store) = setup(fast()).await;
+    let k = key();
+    // Not journaled: e.g. left by an earlier process sharing the secondary.
+    s.save(&k, &rec(b"stale")).await.unwrap();
+    p.set_mode(FaultMode::Fail);
+    store.save(&key(), &rec(b"open it")).await.unwrap();
+    assert!(store.state().is_open());
+    assert_eq!(store.load(&k).await.unwrap(), None);
+    assert!(!store.touch(&k, now_ms() + HOUR).await.unwrap());
+    let m = store
+        .create(&k, &rec(b"fresh"))
+        .await
+        .expect("the leftover does not block create");
+    assert!(is_outage_version(m.version));
+    assert_eq!(payload(&store, &k).await, b(b"fresh"));
+}
+
+#[tokio::test]
+async fn touch_while_open_is_replayed_with_the_new_deadline() {
+    let (p, _s, store) = setup(fast()).await;
+    p.set_mode(FaultMode::Fail);
+    let k = key();
+    store.create(&k, &rec_at(b"x", now_ms(), 60_000)).await.unwrap();
+    let deadline = now_ms() + 2 * HOUR;
+    assert!(store.touch(&k, deadline).await.unwrap());
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    let r = p.inner().load(&k).await.unwrap().unwrap();
+    assert_eq!(r.meta.deadline(), deadline);
+}
+
+#[tokio::test]
+async fn wraps_trait_objects_and_is_one() {
+    let primary: Arc<dyn SessionStore> = Arc::new(memory());
+    let secondary: Arc<dyn SessionStore> = Arc::new(memory());
+    let store: Arc<dyn SessionStore> = Arc::new(
+        FallbackStore::new(primary, secondary, FallbackConfig::default())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(store.backend(), "fallback");
+    let k = key();
+    store.create(&k, &rec(b"dyn")).await.unwrap();
+    assert_eq!(
+        store.load(&k).await.unwrap().unwrap().payload,
+        Bytes::from_static(b"dyn")
+    );
+}
