@@ -40,7 +40,7 @@
 //! # Implementing a store
 //!
 //! Implement [`SessionStore`] following its `# Contract`, then run the
-//! conformance suite against it with [`conformance_tests!`](crate::conformance_tests)
+//! conformance suite against it with `conformance_tests!`
 //! (feature `testing`). [`next_meta`] and [`check_size`] hold the rules every
 //! backend shares.
 
