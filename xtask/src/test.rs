@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the whole matrix, one line per step, then a summary.
 //!
-//! Steps, in order: `fmt` and `clippy` (cell `lint`), `unit` (`cargo test
+//! Steps, in order: `fmt`, `clippy` and `doc` (cell `lint`), `unit` (`cargo test
 //! --workspace` without Redis), one cell per topology (`standalone`,
 //! `cluster`, `sentinel`, `tls`) and `faults`.
 //!
@@ -33,15 +33,17 @@ const TAIL_LINES: usize = 60;
 enum Step {
     Fmt,
     Clippy,
+    Doc,
     Unit,
     Redis(Topology),
     Faults,
 }
 
 impl Step {
-    const ALL: [Step; 8] = [
+    const ALL: [Step; 9] = [
         Step::Fmt,
         Step::Clippy,
+        Step::Doc,
         Step::Unit,
         Step::Redis(Topology::Standalone),
         Step::Redis(Topology::Cluster),
@@ -54,6 +56,7 @@ impl Step {
         match self {
             Step::Fmt => "fmt",
             Step::Clippy => "clippy",
+            Step::Doc => "doc",
             Step::Unit => "unit",
             Step::Redis(topology) => topology.name(),
             Step::Faults => "faults",
@@ -62,20 +65,20 @@ impl Step {
 
     /// Whether the step starts redis-server (or runs tests that may).
     fn needs_redis(self) -> bool {
-        !matches!(self, Step::Fmt | Step::Clippy)
+        !matches!(self, Step::Fmt | Step::Clippy | Step::Doc)
     }
 }
 
 /// The steps a `--only` name selects (`lint` is fmt and clippy).
 fn cell(name: &str) -> Option<Vec<Step>> {
     match name {
-        "lint" => Some(vec![Step::Fmt, Step::Clippy]),
+        "lint" => Some(vec![Step::Fmt, Step::Clippy, Step::Doc]),
         "redis" => Some(Topology::ALL.into_iter().map(Step::Redis).collect()),
         _ => Step::ALL.into_iter().find(|s| s.name() == name).map(|s| vec![s]),
     }
 }
 
-const CELLS: &str = "lint, fmt, clippy, unit, standalone, cluster, sentinel, tls, faults, redis";
+const CELLS: &str = "lint, fmt, clippy, doc, unit, standalone, cluster, sentinel, tls, faults, redis";
 
 struct Options {
     keep_going: bool,
@@ -231,6 +234,11 @@ fn run_step(step: Step, log: &Path) -> Report {
             false,
             |_| {},
         ),
+        Step::Doc => {
+            let mut command = cargo(&["doc", "--workspace", "--no-deps"]);
+            command.env("RUSTDOCFLAGS", "-D warnings");
+            cargo_step(command, log, false, |_| {})
+        }
         Step::Unit => {
             let mut command = test_command(&["test", "--workspace"]);
             command.env(REQUIRE_REDIS_ENV, "1");
