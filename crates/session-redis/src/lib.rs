@@ -1,1 +1,21 @@
-//! Placeholder.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod error;
+mod scripts;
+mod store;
+
+pub use config::{
+    redact_url, ReconnectConfig, RedisConfig, RedisTlsConfig, SentinelConfig, Topology,
+    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_PENDING_COMMANDS, DEFAULT_POOL_SIZE,
+    DEFAULT_RECONNECT_MAX_DELAY_MS, DEFAULT_RECONNECT_MIN_DELAY_MS, DEFAULT_TIMEOUT_MS,
+    DEFAULT_UNRESPONSIVE_TIMEOUT_MS, DEFAULT_URL,
+};
+pub use store::RedisStore;
+
+/// The fred version this crate is built on, so users name the same types.
+pub use fred;
+
+/// The backend name reported by [`RedisStore`] in errors, metrics and health.
+pub const BACKEND: &str = "redis";
