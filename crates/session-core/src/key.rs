@@ -80,7 +80,9 @@ impl std::str::FromStr for Namespace {
 ///
 /// Up to 64 printable ASCII characters; `*`, `?`, `[`, `]`, `\`, `{`, `}` and
 /// spaces are refused because they would change the meaning of a `SCAN MATCH`
-/// pattern or pin every key to one cluster slot. An empty prefix is allowed.
+/// pattern or pin every key to one cluster slot. A non-empty prefix ends with
+/// a character no namespace can hold (`:` by convention), so two prefixes
+/// never share keys. An empty prefix is allowed.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct KeyPrefix(Arc<str>);
 
@@ -99,6 +101,14 @@ impl KeyPrefix {
             .any(|b| matches!(b, b'*' | b'?' | b'[' | b']' | b'\\' | b'{' | b'}'))
         {
             Some("contains a glob or hash-tag character (* ? [ ] \\ { })")
+        } else if prefix
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            // Otherwise prefix `app` + namespace `task` and prefix `appt` + namespace `ask`
+            // would share keys.
+            Some("must end with a separator such as ':' (a character no namespace can hold)")
         } else {
             None
         };
@@ -194,7 +204,17 @@ mod tests {
     fn prefixes() {
         assert!(KeyPrefix::new("omnia:session:").is_ok());
         assert!(KeyPrefix::new("").is_ok());
-        for bad in ["a*", "a{b}", "a b", "x[", &"a".repeat(65)] {
+        assert!(KeyPrefix::new("app/").is_ok());
+        for bad in [
+            "a*",
+            "a{b}",
+            "a b",
+            "x[",
+            &"a".repeat(65),
+            "app",
+            "omnia:session",
+            "x-",
+        ] {
             assert!(KeyPrefix::new(bad).is_err(), "{bad:?}");
         }
     }
