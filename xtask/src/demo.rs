@@ -51,8 +51,10 @@ fn parse(args: &[String]) -> crate::Result<Args> {
         return Err("--chaos needs --backend fallback (Redis is stopped mid-run)".into());
     }
     if a.chaos {
-        // Long enough for the outage to fall inside the run.
-        a.turns = a.turns.max(20);
+        // Short users, many of them: sessions are created, updated and
+        // deleted before, during and after the outage.
+        a.users = a.users.max(300);
+        a.turns = a.turns.max(10);
     }
     Ok(a)
 }
@@ -97,7 +99,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
         sim_args.extend(["--wait-recovered-secs".into(), "60".into()]);
     }
     if a.chaos {
-        sim_args.extend(["--pause-ms".into(), "300".into()]);
+        sim_args.extend(["--pause-ms".into(), "150".into(), "--outage".into()]);
     }
 
     let done = Arc::new(AtomicBool::new(false));

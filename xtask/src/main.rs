@@ -4,7 +4,8 @@
 //! cargo xtask test [--keep-going] [--skip-fmt] [--skip-clippy] [--only <cell>[,<cell>…]]
 //! cargo xtask redis up <standalone|cluster|sentinel|tls> [--mtls]
 //! cargo xtask redis down [<topology>|all]
-//! cargo xtask bench | demo | load
+//! cargo xtask bench [--quick] [--rounds N] [--no-doc]
+//! cargo xtask demo | load
 //! ```
 //!
 //! Each command lives in its own module with a `run(args) -> Result<ExitCode>`;
@@ -47,7 +48,11 @@ const COMMANDS: &[Command] = &[
         redis::run,
         "`redis up <topology>` starts a local topology in the background, `redis down` stops it",
     ),
-    ("bench", bench::run, "benchmarks (not built yet)"),
+    (
+        "bench",
+        bench::run,
+        "stores against raw fred, redis-benchmark, DashMap, tower-sessions; writes docs/benchmarks.md: [--quick]",
+    ),
     (
         "demo",
         demo::run,

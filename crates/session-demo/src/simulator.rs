@@ -30,6 +30,11 @@ pub struct SimConfig {
     /// Before verifying, wait until every target's `/health` reports an
     /// empty journal and no fallback (up to this long).
     pub wait_recovered: Option<Duration>,
+    /// The store is expected to lose its primary during the run: misses of
+    /// sessions the secondary never saw and errors of calls in flight at the
+    /// moment of failure are reported but do not fail the run. Lost and
+    /// resurrected sessions still do.
+    pub outage: bool,
 }
 
 impl Default for SimConfig {
@@ -42,6 +47,7 @@ impl Default for SimConfig {
             delete_every: 4,
             pause: Duration::ZERO,
             wait_recovered: None,
+            outage: false,
         }
     }
 }
@@ -131,10 +137,11 @@ impl Report {
         out
     }
 
-    /// Whether the run met its promises: no errors, no misses, nothing lost
-    /// or resurrected.
-    pub fn is_clean(&self) -> bool {
-        self.errors == 0 && self.misses == 0 && self.lost == 0 && self.resurrected == 0
+    /// Whether the run met its promises: nothing lost or resurrected, and
+    /// (unless an outage was expected) no errors and no misses.
+    pub fn is_clean(&self, config: &SimConfig) -> bool {
+        let durable = self.lost == 0 && self.resurrected == 0;
+        durable && (config.outage || (self.errors == 0 && self.misses == 0))
     }
 }
 
@@ -269,6 +276,9 @@ impl Shared {
         }
     }
 
+    /// DELETE; `true` once answered 204 or 404: either way the session must
+    /// not exist afterwards (a logout while the primary is down may answer
+    /// 404 from the secondary and still delete the session everywhere).
     async fn delete(&self, target: usize, kind: &str, id: &str) -> bool {
         let req = self
             .client
@@ -278,6 +288,7 @@ impl Shared {
                 self.counters.deleted.fetch_add(1, Ordering::Relaxed);
                 true
             }
+            Outcome::Status(StatusCode::NOT_FOUND, _, _) => true,
             _ => false,
         }
     }

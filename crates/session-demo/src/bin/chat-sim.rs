@@ -1,7 +1,8 @@
 //! The chat simulator: `chat-sim --target URL [--target URL …] [--users N]
 //! [--turns N] [--concurrency N] [--delete-every N] [--pause-ms N]
-//! [--wait-recovered-secs N]`. Prints a short report; exits 1 if any request
-//! failed, a live session was missing, or a session was lost or resurrected.
+//! [--wait-recovered-secs N] [--outage]`. Prints a short report; exits 1 if a
+//! session was lost or resurrected, or (without `--outage`) any request failed
+//! or a live session was missing.
 
 #![allow(clippy::print_stdout, reason = "a command-line tool prints its report")]
 
@@ -30,6 +31,7 @@ fn parse(args: &[String]) -> Result<SimConfig, String> {
             "--delete-every" => c.delete_every = num(value()?)?,
             "--pause-ms" => c.pause = Duration::from_millis(num(value()?)? as u64),
             "--wait-recovered-secs" => c.wait_recovered = Some(Duration::from_secs(num(value()?)? as u64)),
+            "--outage" => c.outage = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -51,7 +53,7 @@ async fn main() -> ExitCode {
             }
             eprintln!(
                 "usage: chat-sim --target URL [--target URL …] [--users N] [--turns N] [--concurrency N] \
-                 [--delete-every N] [--pause-ms N] [--wait-recovered-secs N]"
+                 [--delete-every N] [--pause-ms N] [--wait-recovered-secs N] [--outage]"
             );
             return ExitCode::from(2);
         }
@@ -61,7 +63,7 @@ async fn main() -> ExitCode {
             for line in report.lines(&config) {
                 println!("{line}");
             }
-            if report.is_clean() {
+            if report.is_clean(&config) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
