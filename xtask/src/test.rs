@@ -457,9 +457,9 @@ mod tests {
     #[test]
     fn only_selects_cells_and_skips_apply() {
         let all = parse(&[]).unwrap();
-        assert_eq!(all.steps.len(), 8);
+        assert_eq!(all.steps.len(), 9);
         let lint = parse(&args(&["--only", "lint", "--skip-fmt"])).unwrap();
-        assert_eq!(lint.steps.into_iter().collect::<Vec<_>>(), [Step::Clippy]);
+        assert_eq!(lint.steps.into_iter().collect::<Vec<_>>(), [Step::Clippy, Step::Doc]);
         let some = parse(&args(&["--only", "tls,faults", "--only", "unit"])).unwrap();
         assert_eq!(
             some.steps.into_iter().collect::<Vec<_>>(),
