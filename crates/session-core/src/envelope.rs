@@ -109,6 +109,23 @@ impl std::fmt::Debug for Record {
 }
 
 impl Record {
+    /// A record written now, expiring at `expires_at` (ms since the Unix
+    /// epoch), with no lifetime cap. The store sets the version.
+    pub fn new(codec: CodecId, payload: impl Into<Bytes>, expires_at: u64) -> Record {
+        let now = crate::expiry::now_ms();
+        Record {
+            meta: Meta {
+                version: 0,
+                created_at: now,
+                updated_at: now,
+                expires_at,
+                max_expires_at: 0,
+            },
+            codec,
+            payload: payload.into(),
+        }
+    }
+
     /// The length of this record's envelope in bytes.
     pub fn encoded_len(&self) -> usize {
         HEADER_LEN + self.payload.len()

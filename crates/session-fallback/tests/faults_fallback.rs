@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_core::{
-    now_ms, Bytes, CodecId, Error, KeyPrefix, Meta, Namespace, Record, SessionId, SessionKey, SessionStore,
+    now_ms, Bytes, CodecId, Error, KeyPrefix, Namespace, Record, SessionId, SessionKey, SessionStore,
 };
 use session_fallback::{CircuitState, FallbackConfig, FallbackStore};
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
@@ -117,18 +117,7 @@ struct OpRecord {
 }
 
 fn record(payload: &[u8]) -> Record {
-    let now = now_ms();
-    Record {
-        meta: Meta {
-            version: 0,
-            created_at: now,
-            updated_at: now,
-            expires_at: now + HOUR,
-            max_expires_at: 0,
-        },
-        codec: CodecId::RAW,
-        payload: Bytes::copy_from_slice(payload),
-    }
+    Record::new(CodecId::RAW, payload.to_vec(), now_ms() + HOUR)
 }
 
 fn classify(e: &Error) -> (Result3, &'static str) {

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::{
-    now_ms, Bytes, CodecId, Error, Meta, Namespace, Record, SessionId, SessionKey, SessionStore, StoreStats,
-    HEADER_LEN,
+    now_ms, CodecId, Error, Namespace, Record, SessionId, SessionKey, SessionStore, StoreStats, HEADER_LEN,
 };
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore, ENTRY_OVERHEAD_BYTES};
 
@@ -18,18 +17,7 @@ fn key(namespace: &str) -> SessionKey {
 }
 
 fn rec_at(payload: &[u8], expires_at: u64) -> Record {
-    let now = now_ms();
-    Record {
-        meta: Meta {
-            version: 0,
-            created_at: now,
-            updated_at: now,
-            expires_at,
-            max_expires_at: 0,
-        },
-        codec: CodecId::RAW,
-        payload: Bytes::copy_from_slice(payload),
-    }
+    Record::new(CodecId::RAW, payload.to_vec(), expires_at)
 }
 
 fn rec(payload: &[u8], ttl_ms: u64) -> Record {

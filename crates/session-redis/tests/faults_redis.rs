@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use session_core::{
-    now_ms, CodecId, Error, ErrorKind, Meta, Namespace, Record, SessionId, SessionKey, SessionStore,
+    now_ms, CodecId, Error, ErrorKind, Namespace, Record, SessionId, SessionKey, SessionStore,
 };
 use session_redis::{RedisConfig, RedisStore};
 use testkit_redis::{
@@ -47,18 +47,7 @@ fn config(url: String) -> RedisConfig {
 }
 
 fn record(payload: &[u8]) -> Record {
-    let now = now_ms();
-    Record {
-        meta: Meta {
-            version: 0,
-            created_at: now,
-            updated_at: now,
-            expires_at: now + 3_600_000,
-            max_expires_at: 0,
-        },
-        codec: CodecId::RAW,
-        payload: session_core::Bytes::copy_from_slice(payload),
-    }
+    Record::new(CodecId::RAW, payload.to_vec(), now_ms() + 3_600_000)
 }
 
 fn new_key() -> SessionKey {

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{config_for, RawRedis};
 use session_core::{
-    now_ms, Bytes, CodecId, Error, Meta, Namespace, Record, SessionId, SessionKey, SessionStore,
-    FORMAT_VERSION,
+    now_ms, Bytes, CodecId, Error, Namespace, Record, SessionId, SessionKey, SessionStore, FORMAT_VERSION,
 };
 use session_redis::fred::interfaces::ClientLike;
 use session_redis::fred::types::{CustomCommand, Value};
@@ -43,18 +42,7 @@ async fn open() -> Option<(RedisStore, RawRedis, RedisConfig)> {
 }
 
 fn rec(payload: &[u8]) -> Record {
-    let now = now_ms();
-    Record {
-        meta: Meta {
-            version: 0,
-            created_at: now,
-            updated_at: now,
-            expires_at: now + HOUR_MS,
-            max_expires_at: 0,
-        },
-        codec: CodecId::RAW,
-        payload: Bytes::copy_from_slice(payload),
-    }
+    Record::new(CodecId::RAW, payload.to_vec(), now_ms() + HOUR_MS)
 }
 
 fn ns(name: &str) -> Namespace {

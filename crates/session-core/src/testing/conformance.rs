@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{random_prefix, Harness, TestStore};
 use crate::codec::{CodecId, CodecKind};
-use crate::envelope::{Meta, Record, FORMAT_VERSION, HEADER_LEN};
+use crate::envelope::{Record, FORMAT_VERSION, HEADER_LEN};
 use crate::error::Error;
 use crate::expiry::{now_ms, ExpiryPolicy};
 use crate::id::SessionId;
@@ -62,18 +62,7 @@ fn new_key(namespace: &str) -> SessionKey {
 
 /// A record with `payload`, expiring `ttl_ms` from now.
 fn rec(payload: &[u8], ttl_ms: u64) -> Record {
-    let now = now_ms();
-    Record {
-        meta: Meta {
-            version: 0,
-            created_at: now,
-            updated_at: now,
-            expires_at: now + ttl_ms,
-            max_expires_at: 0,
-        },
-        codec: CodecId::RAW,
-        payload: Bytes::copy_from_slice(payload),
-    }
+    Record::new(CodecId::RAW, payload.to_vec(), now_ms() + ttl_ms)
 }
 
 async fn open(h: &dyn Harness) -> TestStore {
