@@ -288,51 +288,130 @@ pub fn next_meta(old: Option<&Meta>, record: &Record) -> Meta {
     }
 }
 
+/// The boxed future of a [`SessionStore`] method, as `async_trait` declares it.
+type StoreFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+// `Arc<S>` and `Box<S>` forward each call to the store inside, handing back *its* boxed future.
+// (With `#[async_trait]` on these impls each call would box a second future around the first:
+// `arc_dyn_store.load(key)` resolves to this impl, so every `Arc<dyn SessionStore>` user would
+// pay an extra allocation per operation.)
 macro_rules! forward_store {
     ($($ty:ty),*) => {$(
-        #[async_trait]
         impl<S: SessionStore + ?Sized> SessionStore for $ty {
             fn backend(&self) -> &'static str {
                 (**self).backend()
             }
-            async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-                (**self).load(key).await
+            fn load<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, Result<Option<Record>>>
+            where
+                's: 'f,
+                'k: 'f,
+                Self: 'f,
+            {
+                (**self).load(key)
             }
-            async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-                (**self).save(key, record).await
+            fn save<'s, 'k, 'r, 'f>(&'s self, key: &'k SessionKey, record: &'r Record) -> StoreFuture<'f, Result<Meta>>
+            where
+                's: 'f,
+                'k: 'f,
+                'r: 'f,
+                Self: 'f,
+            {
+                (**self).save(key, record)
             }
-            async fn create(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-                (**self).create(key, record).await
+            fn create<'s, 'k, 'r, 'f>(&'s self, key: &'k SessionKey, record: &'r Record) -> StoreFuture<'f, Result<Meta>>
+            where
+                's: 'f,
+                'k: 'f,
+                'r: 'f,
+                Self: 'f,
+            {
+                (**self).create(key, record)
             }
-            async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-                (**self).update(key, record).await
+            fn update<'s, 'k, 'r, 'f>(&'s self, key: &'k SessionKey, record: &'r Record) -> StoreFuture<'f, Result<Meta>>
+            where
+                's: 'f,
+                'k: 'f,
+                'r: 'f,
+                Self: 'f,
+            {
+                (**self).update(key, record)
             }
-            async fn save_if(&self, key: &SessionKey, expected_version: u64, record: &Record) -> Result<Meta> {
-                (**self).save_if(key, expected_version, record).await
+            fn save_if<'s, 'k, 'r, 'f>(
+                &'s self,
+                key: &'k SessionKey,
+                expected_version: u64,
+                record: &'r Record,
+            ) -> StoreFuture<'f, Result<Meta>>
+            where
+                's: 'f,
+                'k: 'f,
+                'r: 'f,
+                Self: 'f,
+            {
+                (**self).save_if(key, expected_version, record)
             }
-            async fn delete(&self, key: &SessionKey) -> Result<bool> {
-                (**self).delete(key).await
+            fn delete<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, Result<bool>>
+            where
+                's: 'f,
+                'k: 'f,
+                Self: 'f,
+            {
+                (**self).delete(key)
             }
-            async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
-                (**self).touch(key, expires_at).await
+            fn touch<'s, 'k, 'f>(&'s self, key: &'k SessionKey, expires_at: u64) -> StoreFuture<'f, Result<bool>>
+            where
+                's: 'f,
+                'k: 'f,
+                Self: 'f,
+            {
+                (**self).touch(key, expires_at)
             }
-            async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
-                (**self).rotate(key, new_id).await
+            fn rotate<'s, 'k, 'i, 'f>(&'s self, key: &'k SessionKey, new_id: &'i SessionId) -> StoreFuture<'f, Result<Meta>>
+            where
+                's: 'f,
+                'k: 'f,
+                'i: 'f,
+                Self: 'f,
+            {
+                (**self).rotate(key, new_id)
             }
-            async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
-                (**self).load_many(keys).await
+            fn load_many<'s, 'k, 'f>(&'s self, keys: &'k [SessionKey]) -> StoreFuture<'f, Result<Vec<Result<Option<Record>>>>>
+            where
+                's: 'f,
+                'k: 'f,
+                Self: 'f,
+            {
+                (**self).load_many(keys)
             }
-            async fn save_many(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
-                (**self).save_many(items).await
+            fn save_many<'s, 'k, 'f>(&'s self, items: &'k [(SessionKey, Record)]) -> StoreFuture<'f, Result<Vec<Meta>>>
+            where
+                's: 'f,
+                'k: 'f,
+                Self: 'f,
+            {
+                (**self).save_many(items)
             }
-            async fn count(&self, namespace: &Namespace) -> Result<u64> {
-                (**self).count(namespace).await
+            fn count<'s, 'n, 'f>(&'s self, namespace: &'n Namespace) -> StoreFuture<'f, Result<u64>>
+            where
+                's: 'f,
+                'n: 'f,
+                Self: 'f,
+            {
+                (**self).count(namespace)
             }
-            async fn stats(&self) -> Result<StoreStats> {
-                (**self).stats().await
+            fn stats<'s, 'f>(&'s self) -> StoreFuture<'f, Result<StoreStats>>
+            where
+                's: 'f,
+                Self: 'f,
+            {
+                (**self).stats()
             }
-            async fn health(&self) -> Health {
-                (**self).health().await
+            fn health<'s, 'f>(&'s self) -> StoreFuture<'f, Health>
+            where
+                's: 'f,
+                Self: 'f,
+            {
+                (**self).health()
             }
         }
     )*};

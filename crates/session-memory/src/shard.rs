@@ -1,7 +1,7 @@
 //! One shard of the store: a hash table of entries behind a reader-writer lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashTable;
@@ -29,17 +29,17 @@ pub(crate) fn deadline(meta: &Meta) -> u64 {
     }
 }
 
-/// What is stored under a key.
-pub(crate) enum Value {
-    /// A session written through the store: kept decoded, so a load only
-    /// clones the payload handle.
+/// What a write stores under a key: a session's parts, or raw bytes. Borrowed from the caller;
+/// [`Entry::new`] copies it into the entry's one allocation.
+pub(crate) enum Value<'a> {
+    /// A session written through the store.
     Rec {
         /// Version, times and deadline.
         meta: Meta,
         /// The payload's codec.
         codec: CodecId,
-        /// The payload, shared with every reader.
-        payload: Bytes,
+        /// The payload.
+        payload: &'a [u8],
     },
     /// Bytes planted by `RawAccess` (tests): decoded on every load.
     #[cfg_attr(
@@ -48,28 +48,27 @@ pub(crate) enum Value {
     )]
     Raw {
         /// The bytes as given.
-        bytes: Bytes,
+        bytes: &'a [u8],
         /// When the key expires, ms since the epoch.
         deadline: u64,
     },
 }
 
-impl Value {
-    /// A decoded session value.
-    pub(crate) fn record(meta: Meta, record: &Record) -> Value {
+impl<'a> Value<'a> {
+    /// A session value: `meta` (as the store decided it) with the record's codec and payload.
+    pub(crate) fn record(meta: Meta, record: &'a Record) -> Value<'a> {
         Value::Rec {
             meta,
             codec: record.codec,
-            payload: record.payload.clone(),
+            payload: &record.payload,
         }
     }
 
-    /// The deadline after which the entry no longer exists.
-    #[inline]
-    pub(crate) fn deadline(&self) -> u64 {
+    /// The payload or raw bytes.
+    fn body(&self) -> &'a [u8] {
         match self {
-            Value::Rec { meta, .. } => deadline(meta),
-            Value::Raw { deadline, .. } => *deadline,
+            Value::Rec { payload, .. } => payload,
+            Value::Raw { bytes, .. } => bytes,
         }
     }
 
@@ -81,29 +80,12 @@ impl Value {
         }
     }
 
-    /// The value as a record, for a load. Raw bytes are decoded.
-    pub(crate) fn to_record(&self, namespace: &str) -> Result<Record, Error> {
+    /// The deadline after which the entry no longer exists.
+    #[inline]
+    pub(crate) fn deadline(&self) -> u64 {
         match self {
-            Value::Rec { meta, codec, payload } => Ok(Record {
-                meta: *meta,
-                codec: *codec,
-                payload: payload.clone(),
-            }),
-            Value::Raw { bytes, .. } => Record::decode(bytes, namespace),
-        }
-    }
-
-    /// Whether the value is live at `now`, and its metadata.
-    pub(crate) fn state(&self, namespace: &str, now: u64) -> State {
-        match self {
-            Value::Rec { meta, .. } if deadline(meta) > now => State::Live(*meta),
-            Value::Rec { .. } => State::Expired,
-            Value::Raw { deadline, .. } if *deadline <= now => State::Expired,
-            Value::Raw { bytes, .. } => match decode_header(bytes, namespace) {
-                Ok(meta) if deadline(&meta) <= now => State::Expired,
-                Ok(meta) => State::Live(meta),
-                Err(e) => State::Corrupt(e),
-            },
+            Value::Rec { meta, .. } => deadline(meta),
+            Value::Raw { deadline, .. } => *deadline,
         }
     }
 }
@@ -120,46 +102,411 @@ pub(crate) enum State {
     Corrupt(Error),
 }
 
-/// One stored session: its key without the store's prefix, and its value.
-pub(crate) struct Entry {
-    /// `{namespace}:{id}`.
-    pub(crate) key: Box<str>,
-    /// The session.
-    pub(crate) value: Value,
+// Layout of an entry's single allocation (an `Arc<[u8]>`, so that a load can hand out the
+// payload without copying it):
+//
+//   [0]            kind: KIND_REC or KIND_RAW
+//   [1]            codec id (KIND_REC)
+//   [2..10]        the deadline, u64 little-endian (`expires_at` capped at `max_expires_at`)
+//   [10]           key length k (a namespace of at most 32 bytes, ':', an id of at most 128)
+//   [11]           metadata length m (KIND_REC; 0 for raw bytes)
+//   [12]           padding p: unused bytes at the end
+//   [13..13+k]     the key `{namespace}:{id}` (the store's prefix is not stored)
+//   [13+k..13+k+m] the metadata, compact (see `encode_meta`)
+//   [13+k+m..n-p]  the payload (KIND_REC) or the raw bytes (KIND_RAW)
+//
+// The length n is rounded so that the allocation fills its malloc chunk (glibc rounds every
+// chunk to 16 bytes anyway): the padding costs nothing, and lets a later write of a session
+// of the same size or a little smaller reuse the allocation in place (when no loaded record
+// still shares it) instead of a malloc, a copy into new memory and a free — which also avoids
+// glibc's arena lock, taken when a thread frees a chunk of this size another thread allocated.
+//
+// Against a table slot of metadata, codec, `Bytes` handle and boxed key (96 bytes, plus the
+// key's allocation and the `Bytes` shared header), an entry costs a 16-byte slot, one
+// allocation header and ~30 bytes of fields: see the README's figures.
+const KIND_REC: u8 = 0;
+const KIND_RAW: u8 = 1;
+const AT_CODEC: usize = 1;
+const AT_DEADLINE: usize = 2;
+const AT_KEY_LEN: usize = 10;
+const AT_META_LEN: usize = 11;
+const AT_PAD: usize = 12;
+const AT_KEY: usize = 13;
+/// `Arc<[u8]>`'s counters before the bytes.
+const ARC_HEADER: usize = 16;
+/// The longest compact metadata: a flags byte and five 10-byte varints.
+const MAX_META_LEN: usize = 51;
+
+/// Appends `v` as a LEB128 varint.
+#[inline]
+fn put_varint(buf: &mut [u8; MAX_META_LEN], at: &mut usize, mut v: u64) {
+    while v >= 0x80 {
+        buf[*at] = (v as u8) | 0x80;
+        *at += 1;
+        v >>= 7;
+    }
+    buf[*at] = v as u8;
+    *at += 1;
 }
 
+/// Reads a LEB128 varint; `None` past the end or past 10 bytes.
+#[inline]
+fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..70).step_by(7) {
+        let b = *buf.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// A difference of two times as a zigzag-encoded integer (exact for any two `u64`s).
+#[inline]
+fn delta(from: u64, to: u64) -> u64 {
+    let d = to.wrapping_sub(from) as i64;
+    ((d << 1) ^ (d >> 63)) as u64
+}
+
+#[inline]
+fn undelta(from: u64, z: u64) -> u64 {
+    let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
+    from.wrapping_add(d as u64)
+}
+
+/// Metadata in 10–20 bytes instead of 40: flags (bit 0: `max_expires_at` set), then varints of
+/// the version, `created_at`, and the other times as differences (`updated_at` − `created_at`,
+/// `expires_at` − `updated_at`, `max_expires_at` − `created_at`). Exact for every value.
+fn encode_meta(meta: &Meta, buf: &mut [u8; MAX_META_LEN]) -> usize {
+    let mut at = 1;
+    buf[0] = u8::from(meta.max_expires_at != 0);
+    put_varint(buf, &mut at, meta.version);
+    put_varint(buf, &mut at, meta.created_at);
+    put_varint(buf, &mut at, delta(meta.created_at, meta.updated_at));
+    put_varint(buf, &mut at, delta(meta.updated_at, meta.expires_at));
+    if meta.max_expires_at != 0 {
+        put_varint(buf, &mut at, delta(meta.created_at, meta.max_expires_at));
+    }
+    at
+}
+
+fn decode_meta(buf: &[u8]) -> Option<Meta> {
+    let flags = *buf.first()?;
+    let mut at = 1;
+    let version = get_varint(buf, &mut at)?;
+    let created_at = get_varint(buf, &mut at)?;
+    let updated_at = undelta(created_at, get_varint(buf, &mut at)?);
+    let expires_at = undelta(updated_at, get_varint(buf, &mut at)?);
+    let max_expires_at = if flags & 1 != 0 {
+        undelta(created_at, get_varint(buf, &mut at)?)
+    } else {
+        0
+    };
+    Some(Meta {
+        version,
+        created_at,
+        updated_at,
+        expires_at,
+        max_expires_at,
+    })
+}
+
+/// The payload of an entry, shared with the `Bytes` a load hands out.
+struct Payload {
+    buf: Arc<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
+/// A value's metadata, encoded, and its body: what `write_value` lays out.
+struct Encoded<'a> {
+    kind: u8,
+    codec: u8,
+    deadline: u64,
+    meta: [u8; MAX_META_LEN],
+    meta_len: usize,
+    body: &'a [u8],
+}
+
+impl<'a> Encoded<'a> {
+    fn new(value: &Value<'a>) -> Self {
+        let mut meta = [0u8; MAX_META_LEN];
+        let (kind, codec, meta_len) = match value {
+            Value::Rec { meta: m, codec, .. } => (KIND_REC, codec.0, encode_meta(m, &mut meta)),
+            Value::Raw { .. } => (KIND_RAW, 0, 0),
+        };
+        Encoded {
+            kind,
+            codec,
+            deadline: value.deadline(),
+            meta,
+            meta_len,
+            body: value.body(),
+        }
+    }
+
+    /// Bytes after the key.
+    fn len(&self) -> usize {
+        self.meta_len + self.body.len()
+    }
+
+    /// Whether it fits a buffer of `buf_len` bytes whose key ends at `meta_at`, leaving at
+    /// most 255 unused bytes (the padding byte's range).
+    fn fits(&self, buf_len: usize, meta_at: usize) -> bool {
+        buf_len >= meta_at + self.len() && buf_len - (meta_at + self.len()) <= usize::from(u8::MAX)
+    }
+
+    /// Writes kind, codec, deadline, metadata, body and padding into `b`, whose key ends at
+    /// `meta_at` (checked with `fits`).
+    fn write(&self, b: &mut [u8], meta_at: usize) {
+        let body_at = meta_at + self.meta_len;
+        let end = body_at + self.body.len();
+        b[0] = self.kind;
+        b[AT_CODEC] = self.codec;
+        b[AT_DEADLINE..AT_KEY_LEN].copy_from_slice(&self.deadline.to_le_bytes());
+        b[AT_META_LEN] = self.meta_len as u8;
+        b[AT_PAD] = u8::try_from(b.len() - end).unwrap_or(u8::MAX);
+        b[meta_at..body_at].copy_from_slice(&self.meta[..self.meta_len]);
+        b[body_at..end].copy_from_slice(self.body);
+    }
+}
+
+/// One stored session: its key without the store's prefix, its metadata and its payload, in
+/// one allocation (layout above).
+pub(crate) struct Entry(Arc<[u8]>);
+
 impl Entry {
-    /// Builds the key `{namespace}:{id}`.
-    pub(crate) fn key(namespace: &str, id: &str) -> Box<str> {
-        let mut s = String::with_capacity(namespace.len() + 1 + id.len());
-        s.push_str(namespace);
-        s.push(':');
-        s.push_str(id);
-        s.into_boxed_str()
+    /// Builds the entry of `value` under `{namespace}:{id}`.
+    pub(crate) fn new(namespace: &str, id: &str, value: &Value<'_>) -> Entry {
+        let encoded = Encoded::new(value);
+        let key_len = namespace.len() + 1 + id.len();
+        let needed = AT_KEY + key_len + encoded.len();
+        // The whole malloc chunk: glibc's chunk is the request + 8, rounded up to 16.
+        let chunk = (ARC_HEADER + needed + 8 + 15) & !15;
+        let len = chunk - ARC_HEADER - 8;
+        // One zeroed allocation (a memset), filled in place below: the payload is copied once.
+        let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+        if let Some(b) = Arc::get_mut(&mut buf) {
+            // Ids and namespaces are validated: at most 128 and 32 bytes.
+            b[AT_KEY_LEN] = u8::try_from(key_len).unwrap_or(u8::MAX);
+            b[AT_KEY..AT_KEY + namespace.len()].copy_from_slice(namespace.as_bytes());
+            b[AT_KEY + namespace.len()] = b':';
+            b[AT_KEY + namespace.len() + 1..AT_KEY + key_len].copy_from_slice(id.as_bytes());
+            encoded.write(b, AT_KEY + key_len);
+        }
+        Entry(buf)
+    }
+
+    /// Writes `value` over this entry's value in place, keeping the key, if no loaded record
+    /// shares the allocation and the value fits. `false` (nothing changed) otherwise.
+    pub(crate) fn overwrite(&mut self, value: &Value<'_>) -> bool {
+        let meta_at = self.meta_at();
+        let encoded = Encoded::new(value);
+        match Arc::get_mut(&mut self.0) {
+            Some(b) if encoded.fits(b.len(), meta_at) => {
+                encoded.write(b, meta_at);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Replaces the metadata in place (touch), if no loaded record shares the allocation and
+    /// it fits. `false` (nothing changed) otherwise.
+    pub(crate) fn retime(&mut self, meta: &Meta) -> bool {
+        if self.kind() != KIND_REC {
+            return false;
+        }
+        let (meta_at, body_at, end) = (self.meta_at(), self.body_at(), self.body_end());
+        let mut meta_buf = [0u8; MAX_META_LEN];
+        let meta_len = encode_meta(meta, &mut meta_buf);
+        let new_end = meta_at + meta_len + (end - body_at);
+        match Arc::get_mut(&mut self.0) {
+            Some(b) if new_end <= b.len() && b.len() - new_end <= usize::from(u8::MAX) => {
+                let new_body_at = meta_at + meta_len;
+                b.copy_within(body_at..end, new_body_at);
+                b[meta_at..new_body_at].copy_from_slice(&meta_buf[..meta_len]);
+                b[AT_DEADLINE..AT_KEY_LEN].copy_from_slice(&deadline(meta).to_le_bytes());
+                b[AT_META_LEN] = meta_len as u8;
+                b[AT_PAD] = u8::try_from(b.len() - new_end).unwrap_or(u8::MAX);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The same session under another id (rotate), or with new metadata (touch).
+    pub(crate) fn rebuilt(&self, namespace: &str, id: &str, meta: Option<Meta>) -> Entry {
+        match (self.kind(), meta.or_else(|| self.meta())) {
+            (KIND_REC, Some(meta)) => Entry::new(
+                namespace,
+                id,
+                &Value::Rec {
+                    meta,
+                    codec: self.codec(),
+                    payload: self.body(),
+                },
+            ),
+            _ => Entry::new(
+                namespace,
+                id,
+                &Value::Raw {
+                    bytes: self.body(),
+                    deadline: self.deadline(),
+                },
+            ),
+        }
+    }
+
+    #[inline]
+    fn kind(&self) -> u8 {
+        self.0.first().copied().unwrap_or(KIND_RAW)
+    }
+
+    #[inline]
+    fn codec(&self) -> CodecId {
+        CodecId(self.0.get(AT_CODEC).copied().unwrap_or(0))
+    }
+
+    #[inline]
+    fn key_len(&self) -> usize {
+        usize::from(self.0.get(AT_KEY_LEN).copied().unwrap_or(0))
+    }
+
+    #[inline]
+    fn meta_at(&self) -> usize {
+        AT_KEY + self.key_len()
+    }
+
+    #[inline]
+    fn body_at(&self) -> usize {
+        self.meta_at() + usize::from(self.0.get(AT_META_LEN).copied().unwrap_or(0))
+    }
+
+    #[inline]
+    fn body_end(&self) -> usize {
+        self.0
+            .len()
+            .saturating_sub(usize::from(self.0.get(AT_PAD).copied().unwrap_or(0)))
+    }
+
+    /// The key bytes `{namespace}:{id}`.
+    #[inline]
+    fn key(&self) -> &[u8] {
+        self.0.get(AT_KEY..self.meta_at()).unwrap_or_default()
+    }
+
+    /// The payload (or raw bytes).
+    fn body(&self) -> &[u8] {
+        self.0.get(self.body_at()..self.body_end()).unwrap_or_default()
+    }
+
+    /// The stored metadata (`None` for raw bytes).
+    #[inline]
+    fn meta(&self) -> Option<Meta> {
+        if self.kind() != KIND_REC {
+            return None;
+        }
+        decode_meta(self.0.get(self.meta_at()..self.body_at())?)
+    }
+
+    /// The deadline after which the entry no longer exists.
+    #[inline]
+    pub(crate) fn deadline(&self) -> u64 {
+        let mut b = [0u8; 8];
+        if let Some(d) = self.0.get(AT_DEADLINE..AT_KEY_LEN) {
+            b.copy_from_slice(d);
+        }
+        u64::from_le_bytes(b)
     }
 
     /// Whether this entry is the session `namespace`/`id`.
     #[inline]
     pub(crate) fn is(&self, namespace: &str, id: &str) -> bool {
-        self.key.len() == namespace.len() + 1 + id.len()
-            && self.key.ends_with(id)
-            && self.key.starts_with(namespace)
-            && self.key.as_bytes().get(namespace.len()) == Some(&b':')
+        let key = self.key();
+        key.len() == namespace.len() + 1 + id.len()
+            && key[namespace.len() + 1..] == *id.as_bytes()
+            && key[..namespace.len()] == *namespace.as_bytes()
+            && key[namespace.len()] == b':'
     }
 
     /// The namespace and id of the key.
     pub(crate) fn parts(&self) -> (&str, &str) {
-        self.key.split_once(':').unwrap_or((&self.key, ""))
+        let key = std::str::from_utf8(self.key()).unwrap_or_default();
+        key.split_once(':').unwrap_or((key, ""))
+    }
+
+    /// The envelope length (or the raw length).
+    fn stored_len(&self) -> usize {
+        let body = self.body_end().saturating_sub(self.body_at());
+        if self.kind() == KIND_REC {
+            HEADER_LEN + body
+        } else {
+            body
+        }
     }
 
     /// Bytes charged for this entry (see `MemoryConfig::max_bytes`).
     pub(crate) fn charge(&self, prefix_len: usize) -> u64 {
-        charge(prefix_len, self.key.len(), &self.value)
+        (prefix_len + self.key_len() + self.stored_len()) as u64 + crate::config::ENTRY_OVERHEAD_BYTES
+    }
+
+    /// The payload as `Bytes` sharing the entry's allocation (no copy).
+    fn payload_bytes(&self) -> Bytes {
+        let (start, end) = (self.body_at(), self.body_end());
+        if start >= end {
+            return Bytes::new();
+        }
+        Bytes::from_owner(Payload {
+            buf: Arc::clone(&self.0),
+            start,
+            end,
+        })
+    }
+
+    /// The value as a record, for a load. Raw bytes are decoded.
+    pub(crate) fn to_record(&self, namespace: &str) -> Result<Record, Error> {
+        match self.meta() {
+            Some(meta) => Ok(Record {
+                meta,
+                codec: self.codec(),
+                payload: self.payload_bytes(),
+            }),
+            None if self.kind() == KIND_REC => Err(Error::corrupt(namespace, "damaged in-memory entry")),
+            None => Record::decode(&self.payload_bytes(), namespace),
+        }
+    }
+
+    /// Whether the value is live at `now`, and its metadata.
+    pub(crate) fn state(&self, namespace: &str, now: u64) -> State {
+        if self.deadline() <= now {
+            return State::Expired;
+        }
+        match self.meta() {
+            Some(meta) => State::Live(meta),
+            None if self.kind() == KIND_REC => {
+                State::Corrupt(Error::corrupt(namespace, "damaged in-memory entry"))
+            }
+            None => match decode_header(self.body(), namespace) {
+                Ok(meta) if deadline(&meta) <= now => State::Expired,
+                Ok(meta) => State::Live(meta),
+                Err(e) => State::Corrupt(e),
+            },
+        }
     }
 }
 
 /// Bytes charged for a value under a key of `key_len` bytes (without prefix).
-pub(crate) fn charge(prefix_len: usize, key_len: usize, value: &Value) -> u64 {
+pub(crate) fn charge(prefix_len: usize, key_len: usize, value: &Value<'_>) -> u64 {
     (prefix_len + key_len + value.stored_len()) as u64 + crate::config::ENTRY_OVERHEAD_BYTES
 }
 
@@ -236,7 +583,7 @@ pub(crate) fn sample_soonest(table: &HashTable<Entry>, exclude: Option<usize>, r
             continue;
         }
         if let Some(e) = table.get_bucket(i) {
-            let d = e.value.deadline();
+            let d = e.deadline();
             if best.is_none_or(|(_, bd)| d < bd) {
                 best = Some((i, d));
             }
@@ -247,4 +594,113 @@ pub(crate) fn sample_soonest(table: &HashTable<Entry>, exclude: Option<usize>, r
         }
     }
     best.map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(version: u64, created_at: u64, updated_at: u64, expires_at: u64, max_expires_at: u64) -> Meta {
+        Meta {
+            version,
+            created_at,
+            updated_at,
+            expires_at,
+            max_expires_at,
+        }
+    }
+
+    #[test]
+    fn compact_metadata_round_trips_every_value() {
+        let now = 1_764_000_000_000;
+        for m in [
+            meta(1, now, now, now + 3_600_000, 0),
+            meta(7, now, now + 5, now + 3_600_000, now + 86_400_000),
+            meta(0, 0, 0, 0, 0),
+            meta(u64::MAX, u64::MAX, 0, u64::MAX, 1),
+            meta(3, now, now - 10, now - 20, u64::MAX),
+            meta(u64::MAX, 1, u64::MAX, 0, u64::MAX),
+        ] {
+            let mut buf = [0u8; MAX_META_LEN];
+            let len = encode_meta(&m, &mut buf);
+            assert_eq!(decode_meta(&buf[..len]), Some(m));
+        }
+        let mut buf = [0u8; MAX_META_LEN];
+        let typical = encode_meta(&meta(1, now, now, now + 3_600_000, 0), &mut buf);
+        assert!(
+            typical <= 13,
+            "a typical session's metadata takes {typical} bytes"
+        );
+    }
+
+    #[test]
+    fn an_entry_keeps_key_metadata_and_payload() {
+        let m = meta(2, 100, 200, 5_000, 4_000);
+        let record = Record {
+            meta: m,
+            codec: CodecId::JSON,
+            payload: Bytes::from_static(b"{\"a\":1}"),
+        };
+        let entry = Entry::new("task", "abcdefghijklmnop", &Value::record(m, &record));
+        assert!(entry.is("task", "abcdefghijklmnop"));
+        assert!(!entry.is("task", "abcdefghijklmnoq"));
+        assert!(!entry.is("tas", "kabcdefghijklmnop"));
+        assert_eq!(entry.parts(), ("task", "abcdefghijklmnop"));
+        assert_eq!(entry.deadline(), 4_000);
+        let loaded = entry.to_record("task").unwrap();
+        assert_eq!(loaded, record);
+        assert!(matches!(entry.state("task", 3_999), State::Live(x) if x == m));
+        assert!(matches!(entry.state("task", 4_000), State::Expired));
+        let moved = entry.rebuilt("task", "qrstuvwxyz012345", None);
+        assert!(moved.is("task", "qrstuvwxyz012345"));
+        assert_eq!(moved.to_record("task").unwrap(), record);
+        let retimed = entry.rebuilt("task", "abcdefghijklmnop", Some(meta(2, 100, 200, 3_000, 4_000)));
+        assert_eq!(retimed.deadline(), 3_000);
+        assert_eq!(retimed.to_record("task").unwrap().payload, record.payload);
+        let empty = Record {
+            payload: Bytes::new(),
+            ..record
+        };
+        let entry = Entry::new("task", "abcdefghijklmnop", &Value::record(m, &empty));
+        assert_eq!(entry.to_record("task").unwrap(), empty);
+    }
+
+    #[test]
+    fn writes_in_place_only_when_unshared_and_fitting() {
+        let m = meta(1, 100, 100, 5_000, 0);
+        let rec = |payload: &'static [u8], m: Meta| Record {
+            meta: m,
+            codec: CodecId::RAW,
+            payload: Bytes::from_static(payload),
+        };
+        let first = rec(b"0123456789abcdef0123456789", m);
+        let mut entry = Entry::new("ns", "abcdefghijklmnop", &Value::record(m, &first));
+        // Same size: in place.
+        let m2 = meta(2, 100, 200, 6_000, 0);
+        let second = rec(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", m2);
+        assert!(entry.overwrite(&Value::record(m2, &second)));
+        assert_eq!(entry.to_record("ns").unwrap(), second);
+        assert!(entry.is("ns", "abcdefghijklmnop"));
+        // Smaller: in place, the padding grows.
+        let third = rec(b"xyz", m2);
+        assert!(entry.overwrite(&Value::record(m2, &third)));
+        assert_eq!(entry.to_record("ns").unwrap(), third);
+        // Larger than the allocation: refused, unchanged.
+        let big = rec(&[7u8; 200], m2);
+        assert!(!entry.overwrite(&Value::record(m2, &big)));
+        assert_eq!(entry.to_record("ns").unwrap(), third);
+        // A loaded record shares the allocation: refused, and the loaded payload stays as read.
+        let loaded = entry.to_record("ns").unwrap();
+        assert!(!entry.overwrite(&Value::record(m2, &second)));
+        let m3 = meta(2, 100, 200, 9_000, 0);
+        assert!(!entry.retime(&m3));
+        drop(loaded);
+        assert!(entry.retime(&m3));
+        assert_eq!(entry.deadline(), 9_000);
+        assert_eq!(entry.to_record("ns").unwrap(), rec(b"xyz", m3));
+        // A retime that makes the metadata longer shifts the payload.
+        let long = meta(u64::MAX, 100, 200, 9_000, u64::MAX);
+        assert!(entry.retime(&long));
+        assert_eq!(entry.to_record("ns").unwrap(), rec(b"xyz", long));
+    }
 }

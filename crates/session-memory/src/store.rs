@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use hashbrown::HashTable;
 use session_core::{
     async_trait, cap_deadline, check_size, next_meta, Error, Health, HealthStatus, KeyPrefix, Meta,
-    Namespace, Record, Result, SessionId, SessionKey, SessionStore, StoreStats,
+    Namespace, Record, Result, SessionId, SessionKey, SessionStore, StoreStats, MAX_ID_LEN,
+    MAX_NAMESPACE_LEN,
 };
 
 use crate::config::{AtCapacity, MemoryConfig};
@@ -64,9 +65,11 @@ struct Usage {
 }
 
 /// What a write operation decided, given what it found.
-pub(crate) enum Outcome<R> {
+pub(crate) enum Outcome<'a, R> {
     /// Store this value and answer `R`.
-    Write(Value, R),
+    Write(Value<'a>, R),
+    /// Keep the stored session's payload with this metadata (`touch`), and answer `R`.
+    Retime(Meta, R),
     /// Write nothing and answer `R`.
     Keep(R),
 }
@@ -185,7 +188,7 @@ impl MemoryStore {
 
     /// Stores `value` under `key` as given, for `RawAccess`.
     #[cfg(feature = "testing")]
-    pub(crate) fn put_value(&self, key: &SessionKey, value: Value) -> Result<()> {
+    pub(crate) fn put_value(&self, key: &SessionKey, value: Value<'_>) -> Result<()> {
         let mut value = Some(value);
         self.inner.apply(key, |_, _| match value.take() {
             Some(v) => Ok(Outcome::Write(v, ())),
@@ -230,9 +233,20 @@ impl Inner {
     #[inline]
     fn hash(&self, namespace: &str, id: &str) -> u64 {
         let mut h = self.hasher.build_hasher();
-        h.write(namespace.as_bytes());
-        h.write_u8(b':');
-        h.write(id.as_bytes());
+        // One `write` of the whole key is cheaper than three of its parts. Validated keys
+        // (a namespace of at most 32 bytes, an id of at most 128) always fit the buffer.
+        let len = namespace.len() + 1 + id.len();
+        let mut buf = [0u8; 1 + MAX_NAMESPACE_LEN + MAX_ID_LEN];
+        if let Some(key) = buf.get_mut(..len) {
+            key[..namespace.len()].copy_from_slice(namespace.as_bytes());
+            key[namespace.len()] = b':';
+            key[namespace.len() + 1..].copy_from_slice(id.as_bytes());
+            h.write(key);
+        } else {
+            h.write(namespace.as_bytes());
+            h.write(b":");
+            h.write(id.as_bytes());
+        }
         h.finish()
     }
 
@@ -342,7 +356,7 @@ impl Inner {
         let prefix_len = self.prefix_len();
         let (mut removed, mut freed, mut min) = (0u64, 0u64, u64::MAX);
         table.retain(|e| {
-            let d = e.value.deadline();
+            let d = e.deadline();
             if d <= now {
                 removed += 1;
                 freed += e.charge(prefix_len);
@@ -414,7 +428,7 @@ impl Inner {
         }
         while let Some(victim) = sample_soonest(table, keep, self.random()) {
             let why = match table.get_bucket(victim) {
-                Some(e) if e.value.deadline() <= now => Removal::Expired,
+                Some(e) if e.deadline() <= now => Removal::Expired,
                 _ => Removal::Evicted,
             };
             self.remove_at(table, victim, why);
@@ -457,7 +471,7 @@ impl Inner {
             match sample_soonest(&table, None, self.random()) {
                 Some(victim) => {
                     let why = match table.get_bucket(victim) {
-                        Some(e) if e.value.deadline() <= now => Removal::Expired,
+                        Some(e) if e.deadline() <= now => Removal::Expired,
                         _ => Removal::Evicted,
                     };
                     self.remove_at(&mut table, victim, why);
@@ -498,10 +512,10 @@ impl Inner {
     /// reclaims it if expired, lets `decide` choose, and writes within the
     /// bounds. `decide` may run again (on a fresh look) if room had to be made
     /// in other shards.
-    pub(crate) fn apply<R>(
+    pub(crate) fn apply<'a, R>(
         &self,
         key: &SessionKey,
-        mut decide: impl FnMut(State, Option<&Value>) -> Result<Outcome<R>>,
+        mut decide: impl FnMut(State, Option<&Entry>) -> Result<Outcome<'a, R>>,
     ) -> Result<R> {
         let (namespace, id) = (key.ns(), key.id.as_str());
         let hash = self.hash(namespace, id);
@@ -513,7 +527,7 @@ impl Inner {
             let mut table = shard.write();
             let mut index = table.find_bucket_index(hash, |e| e.is(namespace, id));
             let state = match index.and_then(|i| table.get_bucket(i)) {
-                Some(e) => e.value.state(namespace, now),
+                Some(e) => e.state(namespace, now),
                 None => State::Absent,
             };
             if matches!(state, State::Expired) {
@@ -521,12 +535,19 @@ impl Inner {
                     self.remove_at(&mut table, i, Removal::Expired);
                 }
             }
-            let current = index.and_then(|i| table.get_bucket(i)).map(|e| &e.value);
-            let (value, answer) = match decide(state, current)? {
+            let current = index.and_then(|i| table.get_bucket(i));
+            let (value, meta, answer) = match decide(state, current)? {
                 Outcome::Keep(answer) => return Ok(answer),
-                Outcome::Write(value, answer) => (value, answer),
+                Outcome::Write(value, answer) => (Some(value), None, answer),
+                // Retiming needs a session to retime.
+                Outcome::Retime(_, answer) if index.is_none() => return Ok(answer),
+                Outcome::Retime(meta, answer) => (None, Some(meta), answer),
             };
-            let deadline = value.deadline();
+            let deadline = match (&value, &meta) {
+                (Some(v), _) => v.deadline(),
+                (None, Some(m)) => deadline(m),
+                (None, None) => return Ok(answer),
+            };
             if deadline <= now {
                 // Written already expired: the session no longer exists.
                 let old = index.and_then(|i| self.remove_at(&mut table, i, Removal::Expired));
@@ -534,24 +555,42 @@ impl Inner {
                 drop(old);
                 return Ok(answer);
             }
-            let new = charge(prefix_len, namespace.len() + 1 + id.len(), &value);
             let old = index
                 .and_then(|i| table.get_bucket(i))
                 .map_or(0, |e| e.charge(prefix_len));
+            let new = match &value {
+                Some(v) => charge(prefix_len, namespace.len() + 1 + id.len(), v),
+                // Retiming keeps the key and the payload.
+                None => old,
+            };
             let new_entry = index.is_none();
             if self.reserve(new_entry, old, new)
                 || self.make_room_in(shard, &mut table, index, new_entry, old, new, now)
             {
-                let replaced = match index.and_then(|i| table.get_bucket_mut(i)) {
-                    Some(e) => Some(std::mem::replace(&mut e.value, value)),
-                    None => {
-                        let entry = Entry {
-                            key: Entry::key(namespace, id),
-                            value,
-                        };
-                        table.insert_unique(hash, entry, |e| self.hash_entry(e));
+                // In place when the entry's allocation is free and large enough; otherwise a
+                // new allocation, the old one freed after the lock is released.
+                let replaced = match (index.and_then(|i| table.get_bucket_mut(i)), &value, &meta) {
+                    (Some(e), Some(v), _) => {
+                        if e.overwrite(v) {
+                            None
+                        } else {
+                            Some(std::mem::replace(e, Entry::new(namespace, id, v)))
+                        }
+                    }
+                    (Some(e), None, Some(m)) => {
+                        if e.retime(m) {
+                            None
+                        } else {
+                            let rebuilt = e.rebuilt(namespace, id, Some(*m));
+                            Some(std::mem::replace(e, rebuilt))
+                        }
+                    }
+                    (Some(_), None, None) => None,
+                    (None, Some(v), _) => {
+                        table.insert_unique(hash, Entry::new(namespace, id, v), |e| self.hash_entry(e));
                         None
                     }
+                    (None, None, _) => None,
                 };
                 shard.note_deadline(deadline);
                 drop(table);
@@ -575,12 +614,12 @@ impl Inner {
         let Some(entry) = table.find(hash, |e| e.is(namespace, id)) else {
             return Ok(None);
         };
-        if entry.value.deadline() <= now {
+        if entry.deadline() <= now {
             drop(table);
             self.reclaim_key(key, hash, now);
             return Ok(None);
         }
-        let record = entry.value.to_record(namespace);
+        let record = entry.to_record(namespace);
         drop(table);
         // A raw value's envelope has its own deadline.
         match record {
@@ -595,7 +634,7 @@ impl Inner {
         let (namespace, id) = (key.ns(), key.id.as_str());
         let mut table = self.shards[self.shard_of(hash)].write();
         if let Some(i) = table.find_bucket_index(hash, |e| e.is(namespace, id)) {
-            if table.get_bucket(i).is_some_and(|e| e.value.deadline() <= now) {
+            if table.get_bucket(i).is_some_and(|e| e.deadline() <= now) {
                 let old = self.remove_at(&mut table, i, Removal::Expired);
                 drop(table);
                 drop(old);
@@ -613,7 +652,7 @@ impl Inner {
         };
         let expired = table
             .get_bucket(i)
-            .is_some_and(|e| matches!(e.value.state(namespace, now), State::Expired));
+            .is_some_and(|e| matches!(e.state(namespace, now), State::Expired));
         let why = if expired {
             Removal::Expired
         } else {
@@ -639,7 +678,7 @@ impl Inner {
                 return Err(Error::not_found(namespace));
             };
             let state = match table.get_bucket(i) {
-                Some(e) => e.value.state(namespace, now),
+                Some(e) => e.state(namespace, now),
                 None => State::Absent,
             };
             match state {
@@ -656,20 +695,18 @@ impl Inner {
             }
         };
         let old_charge = entry.charge(prefix_len);
-        let deadline = entry.value.deadline();
+        let deadline = entry.deadline();
 
         // 2. Insert it under the new id unless a live session is there.
         let new_hash = self.hash(namespace, new_id.as_str());
         let new_shard = &self.shards[self.shard_of(new_hash)];
-        let moved = Entry {
-            key: Entry::key(namespace, new_id.as_str()),
-            value: entry.value,
-        };
+        let moved = entry.rebuilt(namespace, new_id.as_str(), None);
+        drop(entry);
         let moved = {
             let mut table = new_shard.write();
             let found = table.find_bucket_index(new_hash, |e| e.is(namespace, new_id.as_str()));
             let taken = match found {
-                Some(i) => match table.get_bucket(i).map(|e| e.value.state(namespace, now)) {
+                Some(i) => match table.get_bucket(i).map(|e| e.state(namespace, now)) {
                     Some(State::Expired) => {
                         self.remove_at(&mut table, i, Removal::Expired);
                         false
@@ -691,14 +728,12 @@ impl Inner {
 
         // 3. The new id is taken: put the session back under its old id,
         //    unless a live session was written there meanwhile.
-        let back = Entry {
-            key: Entry::key(namespace, key.id.as_str()),
-            value: moved.value,
-        };
+        let back = moved.rebuilt(namespace, key.id.as_str(), None);
+        drop(moved);
         let mut table = old_shard.write();
         let found = table.find_bucket_index(old_hash, |e| e.is(namespace, key.id.as_str()));
         let occupied = match found {
-            Some(i) => match table.get_bucket(i).map(|e| e.value.state(namespace, now)) {
+            Some(i) => match table.get_bucket(i).map(|e| e.state(namespace, now)) {
                 Some(State::Expired) => {
                     self.remove_at(&mut table, i, Removal::Expired);
                     false
@@ -739,7 +774,7 @@ impl Inner {
             let table = shard.read();
             n += table
                 .iter()
-                .filter(|e| e.value.deadline() > now && e.parts().0 == namespace)
+                .filter(|e| e.deadline() > now && e.parts().0 == namespace)
                 .count() as u64;
         }
         n
@@ -762,7 +797,9 @@ impl Inner {
 }
 
 /// `decide` for `save`: last writer wins; a corrupt value is replaced.
-fn save_decision(record: &Record) -> impl FnMut(State, Option<&Value>) -> Result<Outcome<Meta>> + '_ {
+fn save_decision<'r>(
+    record: &'r Record,
+) -> impl FnMut(State, Option<&Entry>) -> Result<Outcome<'r, Meta>> + 'r {
     move |state, _| {
         let old = match state {
             State::Live(meta) => Some(meta),
@@ -836,13 +873,12 @@ impl SessionStore for MemoryStore {
 
     async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
         self.inner.apply(key, |state, current| match (state, current) {
-            (State::Live(old), Some(value)) => {
-                let record = value.to_record(key.ns())?;
+            (State::Live(old), Some(_)) => {
                 let meta = Meta {
                     expires_at: cap_deadline(expires_at, old.max_expires_at),
                     ..old
                 };
-                Ok(Outcome::Write(Value::record(meta, &record), true))
+                Ok(Outcome::Retime(meta, true))
             }
             (State::Corrupt(e), _) => Err(e),
             _ => Ok(Outcome::Keep(false)),

@@ -12,6 +12,12 @@ impl RawAccess for MemoryStore {
     /// [`Error::Corrupt`](session_core::Error::Corrupt) if they are not an envelope.
     async fn put_raw(&self, key: &SessionKey, bytes: Bytes, ttl_ms: u64) -> Result<()> {
         let deadline = now_ms().saturating_add(ttl_ms);
-        self.put_value(key, Value::Raw { bytes, deadline })
+        self.put_value(
+            key,
+            Value::Raw {
+                bytes: &bytes,
+                deadline,
+            },
+        )
     }
 }
