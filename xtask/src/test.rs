@@ -248,7 +248,7 @@ fn run_step(step: Step, log: &Path) -> Report {
             |_| {},
         ),
         Step::Doc => {
-            let mut command = cargo(&["doc", "--workspace", "--no-deps"]);
+            let mut command = cargo(&["doc", "--workspace", "--exclude", BENCH_PACKAGE, "--no-deps"]);
             command.env("RUSTDOCFLAGS", "-D warnings");
             cargo_step(command, log, false, |_| {})
         }
@@ -459,7 +459,10 @@ mod tests {
         let all = parse(&[]).unwrap();
         assert_eq!(all.steps.len(), 9);
         let lint = parse(&args(&["--only", "lint", "--skip-fmt"])).unwrap();
-        assert_eq!(lint.steps.into_iter().collect::<Vec<_>>(), [Step::Clippy, Step::Doc]);
+        assert_eq!(
+            lint.steps.into_iter().collect::<Vec<_>>(),
+            [Step::Clippy, Step::Doc]
+        );
         let some = parse(&args(&["--only", "tls,faults", "--only", "unit"])).unwrap();
         assert_eq!(
             some.steps.into_iter().collect::<Vec<_>>(),

@@ -1,0 +1,935 @@
+//! Every case: the stores and anchors, their set-up and pre-filled key spaces, and their operations.
+
+#![allow(
+    clippy::manual_async_fn,
+    reason = "the ops spell out the `Send` future the harness needs; the in-memory anchors do \
+              their work before returning a ready future"
+)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use session_core::instrument::{Instrumented, LATENCY_BUCKETS};
+use session_core::{CodecKind, Namespace, Record, SessionId, SessionKey, SessionStore, Sessions};
+use session_fallback::{FallbackConfig, FallbackStore};
+use session_memory::{MemoryConfig, MemoryStore};
+use session_redis::fred::clients::{Client, Pool};
+use session_redis::fred::interfaces::{ClientLike, KeysInterface};
+use session_redis::fred::types::config::Config as FredConfig;
+use session_redis::fred::types::{CustomCommand, Expiration, Key, SetOptions, Value};
+use session_redis::{RedisConfig, RedisStore, DEFAULT_POOL_SIZE};
+use tower_sessions_core::session::{Id as TowerId, Record as TowerRecord};
+use tower_sessions_core::SessionStore as TowerStore;
+
+use crate::harness::{run_cell, Cell, Op, Plan};
+use crate::payload::{self, TaskSession};
+
+/// The namespace of the pre-filled key space.
+pub(crate) const NAMESPACE: &str = "bench";
+/// The namespace `create` cases write to (in Redis database 1, flushed after each cell).
+const CREATE_NAMESPACE: &str = "new";
+/// The Redis database of the `create` cases.
+const CREATE_DB: u8 = 1;
+/// Keys per `load_many` call.
+pub(crate) const MANY: usize = 16;
+
+/// Where a case runs, which decides its cell length and latency sampling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Group {
+    /// In-process stores.
+    Memory,
+    /// Redis, over loopback.
+    Redis,
+}
+
+type CellFuture = Pin<Box<dyn Future<Output = Cell> + Send>>;
+type Runner = Box<dyn Fn(Plan) -> CellFuture + Send + Sync>;
+type Cleanup = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// One thing measured: a subject, an operation, a task count.
+pub(crate) struct Case {
+    /// What is measured, e.g. `RedisStore (pool 2)`.
+    pub(crate) subject: &'static str,
+    /// The operation, e.g. `load`.
+    pub(crate) op: &'static str,
+    /// Concurrent tasks.
+    pub(crate) tasks: usize,
+    /// Memory or Redis.
+    pub(crate) group: Group,
+    /// Sessions per operation (16 for `load_many`), for keys per second.
+    pub(crate) items: u32,
+    run: Runner,
+    cleanup: Option<Cleanup>,
+}
+
+impl Case {
+    /// Runs one cell of this case, then its clean-up (outside the measured time).
+    pub(crate) async fn run(&self, plan: Plan) -> Cell {
+        let cell = (self.run)(plan).await;
+        if let Some(cleanup) = &self.cleanup {
+            cleanup().await;
+        }
+        cell
+    }
+
+    /// `subject op @tasks`, the case's name in tables.
+    pub(crate) fn id(&self) -> String {
+        format!("{} {} @{}", self.subject, self.op, self.tasks)
+    }
+}
+
+/// Builds a case from a per-task op factory.
+fn case<O: Op, F>(subject: &'static str, op: &'static str, tasks: usize, group: Group, make: F) -> Case
+where
+    F: Fn(usize) -> O + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    Case {
+        subject,
+        op,
+        tasks,
+        group,
+        items: 1,
+        run: Box::new(move |plan| {
+            let make = Arc::clone(&make);
+            Box::pin(async move { run_cell(plan, |t| make(t)).await })
+        }),
+        cleanup: None,
+    }
+}
+
+// ---------------------------------------------------------------- operations
+
+/// `SessionStore::load` of a pre-filled key.
+struct StoreLoad {
+    store: Arc<dyn SessionStore>,
+    keys: Arc<[SessionKey]>,
+}
+
+impl Op for StoreLoad {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move { matches!(self.store.load(&self.keys[idx]).await, Ok(Some(_))) }
+    }
+}
+
+/// `SessionStore::save` (last writer wins) of a pre-filled key.
+struct StoreSave {
+    store: Arc<dyn SessionStore>,
+    keys: Arc<[SessionKey]>,
+    record: Record,
+    /// Hand each save a payload buffer of its own, as a codec does (in-process stores keep
+    /// what they are given; sharing one buffer between every session would be unreal).
+    fresh: Option<Bytes>,
+}
+
+impl Op for StoreSave {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        if let Some(template) = &self.fresh {
+            self.record.payload = Bytes::copy_from_slice(template);
+        }
+        async move { self.store.save(&self.keys[idx], &self.record).await.is_ok() }
+    }
+}
+
+/// `SessionStore::create` under a new random id (what `Sessions::create` does).
+struct StoreCreate {
+    store: Arc<dyn SessionStore>,
+    namespace: Namespace,
+    record: Record,
+}
+
+impl Op for StoreCreate {
+    fn call(&mut self, _idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move {
+            let Ok(id) = SessionId::generate() else {
+                return false;
+            };
+            let key = SessionKey::new(self.namespace.clone(), id);
+            self.store.create(&key, &self.record).await.is_ok()
+        }
+    }
+}
+
+/// `SessionStore::load_many` of [`MANY`] pre-filled keys.
+struct StoreLoadMany {
+    store: Arc<dyn SessionStore>,
+    keys: Arc<[SessionKey]>,
+}
+
+impl Op for StoreLoadMany {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move {
+            let start = idx.min(self.keys.len().saturating_sub(MANY));
+            match self.store.load_many(&self.keys[start..start + MANY]).await {
+                Ok(found) => found.iter().all(|r| matches!(r, Ok(Some(_)))),
+                Err(_) => false,
+            }
+        }
+    }
+}
+
+/// `Sessions<T>::load`: the store's load and the payload's decoding.
+struct TypedLoad {
+    sessions: Sessions<TaskSession>,
+    ids: Arc<[SessionId]>,
+}
+
+impl Op for TypedLoad {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move { matches!(self.sessions.load(&self.ids[idx]).await, Ok(Some(_))) }
+    }
+}
+
+/// `Sessions<T>::save`: encoding, the envelope, the store's save.
+struct TypedSave {
+    sessions: Sessions<TaskSession>,
+    ids: Arc<[SessionId]>,
+    value: TaskSession,
+}
+
+impl Op for TypedSave {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move { self.sessions.save(&self.ids[idx], &self.value).await.is_ok() }
+    }
+}
+
+/// Raw fred `GET` of a pre-filled key (the store's key, the same envelope bytes).
+struct RawGet<C> {
+    client: C,
+    keys: Arc<[Key]>,
+}
+
+impl<C: KeysInterface + Send + Sync + 'static> Op for RawGet<C> {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move {
+            let found: Result<Option<Bytes>, _> = self.client.get(self.keys[idx].clone()).await;
+            matches!(found, Ok(Some(_)))
+        }
+    }
+}
+
+/// Raw fred `SET key envelope PXAT deadline` of a pre-filled key.
+struct RawSet<C> {
+    client: C,
+    keys: Arc<[Key]>,
+    value: Bytes,
+    deadline: i64,
+}
+
+impl<C: KeysInterface + Send + Sync + 'static> Op for RawSet<C> {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move {
+            let reply: Result<Value, _> = self
+                .client
+                .set(
+                    self.keys[idx].clone(),
+                    self.value.clone(),
+                    Some(Expiration::PXAT(self.deadline)),
+                    None,
+                    false,
+                )
+                .await;
+            reply.is_ok()
+        }
+    }
+}
+
+/// Raw fred `SET key envelope NX PXAT deadline` under a new random id, as the store's `create`.
+struct RawSetNx<C> {
+    client: C,
+    prefix: String,
+    value: Bytes,
+    deadline: i64,
+}
+
+impl<C: KeysInterface + Send + Sync + 'static> Op for RawSetNx<C> {
+    fn call(&mut self, _idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move {
+            let Ok(id) = SessionId::generate() else {
+                return false;
+            };
+            let mut key = String::with_capacity(self.prefix.len() + id.as_str().len());
+            key.push_str(&self.prefix);
+            key.push_str(id.as_str());
+            let reply: Result<Value, _> = self
+                .client
+                .set(
+                    key,
+                    self.value.clone(),
+                    Some(Expiration::PXAT(self.deadline)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await;
+            matches!(reply, Ok(v) if !v.is_null())
+        }
+    }
+}
+
+/// `DashMap<String, Bytes>::get`, the payload handle cloned out.
+struct DashGet {
+    map: Arc<DashMap<String, Bytes>>,
+    keys: Arc<[String]>,
+}
+
+impl Op for DashGet {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        let found = self.map.get(self.keys[idx].as_str()).map(|v| v.value().clone());
+        async move { std::hint::black_box(found).is_some() }
+    }
+}
+
+/// An upsert into `DashMap<String, Bytes>` of a payload buffer of its own (as a codec hands
+/// it over): replace in place, insert when absent.
+struct DashSet {
+    map: Arc<DashMap<String, Bytes>>,
+    keys: Arc<[String]>,
+    value: Bytes,
+}
+
+impl Op for DashSet {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        let key = self.keys[idx].as_str();
+        let value = Bytes::copy_from_slice(&self.value);
+        let old = match self.map.get_mut(key) {
+            Some(mut slot) => Some(std::mem::replace(slot.value_mut(), value)),
+            None => self.map.insert(key.to_owned(), value),
+        };
+        drop(old);
+        async { true }
+    }
+}
+
+/// An upsert into `DashMap<String, Bytes>` of one shared buffer (a reference-count bump, no
+/// allocation): the bare table's limit, below what storing real sessions costs.
+struct DashSetShared {
+    map: Arc<DashMap<String, Bytes>>,
+    keys: Arc<[String]>,
+    value: Bytes,
+}
+
+impl Op for DashSetShared {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        let key = self.keys[idx].as_str();
+        let old = match self.map.get_mut(key) {
+            Some(mut slot) => Some(std::mem::replace(slot.value_mut(), self.value.clone())),
+            None => self.map.insert(key.to_owned(), self.value.clone()),
+        };
+        drop(old);
+        async { true }
+    }
+}
+
+/// tower-sessions `SessionStore::load`.
+struct TowerLoad<S> {
+    store: S,
+    ids: Arc<[TowerId]>,
+}
+
+impl<S: TowerStore + Clone> Op for TowerLoad<S> {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move { matches!(self.store.load(&self.ids[idx]).await, Ok(Some(_))) }
+    }
+}
+
+/// tower-sessions `SessionStore::save` of a pre-filled id (its Redis store's save is `SET … XX`).
+struct TowerSave<S> {
+    store: S,
+    ids: Arc<[TowerId]>,
+    record: TowerRecord,
+}
+
+impl<S: TowerStore + Clone> Op for TowerSave<S> {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move {
+            self.record.id = self.ids[idx];
+            self.store.save(&self.record).await.is_ok()
+        }
+    }
+}
+
+/// tower-sessions `SessionStore::create` under a new random id.
+struct TowerCreate<S> {
+    store: S,
+    record: TowerRecord,
+}
+
+impl<S: TowerStore + Clone> Op for TowerCreate<S> {
+    fn call(&mut self, _idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move {
+            self.record.id = TowerId::default();
+            self.store.create(&mut self.record).await.is_ok()
+        }
+    }
+}
+
+// ---------------------------------------------------------------- set-up
+
+/// The pre-filled key space in the forms the subjects take it.
+pub(crate) struct Keys {
+    /// Store keys (`bench:{id}`).
+    pub(crate) keys: Arc<[SessionKey]>,
+    /// Their ids, for `Sessions<T>`.
+    pub(crate) ids: Arc<[SessionId]>,
+    /// The full Redis keys (`session:bench:{id}`), for raw fred.
+    pub(crate) redis: Arc<[Key]>,
+    /// `bench:{id}`, for the DashMap.
+    pub(crate) strings: Arc<[String]>,
+}
+
+impl Keys {
+    pub(crate) fn new(n: usize) -> Self {
+        let namespace = ns(NAMESPACE);
+        let ids: Vec<SessionId> = (0..n).map(|_| new_id()).collect();
+        let keys: Vec<SessionKey> = ids
+            .iter()
+            .map(|id| SessionKey::new(namespace.clone(), id.clone()))
+            .collect();
+        let strings: Vec<String> = ids
+            .iter()
+            .map(|id| format!("{NAMESPACE}:{}", id.as_str()))
+            .collect();
+        let redis: Vec<Key> = strings
+            .iter()
+            .map(|s| Key::from(format!("session:{s}")))
+            .collect();
+        Keys {
+            keys: keys.into(),
+            ids: ids.into(),
+            redis: redis.into(),
+            strings: strings.into(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+fn ns(name: &str) -> Namespace {
+    Namespace::new(name).unwrap_or_else(|e| panic!("namespace {name}: {e}"))
+}
+
+fn new_id() -> SessionId {
+    SessionId::generate().unwrap_or_else(|e| panic!("no session id: {e}"))
+}
+
+fn check<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// Saves `record` (with a payload buffer of its own per key, as sessions really have) under every key.
+async fn prefill(store: &dyn SessionStore, keys: &Keys, record: &Record, own_payloads: bool) {
+    for chunk in keys.keys.chunks(1000) {
+        let items: Vec<(SessionKey, Record)> = chunk
+            .iter()
+            .map(|k| {
+                let mut r = record.clone();
+                if own_payloads {
+                    r.payload = Bytes::copy_from_slice(&record.payload);
+                }
+                (k.clone(), r)
+            })
+            .collect();
+        check("pre-filling a store", store.save_many(&items).await);
+    }
+}
+
+/// A record with a payload buffer of its own (per task: no shared reference count between tasks).
+fn own_record(record: &Record) -> Record {
+    let mut r = record.clone();
+    r.payload = Bytes::copy_from_slice(&record.payload);
+    r
+}
+
+fn tower_record(expiry_secs: i64) -> TowerRecord {
+    TowerRecord {
+        id: TowerId::default(),
+        data: payload::tower_data(),
+        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::seconds(expiry_secs),
+    }
+}
+
+/// Creates `n` tower-sessions records, `concurrency` at a time, and returns their ids.
+async fn tower_prefill<S: TowerStore + Clone>(store: &S, n: usize) -> Vec<TowerId> {
+    let template = tower_record(3 * 3600);
+    let mut ids = Vec::with_capacity(n);
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(256);
+        let creates = (0..batch).map(|_| {
+            let store = store.clone();
+            let mut record = template.clone();
+            async move {
+                record.id = TowerId::default();
+                check("pre-filling tower-sessions", store.create(&mut record).await);
+                record.id
+            }
+        });
+        ids.extend(futures::future::join_all(creates).await);
+        left -= batch;
+    }
+    ids
+}
+
+/// The in-process subjects, pre-filled. Installs the Prometheus recorder and a tracing
+/// subscriber (after registering the "no recorder" store's metric handles).
+pub(crate) async fn memory_cases(keys: &Keys, record: &Record, task_counts: &[usize]) -> Vec<Case> {
+    let memory: Arc<dyn SessionStore> =
+        Arc::new(check("MemoryStore", MemoryStore::new(MemoryConfig::default())));
+    prefill(memory.as_ref(), keys, record, true).await;
+
+    // Registered (on its first call, here) before any recorder exists: its metric handles are
+    // no-ops for the whole run. Spans are off either way (they are `debug`).
+    let instrumented_noop: Arc<dyn SessionStore> = Arc::new(Instrumented::new(check(
+        "MemoryStore",
+        MemoryStore::new(MemoryConfig::default()),
+    )));
+    prefill(instrumented_noop.as_ref(), keys, record, true).await;
+    install_observability();
+    let instrumented_prom: Arc<dyn SessionStore> = Arc::new(Instrumented::new(check(
+        "MemoryStore",
+        MemoryStore::new(MemoryConfig::default()),
+    )));
+    prefill(instrumented_prom.as_ref(), keys, record, true).await;
+
+    let dash: Arc<DashMap<String, Bytes>> = Arc::new(DashMap::new());
+    for s in keys.strings.iter() {
+        dash.insert(s.clone(), Bytes::copy_from_slice(&record.payload));
+    }
+
+    let tower_mem = tower_sessions_memory_store::MemoryStore::default();
+    let tower_ids: Arc<[TowerId]> = tower_prefill(&tower_mem, keys.len()).await.into();
+
+    let typed =
+        Sessions::<TaskSession>::new(Arc::clone(&memory), ns(NAMESPACE)).with_codec(CodecKind::Bincode);
+
+    let mut cases = Vec::new();
+    for &tasks in task_counts {
+        let g = Group::Memory;
+        // load
+        let (m, k) = (Arc::clone(&dash), Arc::clone(&keys.strings));
+        cases.push(case("DashMap<String, Bytes>", "load", tasks, g, move |_| {
+            DashGet {
+                map: Arc::clone(&m),
+                keys: Arc::clone(&k),
+            }
+        }));
+        for (subject, store) in [
+            ("MemoryStore", &memory),
+            ("Instrumented<MemoryStore>, no recorder", &instrumented_noop),
+            ("Instrumented<MemoryStore>, Prometheus", &instrumented_prom),
+        ] {
+            let (s, k) = (Arc::clone(store), Arc::clone(&keys.keys));
+            cases.push(case(subject, "load", tasks, g, move |_| StoreLoad {
+                store: Arc::clone(&s),
+                keys: Arc::clone(&k),
+            }));
+        }
+        let (s, i) = (typed.clone(), Arc::clone(&keys.ids));
+        cases.push(case("Sessions<T> on MemoryStore", "load", tasks, g, move |_| {
+            TypedLoad {
+                sessions: s.clone(),
+                ids: Arc::clone(&i),
+            }
+        }));
+        let (s, i) = (tower_mem.clone(), Arc::clone(&tower_ids));
+        cases.push(case("tower-sessions MemoryStore", "load", tasks, g, move |_| {
+            TowerLoad {
+                store: s.clone(),
+                ids: Arc::clone(&i),
+            }
+        }));
+        // save
+        let (m, k, p) = (
+            Arc::clone(&dash),
+            Arc::clone(&keys.strings),
+            record.payload.clone(),
+        );
+        cases.push(case(
+            "DashMap<String, Bytes>, fresh buffer",
+            "save",
+            tasks,
+            g,
+            move |_| DashSet {
+                map: Arc::clone(&m),
+                keys: Arc::clone(&k),
+                value: p.clone(),
+            },
+        ));
+        let (m, k, p) = (
+            Arc::clone(&dash),
+            Arc::clone(&keys.strings),
+            record.payload.clone(),
+        );
+        cases.push(case(
+            "DashMap<String, Bytes>, shared buffer",
+            "save",
+            tasks,
+            g,
+            move |_| DashSetShared {
+                map: Arc::clone(&m),
+                keys: Arc::clone(&k),
+                value: Bytes::copy_from_slice(&p),
+            },
+        ));
+        let (s, k, r) = (Arc::clone(&memory), Arc::clone(&keys.keys), record.clone());
+        cases.push(case("MemoryStore", "save", tasks, g, move |_| StoreSave {
+            store: Arc::clone(&s),
+            keys: Arc::clone(&k),
+            record: own_record(&r),
+            fresh: Some(r.payload.clone()),
+        }));
+        let (s, i) = (typed.clone(), Arc::clone(&keys.ids));
+        cases.push(case("Sessions<T> on MemoryStore", "save", tasks, g, move |_| {
+            TypedSave {
+                sessions: s.clone(),
+                ids: Arc::clone(&i),
+                value: payload::session(),
+            }
+        }));
+        let (s, i) = (tower_mem.clone(), Arc::clone(&tower_ids));
+        cases.push(case("tower-sessions MemoryStore", "save", tasks, g, move |_| {
+            TowerSave {
+                store: s.clone(),
+                ids: Arc::clone(&i),
+                record: tower_record(3 * 3600),
+            }
+        }));
+    }
+    cases
+}
+
+/// Installs what a production service has: the Prometheus recorder as the demo configures it
+/// (latency buckets, upkeep every 5 s) and a `fmt` subscriber at `info`.
+fn install_observability() {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            LATENCY_BUCKETS,
+        )
+        .and_then(|b| b.install_recorder());
+    let handle = check("installing the Prometheus recorder", handle);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            handle.run_upkeep();
+        }
+    });
+    let filter = tracing_subscriber::EnvFilter::new("info");
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Redis figures that are not throughput: memory per key.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RedisMemory {
+    /// `MEMORY USAGE key SAMPLES 0`, averaged over sampled keys.
+    pub(crate) usage_per_key: f64,
+    /// `used_memory` growth over the pre-fill, per key.
+    pub(crate) used_memory_per_key: f64,
+    /// The key's length in bytes.
+    pub(crate) key_len: usize,
+    /// The stored value's length (envelope: 52-byte header + payload).
+    pub(crate) value_len: usize,
+    /// The payload's length.
+    pub(crate) payload_len: usize,
+}
+
+/// The Redis subjects, pre-filled, plus Redis' memory per key.
+pub(crate) async fn redis_cases(
+    url: &str,
+    keys: &Keys,
+    record: &Record,
+    task_counts: &[usize],
+) -> (Vec<Case>, RedisMemory) {
+    let connect = |pool_size: usize, database: Option<u8>| {
+        let mut config = RedisConfig::new(url);
+        config.pool_size = pool_size;
+        config.database = database;
+        async move { check("RedisStore::connect", RedisStore::connect(config).await) }
+    };
+    let fred_config = |database: Option<u8>| {
+        let mut config = check("fred config", FredConfig::from_url(url));
+        config.database = database;
+        config
+    };
+    let raw_client = |database: Option<u8>| {
+        let client = Client::new(fred_config(database), None, None, None);
+        async move {
+            check("fred connect", client.init().await);
+            client
+        }
+    };
+    let raw_pool = |database: Option<u8>| {
+        let pool = check(
+            "fred pool",
+            Pool::new(fred_config(database), None, None, None, DEFAULT_POOL_SIZE),
+        );
+        async move {
+            check("fred pool connect", pool.init().await);
+            pool
+        }
+    };
+    let fallback = |store: RedisStore| async move {
+        let secondary = check("MemoryStore", MemoryStore::new(MemoryConfig::default()));
+        let store = check(
+            "FallbackStore::new",
+            FallbackStore::new(store, secondary, FallbackConfig::default()).await,
+        );
+        Arc::new(store) as Arc<dyn SessionStore>
+    };
+
+    let single: Arc<dyn SessionStore> = Arc::new(connect(1, None).await);
+    let pooled_store = connect(DEFAULT_POOL_SIZE, None).await;
+    let pooled: Arc<dyn SessionStore> = Arc::new(pooled_store.clone());
+    let fall = fallback(connect(DEFAULT_POOL_SIZE, None).await).await;
+    let typed =
+        Sessions::<TaskSession>::new(Arc::clone(&pooled), ns(NAMESPACE)).with_codec(CodecKind::Bincode);
+    let raw1 = raw_client(None).await;
+    let rawp = raw_pool(None).await;
+    let tower_pool = raw_pool(None).await;
+    let tower = tower_sessions_redis_store::RedisStore::new(tower_pool);
+
+    let c_single: Arc<dyn SessionStore> = Arc::new(connect(1, Some(CREATE_DB)).await);
+    let c_pooled: Arc<dyn SessionStore> = Arc::new(connect(DEFAULT_POOL_SIZE, Some(CREATE_DB)).await);
+    let c_fall = fallback(connect(DEFAULT_POOL_SIZE, Some(CREATE_DB)).await).await;
+    let c_raw1 = raw_client(Some(CREATE_DB)).await;
+    let c_rawp = raw_pool(Some(CREATE_DB)).await;
+    let c_tower = tower_sessions_redis_store::RedisStore::new(raw_pool(Some(CREATE_DB)).await);
+
+    // Pre-fill, measuring Redis' memory per key on the way.
+    let used_before = used_memory(&raw1).await;
+    prefill(pooled.as_ref(), keys, record, false).await;
+    let used_after = used_memory(&raw1).await;
+    let tower_ids: Arc<[TowerId]> = tower_prefill(&tower, keys.len()).await.into();
+    let value_len = record.encoded_len();
+    let mut usage = Vec::new();
+    for key in keys.redis.iter().step_by((keys.len() / 200).max(1)) {
+        let args: Vec<Value> = vec!["USAGE".into(), key.clone().into(), "SAMPLES".into(), "0".into()];
+        let reply: Result<i64, _> = raw1
+            .custom(CustomCommand::new_static("MEMORY", None, false), args)
+            .await;
+        usage.push(check("MEMORY USAGE", reply) as f64);
+    }
+    let memory = RedisMemory {
+        usage_per_key: usage.iter().sum::<f64>() / usage.len().max(1) as f64,
+        used_memory_per_key: (used_after.saturating_sub(used_before)) as f64 / keys.len().max(1) as f64,
+        key_len: keys.redis.first().map_or(0, |k| k.as_bytes().len()),
+        value_len,
+        payload_len: record.payload.len(),
+    };
+
+    let envelope = record.encode();
+    let deadline = i64::try_from(record.meta.expires_at).unwrap_or(i64::MAX);
+    let flush: Cleanup = {
+        let client = c_raw1.clone();
+        Arc::new(move || {
+            let client = client.clone();
+            Box::pin(async move {
+                let reply: Result<Value, _> = client
+                    .custom(CustomCommand::new_static("FLUSHDB", None, false), vec!["SYNC"])
+                    .await;
+                check("FLUSHDB on the create database", reply);
+            })
+        })
+    };
+    let create_prefix = format!("session:{CREATE_NAMESPACE}:");
+
+    let mut cases = Vec::new();
+    for &tasks in task_counts {
+        let g = Group::Redis;
+        // load
+        let (c, k) = (raw1.clone(), Arc::clone(&keys.redis));
+        cases.push(case("raw fred GET (1 connection)", "load", tasks, g, move |_| {
+            RawGet {
+                client: c.clone(),
+                keys: Arc::clone(&k),
+            }
+        }));
+        let (c, k) = (rawp.clone(), Arc::clone(&keys.redis));
+        cases.push(case("raw fred GET (pool 2)", "load", tasks, g, move |_| RawGet {
+            client: c.clone(),
+            keys: Arc::clone(&k),
+        }));
+        for (subject, store) in [
+            ("RedisStore (1 connection)", &single),
+            ("RedisStore (pool 2)", &pooled),
+            ("FallbackStore<RedisStore (pool 2), MemoryStore>", &fall),
+        ] {
+            let (s, k) = (Arc::clone(store), Arc::clone(&keys.keys));
+            cases.push(case(subject, "load", tasks, g, move |_| StoreLoad {
+                store: Arc::clone(&s),
+                keys: Arc::clone(&k),
+            }));
+        }
+        let (s, i) = (typed.clone(), Arc::clone(&keys.ids));
+        cases.push(case(
+            "Sessions<T> on RedisStore (pool 2)",
+            "load",
+            tasks,
+            g,
+            move |_| TypedLoad {
+                sessions: s.clone(),
+                ids: Arc::clone(&i),
+            },
+        ));
+        let (s, i) = (tower.clone(), Arc::clone(&tower_ids));
+        cases.push(case(
+            "tower-sessions-redis-store (pool 2)",
+            "load",
+            tasks,
+            g,
+            move |_| TowerLoad {
+                store: s.clone(),
+                ids: Arc::clone(&i),
+            },
+        ));
+        let (s, k) = (Arc::clone(&pooled), Arc::clone(&keys.keys));
+        let mut many = case("RedisStore (pool 2)", "load_many(16)", tasks, g, move |_| {
+            StoreLoadMany {
+                store: Arc::clone(&s),
+                keys: Arc::clone(&k),
+            }
+        });
+        many.items = MANY as u32;
+        cases.push(many);
+
+        // save
+        let (c, k, v) = (raw1.clone(), Arc::clone(&keys.redis), envelope.clone());
+        cases.push(case(
+            "raw fred SET PXAT (1 connection)",
+            "save",
+            tasks,
+            g,
+            move |_| RawSet {
+                client: c.clone(),
+                keys: Arc::clone(&k),
+                value: v.clone(),
+                deadline,
+            },
+        ));
+        let (c, k, v) = (rawp.clone(), Arc::clone(&keys.redis), envelope.clone());
+        cases.push(case("raw fred SET PXAT (pool 2)", "save", tasks, g, move |_| {
+            RawSet {
+                client: c.clone(),
+                keys: Arc::clone(&k),
+                value: v.clone(),
+                deadline,
+            }
+        }));
+        for (subject, store) in [
+            ("RedisStore (1 connection)", &single),
+            ("RedisStore (pool 2)", &pooled),
+            ("FallbackStore<RedisStore (pool 2), MemoryStore>", &fall),
+        ] {
+            let (s, k, r) = (Arc::clone(store), Arc::clone(&keys.keys), record.clone());
+            cases.push(case(subject, "save", tasks, g, move |_| StoreSave {
+                store: Arc::clone(&s),
+                keys: Arc::clone(&k),
+                record: r.clone(),
+                fresh: None,
+            }));
+        }
+        let (s, i) = (typed.clone(), Arc::clone(&keys.ids));
+        cases.push(case(
+            "Sessions<T> on RedisStore (pool 2)",
+            "save",
+            tasks,
+            g,
+            move |_| TypedSave {
+                sessions: s.clone(),
+                ids: Arc::clone(&i),
+                value: payload::session(),
+            },
+        ));
+        let (s, i) = (tower.clone(), Arc::clone(&tower_ids));
+        cases.push(case(
+            "tower-sessions-redis-store (pool 2)",
+            "save",
+            tasks,
+            g,
+            move |_| TowerSave {
+                store: s.clone(),
+                ids: Arc::clone(&i),
+                record: tower_record(3 * 3600),
+            },
+        ));
+
+        // create (database 1, flushed after each cell)
+        let mut creates = Vec::new();
+        let (c, p, v) = (c_raw1.clone(), create_prefix.clone(), envelope.clone());
+        creates.push(case(
+            "raw fred SET NX PXAT (1 connection)",
+            "create",
+            tasks,
+            g,
+            move |_| RawSetNx {
+                client: c.clone(),
+                prefix: p.clone(),
+                value: v.clone(),
+                deadline,
+            },
+        ));
+        let (c, p, v) = (c_rawp.clone(), create_prefix.clone(), envelope.clone());
+        creates.push(case(
+            "raw fred SET NX PXAT (pool 2)",
+            "create",
+            tasks,
+            g,
+            move |_| RawSetNx {
+                client: c.clone(),
+                prefix: p.clone(),
+                value: v.clone(),
+                deadline,
+            },
+        ));
+        for (subject, store) in [
+            ("RedisStore (1 connection)", &c_single),
+            ("RedisStore (pool 2)", &c_pooled),
+            ("FallbackStore<RedisStore (pool 2), MemoryStore>", &c_fall),
+        ] {
+            let (s, r) = (Arc::clone(store), record.clone());
+            creates.push(case(subject, "create", tasks, g, move |_| StoreCreate {
+                store: Arc::clone(&s),
+                namespace: ns(CREATE_NAMESPACE),
+                record: r.clone(),
+            }));
+        }
+        let s = c_tower.clone();
+        creates.push(case(
+            "tower-sessions-redis-store (pool 2)",
+            "create",
+            tasks,
+            g,
+            move |_| TowerCreate {
+                store: s.clone(),
+                record: tower_record(3 * 3600),
+            },
+        ));
+        for mut c in creates {
+            c.cleanup = Some(Arc::clone(&flush));
+            cases.push(c);
+        }
+    }
+    drop(pooled_store);
+    (cases, memory)
+}
+
+/// `used_memory` from `INFO memory`.
+async fn used_memory(client: &Client) -> u64 {
+    let reply: Result<String, _> = client
+        .custom(CustomCommand::new_static("INFO", None, false), vec!["memory"])
+        .await;
+    let text = check("INFO memory", reply);
+    text.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,754 @@
+//! Collecting the rounds, the ratios against the anchors, and the console and Markdown reports.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cases::{Case, Group, RedisMemory};
+use crate::codec::CodecCell;
+use crate::footprint::Footprint;
+use crate::harness::{median, Cell};
+
+/// One case's figures, one per round.
+struct Entry {
+    id: String,
+    subject: String,
+    op: String,
+    tasks: usize,
+    items: u32,
+    group: &'static str,
+    rounds: Vec<Cell>,
+}
+
+/// Everything measured, in the order first seen.
+#[derive(Default)]
+pub(crate) struct Results {
+    entries: Vec<Entry>,
+    codecs: Vec<(String, Vec<CodecCell>)>,
+}
+
+impl Results {
+    /// Adds a round's cell of a case.
+    pub(crate) fn record(&mut self, case: &Case, cell: Cell) {
+        let group = match case.group {
+            Group::Memory => "memory",
+            Group::Redis => "redis",
+        };
+        self.push(
+            case.id(),
+            case.subject,
+            case.op,
+            case.tasks,
+            case.items,
+            group,
+            cell,
+        );
+    }
+
+    /// Adds a round's cell of something that is not a [`Case`] (redis-benchmark).
+    pub(crate) fn record_named(&mut self, name: &str, subject: &str, tasks: usize, items: u32, cell: Cell) {
+        let (label, op) = name.rsplit_once(' ').unwrap_or((name, ""));
+        let subject = format!("{subject} {label}");
+        self.push(
+            format!("{subject} {op}"),
+            &subject,
+            op,
+            tasks,
+            items,
+            "redis",
+            cell,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "private helper")]
+    fn push(
+        &mut self,
+        id: String,
+        subject: &str,
+        op: &str,
+        tasks: usize,
+        items: u32,
+        group: &'static str,
+        cell: Cell,
+    ) {
+        match self.entries.iter_mut().find(|e| e.id == id) {
+            Some(e) => e.rounds.push(cell),
+            None => self.entries.push(Entry {
+                id,
+                subject: subject.to_owned(),
+                op: op.to_owned(),
+                tasks,
+                items,
+                group,
+                rounds: vec![cell],
+            }),
+        }
+    }
+
+    /// Adds a round's codec figures.
+    pub(crate) fn record_codec(&mut self, name: &str, cell: CodecCell) {
+        match self.codecs.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => v.push(cell),
+            None => self.codecs.push((name.to_owned(), vec![cell])),
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.id == id)
+    }
+
+    /// Items per second of `num` over ops per second of `den`, per round, then the median.
+    fn ratio(&self, num: &str, den: &str) -> Option<(f64, Vec<f64>)> {
+        let (n, d) = (self.get(num)?, self.get(den)?);
+        let per_round: Vec<f64> = n
+            .rounds
+            .iter()
+            .zip(&d.rounds)
+            .map(|(a, b)| a.ops_per_sec * f64::from(n.items) / b.ops_per_sec)
+            .collect();
+        Some((median(&per_round), per_round))
+    }
+}
+
+/// A ratio the report shows; a target when the issue sets one.
+struct RatioDef {
+    label: &'static str,
+    num: &'static str,
+    den: &'static str,
+    target: Option<f64>,
+}
+
+const fn target(label: &'static str, num: &'static str, den: &'static str, t: f64) -> RatioDef {
+    RatioDef {
+        label,
+        num,
+        den,
+        target: Some(t),
+    }
+}
+
+const fn info(label: &'static str, num: &'static str, den: &'static str) -> RatioDef {
+    RatioDef {
+        label,
+        num,
+        den,
+        target: None,
+    }
+}
+
+const RATIOS: &[RatioDef] = &[
+    target(
+        "RedisStore load / raw fred GET (pool 2, 64 tasks)",
+        "RedisStore (pool 2) load @64",
+        "raw fred GET (pool 2) load @64",
+        0.9,
+    ),
+    target(
+        "RedisStore save / raw fred SET PXAT (pool 2, 64 tasks)",
+        "RedisStore (pool 2) save @64",
+        "raw fred SET PXAT (pool 2) save @64",
+        0.9,
+    ),
+    target(
+        "RedisStore create / raw fred SET NX PXAT (pool 2, 64 tasks)",
+        "RedisStore (pool 2) create @64",
+        "raw fred SET NX PXAT (pool 2) create @64",
+        0.8,
+    ),
+    target(
+        "RedisStore load_many(16) keys/s / redis-benchmark -c 50 -P 16 GET",
+        "RedisStore (pool 2) load_many(16) @64",
+        "redis-benchmark -c 50 -P 16 GET",
+        0.7,
+    ),
+    target(
+        "FallbackStore load / RedisStore load (64 tasks)",
+        "FallbackStore<RedisStore (pool 2), MemoryStore> load @64",
+        "RedisStore (pool 2) load @64",
+        0.95,
+    ),
+    target(
+        "FallbackStore save / RedisStore save (64 tasks)",
+        "FallbackStore<RedisStore (pool 2), MemoryStore> save @64",
+        "RedisStore (pool 2) save @64",
+        0.95,
+    ),
+    target(
+        "FallbackStore create / RedisStore create (64 tasks)",
+        "FallbackStore<RedisStore (pool 2), MemoryStore> create @64",
+        "RedisStore (pool 2) create @64",
+        0.95,
+    ),
+    target(
+        "MemoryStore load / DashMap get (64 tasks)",
+        "MemoryStore load @64",
+        "DashMap<String, Bytes> load @64",
+        0.7,
+    ),
+    target(
+        "MemoryStore save / DashMap upsert, a fresh buffer each (64 tasks)",
+        "MemoryStore save @64",
+        "DashMap<String, Bytes>, fresh buffer save @64",
+        0.7,
+    ),
+    info(
+        "RedisStore load / raw fred GET (1 connection, 64 tasks)",
+        "RedisStore (1 connection) load @64",
+        "raw fred GET (1 connection) load @64",
+    ),
+    info(
+        "RedisStore save / raw fred SET PXAT (1 connection, 64 tasks)",
+        "RedisStore (1 connection) save @64",
+        "raw fred SET PXAT (1 connection) save @64",
+    ),
+    info(
+        "RedisStore create / raw fred SET NX PXAT (1 connection, 64 tasks)",
+        "RedisStore (1 connection) create @64",
+        "raw fred SET NX PXAT (1 connection) create @64",
+    ),
+    info(
+        "RedisStore load / raw fred GET (pool 2, 1 task)",
+        "RedisStore (pool 2) load @1",
+        "raw fred GET (pool 2) load @1",
+    ),
+    info(
+        "RedisStore save / raw fred SET PXAT (pool 2, 1 task)",
+        "RedisStore (pool 2) save @1",
+        "raw fred SET PXAT (pool 2) save @1",
+    ),
+    info(
+        "tower-sessions-redis-store load / raw fred GET (pool 2, 64 tasks)",
+        "tower-sessions-redis-store (pool 2) load @64",
+        "raw fred GET (pool 2) load @64",
+    ),
+    info(
+        "tower-sessions-redis-store save / raw fred SET PXAT (pool 2, 64 tasks)",
+        "tower-sessions-redis-store (pool 2) save @64",
+        "raw fred SET PXAT (pool 2) save @64",
+    ),
+    info(
+        "tower-sessions-redis-store create / raw fred SET NX PXAT (pool 2, 64 tasks)",
+        "tower-sessions-redis-store (pool 2) create @64",
+        "raw fred SET NX PXAT (pool 2) create @64",
+    ),
+    info(
+        "raw fred GET (pool 2, 64 tasks) / redis-benchmark -c 50 GET",
+        "raw fred GET (pool 2) load @64",
+        "redis-benchmark -c 50 GET",
+    ),
+    info(
+        "raw fred SET PXAT (pool 2, 64 tasks) / redis-benchmark -c 50 SET",
+        "raw fred SET PXAT (pool 2) save @64",
+        "redis-benchmark -c 50 SET",
+    ),
+    info(
+        "Sessions<T> load / RedisStore load (pool 2, 64 tasks)",
+        "Sessions<T> on RedisStore (pool 2) load @64",
+        "RedisStore (pool 2) load @64",
+    ),
+    info(
+        "Sessions<T> save / RedisStore save (pool 2, 64 tasks)",
+        "Sessions<T> on RedisStore (pool 2) save @64",
+        "RedisStore (pool 2) save @64",
+    ),
+    info(
+        "MemoryStore save / DashMap upsert of one shared buffer (64 tasks)",
+        "MemoryStore save @64",
+        "DashMap<String, Bytes>, shared buffer save @64",
+    ),
+    info(
+        "MemoryStore load / DashMap get (1 task)",
+        "MemoryStore load @1",
+        "DashMap<String, Bytes> load @1",
+    ),
+    info(
+        "MemoryStore save / DashMap upsert, a fresh buffer each (1 task)",
+        "MemoryStore save @1",
+        "DashMap<String, Bytes>, fresh buffer save @1",
+    ),
+    info(
+        "tower-sessions MemoryStore load / DashMap get (64 tasks)",
+        "tower-sessions MemoryStore load @64",
+        "DashMap<String, Bytes> load @64",
+    ),
+    info(
+        "tower-sessions MemoryStore save / DashMap upsert, a fresh buffer each (64 tasks)",
+        "tower-sessions MemoryStore save @64",
+        "DashMap<String, Bytes>, fresh buffer save @64",
+    ),
+    info(
+        "Sessions<T> load / MemoryStore load (64 tasks)",
+        "Sessions<T> on MemoryStore load @64",
+        "MemoryStore load @64",
+    ),
+    info(
+        "Sessions<T> save / MemoryStore save (64 tasks)",
+        "Sessions<T> on MemoryStore save @64",
+        "MemoryStore save @64",
+    ),
+    info(
+        "Instrumented<MemoryStore> load, no recorder / bare (1 task)",
+        "Instrumented<MemoryStore>, no recorder load @1",
+        "MemoryStore load @1",
+    ),
+    info(
+        "Instrumented<MemoryStore> load, Prometheus / bare (1 task)",
+        "Instrumented<MemoryStore>, Prometheus load @1",
+        "MemoryStore load @1",
+    ),
+    info(
+        "Instrumented<MemoryStore> load, no recorder / bare (64 tasks)",
+        "Instrumented<MemoryStore>, no recorder load @64",
+        "MemoryStore load @64",
+    ),
+    info(
+        "Instrumented<MemoryStore> load, Prometheus / bare (64 tasks)",
+        "Instrumented<MemoryStore>, Prometheus load @64",
+        "MemoryStore load @64",
+    ),
+];
+
+/// The in-memory overhead target: bytes per entry beyond key and payload.
+const MEMORY_TARGET: f64 = 100.0;
+
+/// A finished run, ready to report.
+pub(crate) struct Run {
+    pub(crate) results: Results,
+    pub(crate) rounds: usize,
+    pub(crate) quick: bool,
+    pub(crate) keyspace: usize,
+    pub(crate) payload_len: usize,
+    pub(crate) envelope_len: usize,
+    pub(crate) memory_footprint: Footprint,
+    pub(crate) dashmap_footprint: Footprint,
+    pub(crate) redis_memory: RedisMemory,
+    pub(crate) command: String,
+    pub(crate) elapsed: Duration,
+}
+
+fn verdict(value: f64, target: f64, higher_is_better: bool) -> String {
+    if !value.is_finite() {
+        return "not measured".to_owned();
+    }
+    let met = if higher_is_better {
+        value >= target
+    } else {
+        value <= target
+    };
+    if met {
+        "met".to_owned()
+    } else {
+        let short = if higher_is_better {
+            (target - value) / target
+        } else {
+            (value - target) / target
+        };
+        format!("**missed** by {:.0} %", short * 100.0)
+    }
+}
+
+fn fmt_ops(v: f64) -> String {
+    if !v.is_finite() {
+        return "–".to_owned();
+    }
+    let v = v.round() as u64;
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fmt_us(v: f64) -> String {
+    if !v.is_finite() {
+        "–".to_owned()
+    } else if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+impl Run {
+    /// Instrumentation overhead in nanoseconds per load at one task (from ops/s).
+    fn instrument_ns(&self, subject: &str) -> f64 {
+        let ops = |id: &str| {
+            self.results
+                .get(id)
+                .map(|e| median(&e.rounds.iter().map(|c| c.ops_per_sec).collect::<Vec<_>>()))
+                .unwrap_or(f64::NAN)
+        };
+        1e9 / ops(&format!("{subject} load @1")) - 1e9 / ops("MemoryStore load @1")
+    }
+
+    fn ratio_table(&self, markdown: bool) -> String {
+        let mut out = String::new();
+        if markdown {
+            out.push_str("| ratio (median of per-round ratios) | value | rounds | target | status |\n");
+            out.push_str("|---|---:|---|---:|---|\n");
+        }
+        for def in RATIOS {
+            let (value, rounds) = self
+                .results
+                .ratio(def.num, def.den)
+                .unwrap_or((f64::NAN, Vec::new()));
+            let rounds: Vec<String> = rounds.iter().map(|r| format!("{r:.2}")).collect();
+            let (target, status) = match def.target {
+                Some(t) => (format!("≥ {t:.2}"), verdict(value, t, true)),
+                None => (String::new(), String::new()),
+            };
+            if markdown {
+                let _ = writeln!(
+                    out,
+                    "| {} | {value:.2} | {} | {target} | {status} |",
+                    def.label,
+                    rounds.join(" "),
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  {:<76} {value:>6.2}  [{}] {target} {}",
+                    def.label,
+                    rounds.join(" "),
+                    status.replace("**", "")
+                );
+            }
+        }
+        let overhead = self.memory_footprint.overhead();
+        if markdown {
+            let _ = writeln!(
+                out,
+                "| MemoryStore bytes per entry beyond key and payload ({} entries) | {overhead:.0} | | ≤ {MEMORY_TARGET:.0} | {} |",
+                fmt_ops(self.memory_footprint.entries as f64),
+                verdict(overhead, MEMORY_TARGET, false)
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  {:<76} {overhead:>6.0}  ≤ {MEMORY_TARGET:.0} {}",
+                format!(
+                    "MemoryStore bytes/entry beyond key+payload ({} entries)",
+                    self.memory_footprint.entries
+                ),
+                verdict(overhead, MEMORY_TARGET, false).replace("**", "")
+            );
+        }
+        out
+    }
+
+    fn case_table(&self, markdown: bool) -> String {
+        let mut out = String::new();
+        if markdown {
+            out.push_str(
+                "| subject | op | tasks | ops/s (median) | min–max over rounds | p50 µs | p99 µs |\n",
+            );
+            out.push_str("|---|---|---:|---:|---|---:|---:|\n");
+        }
+        let mut entries: Vec<&Entry> = self.results.entries.iter().collect();
+        let op_rank = |op: &str| match op {
+            "load" | "GET" => 0,
+            "load_many(16)" => 1,
+            "save" | "SET" => 2,
+            "create" => 3,
+            _ => 4,
+        };
+        entries.sort_by_key(|e| (e.group, e.tasks, op_rank(&e.op)));
+        for e in entries {
+            let ops: Vec<f64> = e.rounds.iter().map(|c| c.ops_per_sec).collect();
+            let min = ops.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = ops.iter().copied().fold(0.0, f64::max);
+            let p50 = median(&e.rounds.iter().map(|c| c.p50_us).collect::<Vec<_>>());
+            let p99 = median(&e.rounds.iter().map(|c| c.p99_us).collect::<Vec<_>>());
+            let errors: u64 = e.rounds.iter().map(|c| c.errors).sum();
+            let mut ops_text = fmt_ops(median(&ops));
+            if e.items > 1 {
+                ops_text = format!(
+                    "{ops_text} ({} keys/s)",
+                    fmt_ops(median(&ops) * f64::from(e.items))
+                );
+            }
+            let errors = if errors > 0 {
+                format!(" ({errors} errors)")
+            } else {
+                String::new()
+            };
+            if markdown {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {ops_text}{errors} | {}–{} | {} | {} |",
+                    e.subject,
+                    e.op,
+                    e.tasks,
+                    fmt_ops(min),
+                    fmt_ops(max),
+                    fmt_us(p50),
+                    fmt_us(p99)
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  {:<52} {:<13} {:>3} {:>28}{errors}  p50 {:>7} µs  p99 {:>7} µs",
+                    e.subject,
+                    e.op,
+                    e.tasks,
+                    ops_text,
+                    fmt_us(p50),
+                    fmt_us(p99)
+                );
+            }
+        }
+        out
+    }
+
+    fn codec_table(&self, markdown: bool) -> String {
+        let mut out = String::new();
+        if markdown {
+            out.push_str("| codec | size (bytes) | encode ns | decode ns | encode + decode ns |\n");
+            out.push_str("|---|---:|---:|---:|---:|\n");
+        }
+        for (name, cells) in &self.results.codecs {
+            let enc = median(&cells.iter().map(|c| c.encode_ns).collect::<Vec<_>>());
+            let dec = median(&cells.iter().map(|c| c.decode_ns).collect::<Vec<_>>());
+            let size = cells.first().map_or(0, |c| c.size);
+            if markdown {
+                let _ = writeln!(
+                    out,
+                    "| {name} | {size} | {enc:.0} | {dec:.0} | {:.0} |",
+                    enc + dec
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  {name:<8} {size:>5} bytes  encode {enc:>6.0} ns  decode {dec:>6.0} ns"
+                );
+            }
+        }
+        out
+    }
+
+    fn memory_table(&self, markdown: bool) -> String {
+        let m = &self.memory_footprint;
+        let d = &self.dashmap_footprint;
+        let r = &self.redis_memory;
+        let redis_overhead = r.usage_per_key - (r.key_len + r.payload_len) as f64;
+        if markdown {
+            let mut out = String::new();
+            out.push_str("| store | entries | resident or used bytes per entry | key + payload | beyond key and payload |\n");
+            out.push_str("|---|---:|---:|---:|---:|\n");
+            let _ = writeln!(
+                out,
+                "| MemoryStore (RSS growth) | {} | {:.0} | {} + {} | {:.0} |",
+                fmt_ops(m.entries as f64),
+                m.per_entry,
+                m.key_len,
+                m.payload_len,
+                m.overhead()
+            );
+            let _ = writeln!(
+                out,
+                "| DashMap<String, Bytes> (RSS growth) | {} | {:.0} | {} + {} | {:.0} |",
+                fmt_ops(d.entries as f64),
+                d.per_entry,
+                d.key_len,
+                d.payload_len,
+                d.overhead()
+            );
+            let _ = writeln!(
+                out,
+                "| Redis, `MEMORY USAGE` of a key | {} | {:.0} | {} + {} | {:.0} (of which the 52-byte envelope header) |",
+                fmt_ops(self.keyspace as f64),
+                r.usage_per_key,
+                r.key_len,
+                r.payload_len,
+                redis_overhead
+            );
+            let _ = writeln!(
+                out,
+                "| Redis, `used_memory` growth over the pre-fill | {} | {:.0} | {} + {} | {:.0} |",
+                fmt_ops(self.keyspace as f64),
+                r.used_memory_per_key,
+                r.key_len,
+                r.payload_len,
+                r.used_memory_per_key - (r.key_len + r.payload_len) as f64
+            );
+            out
+        } else {
+            format!(
+                "  MemoryStore {:.0} bytes/entry ({:.0} beyond key {} + payload {}) at {} entries; \
+                 DashMap {:.0} ({:.0} beyond)\n  Redis MEMORY USAGE {:.0} bytes/key ({:.0} beyond key {} + \
+                 payload {}; value is the {}-byte envelope); used_memory growth {:.0} bytes/key\n",
+                m.per_entry,
+                m.overhead(),
+                m.key_len,
+                m.payload_len,
+                m.entries,
+                d.per_entry,
+                d.overhead(),
+                r.usage_per_key,
+                redis_overhead,
+                r.key_len,
+                r.payload_len,
+                r.value_len,
+                r.used_memory_per_key
+            )
+        }
+    }
+
+    /// The report for the terminal.
+    pub(crate) fn console(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\nratios ({} round(s); [per round]):\n{}",
+            self.rounds,
+            self.ratio_table(false)
+        );
+        let _ = writeln!(
+            out,
+            "instrumentation overhead per load at 1 task: {:.0} ns without a recorder, {:.0} ns with Prometheus",
+            self.instrument_ns("Instrumented<MemoryStore>, no recorder"),
+            self.instrument_ns("Instrumented<MemoryStore>, Prometheus")
+        );
+        let _ = writeln!(out, "\ncases (medians):\n{}", self.case_table(false));
+        let _ = writeln!(out, "codecs:\n{}", self.codec_table(false));
+        let _ = writeln!(out, "memory per session:\n{}", self.memory_table(false));
+        let _ = writeln!(out, "run took {:.0}s", self.elapsed.as_secs_f64());
+        out
+    }
+
+    /// The generated part of docs/benchmarks.md.
+    fn generated(&self) -> String {
+        let mut out = String::new();
+        let m = machine();
+        let _ = writeln!(
+            out,
+            "Generated by `{}` on {} ({} round(s){}, {:.0} s). Figures are medians over the rounds; a ratio is \
+             the median of the per-round ratios (both sides measured minutes apart at most).\n",
+            self.command,
+            m.date,
+            self.rounds,
+            if self.quick { ", `--quick`" } else { "" },
+            self.elapsed.as_secs_f64()
+        );
+        out.push_str("### Machine\n\n");
+        let _ = writeln!(out, "| | |\n|---|---|");
+        let _ = writeln!(out, "| CPU | {} × {} |", m.cores, m.cpu);
+        let _ = writeln!(out, "| memory | {} |", m.memory);
+        let _ = writeln!(out, "| kernel | {} |", m.kernel);
+        let _ = writeln!(out, "| rustc | {} |", m.rustc);
+        let _ = writeln!(out, "| redis-server | {} |", m.redis);
+        let _ = writeln!(
+            out,
+            "| payload | {} bytes (the session in bincode); envelope {} bytes; key space {} keys |",
+            self.payload_len,
+            self.envelope_len,
+            fmt_ops(self.keyspace as f64)
+        );
+        out.push('\n');
+        out.push_str("### Targets and ratios\n\n");
+        out.push_str(&self.ratio_table(true));
+        let _ = writeln!(
+            out,
+            "\nInstrumentation overhead (`Instrumented<MemoryStore>` load vs bare, 1 task): **{:.0} ns** per call \
+             with no recorder, **{:.0} ns** with the Prometheus recorder installed (the demo's buckets) and a \
+             `fmt` subscriber at `info`.\n",
+            self.instrument_ns("Instrumented<MemoryStore>, no recorder"),
+            self.instrument_ns("Instrumented<MemoryStore>, Prometheus")
+        );
+        out.push_str("### Every case\n\n");
+        out.push_str(
+            "In-memory latencies are from every 16th operation (timing each would add two clock reads to a \
+             sub-microsecond operation); Redis latencies from every operation; redis-benchmark's from its own report.\n\n",
+        );
+        out.push_str(&self.case_table(true));
+        out.push_str("\n### Codec cost (one thread)\n\n");
+        out.push_str(&self.codec_table(true));
+        out.push_str("\n### Memory per session\n\n");
+        out.push_str(&self.memory_table(true));
+        out.push_str("\n### Commands\n\n```text\n");
+        let _ = writeln!(out, "{}", self.command);
+        let _ = writeln!(out, "{}", crate::redis_benchmark::Target::describe(1));
+        let _ = writeln!(out, "{}", crate::redis_benchmark::Target::describe(16));
+        let _ = writeln!(
+            out,
+            "session-bench footprint memory|dashmap {} {}   (child process; RSS growth / entries)",
+            self.memory_footprint.entries, self.payload_len
+        );
+        out.push_str("```\n");
+        out
+    }
+
+    /// Writes docs/benchmarks.md: replaces what lies between the markers, keeping the prose
+    /// around them; a file without the markers gets a short header and the generated part.
+    pub(crate) fn write_doc(&self, path: &Path) -> Result<(), String> {
+        const BEGIN: &str =
+            "<!-- bench:begin (generated by cargo xtask bench; edits here are overwritten) -->";
+        const END: &str = "<!-- bench:end -->";
+        let generated = self.generated();
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        let text = match (old.find("<!-- bench:begin"), old.find(END)) {
+            (Some(b), Some(e)) if b < e => {
+                format!("{}{BEGIN}\n{generated}{END}{}", &old[..b], &old[e + END.len()..])
+            }
+            _ => format!(
+                "# Benchmarks\n\n`cargo xtask bench` writes the part between the markers below.\n\n\
+                 {BEGIN}\n{generated}{END}\n"
+            ),
+        };
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+}
+
+/// What the report says about the machine.
+struct Machine {
+    cores: usize,
+    cpu: String,
+    memory: String,
+    kernel: String,
+    rustc: String,
+    redis: String,
+    date: String,
+}
+
+fn command_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    Machine {
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu: cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+            .unwrap_or_else(|| "unknown CPU".to_owned()),
+        memory: format!("{:.1} GiB", mem_kb as f64 / (1024.0 * 1024.0)),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned()),
+        rustc: command_line(&rustc, &["-V"]),
+        redis: command_line("redis-server", &["--version"]),
+        date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    }
+}
