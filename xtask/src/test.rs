@@ -255,6 +255,8 @@ fn run_step(step: Step, log: &Path) -> Report {
         Step::Unit => {
             let mut command = test_command(&["test", "--workspace", "--exclude", BENCH_PACKAGE]);
             command.env(REQUIRE_REDIS_ENV, "1");
+            // The per-topology suites (modules `standalone::`, `cluster::`, …) run in their cells.
+            command.arg("--").args(skip_topologies(None));
             cargo_step(command, log, true, |_| {})
         }
         Step::Redis(topology) => redis_step(topology, log),
@@ -286,8 +288,14 @@ fn redis_step(topology: Topology, log: &Path) -> Report {
     let mut command = test_command(&["test"]);
     add_targets(&mut command, &targets);
     command.envs(server.env()).env(REQUIRE_REDIS_ENV, "1");
+    // Only this topology's suites, so the counts are of tests that ran against it.
+    command.arg("--").args(skip_topologies(Some(topology)));
     let mut report = cargo_step(command, log, true, |_| {});
-    report.note = ready;
+    report.note = if report.note.is_empty() {
+        ready
+    } else {
+        format!("{ready}; {}", report.note)
+    };
     drop(server);
     report
 }
@@ -335,7 +343,11 @@ fn cargo_step(mut command: Command, log: &Path, tests: bool, on_line: impl FnMut
             Report {
                 ok,
                 counts: tests.then(|| Counts::parse(&outcome.lines)),
-                note: String::new(),
+                note: if tests {
+                    conformance_note(&outcome.lines)
+                } else {
+                    String::new()
+                },
                 failure: (!ok).then(|| Failure {
                     command: Some(exec::display(&command)),
                     log: log.to_path_buf(),
@@ -344,6 +356,48 @@ fn cargo_step(mut command: Command, log: &Path, tests: bool, on_line: impl FnMut
             }
         }
         Err(e) => error_report(e.to_string(), log),
+    }
+}
+
+/// libtest arguments that skip the per-topology test modules of every
+/// topology but `keep`.
+fn skip_topologies(keep: Option<Topology>) -> Vec<String> {
+    Topology::ALL
+        .into_iter()
+        .filter(|t| Some(*t) != keep)
+        .flat_map(|t| ["--skip".to_owned(), format!("{}::", t.name())])
+        .collect()
+}
+
+/// `conformance: memory_conformance 56 passed, …` for every test target whose
+/// name holds `conformance`, from cargo's `Running tests/…` and `test result:` lines.
+fn conformance_note(lines: &[String]) -> String {
+    let mut current: Option<String> = None;
+    let mut parts = Vec::new();
+    for line in lines {
+        let text = line.trim();
+        if let Some(rest) = text.strip_prefix("Running ") {
+            current = rest
+                .split_whitespace()
+                .next()
+                .and_then(|path| path.rsplit('/').next())
+                .and_then(|file| file.strip_suffix(".rs"))
+                .filter(|stem| stem.contains("conformance"))
+                .map(str::to_owned);
+        } else if text.starts_with("test result:") {
+            if let Some(stem) = current.take() {
+                let counts = Counts::parse(std::slice::from_ref(line));
+                parts.push(format!(
+                    "{stem} {} passed, {} failed",
+                    counts.passed, counts.failed
+                ));
+            }
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("conformance: {}", parts.join("; "))
     }
 }
 

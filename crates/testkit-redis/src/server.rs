@@ -159,12 +159,20 @@ impl RedisServer {
     }
 
     /// Freezes the server with SIGSTOP: connections stay open, nothing answers.
+    /// Returns once the kernel reports the process stopped (signal delivery
+    /// is asynchronous), or after one second.
     ///
     /// # Errors
     ///
     /// When the server is not running or the signal cannot be sent.
     pub fn sigstop(&self) -> io::Result<()> {
-        process::signal(self.running_pid()?, Signal::Stop)
+        let pid = self.running_pid()?;
+        process::signal(pid, Signal::Stop)?;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while !process::is_stopped(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
     }
 
     /// Resumes a server frozen by [`Self::sigstop`].

@@ -6,7 +6,7 @@
 //! `testkit_redis::env`); the modules of the other topologies skip. With
 //! `SESSION_TEST_REQUIRE_REDIS=1` a missing URL for the current topology
 //! fails instead of skipping. By hand:
-//! `SESSION_TEST_TOPOLOGY=standalone SESSION_TEST_REDIS_URL=redis://127.0.0.1:6379 cargo test -p session-fallback --test redis_fallback`.
+//! `SESSION_TEST_TOPOLOGY=standalone SESSION_TEST_REDIS_URL=redis://127.0.0.1:6379 cargo test -p session-fallback --test redis_fallback_conformance`.
 
 #![allow(
     clippy::unwrap_used,
