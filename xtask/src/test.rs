@@ -387,10 +387,12 @@ fn conformance_note(lines: &[String]) -> String {
         } else if text.starts_with("test result:") {
             if let Some(stem) = current.take() {
                 let counts = Counts::parse(std::slice::from_ref(line));
-                parts.push(format!(
-                    "{stem} {} passed, {} failed",
-                    counts.passed, counts.failed
-                ));
+                if counts.passed + counts.failed > 0 {
+                    parts.push(format!(
+                        "{stem} {} passed, {} failed",
+                        counts.passed, counts.failed
+                    ));
+                }
             }
         }
     }
