@@ -322,6 +322,44 @@ async fn kill_and_restart_reconnects_by_itself() {
     assert_works(&store).await;
 }
 
+/// The common end of a failover scenario: waits until calls succeed again,
+/// prints the `FIGURES` line and checks that no call was a permanent error or
+/// took longer than the bound, and that the store works afterwards.
+async fn finish_failover(
+    name: &str,
+    store: &RedisStore,
+    load: Load,
+    killed_at: Instant,
+    promoted_at: Instant,
+) {
+    let recovered = load.wait_recovered(killed_at, Duration::from_secs(1)).await;
+    let (samples, permanent) = load.stop().await;
+    let recovery = recovered.map(|t| t.saturating_duration_since(killed_at));
+    println!(
+        "FIGURES {name}: failed_calls={} recovery_ms={} promotion_ms={} errors={} max_latency_ms={} calls={}",
+        failures_since(&samples, killed_at),
+        recovery.map_or("none".into(), |d| ms(d).to_string()),
+        ms(promoted_at - killed_at),
+        error_kinds(&samples),
+        ms(max_latency(&samples)),
+        samples.len(),
+    );
+    assert!(
+        permanent.is_empty(),
+        "permanent errors during failover: {permanent:?}"
+    );
+    assert!(
+        max_latency(&samples) < LATENCY_BOUND,
+        "a call took {:?}",
+        max_latency(&samples)
+    );
+    assert!(
+        recovery.is_some(),
+        "calls did not succeed again after the failover"
+    );
+    assert_works(store).await;
+}
+
 /// (c) Cluster: a master is killed under light load; after its replica is promoted, calls
 /// succeed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -349,35 +387,8 @@ async fn cluster_master_killed_fails_over() {
         .wait_for_failover(master, Duration::from_secs(20))
         .expect("replica promoted");
     let promoted_at = Instant::now();
-    let recovered = load.wait_recovered(killed_at, Duration::from_secs(1)).await;
-    let (samples, permanent) = load.stop().await;
-
-    let recovery = recovered.map(|t| t.saturating_duration_since(killed_at));
-    println!(
-        "FIGURES cluster-failover: failed_calls={} recovery_ms={} promotion_ms={} errors={} \
-         max_latency_ms={} calls={}",
-        failures_since(&samples, killed_at),
-        recovery.map_or("none".into(), |d| ms(d).to_string()),
-        ms(promoted_at - killed_at),
-        error_kinds(&samples),
-        ms(max_latency(&samples)),
-        samples.len(),
-    );
     let _ = promoted;
-    assert!(
-        permanent.is_empty(),
-        "permanent errors during failover: {permanent:?}"
-    );
-    assert!(
-        max_latency(&samples) < LATENCY_BOUND,
-        "a call took {:?}",
-        max_latency(&samples)
-    );
-    assert!(
-        recovery.is_some(),
-        "calls did not succeed again after the failover"
-    );
-    assert_works(&store).await;
+    finish_failover("cluster-failover", &store, load, killed_at, promoted_at).await;
 }
 
 /// (d) Sentinel: the master is killed; the store follows the new master.
@@ -406,35 +417,8 @@ async fn sentinel_master_killed_store_follows() {
         .wait_for_failover(master, Duration::from_secs(30))
         .expect("sentinels fail over");
     let promoted_at = Instant::now();
-    let recovered = load.wait_recovered(killed_at, Duration::from_secs(1)).await;
-    let (samples, permanent) = load.stop().await;
-
-    let recovery = recovered.map(|t| t.saturating_duration_since(killed_at));
-    println!(
-        "FIGURES sentinel-failover: failed_calls={} recovery_ms={} promotion_ms={} errors={} \
-         max_latency_ms={} calls={}",
-        failures_since(&samples, killed_at),
-        recovery.map_or("none".into(), |d| ms(d).to_string()),
-        ms(promoted_at - killed_at),
-        error_kinds(&samples),
-        ms(max_latency(&samples)),
-        samples.len(),
-    );
     assert_ne!(promoted, master);
-    assert!(
-        permanent.is_empty(),
-        "permanent errors during failover: {permanent:?}"
-    );
-    assert!(
-        max_latency(&samples) < LATENCY_BOUND,
-        "a call took {:?}",
-        max_latency(&samples)
-    );
-    assert!(
-        recovery.is_some(),
-        "calls did not succeed again after the failover"
-    );
-    assert_works(&store).await;
+    finish_failover("sentinel-failover", &store, load, killed_at, promoted_at).await;
 }
 
 /// (e) A store started while Redis is down fails fast, then serves once Redis comes up.
