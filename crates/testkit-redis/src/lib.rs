@@ -17,6 +17,13 @@
 //! with [`TopologyOptions::daemonize`] and then detached outlive their
 //! starter; [`stop_pidfiles`] stops those.
 //!
+//! Faults between a client and a server, not only in the server, come from
+//! [`FaultProxy`]: a TCP proxy on `127.0.0.1` in front of any server whose
+//! connections can each be held ([`Mode::Hold`]: bytes are buffered and
+//! delivered later, in order — a request still runs after its client timed
+//! out), black-holed ([`Mode::Drop`]), reset, or refused, in either
+//! [`Direction`] or both.
+//!
 //! Linux only: liveness is read from `/proc`, signals are sent with the
 //! shell's `kill` builtin, and `redis-server`, `redis-cli` (and for TLS
 //! `openssl`) must be on `PATH`.
@@ -78,6 +85,7 @@ pub mod env;
 mod options;
 mod port;
 mod process;
+mod proxy;
 pub mod resp;
 mod scratch;
 mod sentinel;
@@ -95,6 +103,7 @@ pub use env::{
 pub use options::{ServerOptions, TlsFiles, TopologyOptions};
 pub use port::{find_free_cluster_port, find_free_port};
 pub use process::{find_program, kill_registered, registered_pids, stop_pidfiles};
+pub use proxy::{ConnInfo, Direction, FaultProxy, Mode, Traffic};
 pub use sentinel::Sentinel;
 pub use server::RedisServer;
 pub use standalone::Standalone;
