@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use session_core::backend::Record;
 use session_core::instrument::{Instrumented, LATENCY_BUCKETS};
-use session_core::{CodecKind, Namespace, Record, SessionId, SessionKey, SessionStore, Sessions};
+use session_core::{CodecKind, Namespace, Session, SessionId, SessionKey, SessionStore, Sessions};
 use session_fallback::{FallbackConfig, FallbackStore};
 use session_memory::{MemoryConfig, MemoryStore};
 use session_redis::fred::clients::{Client, Pool};
@@ -185,15 +186,31 @@ impl Op for TypedLoad {
 }
 
 /// `Sessions<T>::save`: encoding, the envelope, the store's save.
+///
+/// Each task writes one session value under every id in turn (an application
+/// saves the session it loaded; here the lifetime carried over is that of the
+/// task's previous save, which costs the same).
 struct TypedSave {
     sessions: Sessions<TaskSession>,
     ids: Arc<[SessionId]>,
-    value: TaskSession,
+    session: Session<TaskSession>,
+}
+
+impl TypedSave {
+    fn new(sessions: Sessions<TaskSession>, ids: Arc<[SessionId]>) -> Self {
+        let session = Session::new(new_id(), payload::session());
+        TypedSave {
+            sessions,
+            ids,
+            session,
+        }
+    }
 }
 
 impl Op for TypedSave {
     fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
-        async move { self.sessions.save(&self.ids[idx], &self.value).await.is_ok() }
+        self.session.id.clone_from(&self.ids[idx]);
+        async move { self.sessions.save(&mut self.session).await.is_ok() }
     }
 }
 
@@ -586,11 +603,7 @@ pub(crate) async fn memory_cases(keys: &Keys, record: &Record, task_counts: &[us
         }));
         let (s, i) = (typed.clone(), Arc::clone(&keys.ids));
         cases.push(case("Sessions<T> on MemoryStore", "save", tasks, g, move |_| {
-            TypedSave {
-                sessions: s.clone(),
-                ids: Arc::clone(&i),
-                value: payload::session(),
-            }
+            TypedSave::new(s.clone(), Arc::clone(&i))
         }));
         let (s, i) = (tower_mem.clone(), Arc::clone(&tower_ids));
         cases.push(case("tower-sessions MemoryStore", "save", tasks, g, move |_| {
@@ -843,11 +856,7 @@ pub(crate) async fn redis_cases(
             "save",
             tasks,
             g,
-            move |_| TypedSave {
-                sessions: s.clone(),
-                ids: Arc::clone(&i),
-                value: payload::session(),
-            },
+            move |_| TypedSave::new(s.clone(), Arc::clone(&i)),
         ));
         let (s, i) = (tower.clone(), Arc::clone(&tower_ids));
         cases.push(case(

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use session_core::{decode_payload, CodecKind};
+use session_core::backend::decode_payload;
+use session_core::CodecKind;
 
 use crate::payload::{self, TaskSession};
 

@@ -7,7 +7,8 @@ use std::process::Command;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use session_core::{now_ms, CodecId, Meta, Namespace, Record, SessionId, SessionKey, SessionStore};
+use session_core::backend::{now_ms, CodecId, Record};
+use session_core::{Meta, Namespace, SessionId, SessionKey, SessionStore, Version};
 use session_memory::{MemoryConfig, MemoryStore};
 
 /// What a footprint run reports.
@@ -61,7 +62,7 @@ pub(crate) fn child(subject: &str, n: usize, payload_len: usize) -> Result<(), S
                 for (i, id) in ids.iter().enumerate() {
                     let record = Record {
                         meta: Meta {
-                            version: 0,
+                            version: Version::NONE,
                             created_at: now,
                             updated_at: now,
                             expires_at: now + 3_600_000,

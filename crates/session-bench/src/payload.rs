@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use session_core::{now_ms, Bytes, CodecId, CodecKind, Meta, Record};
+use session_core::backend::{now_ms, CodecId, Record};
+use session_core::{Bytes, CodecKind, Meta, Version};
 
 /// A chat message.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -70,7 +71,7 @@ pub(crate) fn record(payload: Bytes) -> Record {
     let now = now_ms();
     Record {
         meta: Meta {
-            version: 0,
+            version: Version::NONE,
             created_at: now,
             updated_at: now,
             expires_at: now + 3 * 3_600_000,

@@ -10,7 +10,7 @@
 //! | 5 | 1 | codec id (`0` raw, `1` JSON, `2` bincode) |
 //! | 6 | 2 | flags, `0` |
 //! | 8 | 4 | payload length |
-//! | 12 | 8 | version counter |
+//! | 12 | 8 | version: an opaque write token (see [`Version`]) |
 //! | 20 | 8 | created at, ms since the Unix epoch |
 //! | 28 | 8 | updated at, ms |
 //! | 36 | 8 | expires at, ms (absolute deadline) |
@@ -21,6 +21,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::CodecId;
 use crate::error::{Error, Result};
+use crate::version::Version;
 
 /// The four bytes every envelope starts with.
 pub const MAGIC: [u8; 4] = *b"SESS";
@@ -29,7 +30,15 @@ pub const FORMAT_VERSION: u8 = 1;
 /// Length of the fixed header in bytes.
 pub const HEADER_LEN: usize = 52;
 
-/// Byte offset of the version counter, for backends that patch it in place.
+/// Byte offset of the format version (1 byte).
+pub const FORMAT_OFFSET: usize = 4;
+/// Byte offset of the codec id (1 byte).
+pub const CODEC_OFFSET: usize = 5;
+/// Byte offset of the flags (2 bytes).
+pub const FLAGS_OFFSET: usize = 6;
+/// Byte offset of the payload length (4 bytes).
+pub const PAYLOAD_LEN_OFFSET: usize = 8;
+/// Byte offset of the version token (8 bytes), for scripts that compare it.
 pub const VERSION_OFFSET: usize = 12;
 /// Byte offset of the created-at field.
 pub const CREATED_AT_OFFSET: usize = 20;
@@ -45,17 +54,18 @@ pub const MAX_EXPIRES_AT_OFFSET: usize = 44;
 /// All times are milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Meta {
-    /// Write counter: `1` after `create`, bumped by every write.
-    pub version: u64,
-    /// When the session was first stored. Preserved by every later write.
+    /// The token of the write that stored this value: new for every write.
+    pub version: Version,
+    /// When the session was first stored. Writers carry it over from the
+    /// session they loaded ([`Sessions`](crate::Sessions) does).
     pub created_at: u64,
     /// When the session was last written.
     pub updated_at: u64,
     /// The absolute deadline after which the session no longer exists.
     pub expires_at: u64,
     /// The latest deadline the session may ever have (`created_at` +
-    /// max lifetime), or `0` for none. Preserved by every later write; stores
-    /// never set `expires_at` past it.
+    /// max lifetime), or `0` for none. Writers carry it over from the session
+    /// they loaded; stores never set `expires_at` past it.
     pub max_expires_at: u64,
 }
 
@@ -109,13 +119,14 @@ impl std::fmt::Debug for Record {
 }
 
 impl Record {
-    /// A record written now, expiring at `expires_at` (ms since the Unix
-    /// epoch), with no lifetime cap. The store sets the version.
+    /// A new session's record written now, expiring at `expires_at` (ms
+    /// since the Unix epoch), with no lifetime cap and [`Version::NONE`] (the
+    /// store gives it a fresh token).
     pub fn new(codec: CodecId, payload: impl Into<Bytes>, expires_at: u64) -> Record {
         let now = crate::expiry::now_ms();
         Record {
             meta: Meta {
-                version: 0,
+                version: Version::NONE,
                 created_at: now,
                 updated_at: now,
                 expires_at,
@@ -137,7 +148,7 @@ impl Record {
     }
 
     /// Encodes the record's codec and payload with other metadata (a store
-    /// that sets the version or keeps the creation time uses this).
+    /// that assigns the version or caps the deadline uses this).
     pub fn encode_with(&self, meta: &Meta) -> Bytes {
         let mut b = BytesMut::with_capacity(HEADER_LEN + self.payload.len());
         b.put_slice(&MAGIC);
@@ -145,7 +156,7 @@ impl Record {
         b.put_u8(self.codec.0);
         b.put_u16(0);
         b.put_u32(u32::try_from(self.payload.len()).unwrap_or(u32::MAX));
-        b.put_u64(meta.version);
+        b.put_u64(meta.version.as_u64());
         b.put_u64(meta.created_at);
         b.put_u64(meta.updated_at);
         b.put_u64(meta.expires_at);
@@ -196,7 +207,7 @@ pub fn decode_header(bytes: &[u8], namespace: &str) -> Result<Meta> {
             "not a session envelope (bad magic); was this key written by another program?",
         ));
     }
-    if bytes[4] != FORMAT_VERSION {
+    if bytes[FORMAT_OFFSET] != FORMAT_VERSION {
         return Err(Error::corrupt(
             namespace,
             format!(
@@ -209,7 +220,7 @@ pub fn decode_header(bytes: &[u8], namespace: &str) -> Result<Meta> {
     if !codec.is_known() {
         return Err(Error::corrupt(namespace, format!("unknown codec id {}", codec.0)));
     }
-    let declared = u32_at(bytes, 8) as usize;
+    let declared = u32_at(bytes, PAYLOAD_LEN_OFFSET) as usize;
     let actual = bytes.len() - HEADER_LEN;
     if declared != actual {
         return Err(Error::corrupt(
@@ -218,7 +229,7 @@ pub fn decode_header(bytes: &[u8], namespace: &str) -> Result<Meta> {
         ));
     }
     Ok(Meta {
-        version: u64_at(bytes, VERSION_OFFSET),
+        version: Version::from_u64(u64_at(bytes, VERSION_OFFSET)),
         created_at: u64_at(bytes, CREATED_AT_OFFSET),
         updated_at: u64_at(bytes, UPDATED_AT_OFFSET),
         expires_at: u64_at(bytes, EXPIRES_AT_OFFSET),
@@ -245,7 +256,7 @@ mod tests {
     fn sample() -> Record {
         Record {
             meta: Meta {
-                version: 7,
+                version: Version::from_u64(7),
                 created_at: 1_700_000_000_000,
                 updated_at: 1_700_000_000_500,
                 expires_at: 1_700_003_600_000,
@@ -280,7 +291,7 @@ mod tests {
     fn matches_the_documented_example() {
         let r = Record {
             meta: Meta {
-                version: 7,
+                version: Version::from_u64(7),
                 created_at: 1_700_000_000_000,
                 updated_at: 1_700_000_000_500,
                 expires_at: 1_700_003_600_000,

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::version::Version;
+
 /// A boxed error kept as the `source` of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -74,9 +76,9 @@ pub enum Error {
         /// The namespace of the session.
         namespace: String,
         /// The version the caller expected.
-        expected: u64,
+        expected: Version,
         /// The version found in the store.
-        actual: u64,
+        actual: Version,
     },
 
     /// The bytes stored under a key are not a session envelope this build can read.
@@ -102,7 +104,9 @@ pub enum Error {
 
     /// The backend did not answer within the configured timeout. Temporary.
     ///
-    /// The outcome of a write that timed out is unknown: it may still land later.
+    /// The outcome of a write that timed out is unknown: it may have taken effect or
+    /// not. A fencing store (Redis) reports this only once the write can no longer land
+    /// later; read the session to find out.
     #[error("{backend} backend did not answer within {after:?}; the outcome of a write is unknown")]
     Timeout {
         /// The backend name.
@@ -148,6 +152,26 @@ pub enum Error {
         /// The serde error.
         #[source]
         source: BoxError,
+    },
+
+    /// The backend answers but refuses this operation for a reason of its own
+    /// state or permissions: out of memory (`OOM`), persistence failing
+    /// (`MISCONF`), a read-only replica (`READONLY`), a missing ACL
+    /// permission (`NOPERM`). Nothing was written. Not temporary: a fallback
+    /// does not fail over on it (reads still work), and an operator must act.
+    #[error("{backend} refused the {op}: {code} ({message})")]
+    Refused {
+        /// The backend name.
+        backend: &'static str,
+        /// The operation refused, e.g. `save`.
+        op: &'static str,
+        /// The backend's error code, e.g. `OOM`.
+        code: &'static str,
+        /// The backend's explanation and what to do.
+        message: String,
+        /// The backend's own error.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The store has reached a configured bound and refused the write.
@@ -202,6 +226,8 @@ pub enum ErrorKind {
     Codec,
     /// [`Error::Full`].
     Full,
+    /// [`Error::Refused`].
+    Refused,
 }
 
 impl ErrorKind {
@@ -222,6 +248,7 @@ impl ErrorKind {
             ErrorKind::Config => "config",
             ErrorKind::Codec => "codec",
             ErrorKind::Full => "full",
+            ErrorKind::Refused => "refused",
         }
     }
 }
@@ -244,6 +271,7 @@ impl Error {
             Error::Config { .. } => ErrorKind::Config,
             Error::Codec { .. } => ErrorKind::Codec,
             Error::Full { .. } => ErrorKind::Full,
+            Error::Refused { .. } => ErrorKind::Refused,
         }
     }
 
@@ -323,8 +351,8 @@ mod tests {
         assert!(!Error::corrupt("task", "bad magic").is_temporary());
         assert!(!Error::Conflict {
             namespace: "task".into(),
-            expected: 1,
-            actual: 2
+            expected: Version::from_u64(1),
+            actual: Version::from_u64(2)
         }
         .is_temporary());
         assert!(!Error::InvalidId { reason: "empty" }.is_temporary());

@@ -5,17 +5,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::Meta;
+use crate::version::Version;
 
 /// The default time to live: one hour.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 
-/// Milliseconds since the Unix epoch by the system clock.
+/// Milliseconds since the Unix epoch by the system clock (`0` before 1970).
+/// Without `as_millis`' 128-bit arithmetic: it runs on every operation.
 #[inline]
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+        d.as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(d.subsec_millis()))
+    })
 }
 
 fn ms(d: Duration) -> u64 {
@@ -80,7 +83,7 @@ impl ExpiryPolicy {
             .max_lifetime
             .map_or(0, |m| now_ms.saturating_add(ms(m)).max(1));
         Meta {
-            version: 0,
+            version: Version::NONE,
             created_at: now_ms,
             updated_at: now_ms,
             expires_at: now_ms.saturating_add(ms(self.ttl)),

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
 use crate::store::{Health, HealthStatus, SessionStore, StoreStats};
+use crate::version::Version;
 
 /// Counter: store operations, labels `backend`, `op`, `outcome`.
 pub const OPERATIONS_TOTAL: &str = "session_store_operations_total";
@@ -306,7 +307,7 @@ impl<S: SessionStore> SessionStore for Instrumented<S> {
             .await
     }
 
-    async fn save_if(&self, key: &SessionKey, expected_version: u64, record: &Record) -> Result<Meta> {
+    async fn save_if(&self, key: &SessionKey, expected_version: Version, record: &Record) -> Result<Meta> {
         self.observe(
             Op::SaveIf,
             Some(key),

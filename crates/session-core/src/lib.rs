@@ -9,7 +9,7 @@
 //!
 //! # Example
 //!
-//! A store deals in [`Record`]s; [`Sessions<T>`] adds your type, a codec, the
+//! A store deals in records; [`Sessions<T>`] adds your type, a codec, the
 //! expiry policy and the size limit:
 //!
 //! ```
@@ -22,30 +22,34 @@
 //! async fn handler(store: Arc<dyn SessionStore>) -> session_core::Result<()> {
 //!     let config = CoreConfig::default();
 //!     let tasks = config.sessions::<TaskSession>(store, "task")?;
-//!     let (id, meta) = tasks
-//!         .create(&TaskSession { task_id: "t1".into(), state: "new".into() })
+//!     let mut task = tasks
+//!         .create(TaskSession { task_id: "t1".into(), state: "new".into() })
 //!         .await?;
-//!     assert_eq!(meta.version, 1);
 //!     // Compare-and-set: fails with Error::Conflict if someone wrote in between.
-//!     tasks
-//!         .save_if(&id, meta.version, &TaskSession { task_id: "t1".into(), state: "done".into() })
-//!         .await?;
-//!     let new_id = tasks.rotate(&id).await?; // after login: fixation defence
-//!     assert!(tasks.load(&id).await?.is_none());
+//!     task.value.state = "done".into();
+//!     tasks.save_if(&mut task).await?;
+//!     let new_id = tasks.rotate(&task.id).await?; // after login: fixation defence
+//!     assert!(tasks.load(&task.id).await?.is_none());
 //!     assert!(tasks.delete(&new_id).await?);
 //!     Ok(())
 //! }
 //! ```
 //!
-//! # Implementing a store
+//! # What users call and what backends implement
 //!
-//! Implement [`SessionStore`] following its `# Contract`, then run the
-//! conformance suite against it with `conformance_tests!`
-//! (feature `testing`). [`next_meta`] and [`check_size`] hold the rules every
-//! backend shares.
+//! The crate root holds what an application uses: [`Sessions<T>`] and
+//! [`Session<T>`], ids, namespaces, [`Version`], [`Meta`], errors,
+//! configuration, the [`Clock`], and the [`SessionStore`] trait it holds as
+//! `Arc<dyn SessionStore>`. A backend implements [`SessionStore`] with what
+//! [`backend`] holds: [`backend::Record`], the envelope's layout and the
+//! rules every store shares ([`backend::stamp`], [`backend::check_size`]).
+//! It follows the trait's `# Contract` and runs the conformance suite
+//! against itself with `conformance_tests!` (feature `testing`).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod backend;
+mod clock;
 mod codec;
 mod config;
 mod envelope;
@@ -55,30 +59,28 @@ mod id;
 mod key;
 mod store;
 mod typed;
+mod version;
 
 #[cfg(feature = "instrument")]
 pub mod instrument;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use clock::{Clock, ManualClock, TimeSource};
 #[cfg(feature = "bincode")]
 pub use codec::Bincode;
 #[cfg(feature = "json")]
 pub use codec::Json;
-pub use codec::{decode_payload, Codec, CodecId, CodecKind};
+pub use codec::{Codec, CodecKind};
 pub use config::{CoreConfig, NamespaceConfig, DEFAULT_SLIDING_MAX_LIFETIME};
-pub use envelope::{
-    cap_deadline, decode_header, Meta, Record, CREATED_AT_OFFSET, EXPIRES_AT_OFFSET, FORMAT_VERSION,
-    HEADER_LEN, MAGIC, MAX_EXPIRES_AT_OFFSET, UPDATED_AT_OFFSET, VERSION_OFFSET,
-};
+pub use envelope::Meta;
 pub use error::{BoxError, Error, ErrorClass, ErrorKind, Result};
-pub use expiry::{now_ms, ExpiryMode, ExpiryPolicy, DEFAULT_TTL};
+pub use expiry::{ExpiryMode, ExpiryPolicy, DEFAULT_TTL};
 pub use id::{SessionId, MAX_ID_LEN, MIN_ID_LEN};
 pub use key::{KeyPrefix, Namespace, SessionKey, DEFAULT_KEY_PREFIX, MAX_NAMESPACE_LEN, MAX_PREFIX_LEN};
-pub use store::{
-    check_size, next_meta, Health, HealthStatus, SessionStore, StoreStats, DEFAULT_MAX_SESSION_BYTES,
-};
+pub use store::{Health, HealthStatus, SessionStore, StoreStats, DEFAULT_MAX_SESSION_BYTES};
 pub use typed::{Session, Sessions};
+pub use version::{ParseVersionError, Version};
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;

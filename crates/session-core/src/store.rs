@@ -9,6 +9,7 @@ use crate::envelope::{Meta, Record};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
+use crate::version::Version;
 
 /// The default limit on one encoded session: 1 MiB.
 pub const DEFAULT_MAX_SESSION_BYTES: usize = 1024 * 1024;
@@ -30,22 +31,40 @@ pub const DEFAULT_MAX_SESSION_BYTES: usize = 1024 * 1024;
 /// expired is `Ok(None)`. An expired session is never returned, even if the
 /// backend has not reclaimed it yet.
 ///
-/// **Writes and metadata.** The caller supplies `updated_at`, `expires_at`,
-/// the codec and the payload. The store owns the rest:
-/// * `version` is `1` for a session that did not exist and the stored
-///   version + 1 otherwise (`save_if`: `expected + 1`);
-/// * `created_at` and `max_expires_at` of an existing session are kept, so a
+/// **Writes and metadata.** A store writes the caller's record as given,
+/// with two exceptions: a version of [`Version::NONE`] is replaced by a fresh
+/// token ([`Version::generate`]), and the deadline is `expires_at` capped at
+/// `max_expires_at` ([`stamp`] does both). The store keeps nothing of the
+/// value it replaces, so a caller writing raw records supplies:
+/// * `version` — a fresh token per write (or `NONE`); reusing one defeats
+///   `save_if` for whoever read it;
+/// * `created_at` and `max_expires_at` — carried over from the session it
+///   loaded (for a new session: now, and now + max lifetime or `0`), so a
 ///   lifetime cap counts from the first write;
-/// * the stored deadline is `expires_at` capped at `max_expires_at`, set
-///   atomically with the write as an absolute time (a write that lands late
-///   cannot extend a session's life).
+/// * `updated_at` and `expires_at` — now and the deadline it wants.
+///
+/// [`Sessions`](crate::Sessions) does all of this. The deadline is set
+/// atomically with the write, as an absolute time (a write that lands late
+/// cannot extend a session's life). A write whose deadline has already passed
+/// by the backend's clock leaves no session behind: the key is gone, and a
+/// later `create` succeeds.
 ///
 /// Each write returns the metadata it stored.
+///
+/// **Clocks.** Each backend judges expiry by one clock: the memory store by
+/// its [`Clock`](crate::Clock), Redis by the server's. Callers compute
+/// deadlines by theirs; a skew between the two shifts when a session ends,
+/// never whether two backends agree on what is stored.
+///
+/// **Fencing.** Once a store has reported a write as failed or timed out, that
+/// write can no longer change the stored state: it either took effect before
+/// the error was returned or never will (see the backend's docs for how).
 ///
 /// **Atomicity.** `create`, `update`, `save_if`, `touch` and `delete` are each
 /// atomic on one key: `create` writes only if absent; `update` only if present
 /// (a request that finishes after a logout cannot bring the session back);
-/// `save_if` only if present with the expected version. `save` is plain
+/// `save_if` only if present with the expected version (tokens compared for
+/// equality). `save` is plain
 /// last-writer-wins. `rotate`, `load_many` and `save_many` are not atomic as a
 /// whole; see each method.
 ///
@@ -53,7 +72,7 @@ pub const DEFAULT_MAX_SESSION_BYTES: usize = 1024 * 1024;
 /// under a key that are not an envelope are [`Error::Corrupt`], never a panic.
 /// A backend that is down or slow gives [`Error::Unavailable`] or
 /// [`Error::Timeout`] (temporary: [`Error::is_temporary`]); a timed-out write
-/// has an unknown outcome and may still land.
+/// has an unknown outcome, which a fencing store makes final (see **Fencing**).
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// A short backend name for metrics and logs: `"memory"`, `"redis"`, ...
@@ -71,7 +90,7 @@ pub trait SessionStore: Send + Sync + 'static {
     /// [`Error::TooLarge`]; temporary errors.
     async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta>;
 
-    /// Writes a session only if no session exists under the key; its version is `1`.
+    /// Writes a session only if no session exists under the key.
     ///
     /// # Errors
     /// [`Error::AlreadyExists`]; [`Error::TooLarge`]; temporary errors.
@@ -85,12 +104,12 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta>;
 
     /// Compare-and-set: writes only if the stored version is `expected_version`.
-    /// The stored version becomes `expected_version + 1`.
+    /// The stored version becomes the record's (fresh) version.
     ///
     /// # Errors
     /// [`Error::Conflict`] with the stored version; [`Error::NotFound`];
     /// [`Error::TooLarge`]; temporary errors.
-    async fn save_if(&self, key: &SessionKey, expected_version: u64, record: &Record) -> Result<Meta>;
+    async fn save_if(&self, key: &SessionKey, expected_version: Version, record: &Record) -> Result<Meta>;
 
     /// Deletes a session. `Ok(true)` if it existed.
     ///
@@ -107,16 +126,24 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool>;
 
     /// Moves a session to a new id in the same namespace (fixation defence
-    /// after login), keeping its value, metadata and deadline. Uses no
-    /// multi-key command, so it works on a Redis cluster.
+    /// after login), keeping its value, metadata and deadline; afterwards the
+    /// old id is gone. Works on a Redis cluster (no cross-slot command).
     ///
-    /// The old id is removed first and atomically: a concurrent `update` on it
-    /// fails with `NotFound` instead of resurrecting it. If the process dies
-    /// in between, the session is gone (fails closed), never duplicated.
+    /// Never loses the session: after any error it is still under the old id
+    /// or already under the new one. With [`Error::NotFound`],
+    /// [`Error::AlreadyExists`] (the new id holds another session) or
+    /// [`Error::Corrupt`] nothing changed. After a temporary error the move
+    /// may have happened or not (it is fenced: it will not happen later);
+    /// calling `rotate` again with the same `new_id` finishes it — it
+    /// succeeds if the new id already holds this session — or answers
+    /// `NotFound` when the first call completed the move (load `new_id`).
+    ///
+    /// A concurrent write to the old id either happens before the move (and
+    /// moves with it) or fails with `NotFound`; it never brings the old id back.
     ///
     /// # Errors
     /// [`Error::NotFound`] if the old id does not exist; [`Error::AlreadyExists`]
-    /// if the new id does (the old session is put back); temporary errors.
+    /// if the new id holds a different session; temporary errors.
     async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta>;
 
     /// Loads many sessions; the answer has one entry per key, in order, each
@@ -271,20 +298,18 @@ pub fn check_size(key: &SessionKey, record: &Record, limit: usize) -> Result<()>
     Ok(())
 }
 
-/// The metadata a store writes over an existing session (`old`), or for a
-/// new one (`old` = `None`), given the caller's record. See the trait's
-/// contract; backends share this rule.
-pub fn next_meta(old: Option<&Meta>, record: &Record) -> Meta {
-    let (version, created_at, max_expires_at) = match old {
-        Some(o) => (o.version.saturating_add(1), o.created_at, o.max_expires_at),
-        None => (1, record.meta.created_at, record.meta.max_expires_at),
-    };
+/// The metadata a store stores for a caller's record: the record's own, with
+/// a fresh token for [`Version::NONE`] and the deadline capped at
+/// `max_expires_at`. See the trait's contract; backends share this rule.
+#[inline]
+pub fn stamp(record: &Record) -> Meta {
+    let m = &record.meta;
     Meta {
-        version,
-        created_at,
-        updated_at: record.meta.updated_at,
-        expires_at: crate::envelope::cap_deadline(record.meta.expires_at, max_expires_at),
-        max_expires_at,
+        version: m.version.or_generate(),
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+        expires_at: crate::envelope::cap_deadline(m.expires_at, m.max_expires_at),
+        max_expires_at: m.max_expires_at,
     }
 }
 
@@ -339,7 +364,7 @@ macro_rules! forward_store {
             fn save_if<'s, 'k, 'r, 'f>(
                 &'s self,
                 key: &'k SessionKey,
-                expected_version: u64,
+                expected_version: Version,
                 record: &'r Record,
             ) -> StoreFuture<'f, Result<Meta>>
             where
@@ -425,10 +450,10 @@ mod tests {
     use crate::codec::CodecId;
     use bytes::Bytes;
 
-    fn rec(expires_at: u64, max: u64) -> Record {
+    fn rec(version: Version, expires_at: u64, max: u64) -> Record {
         Record {
             meta: Meta {
-                version: 99,
+                version,
                 created_at: 10,
                 updated_at: 20,
                 expires_at,
@@ -440,20 +465,14 @@ mod tests {
     }
 
     #[test]
-    fn next_meta_new_and_existing() {
-        let m = next_meta(None, &rec(100, 0));
-        assert_eq!((m.version, m.created_at, m.expires_at), (1, 10, 100));
-        let old = Meta {
-            version: 4,
-            created_at: 1,
-            updated_at: 2,
-            expires_at: 3,
-            max_expires_at: 50,
-        };
-        let m = next_meta(Some(&old), &rec(100, 0));
+    fn stamp_keeps_the_callers_meta() {
+        let m = stamp(&rec(Version::NONE, 100, 0));
+        assert!(!m.version.is_none());
+        assert_eq!((m.created_at, m.updated_at, m.expires_at), (10, 20, 100));
+        let m = stamp(&rec(Version::from_u64(9), 100, 50));
         assert_eq!(
-            (m.version, m.created_at, m.expires_at, m.max_expires_at),
-            (5, 1, 50, 50)
+            (m.version, m.expires_at, m.max_expires_at),
+            (Version::from_u64(9), 50, 50)
         );
     }
 

@@ -8,15 +8,23 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::clock::Clock;
 use crate::codec::{decode_payload, CodecKind};
-use crate::envelope::{Meta, Record};
+use crate::envelope::{cap_deadline, Meta, Record};
 use crate::error::{Error, Result};
-use crate::expiry::{now_ms, ExpiryPolicy};
+use crate::expiry::ExpiryPolicy;
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
 use crate::store::{SessionStore, DEFAULT_MAX_SESSION_BYTES};
+use crate::version::Version;
 
-/// A loaded session: its id, value and metadata.
+/// A session as loaded or written: its id, value and metadata.
+///
+/// Writes through [`Sessions`] take a `&mut Session<T>`: they store
+/// `value`, carry `meta.created_at` and `meta.max_expires_at` over (so a
+/// lifetime cap counts from the first write whatever writes follow), and on
+/// success set `meta` to what was stored (its new version included), ready for
+/// the next compare-and-set.
 #[derive(Clone)]
 pub struct Session<T> {
     /// The session id.
@@ -25,6 +33,19 @@ pub struct Session<T> {
     pub value: T,
     /// Version, times and deadline as stored.
     pub meta: Meta,
+}
+
+impl<T> Session<T> {
+    /// A session never stored yet (its version is [`Version::NONE`]): the
+    /// first write of it starts its lifetime. For [`Sessions::save_many`] of
+    /// new sessions and for writing under a caller-chosen id.
+    pub fn new(id: SessionId, value: T) -> Self {
+        Session {
+            id,
+            value,
+            meta: Meta::default(),
+        }
+    }
 }
 
 impl<T: fmt::Debug> fmt::Debug for Session<T> {
@@ -48,9 +69,13 @@ impl<T: fmt::Debug> fmt::Debug for Session<T> {
 /// struct Cart { items: Vec<String> }
 ///
 /// let carts: Sessions<Cart> = Sessions::new(store, Namespace::new("cart")?);
-/// let (id, _meta) = carts.create(&Cart { items: vec!["book".into()] }).await?;
-/// let cart = carts.load(&id).await?.expect("just created");
-/// carts.save_if(&id, cart.meta.version, &Cart { items: vec![] }).await?;
+/// let mut cart = carts.create(Cart { items: vec!["book".into()] }).await?;
+/// cart.value.items.push("pen".into());
+/// // Compare-and-set on the version just stored: Error::Conflict if another
+/// // request wrote in between.
+/// carts.save_if(&mut cart).await?;
+/// let again = carts.load(&cart.id).await?.expect("just written");
+/// assert_eq!(again.meta.version, cart.meta.version);
 /// # Ok(()) }
 /// ```
 pub struct Sessions<T> {
@@ -59,6 +84,7 @@ pub struct Sessions<T> {
     codec: CodecKind,
     policy: ExpiryPolicy,
     max_bytes: usize,
+    clock: Clock,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -70,6 +96,7 @@ impl<T> Clone for Sessions<T> {
             codec: self.codec,
             policy: self.policy,
             max_bytes: self.max_bytes,
+            clock: self.clock.clone(),
             _type: PhantomData,
         }
     }
@@ -88,7 +115,8 @@ impl<T> fmt::Debug for Sessions<T> {
 }
 
 impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
-    /// A handle with the default codec, a one-hour absolute TTL and a 1 MiB limit.
+    /// A handle with the default codec, a one-hour absolute TTL, a 1 MiB
+    /// limit and the system clock.
     pub fn new(store: Arc<dyn SessionStore>, namespace: Namespace) -> Self {
         Sessions {
             store,
@@ -96,6 +124,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             codec: CodecKind::default(),
             policy: ExpiryPolicy::default(),
             max_bytes: DEFAULT_MAX_SESSION_BYTES,
+            clock: Clock::system(),
             _type: PhantomData,
         }
     }
@@ -118,6 +147,12 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         self
     }
 
+    /// Sets the clock that deadlines and `updated_at` are computed by.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The namespace.
     pub fn namespace(&self) -> &Namespace {
         &self.namespace
@@ -128,11 +163,20 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         &self.store
     }
 
+    /// The expiry policy.
+    pub fn policy(&self) -> &ExpiryPolicy {
+        &self.policy
+    }
+
     fn key(&self, id: &SessionId) -> SessionKey {
         SessionKey::new(self.namespace.clone(), id.clone())
     }
 
-    fn record(&self, value: &T) -> Result<Record> {
+    /// The record of a write of `value` at `now`, continuing the lifetime of
+    /// `prior` (the session loaded before) or starting a new one (no prior,
+    /// or one never stored: version `NONE`).
+    fn record(&self, value: &T, prior: Option<&Meta>) -> Result<Record> {
+        let prior = prior.filter(|m| !m.version.is_none());
         let payload = self.codec.encode(value, self.namespace.as_str())?;
         let size = crate::envelope::HEADER_LEN + payload.len();
         if size > self.max_bytes {
@@ -142,8 +186,23 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
                 limit: self.max_bytes,
             });
         }
+        let now = self.clock.now_ms();
+        let mut meta = self.policy.meta_for_write(now);
+        if let Some(prior) = prior {
+            meta.created_at = prior.created_at;
+            // A session stored before a max lifetime was configured gets one counted from its creation.
+            meta.max_expires_at = match (prior.max_expires_at, self.policy.max_lifetime) {
+                (0, Some(max)) => prior
+                    .created_at
+                    .saturating_add(u64::try_from(max.as_millis()).unwrap_or(u64::MAX))
+                    .max(1),
+                (cap, _) => cap,
+            };
+            meta.expires_at = cap_deadline(meta.expires_at, meta.max_expires_at);
+        }
+        meta.version = Version::generate();
         Ok(Record {
-            meta: self.policy.meta_for_write(now_ms()),
+            meta,
             codec: self.codec.id(),
             payload: Bytes::from(payload),
         })
@@ -162,15 +221,15 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     ///
     /// # Errors
     /// [`Error::TooLarge`], [`Error::Codec`], store errors.
-    pub async fn create(&self, value: &T) -> Result<(SessionId, Meta)> {
-        let record = self.record(value)?;
-        // A 128-bit random id does not collide in practice; retry once anyway
+    pub async fn create(&self, value: T) -> Result<Session<T>> {
+        let record = self.record(&value, None)?;
+        // A 128-bit random id does not collide in practice; retry anyway
         // rather than report a collision the caller cannot act on.
         let mut attempts = 0;
         loop {
             let id = SessionId::generate()?;
             match self.store.create(&self.key(&id), &record).await {
-                Ok(meta) => return Ok((id, meta)),
+                Ok(meta) => return Ok(Session { id, value, meta }),
                 Err(Error::AlreadyExists { .. }) if attempts < 2 => attempts += 1,
                 Err(e) => return Err(e),
             }
@@ -181,9 +240,14 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     ///
     /// # Errors
     /// [`Error::AlreadyExists`], [`Error::TooLarge`], [`Error::Codec`], store errors.
-    pub async fn create_with_id(&self, id: &SessionId, value: &T) -> Result<Meta> {
-        let record = self.record(value)?;
-        self.store.create(&self.key(id), &record).await
+    pub async fn create_with_id(&self, id: &SessionId, value: T) -> Result<Session<T>> {
+        let record = self.record(&value, None)?;
+        let meta = self.store.create(&self.key(id), &record).await?;
+        Ok(Session {
+            id: id.clone(),
+            value,
+            meta,
+        })
     }
 
     /// Loads a session; with a sliding policy this also moves its deadline.
@@ -196,10 +260,9 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             return Ok(None);
         };
         let mut session = self.decode(id.clone(), record)?;
-        if let Some(deadline) = self.policy.slide(&session.meta, now_ms()) {
+        if let Some(deadline) = self.policy.slide(&session.meta, self.clock.now_ms()) {
             if self.store.touch(&key, deadline).await? {
-                session.meta.expires_at =
-                    crate::envelope::cap_deadline(deadline, session.meta.max_expires_at);
+                session.meta.expires_at = cap_deadline(deadline, session.meta.max_expires_at);
             } else {
                 return Ok(None);
             }
@@ -207,31 +270,42 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         Ok(Some(session))
     }
 
-    /// Writes a session whether or not it exists (last writer wins).
+    /// Writes `session.value` whether or not the session still exists (last
+    /// writer wins), continuing its lifetime. On success `session.meta` is
+    /// what was stored.
     ///
     /// # Errors
     /// [`Error::TooLarge`], [`Error::Codec`], store errors.
-    pub async fn save(&self, id: &SessionId, value: &T) -> Result<Meta> {
-        let record = self.record(value)?;
-        self.store.save(&self.key(id), &record).await
+    pub async fn save(&self, session: &mut Session<T>) -> Result<()> {
+        let record = self.record(&session.value, Some(&session.meta))?;
+        session.meta = self.store.save(&self.key(&session.id), &record).await?;
+        Ok(())
     }
 
-    /// Writes a session only if it still exists.
+    /// Writes `session.value` only if the session still exists (a request
+    /// that finishes after a logout cannot bring it back).
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::TooLarge`], [`Error::Codec`], store errors.
-    pub async fn update(&self, id: &SessionId, value: &T) -> Result<Meta> {
-        let record = self.record(value)?;
-        self.store.update(&self.key(id), &record).await
+    pub async fn update(&self, session: &mut Session<T>) -> Result<()> {
+        let record = self.record(&session.value, Some(&session.meta))?;
+        session.meta = self.store.update(&self.key(&session.id), &record).await?;
+        Ok(())
     }
 
-    /// Writes a session only if its stored version is `expected_version`.
+    /// Writes `session.value` only if the stored version is still
+    /// `session.meta.version` (compare-and-set).
     ///
     /// # Errors
-    /// [`Error::Conflict`], [`Error::NotFound`], [`Error::TooLarge`], store errors.
-    pub async fn save_if(&self, id: &SessionId, expected_version: u64, value: &T) -> Result<Meta> {
-        let record = self.record(value)?;
-        self.store.save_if(&self.key(id), expected_version, &record).await
+    /// [`Error::Conflict`] (someone wrote in between: reload and retry),
+    /// [`Error::NotFound`], [`Error::TooLarge`], store errors.
+    pub async fn save_if(&self, session: &mut Session<T>) -> Result<()> {
+        let record = self.record(&session.value, Some(&session.meta))?;
+        session.meta = self
+            .store
+            .save_if(&self.key(&session.id), session.meta.version, &record)
+            .await?;
+        Ok(())
     }
 
     /// Deletes a session; `true` if it existed.
@@ -247,18 +321,30 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// # Errors
     /// Store errors.
     pub async fn touch(&self, id: &SessionId) -> Result<bool> {
-        let deadline = self.policy.meta_for_write(now_ms()).expires_at;
+        let deadline = self.policy.meta_for_write(self.clock.now_ms()).expires_at;
         self.store.touch(&self.key(id), deadline).await
     }
 
-    /// Gives a session a new random id and removes the old one.
+    /// Gives a session a new random id; the old id is gone afterwards.
     ///
     /// # Errors
-    /// [`Error::NotFound`], store errors.
+    /// [`Error::NotFound`], store errors. After a temporary error the session
+    /// is under the old id or the new one, which this call does not return:
+    /// use [`rotate_to`](Self::rotate_to) to retry with the same new id.
     pub async fn rotate(&self, id: &SessionId) -> Result<SessionId> {
         let new_id = SessionId::generate()?;
-        self.store.rotate(&self.key(id), &new_id).await?;
+        self.rotate_to(id, &new_id).await?;
         Ok(new_id)
+    }
+
+    /// Moves a session to `new_id`. Calling it again with the same ids after
+    /// a temporary error finishes an interrupted move (see
+    /// [`SessionStore::rotate`]).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::AlreadyExists`], store errors.
+    pub async fn rotate_to(&self, id: &SessionId, new_id: &SessionId) -> Result<Meta> {
+        self.store.rotate(&self.key(id), new_id).await
     }
 
     /// Loads many sessions in one round trip where the backend allows.
@@ -279,16 +365,22 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             .collect())
     }
 
-    /// Saves many sessions, pipelined where the backend allows.
+    /// Saves many sessions (each as [`save`](Self::save)), pipelined where
+    /// the backend allows. On success each session's `meta` is what was
+    /// stored; on an error some may have been written.
     ///
     /// # Errors
     /// [`Error::TooLarge`] or [`Error::Codec`] before any I/O; store errors.
-    pub async fn save_many(&self, items: &[(SessionId, T)]) -> Result<Vec<Meta>> {
-        let records = items
+    pub async fn save_many(&self, sessions: &mut [Session<T>]) -> Result<()> {
+        let records = sessions
             .iter()
-            .map(|(id, v)| Ok((self.key(id), self.record(v)?)))
+            .map(|s| Ok((self.key(&s.id), self.record(&s.value, Some(&s.meta))?)))
             .collect::<Result<Vec<_>>>()?;
-        self.store.save_many(&records).await
+        let metas = self.store.save_many(&records).await?;
+        for (session, meta) in sessions.iter_mut().zip(metas) {
+            session.meta = meta;
+        }
+        Ok(())
     }
 
     /// The number of live sessions in this namespace.

@@ -4,9 +4,8 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use session_core::{
-    decode_header, decode_payload, CodecId, Error, KeyPrefix, Meta, Namespace, Record, SessionId, HEADER_LEN,
-};
+use session_core::backend::{decode_header, decode_payload, CodecId, Record, HEADER_LEN};
+use session_core::{Error, KeyPrefix, Meta, Namespace, SessionId, Version};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
@@ -26,7 +25,7 @@ proptest! {
         flips in proptest::collection::vec((0usize..128, any::<u8>()), 0..4),
         cut in 0usize..140,
     ) {
-        let r = Record { meta: Meta { version: 3, created_at: 1, updated_at: 2, expires_at: 9, max_expires_at: 0 },
+        let r = Record { meta: Meta { version: Version::from_u64(3), created_at: 1, updated_at: 2, expires_at: 9, max_expires_at: 0 },
                          codec: CodecId::JSON, payload: Bytes::from(payload) };
         let mut v = r.encode().to_vec();
         for (at, x) in flips {
@@ -65,7 +64,7 @@ proptest! {
 
     #[test]
     fn header_round_trips(version: u64, created: u64, updated: u64, expires: u64, max: u64) {
-        let meta = Meta { version, created_at: created, updated_at: updated, expires_at: expires, max_expires_at: max };
+        let meta = Meta { version: Version::from_u64(version), created_at: created, updated_at: updated, expires_at: expires, max_expires_at: max };
         let r = Record { meta, codec: CodecId::BINCODE, payload: Bytes::from_static(b"p") };
         let b = r.encode();
         prop_assert_eq!(b.len(), HEADER_LEN + 1);

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
-use session_core::{CoreConfig, Error, HealthStatus, SessionId, SessionStore, Sessions};
+use session_core::{CoreConfig, Error, HealthStatus, SessionId, SessionStore, Sessions, Version};
 
 use crate::model::{Kind, OrchestratorSession, TaskSession};
 
@@ -103,6 +103,9 @@ impl From<Error> for ApiError {
             Error::Unavailable { .. } | Error::Timeout { .. } | Error::Full { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
             }
+            // The store answers but refuses writes (OOM, MISCONF, READONLY, NOPERM):
+            // the service cannot serve this now, the request itself is fine.
+            Error::Refused { .. } => (StatusCode::SERVICE_UNAVAILABLE, "store_refused"),
             Error::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_session"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
         };
@@ -151,8 +154,10 @@ fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// `If-Match` as a version: `3`, `"3"` or `W/"3"`; `*` means "any version".
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+/// `If-Match` as a version: an ETag as sent (`"00ab…"`), weak (`W/"00ab…"`)
+/// or bare (`00ab…`), 1 to 16 hex digits; `*` (any version) and no header
+/// are `None`.
+fn if_match(headers: &HeaderMap) -> Result<Option<Version>, ApiError> {
     let Some(value) = headers.get(IF_MATCH) else {
         return Ok(None);
     };
@@ -160,20 +165,30 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_if_match",
-            "If-Match must be a version number",
+            "If-Match must be `*` or an ETag of this API: 1 to 16 hex digits, optionally quoted",
         )
     };
     let text = value.to_str().map_err(|_| bad())?.trim();
     if text == "*" {
         return Ok(None);
     }
-    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    text.parse::<u64>().map(Some).map_err(|_| bad())
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    let hex = match tag.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"').ok_or_else(bad)?,
+        None => tag,
+    };
+    hex.parse::<Version>().map(Some).map_err(|_| bad())
 }
 
-fn etag(version: u64) -> [(axum::http::HeaderName, HeaderValue); 1] {
-    let value = HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""));
+fn etag(version: Version) -> [(axum::http::HeaderName, HeaderValue); 1] {
+    // 16 hex digits in quotes are always a valid header value; the fallback is never taken.
+    let value = HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0000000000000000\""));
     [(ETAG, value)]
+}
+
+fn no_such_session() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such session")
 }
 
 async fn create(
@@ -194,11 +209,11 @@ where
     T: Serialize + DeserializeOwned + Send + Sync,
 {
     let value: T = parse_body(bytes)?;
-    let (id, meta) = sessions.create(&value).await?;
+    let session = sessions.create(value).await?;
     Ok((
         StatusCode::CREATED,
-        etag(meta.version),
-        Json(json!({"id": id.as_str()})),
+        etag(session.meta.version),
+        Json(json!({"id": session.id.as_str()})),
     )
         .into_response())
 }
@@ -221,11 +236,7 @@ where
 {
     match sessions.load(id).await? {
         Some(s) => Ok((etag(s.meta.version), Json(s.value)).into_response()),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such session",
-        )),
+        None => Err(no_such_session()),
     }
 }
 
@@ -245,21 +256,42 @@ async fn replace(
     }
 }
 
+/// Replaces a session's value, continuing its lifetime (`created_at` and the
+/// lifetime cap come from the loaded session). Without `expected`, an update
+/// if it still exists; with it, a compare-and-set on that version.
 async fn replace_typed<T>(
     sessions: &Sessions<T>,
     id: &SessionId,
-    expected: Option<u64>,
+    expected: Option<Version>,
     bytes: &[u8],
 ) -> Result<Response, ApiError>
 where
     T: Serialize + DeserializeOwned + Send + Sync,
 {
     let value: T = parse_body(bytes)?;
-    let meta = match expected {
-        Some(v) => sessions.save_if(id, v, &value).await?,
-        None => sessions.update(id, &value).await?,
+    let Some(mut session) = sessions.load(id).await? else {
+        return Err(no_such_session());
     };
-    Ok((StatusCode::NO_CONTENT, etag(meta.version)).into_response())
+    match expected {
+        Some(expected) if expected != session.meta.version => {
+            // Stale already at load: no write needed to know the compare-and-set would lose.
+            return Err(Error::Conflict {
+                namespace: sessions.namespace().as_str().to_owned(),
+                expected,
+                actual: session.meta.version,
+            }
+            .into());
+        }
+        Some(_) => {
+            session.value = value;
+            sessions.save_if(&mut session).await?;
+        }
+        None => {
+            session.value = value;
+            sessions.update(&mut session).await?;
+        }
+    }
+    Ok((StatusCode::NO_CONTENT, etag(session.meta.version)).into_response())
 }
 
 async fn remove(
@@ -275,11 +307,7 @@ async fn remove(
     if existed {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such session",
-        ))
+        Err(no_such_session())
     }
 }
 

@@ -11,8 +11,15 @@
 //! | `GET /metrics` | Prometheus text | 200 |
 //!
 //! `kind` is `task` or `orchestrator`. Responses to session requests carry
-//! `ETag: "<version>"`. A bad id or body is a 400 with a JSON error, a body
-//! over the size limit a 413, an unavailable store a 503.
+//! `ETag: "<version>"`, the session's opaque version token as 16 lowercase
+//! hex digits; it changes with every write and has no order. `If-Match`
+//! takes it back quoted (`"00ab…"`), weak (`W/"00ab…"`) or bare, or `*`
+//! (any version); anything else is a 400. A `PUT` keeps the session's
+//! creation time and lifetime cap, and answers 404 once it is gone.
+//!
+//! A bad id, body or `If-Match` is a 400 with a JSON error, a body over the
+//! size limit a 413, a store that is unavailable or refuses the write (out
+//! of memory, read-only, no permission) a 503.
 
 pub mod app;
 pub mod model;

@@ -177,8 +177,10 @@ struct Expectation {
     uncertain: [bool; 2],
 }
 
+/// An answer: status, `ETag` exactly as sent (an opaque token, sent back
+/// verbatim as `If-Match`), JSON body (`Null` if none).
 enum Outcome {
-    Status(StatusCode, Option<u64>, Value),
+    Status(StatusCode, Option<String>, Value),
     Failed,
 }
 
@@ -194,7 +196,7 @@ impl Shared {
                     .headers()
                     .get(reqwest::header::ETAG)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim_matches('"').parse().ok());
+                    .map(str::to_owned);
                 let body = resp.bytes().await.ok();
                 let value = body
                     .as_deref()
@@ -235,8 +237,8 @@ impl Shared {
         }
     }
 
-    /// GET; `Some((version, body))` on 200. Counts hits and misses.
-    async fn get(&self, target: usize, creator: usize, kind: &str, id: &str) -> Option<(u64, Value)> {
+    /// GET; `Some((etag, body))` on 200. Counts hits and misses.
+    async fn get(&self, target: usize, creator: usize, kind: &str, id: &str) -> Option<(String, Value)> {
         let req = self
             .client
             .get(self.url(target, &format!("/api/sessions/{kind}/{id}")));
@@ -256,12 +258,12 @@ impl Shared {
         }
     }
 
-    /// PUT with If-Match; `Ok(true)` on 204, `Ok(false)` on 412, `Err` otherwise.
-    async fn put(&self, target: usize, kind: &str, id: &str, version: u64, body: &Value) -> Result<bool, ()> {
+    /// PUT with `If-Match: etag`; `Ok(true)` on 204, `Ok(false)` on 412, `Err` otherwise.
+    async fn put(&self, target: usize, kind: &str, id: &str, etag: &str, body: &Value) -> Result<bool, ()> {
         let req = self
             .client
             .put(self.url(target, &format!("/api/sessions/{kind}/{id}")))
-            .header(reqwest::header::IF_MATCH, version.to_string())
+            .header(reqwest::header::IF_MATCH, etag)
             .json(body);
         match self.send(req).await {
             Outcome::Status(StatusCode::NO_CONTENT, _, _) => {
@@ -310,11 +312,11 @@ where
     T: serde::de::DeserializeOwned + serde::Serialize,
 {
     for _ in 0..MAX_RETRIES {
-        let (version, body) = s.get(target, creator, kind, id).await?;
+        let (etag, body) = s.get(target, creator, kind, id).await?;
         let mut value: T = serde_json::from_value(body).ok()?;
         let r = edit(&mut value);
         let body = serde_json::to_value(&value).ok()?;
-        match s.put(target, kind, id, version, &body).await {
+        match s.put(target, kind, id, &etag, &body).await {
             Ok(true) => return Some(r),
             Ok(false) => continue,
             Err(()) => return None,

@@ -4,14 +4,19 @@
 #![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use session_core::backend::Record;
 use session_core::testing::{FaultMode, FaultyStore};
-use session_core::{CodecKind, CoreConfig, SessionStore};
+use session_core::{
+    async_trait, CodecKind, CoreConfig, Error, Health, Meta, Namespace, SessionId, SessionKey, SessionStore,
+    Sessions, StoreStats, Version,
+};
 use session_demo::{router, AppState, MetricsRender};
 use session_memory::MemoryStore;
 use tower::ServiceExt;
@@ -93,7 +98,25 @@ fn bytes(v: &Value) -> Option<Vec<u8>> {
     Some(serde_json::to_vec(v).unwrap())
 }
 
-async fn create(app: &Router, kind: &str, v: &Value) -> String {
+/// Asserts an ETag is a quoted version token (16 lowercase hex digits) and returns it.
+fn token(etag: Option<&str>) -> String {
+    let etag = etag.unwrap_or_else(|| panic!("no ETag"));
+    let hex = etag
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("unquoted ETag {etag}"));
+    assert_eq!(hex.len(), 16, "{etag}");
+    assert!(
+        hex.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{etag}"
+    );
+    assert_ne!(hex, "0000000000000000", "a stored version is never NONE");
+    etag.to_owned()
+}
+
+/// Creates a session; its id and ETag.
+async fn create_tagged(app: &Router, kind: &str, v: &Value) -> (String, String) {
     let r = call(
         app,
         Method::POST,
@@ -103,15 +126,19 @@ async fn create(app: &Router, kind: &str, v: &Value) -> String {
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    assert_eq!(r.etag.as_deref(), Some("\"1\""));
-    r.body["id"].as_str().unwrap().to_owned()
+    let etag = token(r.etag.as_deref());
+    (r.body["id"].as_str().unwrap().to_owned(), etag)
+}
+
+async fn create(app: &Router, kind: &str, v: &Value) -> String {
+    create_tagged(app, kind, v).await.0
 }
 
 #[tokio::test]
 async fn create_then_get_both_kinds() {
     let app = app();
     for (kind, v) in [("task", task()), ("orchestrator", orchestrator())] {
-        let id = create(&app, kind, &v).await;
+        let (id, etag) = create_tagged(&app, kind, &v).await;
         assert_eq!(id.len(), 22);
         let r = call(
             &app,
@@ -123,7 +150,7 @@ async fn create_then_get_both_kinds() {
         .await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body, v);
-        assert_eq!(r.etag.as_deref(), Some("\"1\""));
+        assert_eq!(r.etag, Some(etag), "a read returns the ETag of the last write");
     }
 }
 
@@ -287,9 +314,9 @@ async fn oversized_bodies_are_413() {
 }
 
 #[tokio::test]
-async fn put_replaces_and_bumps_the_etag() {
+async fn put_replaces_and_changes_the_etag() {
     let app = app();
-    let id = create(&app, "task", &task()).await;
+    let (id, created) = create_tagged(&app, "task", &task()).await;
     let mut v = task();
     v["state"] = json!("running");
     let r = call(
@@ -301,9 +328,33 @@ async fn put_replaces_and_bumps_the_etag() {
     )
     .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    assert_eq!(r.etag.as_deref(), Some("\"2\""));
+    let put = token(r.etag.as_deref());
+    assert_ne!(put, created);
     let r = call(&app, Method::GET, &format!("/api/sessions/task/{id}"), None, None).await;
     assert_eq!(r.body["state"], "running");
+    assert_eq!(r.etag, Some(put));
+}
+
+/// A PUT continues the session's lifetime: `created_at` is the first write's.
+#[tokio::test]
+async fn put_keeps_created_at() {
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new_default());
+    let app = app_with(Arc::clone(&store));
+    let tasks: Sessions<Value> = core().sessions(store, "task").unwrap();
+    let (id, _) = create_tagged(&app, "task", &task()).await;
+    let sid = SessionId::parse(&id).unwrap();
+    let before = tasks.load(&sid).await.unwrap().unwrap().meta;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let uri = format!("/api/sessions/task/{id}");
+    let r = call(&app, Method::PUT, &uri, bytes(&task()), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let etag = r.etag.unwrap();
+    let r = call(&app, Method::PUT, &uri, bytes(&task()), Some(&etag)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let after = tasks.load(&sid).await.unwrap().unwrap().meta;
+    assert_eq!(after.created_at, before.created_at);
+    assert!(after.updated_at > before.updated_at, "{before:?} then {after:?}");
+    assert_eq!(r.etag, Some(format!("\"{}\"", after.version)));
 }
 
 #[tokio::test]
@@ -331,31 +382,81 @@ async fn put_of_missing_is_404() {
 #[tokio::test]
 async fn if_match_is_compare_and_set() {
     let app = app();
-    let id = create(&app, "orchestrator", &orchestrator()).await;
+    let (id, first) = create_tagged(&app, "orchestrator", &orchestrator()).await;
     let uri = format!("/api/sessions/orchestrator/{id}");
-    // Matching version, in every accepted spelling.
-    for (i, spelling) in ["1", "\"2\"", "W/\"3\""].iter().enumerate() {
-        let r = call(&app, Method::PUT, &uri, bytes(&orchestrator()), Some(spelling)).await;
-        assert_eq!(r.status, StatusCode::NO_CONTENT, "{spelling}");
-        assert_eq!(r.etag, Some(format!("\"{}\"", i + 2)));
+    // Matching version, in every accepted spelling: quoted, weak, bare.
+    let mut etag = first.clone();
+    let mut seen = vec![first.clone()];
+    for spell in [
+        |t: &str| t.to_owned(),
+        |t: &str| format!("W/{t}"),
+        |t: &str| t.trim_matches('"').to_owned(),
+    ] {
+        let spelling = spell(&etag);
+        let r = call(&app, Method::PUT, &uri, bytes(&orchestrator()), Some(&spelling)).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{spelling}: {}", r.text);
+        etag = token(r.etag.as_deref());
+        assert!(!seen.contains(&etag), "every write has a new token");
+        seen.push(etag.clone());
     }
-    // Stale.
-    let r = call(&app, Method::PUT, &uri, bytes(&orchestrator()), Some("2")).await;
-    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
-    assert_eq!(r.body["error"], "version_conflict");
+    // Stale: every earlier token, and a token never issued.
+    for stale in seen[..seen.len() - 1]
+        .iter()
+        .map(String::as_str)
+        .chain(["\"1\"", "0"])
+    {
+        let r = call(&app, Method::PUT, &uri, bytes(&orchestrator()), Some(stale)).await;
+        assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{stale}");
+        assert_eq!(r.body["error"], "version_conflict");
+        assert!(r.etag.is_none());
+    }
+    // The losers wrote nothing.
+    let r = call(&app, Method::GET, &uri, None, None).await;
+    assert_eq!(r.etag.as_deref(), Some(etag.as_str()));
     // Garbage.
-    let r = call(&app, Method::PUT, &uri, bytes(&orchestrator()), Some("abc")).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.body["error"], "bad_if_match");
+    for garbage in [
+        "xyz",
+        "\"xyz\"",
+        "W/xyz",
+        "12345678901234567",
+        "\"\"",
+        "",
+        "\"00ab",
+        "00ab\"",
+        "0x1f",
+        "-1",
+        "\"1\", \"2\"",
+        "**",
+    ] {
+        let r = call(&app, Method::PUT, &uri, bytes(&orchestrator()), Some(garbage)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{garbage:?}");
+        assert_eq!(r.body["error"], "bad_if_match", "{garbage:?}");
+    }
     // `*` means any version.
     let r = call(&app, Method::PUT, &uri, bytes(&orchestrator()), Some("*")).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_ne!(token(r.etag.as_deref()), etag);
+}
+
+/// A garbage If-Match is a 400 even for a session that does not exist.
+#[tokio::test]
+async fn bad_if_match_is_400_before_any_lookup() {
+    let r = call(
+        &app(),
+        Method::PUT,
+        "/api/sessions/task/0123456789abcdef0123",
+        bytes(&task()),
+        Some("not-a-version"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"], "bad_if_match");
 }
 
 #[tokio::test]
 async fn delete_then_everything_is_404_and_nothing_comes_back() {
     let app = app();
-    let id = create(&app, "task", &task()).await;
+    let (id, etag) = create_tagged(&app, "task", &task()).await;
     let uri = format!("/api/sessions/task/{id}");
     let r = call(&app, Method::DELETE, &uri, None, None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
@@ -374,6 +475,12 @@ async fn delete_then_everything_is_404_and_nothing_comes_back() {
     );
     assert_eq!(
         call(&app, Method::PUT, &uri, bytes(&task()), Some("1"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&app, Method::PUT, &uri, bytes(&task()), Some(&etag))
             .await
             .status,
         StatusCode::NOT_FOUND
@@ -412,6 +519,137 @@ async fn unavailable_store_is_503_json() {
     let r = call(&app, Method::GET, "/health", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["primary"], "down");
+}
+
+/// A store that answers reads but refuses every write, the way Redis does when
+/// out of memory (`OOM`) or read-only.
+struct RefusingStore(Arc<MemoryStore>);
+
+fn refused(op: &'static str) -> Error {
+    Error::Refused {
+        backend: "memory",
+        op,
+        code: "OOM",
+        message: "command not allowed when used memory > 'maxmemory'".into(),
+        source: None,
+    }
+}
+
+#[async_trait]
+impl SessionStore for RefusingStore {
+    fn backend(&self) -> &'static str {
+        "refusing"
+    }
+    async fn load(&self, key: &SessionKey) -> session_core::Result<Option<Record>> {
+        self.0.load(key).await
+    }
+    async fn save(&self, _: &SessionKey, _: &Record) -> session_core::Result<Meta> {
+        Err(refused("save"))
+    }
+    async fn create(&self, _: &SessionKey, _: &Record) -> session_core::Result<Meta> {
+        Err(refused("create"))
+    }
+    async fn update(&self, _: &SessionKey, _: &Record) -> session_core::Result<Meta> {
+        Err(refused("update"))
+    }
+    async fn save_if(&self, _: &SessionKey, _: Version, _: &Record) -> session_core::Result<Meta> {
+        Err(refused("save_if"))
+    }
+    async fn delete(&self, _: &SessionKey) -> session_core::Result<bool> {
+        Err(refused("delete"))
+    }
+    async fn touch(&self, _: &SessionKey, _: u64) -> session_core::Result<bool> {
+        Err(refused("touch"))
+    }
+    async fn rotate(&self, _: &SessionKey, _: &SessionId) -> session_core::Result<Meta> {
+        Err(refused("rotate"))
+    }
+    async fn load_many(
+        &self,
+        keys: &[SessionKey],
+    ) -> session_core::Result<Vec<session_core::Result<Option<Record>>>> {
+        self.0.load_many(keys).await
+    }
+    async fn save_many(&self, _: &[(SessionKey, Record)]) -> session_core::Result<Vec<Meta>> {
+        Err(refused("save_many"))
+    }
+    async fn count(&self, namespace: &Namespace) -> session_core::Result<u64> {
+        self.0.count(namespace).await
+    }
+    async fn stats(&self) -> session_core::Result<StoreStats> {
+        self.0.stats().await
+    }
+    async fn health(&self) -> Health {
+        self.0.health().await
+    }
+}
+
+#[tokio::test]
+async fn refused_writes_are_503_json() {
+    let memory = Arc::new(MemoryStore::new_default());
+    // A session written before the store started refusing.
+    let tasks: Sessions<Value> = core().sessions(memory.clone(), "task").unwrap();
+    let session = tasks.create(task()).await.unwrap();
+    let app = app_with(Arc::new(RefusingStore(memory)));
+    let uri = format!("/api/sessions/task/{}", session.id.as_str());
+    let etag = format!("\"{}\"", session.meta.version);
+    let requests = [
+        (Method::POST, "/api/sessions/task".to_owned(), None),
+        (Method::PUT, uri.clone(), None),
+        (Method::PUT, uri.clone(), Some(etag.as_str())),
+        (Method::PUT, uri.clone(), Some("*")),
+        (Method::DELETE, uri.clone(), None),
+    ];
+    for (method, path, if_match) in requests {
+        let body = (method != Method::DELETE).then(|| serde_json::to_vec(&task()).unwrap());
+        let r = call(&app, method.clone(), &path, body, if_match).await;
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {path}: {}",
+            r.text
+        );
+        assert_eq!(r.body["error"], "store_refused", "{method} {path}");
+        assert!(r.body["message"].as_str().unwrap().contains("OOM"), "{}", r.text);
+    }
+    // Reads still work.
+    let r = call(&app, Method::GET, &uri, None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.etag, Some(etag));
+}
+
+/// Of many PUTs carrying the same ETag at once, exactly one wins; the rest are 412.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_puts_with_one_etag_have_one_winner() {
+    let app = app();
+    for _ in 0..20 {
+        let (id, etag) = create_tagged(&app, "task", &task()).await;
+        let uri = format!("/api/sessions/task/{id}");
+        let mut handles = Vec::new();
+        for n in 0..8 {
+            let (app, uri, etag) = (app.clone(), uri.clone(), etag.clone());
+            handles.push(tokio::spawn(async move {
+                let mut v = task();
+                v["state"] = json!(format!("writer-{n}"));
+                let r = call(&app, Method::PUT, &uri, bytes(&v), Some(&etag)).await;
+                (n, r.status, r.etag)
+            }));
+        }
+        let mut winners = Vec::new();
+        for h in handles {
+            let (n, status, etag) = h.await.unwrap();
+            match status {
+                StatusCode::NO_CONTENT => winners.push((n, etag)),
+                StatusCode::PRECONDITION_FAILED => {}
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "{winners:?}");
+        let (n, etag) = winners.pop().unwrap();
+        let r = call(&app, Method::GET, &uri, None, None).await;
+        assert_eq!(r.body["state"], format!("writer-{n}"));
+        assert_eq!(r.etag, etag);
+    }
 }
 
 /// Odd paths and bodies never produce a 5xx.

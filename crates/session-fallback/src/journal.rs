@@ -30,7 +30,8 @@ pub(crate) struct Entry {
     /// When it happened, ms: the record's `updated_at` for a write, the
     /// deletion time for a tombstone. A primary value updated after this wins.
     pub(crate) at: u64,
-    /// A number unique to this journal residency of the key (see `version`).
+    /// A number unique to this journal residency of the key: replay removes
+    /// the entry only if it is still the one it replayed.
     pub(crate) generation: u64,
 }
 
@@ -152,6 +153,7 @@ pub(crate) struct Reservation<'a> {
 
 impl Reservation<'_> {
     /// The generation of the key's journal residency.
+    #[cfg(test)]
     pub(crate) fn generation(&self) -> u64 {
         self.generation
     }

@@ -88,7 +88,7 @@
 //!   (returning `false`, since the secondary did not hold it) so the session is
 //!   deleted from the primary on replay. The one exception: when a call tried
 //!   the primary and *that* failed, its outcome there is unknown (a timed-out
-//!   write may still land, see FAULTS.md fact 1), so a conditional write the
+//!   write may have landed), so a conditional write the
 //!   secondary cannot perform returns the primary's error rather than a false
 //!   `NotFound`;
 //! * before a session enters the journal its key is cleared in the secondary,
@@ -128,14 +128,13 @@
 //!
 //! # Versions across the switch
 //!
-//! While a session is served by the secondary its [`Meta::version`](session_core::Meta)
-//! is an *outage version* (top bit set, see [`is_outage_version`]): the
-//! secondary's counter tagged with the session's journal generation. A
-//! `save_if` with a version read from the primary before the outage — or from
-//! an earlier outage — is a `Conflict` (or `NotFound`), never a silent
-//! overwrite. After replay the primary's `save`/`save_if` go on from the
-//! primary's own counter, which is below every outage version, so a client
-//! holding an outage version gets `Conflict` and reloads.
+//! Versions are opaque tokens unique across stores and processes
+//! ([`Version`](session_core::Version)), carried by the record: a session
+//! written to the secondary during an outage keeps its token when replay
+//! copies it into the primary, so a client holding it can go on with
+//! `save_if` after recovery. A `save_if` with a token the secondary never
+//! stored — read from the primary before the outage, say — matches nothing
+//! there: `Conflict` or `NotFound`, never a silent overwrite.
 //!
 //! # Other calls while open
 //!
@@ -177,10 +176,8 @@ mod journal;
 mod recovery;
 mod state;
 mod store;
-mod version;
 
 pub use config::FallbackConfig;
 pub use state::metric;
 pub use state::{CircuitState, FallbackCounters};
 pub use store::{FallbackStore, BACKEND};
-pub use version::{is_outage_version, OUTAGE_VERSION_BIT};

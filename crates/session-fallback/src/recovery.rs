@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
-use session_core::{now_ms, Error, Meta, Record, Result, SessionKey, SessionStore};
+use session_core::backend::{now_ms, Record};
+use session_core::{Error, Meta, Result, SessionKey, SessionStore};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 

@@ -6,16 +6,16 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use session_core::backend::{now_ms, Record};
 use session_core::{
-    now_ms, Error, Health, HealthStatus, Meta, Namespace, Record, Result, SessionId, SessionKey,
-    SessionStore, StoreStats,
+    Error, Health, HealthStatus, Meta, Namespace, Result, SessionId, SessionKey, SessionStore, StoreStats,
+    Version,
 };
 use tokio::sync::Notify;
 
 use crate::config::FallbackConfig;
 use crate::journal::{Journal, JournalFull, KeyGuard, KeyLocks, PendingOp};
 use crate::state::{AtomicState, CircuitState, Counters, FallbackCounters, Field};
-use crate::version::{inward, outward};
 
 /// The backend name a fallback store reports.
 pub const BACKEND: &str = "fallback";
@@ -62,7 +62,7 @@ enum Op<'a> {
     Save(&'a Record),
     Create(&'a Record),
     Update(&'a Record),
-    SaveIf(u64, &'a Record),
+    SaveIf(Version, &'a Record),
     Delete,
     Touch(u64),
 }
@@ -135,16 +135,6 @@ enum Route<'a> {
     Primary,
     /// To the secondary, under the key's lock.
     Secondary(KeyGuard<'a>),
-}
-
-fn with_version(generation: u64, mut meta: Meta) -> Meta {
-    meta.version = outward(generation, meta.version);
-    meta
-}
-
-fn record_with_version(generation: u64, mut record: Record) -> Record {
-    record.meta.version = outward(generation, record.meta.version);
-    record
 }
 
 impl<P: SessionStore, S: SessionStore> FallbackStore<P, S> {
@@ -419,12 +409,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         };
         match op {
             Op::Load => match entry {
-                Some(e) => Ok(Out::Record(
-                    self.secondary
-                        .load(key)
-                        .await?
-                        .map(|r| record_with_version(e.generation, r)),
-                )),
+                Some(_) => Ok(Out::Record(self.secondary.load(key).await?)),
                 None => Ok(Out::Record(None)),
             },
             Op::Save(record) | Op::Create(record) => {
@@ -437,62 +422,37 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                     self.secondary.delete(key).await?;
                 }
                 let meta = apply(&self.secondary, key, op).await?.meta()?;
-                let generation = res.generation();
                 let new = res.is_new();
                 res.commit(PendingOp::Write, meta.updated_at);
                 if new {
                     self.ensure_worker();
                 }
-                Ok(Out::Meta(with_version(generation, meta)))
+                Ok(Out::Meta(meta))
             }
             Op::Update(record) => {
-                let Some(e) = entry else {
+                if entry.is_none() {
                     return unknown(Err(Error::not_found(key.ns())));
-                };
+                }
                 let res = self
                     .journal
                     .admit(key, PendingOp::Write, record.meta.updated_at)
                     .map_err(|full| self.journal_full(key, op.name(), full))?;
                 let meta = self.secondary.update(key, record).await?;
                 res.commit(PendingOp::Write, meta.updated_at);
-                Ok(Out::Meta(with_version(e.generation, meta)))
+                Ok(Out::Meta(meta))
             }
             Op::SaveIf(expected, record) => {
-                let Some(e) = entry else {
+                if entry.is_none() {
                     return unknown(Err(Error::not_found(key.ns())));
-                };
-                let Some(inner_version) = inward(e.generation, expected) else {
-                    // Not a version this journal residency handed out: the
-                    // caller read the session before the outage (or an
-                    // earlier one). Never pass it on: it could match a
-                    // different value's secondary version.
-                    return match self.secondary.load(key).await? {
-                        Some(current) => Err(Error::Conflict {
-                            namespace: key.ns().to_owned(),
-                            expected,
-                            actual: outward(e.generation, current.meta.version),
-                        }),
-                        None => Err(Error::not_found(key.ns())),
-                    };
-                };
+                }
+                // Versions are unique tokens: one the secondary never stored matches nothing there.
                 let res = self
                     .journal
                     .admit(key, PendingOp::Write, record.meta.updated_at)
                     .map_err(|full| self.journal_full(key, op.name(), full))?;
-                match self.secondary.save_if(key, inner_version, record).await {
-                    Ok(meta) => {
-                        res.commit(PendingOp::Write, meta.updated_at);
-                        Ok(Out::Meta(with_version(e.generation, meta)))
-                    }
-                    Err(Error::Conflict {
-                        namespace, actual, ..
-                    }) => Err(Error::Conflict {
-                        namespace,
-                        expected,
-                        actual: outward(e.generation, actual),
-                    }),
-                    Err(err) => Err(err),
-                }
+                let meta = self.secondary.save_if(key, expected, record).await?;
+                res.commit(PendingOp::Write, meta.updated_at);
+                Ok(Out::Meta(meta))
             }
             Op::Touch(at) => match entry {
                 // The entry stays as it is: replay copies whatever deadline the secondary holds.
@@ -545,10 +505,9 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         }
         let meta = self.secondary.rotate(key, &new_key.id).await?;
         old_res.commit(PendingOp::Tombstone, now);
-        let generation = new_res.generation();
         new_res.commit(PendingOp::Write, meta.updated_at);
         self.ensure_worker();
-        Ok(with_version(generation, meta))
+        Ok(meta)
     }
 
     /// Reads keys as the secondary's view (journaled keys from the secondary,
@@ -559,15 +518,15 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         let mut slots = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             out.push(Ok(None));
-            if let Some(e) = self.journal.get(k) {
+            if self.journal.get(k).is_some() {
                 pending.push(k.clone());
-                slots.push((i, e.generation));
+                slots.push(i);
             }
         }
         if !pending.is_empty() {
             let got = self.secondary.load_many(&pending).await?;
-            for ((i, generation), r) in slots.into_iter().zip(got) {
-                out[i] = r.map(|o| o.map(|r| record_with_version(generation, r)));
+            for (i, r) in slots.into_iter().zip(got) {
+                out[i] = r;
             }
         }
         Ok(out)
@@ -590,9 +549,8 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         let metas = self.secondary.save_many(items).await?;
         let mut out = Vec::with_capacity(metas.len());
         for (res, meta) in reservations.into_iter().zip(metas) {
-            let generation = res.generation();
             res.commit(PendingOp::Write, meta.updated_at);
-            out.push(with_version(generation, meta));
+            out.push(meta);
         }
         self.ensure_worker();
         Ok(out)
@@ -633,7 +591,7 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
         self.inner.exec(key, Op::Update(record)).await?.meta()
     }
 
-    async fn save_if(&self, key: &SessionKey, expected_version: u64, record: &Record) -> Result<Meta> {
+    async fn save_if(&self, key: &SessionKey, expected_version: Version, record: &Record) -> Result<Meta> {
         self.inner
             .exec(key, Op::SaveIf(expected_version, record))
             .await?

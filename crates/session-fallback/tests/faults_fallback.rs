@@ -22,9 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use session_core::{
-    now_ms, Bytes, CodecId, Error, KeyPrefix, Namespace, Record, SessionId, SessionKey, SessionStore,
-};
+use session_core::backend::{now_ms, CodecId, Record};
+use session_core::{Bytes, Error, KeyPrefix, Namespace, SessionId, SessionKey, SessionStore};
 use session_fallback::{CircuitState, FallbackConfig, FallbackStore};
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
 use session_redis::{RedisConfig, RedisStore};

@@ -46,7 +46,7 @@ impl RedisOverMemory {
     }
 }
 
-/// `SET` through a separate connection, bypassing both stores.
+/// `SET` and `GET` through a separate connection, bypassing both stores.
 struct RawRedis {
     client: RedisStore,
     prefix: KeyPrefix,
@@ -67,6 +67,12 @@ impl RawAccess for RawRedis {
             .await
             .expect("raw SET");
         Ok(())
+    }
+
+    async fn get_raw(&self, key: &SessionKey) -> Result<Option<Bytes>> {
+        let client = self.client.clients().remove(0);
+        let bytes: Option<Bytes> = client.get(self.prefix.render(key)).await.expect("raw GET");
+        Ok(bytes)
     }
 }
 

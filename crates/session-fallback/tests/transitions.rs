@@ -12,11 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use session_core::backend::{now_ms, CodecId, Record};
 use session_core::testing::{FaultMode, FaultyStore, RawAccess};
 use session_core::{
-    now_ms, Bytes, CodecId, Error, HealthStatus, Meta, Namespace, Record, SessionId, SessionKey, SessionStore,
+    Bytes, Error, HealthStatus, Meta, Namespace, SessionId, SessionKey, SessionStore, Version,
 };
-use session_fallback::{is_outage_version, CircuitState, FallbackConfig, FallbackStore};
+use session_fallback::{CircuitState, FallbackConfig, FallbackStore};
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
 
 type Primary = Arc<FaultyStore<MemoryStore>>;
@@ -52,7 +53,7 @@ fn key() -> SessionKey {
 fn rec_at(payload: &[u8], updated_at: u64, ttl_ms: u64) -> Record {
     Record {
         meta: Meta {
-            version: 0,
+            version: Version::NONE,
             created_at: updated_at,
             updated_at,
             expires_at: updated_at + ttl_ms,
@@ -74,6 +75,15 @@ async fn in_primary(p: &Primary, k: &SessionKey) -> Option<Bytes> {
 
 async fn in_secondary(s: &Secondary, k: &SessionKey) -> Option<Bytes> {
     s.load(k).await.unwrap().map(|r| r.payload)
+}
+
+/// The version token the primary's own store holds, bypassing the fault injection.
+async fn version_in_primary(p: &Primary, k: &SessionKey) -> Option<Version> {
+    p.inner().load(k).await.unwrap().map(|r| r.meta.version)
+}
+
+async fn version_in_secondary(s: &Secondary, k: &SessionKey) -> Option<Version> {
+    s.load(k).await.unwrap().map(|r| r.meta.version)
 }
 
 async fn payload(store: &Store, k: &SessionKey) -> Option<Bytes> {
@@ -124,9 +134,11 @@ async fn the_failing_call_itself_fails_over_and_opens_the_circuit() {
         .save(&k, &rec(b"outage"))
         .await
         .expect("the caller sees success");
-    assert!(
-        is_outage_version(m.version),
-        "a version from the secondary is an outage version"
+    assert!(!m.version.is_none(), "the store stored a fresh token");
+    assert_eq!(
+        version_in_secondary(&s, &k).await,
+        Some(m.version),
+        "the caller got the token the secondary stored"
     );
     assert_eq!(store.state(), CircuitState::Open);
     assert_eq!(store.journal_len(), 1);
@@ -178,9 +190,12 @@ async fn probes_back_off_then_recovery_replays_and_closes() {
     store.create(&old, &rec(b"before")).await.unwrap();
     p.set_mode(FaultMode::Fail);
     let keys: Vec<SessionKey> = (0..30).map(|_| key()).collect();
+    let mut outage_versions = Vec::new();
     for (i, k) in keys.iter().enumerate() {
-        store.create(k, &rec(format!("v{i}").as_bytes())).await.unwrap();
-        store.save(k, &rec(format!("w{i}").as_bytes())).await.unwrap();
+        let created = store.create(k, &rec(format!("v{i}").as_bytes())).await.unwrap();
+        let saved = store.save(k, &rec(format!("w{i}").as_bytes())).await.unwrap();
+        assert_ne!(saved.version, created.version, "every write stores a new token");
+        outage_versions.push(saved.version);
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     let c = store.counters();
@@ -198,7 +213,10 @@ async fn probes_back_off_then_recovery_replays_and_closes() {
             "replayed keys leave the secondary"
         );
         let r = store.load(k).await.unwrap().unwrap();
-        assert!(!is_outage_version(r.meta.version));
+        assert_eq!(
+            r.meta.version, outage_versions[i],
+            "replay keeps the token of the outage write"
+        );
     }
     assert_eq!(
         in_primary(&p, &old).await,
@@ -285,16 +303,22 @@ async fn an_older_primary_value_is_overwritten() {
     let t0 = now_ms();
     let m0 = store.create(&k, &rec_at(b"v0", t0, HOUR)).await.unwrap();
     p.set_mode(FaultMode::Fail);
-    store.save(&k, &rec_at(b"outage", t0 + 10, HOUR)).await.unwrap();
+    // The writer carries created_at over from the session it loaded (as `Sessions` does).
+    let mut outage = rec_at(b"outage", t0 + 10, HOUR);
+    outage.meta.created_at = m0.created_at;
+    let m1 = store.save(&k, &outage).await.unwrap();
+    assert_ne!(m1.version, m0.version);
     p.set_mode(FaultMode::Pass);
     wait_closed(&store).await;
     let r = p.inner().load(&k).await.unwrap().unwrap();
     assert_eq!(r.payload, Bytes::from_static(b"outage"));
-    assert_eq!(r.meta.created_at, m0.created_at, "the primary keeps created_at");
     assert_eq!(
-        r.meta.version,
-        m0.version + 1,
-        "the primary counts on from its own version"
+        r.meta.created_at, m0.created_at,
+        "replay keeps the record's created_at"
+    );
+    assert_eq!(
+        r.meta.version, m1.version,
+        "replay keeps the token of the outage write"
     );
     assert_eq!(
         r.meta.expires_at,
@@ -436,7 +460,7 @@ async fn permanent_errors_do_not_fail_over() {
         Err(Error::AlreadyExists { .. })
     ));
     assert!(matches!(
-        store.save_if(&c, 9, &rec(b"2")).await,
+        store.save_if(&c, Version::generate(), &rec(b"2")).await,
         Err(Error::Conflict { .. })
     ));
     assert!(matches!(
@@ -586,52 +610,169 @@ async fn a_replay_interrupted_by_another_outage_resumes_idempotently() {
 
 #[tokio::test]
 async fn versions_across_the_switch_never_overwrite_silently() {
-    let (p, _s, store) = setup(fast()).await;
+    let (p, s, store) = setup(fast()).await;
     let k = key();
     let pre = store.create(&k, &rec(b"v1")).await.unwrap();
-    assert_eq!(pre.version, 1);
+    assert!(!pre.version.is_none());
     p.set_mode(FaultMode::Fail);
-    // A pre-outage version on a session the fallback cannot see: NotFound
-    // (here the failing call itself: the primary's error, outcome unknown).
-    assert!(store.save_if(&k, pre.version, &rec(b"x")).await.is_err());
+    // A pre-outage token on a session the fallback cannot see: the failing
+    // call itself gets the primary's error (its outcome is unknown), later
+    // ones NotFound. Nothing is written anywhere.
+    let e = store.save_if(&k, pre.version, &rec(b"x")).await.unwrap_err();
+    assert!(e.is_temporary(), "{e}");
     assert!(matches!(
         store.save_if(&k, pre.version, &rec(b"x")).await,
         Err(Error::NotFound { .. })
     ));
-    // Written during the outage: outage versions, compare-and-set works on them.
+    assert_eq!(in_secondary(&s, &k).await, None);
+    assert_eq!(in_primary(&p, &k).await, b(b"v1"));
+    // Written during the outage: fresh tokens, and compare-and-set works on them.
     let a = store.save(&k, &rec(b"a")).await.unwrap();
-    assert!(is_outage_version(a.version));
+    assert_ne!(a.version, pre.version);
     let b2 = store.save_if(&k, a.version, &rec(b"b")).await.unwrap();
-    assert_eq!(b2.version, a.version + 1);
-    // A stale outage version, or a primary version equal to the secondary's counter, conflicts.
-    assert!(matches!(
-        store.save_if(&k, a.version, &rec(b"c")).await,
-        Err(Error::Conflict { .. })
-    ));
-    match store.save_if(&k, 2, &rec(b"c")).await {
+    assert_ne!(b2.version, a.version);
+    assert_ne!(b2.version, pre.version);
+    // A stale outage token conflicts.
+    match store.save_if(&k, a.version, &rec(b"c")).await {
         Err(Error::Conflict { expected, actual, .. }) => {
-            assert_eq!(expected, 2);
-            assert_eq!(actual, b2.version);
+            assert_eq!((expected, actual), (a.version, b2.version));
         }
         other => panic!("expected Conflict, got {other:?}"),
     }
+    // A token the secondary never stored (read from the primary before the
+    // outage) matches nothing there: Conflict, never an overwrite.
+    match store.save_if(&k, pre.version, &rec(b"c")).await {
+        Err(Error::Conflict { expected, actual, .. }) => {
+            assert_eq!((expected, actual), (pre.version, b2.version));
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(payload(&store, &k).await, b(b"b"));
     p.set_mode(FaultMode::Pass);
     wait_closed(&store).await;
     let after = store.load(&k).await.unwrap().unwrap();
     assert_eq!(after.payload, Bytes::from_static(b"b"));
     assert_eq!(
-        after.meta.version, 2,
-        "the primary counts on from its own version"
+        after.meta.version, b2.version,
+        "replay copies the outage write with its token"
     );
+    assert_eq!(version_in_primary(&p, &k).await, Some(b2.version));
+    // Neither the pre-outage token nor a stale outage token overwrites it.
+    for stale in [pre.version, a.version] {
+        match store.save_if(&k, stale, &rec(b"d")).await {
+            Err(Error::Conflict { expected, actual, .. }) => {
+                assert_eq!((expected, actual), (stale, b2.version));
+            }
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(in_primary(&p, &k).await, b(b"b"));
+    // The token read during the outage goes on working after recovery.
+    let d = store.save_if(&k, b2.version, &rec(b"d")).await.unwrap();
+    assert_ne!(d.version, b2.version);
+    assert_eq!(in_primary(&p, &k).await, b(b"d"));
+    assert_eq!(version_in_primary(&p, &k).await, Some(d.version));
+}
+
+#[tokio::test]
+async fn a_pre_outage_token_of_an_untouched_session_still_works_after_recovery() {
+    let (p, _s, store) = setup(fast()).await;
+    let k = key();
+    let pre = store.create(&k, &rec(b"v1")).await.unwrap();
+    p.set_mode(FaultMode::Fail);
+    // Open the circuit with another session; this one is not touched.
+    store.save(&key(), &rec(b"other")).await.unwrap();
+    assert!(store.state().is_open());
     assert!(matches!(
-        store.save_if(&k, b2.version, &rec(b"d")).await,
+        store.save_if(&k, pre.version, &rec(b"x")).await,
+        Err(Error::NotFound { .. })
+    ));
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    // The primary still holds the write that token names: no conflict to report.
+    assert_eq!(version_in_primary(&p, &k).await, Some(pre.version));
+    let m = store.save_if(&k, pre.version, &rec(b"v2")).await.unwrap();
+    assert_ne!(m.version, pre.version);
+    assert_eq!(in_primary(&p, &k).await, b(b"v2"));
+}
+
+#[tokio::test]
+async fn an_outage_write_with_a_pre_outage_token_is_refused_across_replay() {
+    // One client read the session before the outage; another overwrote it
+    // during the outage. The first client's compare-and-set must fail both
+    // while the circuit is open and after replay.
+    let (p, _s, store) = setup(fast()).await;
+    let k = key();
+    let pre = store.create(&k, &rec(b"v1")).await.unwrap();
+    p.set_mode(FaultMode::Fail);
+    let outage = store.save(&k, &rec(b"outage")).await.unwrap();
+    assert!(matches!(
+        store.save_if(&k, pre.version, &rec(b"lost update")).await,
         Err(Error::Conflict { .. })
     ));
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(version_in_primary(&p, &k).await, Some(outage.version));
+    match store.save_if(&k, pre.version, &rec(b"lost update")).await {
+        Err(Error::Conflict { expected, actual, .. }) => {
+            assert_eq!((expected, actual), (pre.version, outage.version));
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(in_primary(&p, &k).await, b(b"outage"));
+}
+
+#[tokio::test]
+async fn no_aba_across_delete_and_recreate_during_the_outage() {
+    let (p, _s, store) = setup(fast()).await;
+    p.set_mode(FaultMode::Fail);
+    let k = key();
+    let first = store.create(&k, &rec(b"first")).await.unwrap();
+    assert!(store.delete(&k).await.unwrap());
+    let second = store.create(&k, &rec(b"second")).await.unwrap();
+    assert_ne!(first.version, second.version, "a new incarnation, a new token");
     assert!(matches!(
-        store.save_if(&k, pre.version, &rec(b"d")).await,
+        store.save_if(&k, first.version, &rec(b"aba")).await,
         Err(Error::Conflict { .. })
     ));
-    store.save_if(&k, after.meta.version, &rec(b"d")).await.unwrap();
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(version_in_primary(&p, &k).await, Some(second.version));
+    assert!(matches!(
+        store.save_if(&k, first.version, &rec(b"aba")).await,
+        Err(Error::Conflict { .. })
+    ));
+    store.save_if(&k, second.version, &rec(b"third")).await.unwrap();
+    assert_eq!(in_primary(&p, &k).await, b(b"third"));
+}
+
+#[tokio::test]
+async fn a_past_deadline_outage_write_over_a_primary_session_leaves_no_key() {
+    let (p, s, store) = setup(fast()).await;
+    let k = key();
+    let t0 = now_ms();
+    store.create(&k, &rec_at(b"live", t0, HOUR)).await.unwrap();
+    p.set_mode(FaultMode::Fail);
+    // Written now, with a deadline already passed: no session is left behind.
+    let now = now_ms();
+    let mut past = rec_at(b"gone", now, HOUR);
+    past.meta.expires_at = now.saturating_sub(1_000);
+    store.save(&k, &past).await.unwrap();
+    assert_eq!(store.journal_len(), 1);
+    assert_eq!(store.load(&k).await.unwrap(), None);
+    assert_eq!(s.get_raw(&k).await.unwrap(), None, "no key in the secondary");
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(
+        p.inner().get_raw(&k).await.unwrap(),
+        None,
+        "the older primary value is removed, not kept"
+    );
+    assert_eq!(store.load(&k).await.unwrap(), None);
+    store
+        .create(&k, &rec(b"again"))
+        .await
+        .expect("a later create succeeds");
 }
 
 #[tokio::test]
@@ -643,10 +784,10 @@ async fn rotate_while_open_journals_both_ids() {
     // A session only the primary holds cannot be rotated during the outage.
     assert!(store.rotate(&pre, &SessionId::generate().unwrap()).await.is_err());
     let k = key();
-    store.create(&k, &rec(b"mine")).await.unwrap();
+    let created = store.create(&k, &rec(b"mine")).await.unwrap();
     let new_id = SessionId::generate().unwrap();
     let m = store.rotate(&k, &new_id).await.unwrap();
-    assert!(is_outage_version(m.version));
+    assert_eq!(m.version, created.version, "rotate keeps the session's token");
     let nk = SessionKey::new(k.namespace.clone(), new_id);
     assert_eq!(store.load(&k).await.unwrap(), None);
     assert_eq!(payload(&store, &nk).await, b(b"mine"));
@@ -655,6 +796,11 @@ async fn rotate_while_open_journals_both_ids() {
     wait_closed(&store).await;
     assert_eq!(in_primary(&p, &k).await, None);
     assert_eq!(in_primary(&p, &nk).await, b(b"mine"));
+    assert_eq!(
+        version_in_primary(&p, &nk).await,
+        Some(created.version),
+        "replay keeps the token"
+    );
     assert_eq!(in_primary(&p, &pre).await, b(b"pre"));
     assert_eq!(in_secondary(&s, &nk).await, None);
 }
@@ -667,7 +813,9 @@ async fn batches_count_and_stats_while_open() {
     p.set_mode(FaultMode::Fail);
     let items: Vec<(SessionKey, Record)> = (0..10u8).map(|i| (key(), rec(&[i]))).collect();
     let metas = store.save_many(&items).await.unwrap();
-    assert!(metas.iter().all(|m| is_outage_version(m.version)));
+    let tokens: std::collections::HashSet<Version> = metas.iter().map(|m| m.version).collect();
+    assert_eq!(tokens.len(), items.len(), "one fresh token per write");
+    assert!(!tokens.contains(&Version::NONE));
     let mut keys: Vec<SessionKey> = items.iter().map(|(k, _)| k.clone()).collect();
     keys.push(pre.clone());
     let got = store.load_many(&keys).await.unwrap();
@@ -689,6 +837,13 @@ async fn batches_count_and_stats_while_open() {
     assert_eq!(store.count(&pre.namespace).await.unwrap(), 11);
     let got = store.load_many(&keys).await.unwrap();
     assert!(got.iter().all(|r| r.as_ref().unwrap().is_some()));
+    for (r, m) in got.iter().zip(&metas) {
+        assert_eq!(
+            r.as_ref().unwrap().as_ref().unwrap().meta.version,
+            m.version,
+            "replay keeps each token"
+        );
+    }
 }
 
 #[tokio::test]
@@ -775,7 +930,7 @@ async fn a_leftover_in_the_secondary_is_never_served() {
     let (p, s, store) = setup(fast()).await;
     let k = key();
     // Not journaled: e.g. left by an earlier process sharing the secondary.
-    s.save(&k, &rec(b"stale")).await.unwrap();
+    let stale = s.save(&k, &rec(b"stale")).await.unwrap();
     p.set_mode(FaultMode::Fail);
     store.save(&key(), &rec(b"open it")).await.unwrap();
     assert!(store.state().is_open());
@@ -785,7 +940,11 @@ async fn a_leftover_in_the_secondary_is_never_served() {
         .create(&k, &rec(b"fresh"))
         .await
         .expect("the leftover does not block create");
-    assert!(is_outage_version(m.version));
+    assert_ne!(m.version, stale.version);
+    assert!(matches!(
+        store.save_if(&k, stale.version, &rec(b"via the leftover")).await,
+        Err(Error::Conflict { .. })
+    ));
     assert_eq!(payload(&store, &k).await, b(b"fresh"));
 }
 
@@ -819,4 +978,27 @@ async fn wraps_trait_objects_and_is_one() {
         store.load(&k).await.unwrap().unwrap().payload,
         Bytes::from_static(b"dyn")
     );
+}
+
+/// Two instances that start during one outage, each with its own secondary, write the same
+/// caller-chosen id: their versions differ, so a `save_if` with the version read from one never
+/// succeeds on the other's different value.
+#[tokio::test]
+async fn two_instances_starting_in_an_outage_never_share_a_version() {
+    let shared = FaultyStore::new(memory());
+    shared.set_mode(FaultMode::Fail);
+    let one = FallbackStore::new(Arc::clone(&shared), Arc::new(memory()), fast())
+        .await
+        .unwrap();
+    let two = FallbackStore::new(Arc::clone(&shared), Arc::new(memory()), fast())
+        .await
+        .unwrap();
+    assert!(one.state().is_open() && two.state().is_open());
+    let k = key();
+    let va = one.create(&k, &rec(b"from a")).await.unwrap().version;
+    let vb = two.create(&k, &rec(b"from b")).await.unwrap().version;
+    assert_ne!(va, vb, "two instances handed out the same first version");
+    let e = two.save_if(&k, va, &rec(b"a's client on b")).await.unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    assert_eq!(payload(&two, &k).await, b(b"from b"));
 }

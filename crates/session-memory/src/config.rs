@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use session_core::backend::HEADER_LEN;
 use session_core::{
-    Error, KeyPrefix, Result, DEFAULT_KEY_PREFIX, DEFAULT_MAX_SESSION_BYTES, HEADER_LEN, MAX_ID_LEN,
-    MAX_NAMESPACE_LEN,
+    Error, KeyPrefix, Result, DEFAULT_KEY_PREFIX, DEFAULT_MAX_SESSION_BYTES, MAX_ID_LEN, MAX_NAMESPACE_LEN,
 };
 
 /// Bytes charged per entry on top of its key (prefix included) and envelope

@@ -2,22 +2,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashTable;
-use session_core::{decode_header, Bytes, CodecId, Error, Meta, Record, HEADER_LEN};
-
-/// Milliseconds since the Unix epoch: `session_core::now_ms`, inlined and
-/// without its 128-bit arithmetic (it runs on every operation). Same clock,
-/// same truncation.
-#[inline]
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
-        d.as_secs()
-            .saturating_mul(1000)
-            .saturating_add(u64::from(d.subsec_millis()))
-    })
-}
+use session_core::backend::{decode_header, CodecId, Record, HEADER_LEN};
+use session_core::{Bytes, Error, Meta, Version};
 
 /// `Meta::deadline`, inlined: `expires_at` capped at `max_expires_at` unless that is `0`.
 #[inline]
@@ -177,13 +165,15 @@ fn undelta(from: u64, z: u64) -> u64 {
     from.wrapping_add(d as u64)
 }
 
-/// Metadata in 10–20 bytes instead of 40: flags (bit 0: `max_expires_at` set), then varints of
-/// the version, `created_at`, and the other times as differences (`updated_at` − `created_at`,
+/// Metadata in 17–28 bytes instead of 40: flags (bit 0: `max_expires_at` set), the version's 8
+/// bytes, then varints of `created_at` and the other times as differences (`updated_at` − `created_at`,
 /// `expires_at` − `updated_at`, `max_expires_at` − `created_at`). Exact for every value.
 fn encode_meta(meta: &Meta, buf: &mut [u8; MAX_META_LEN]) -> usize {
     let mut at = 1;
     buf[0] = u8::from(meta.max_expires_at != 0);
-    put_varint(buf, &mut at, meta.version);
+    // A version is a random token: 8 fixed bytes beat a 10-byte varint.
+    buf[at..at + 8].copy_from_slice(&meta.version.as_u64().to_le_bytes());
+    at += 8;
     put_varint(buf, &mut at, meta.created_at);
     put_varint(buf, &mut at, delta(meta.created_at, meta.updated_at));
     put_varint(buf, &mut at, delta(meta.updated_at, meta.expires_at));
@@ -196,7 +186,8 @@ fn encode_meta(meta: &Meta, buf: &mut [u8; MAX_META_LEN]) -> usize {
 fn decode_meta(buf: &[u8]) -> Option<Meta> {
     let flags = *buf.first()?;
     let mut at = 1;
-    let version = get_varint(buf, &mut at)?;
+    let version = Version::from_u64(u64::from_le_bytes(buf.get(at..at + 8)?.try_into().ok()?));
+    at += 8;
     let created_at = get_varint(buf, &mut at)?;
     let updated_at = undelta(created_at, get_varint(buf, &mut at)?);
     let expires_at = undelta(updated_at, get_varint(buf, &mut at)?);
@@ -461,7 +452,7 @@ impl Entry {
     }
 
     /// The payload as `Bytes` sharing the entry's allocation (no copy).
-    fn payload_bytes(&self) -> Bytes {
+    pub(crate) fn payload_bytes(&self) -> Bytes {
         let (start, end) = (self.body_at(), self.body_end());
         if start >= end {
             return Bytes::new();
@@ -602,7 +593,7 @@ mod tests {
 
     fn meta(version: u64, created_at: u64, updated_at: u64, expires_at: u64, max_expires_at: u64) -> Meta {
         Meta {
-            version,
+            version: Version::from_u64(version),
             created_at,
             updated_at,
             expires_at,
@@ -628,7 +619,7 @@ mod tests {
         let mut buf = [0u8; MAX_META_LEN];
         let typical = encode_meta(&meta(1, now, now, now + 3_600_000, 0), &mut buf);
         assert!(
-            typical <= 13,
+            typical <= 21,
             "a typical session's metadata takes {typical} bytes"
         );
     }

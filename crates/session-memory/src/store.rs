@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
+use session_core::backend::{cap_deadline, check_size, stamp, Record};
 use session_core::{
-    async_trait, cap_deadline, check_size, next_meta, Error, Health, HealthStatus, KeyPrefix, Meta,
-    Namespace, Record, Result, SessionId, SessionKey, SessionStore, StoreStats, MAX_ID_LEN,
-    MAX_NAMESPACE_LEN,
+    async_trait, Clock, Error, Health, HealthStatus, KeyPrefix, Meta, Namespace, Result, SessionId,
+    SessionKey, SessionStore, StoreStats, Version, MAX_ID_LEN, MAX_NAMESPACE_LEN,
 };
 
 use crate::config::{AtCapacity, MemoryConfig};
-use crate::shard::{charge, deadline, now_ms, sample_soonest, Entry, Shard, State, Value};
+use crate::shard::{charge, deadline, sample_soonest, Entry, Shard, State, Value};
 
 /// The backend name reported by [`SessionStore::backend`].
 const BACKEND: &str = "memory";
@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     hasher: RandomState,
     prefix: KeyPrefix,
     config: MemoryConfig,
+    /// The clock expiry is judged by.
+    pub(crate) clock: Clock,
     usage: Usage,
     evicted: AtomicU64,
     rejected: AtomicU64,
@@ -98,6 +100,15 @@ impl MemoryStore {
     /// # Errors
     /// [`Error::Config`] naming the bad key, e.g. `memory.max_entries`.
     pub fn new(config: MemoryConfig) -> Result<Self> {
+        MemoryStore::with_clock(config, Clock::system())
+    }
+
+    /// As [`new`](Self::new), judging expiry by `clock` instead of the system
+    /// clock (tests of skew and expiry without sleeping).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_clock(config: MemoryConfig, clock: Clock) -> Result<Self> {
         config.validate()?;
         let prefix = config.parsed_prefix()?;
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
@@ -113,6 +124,7 @@ impl MemoryStore {
             hasher,
             prefix,
             config,
+            clock,
             usage: Usage {
                 entries: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
@@ -159,7 +171,7 @@ impl MemoryStore {
     /// were removed. The background sweeper does the same periodically; call
     /// this for a store built outside a runtime.
     pub fn sweep_now(&self) -> u64 {
-        let now = now_ms();
+        let now = self.inner.clock.now_ms();
         (0..self.inner.shards.len())
             .map(|i| self.inner.sweep_shard(i, now))
             .sum()
@@ -184,6 +196,27 @@ impl MemoryStore {
     #[cfg(test)]
     pub(crate) fn inner_for_tests(&self) -> Arc<Inner> {
         Arc::clone(&self.inner)
+    }
+
+    /// The clock expiry is judged by.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// The bytes stored under `key` as an envelope (or as planted), if live, for `RawAccess`.
+    #[cfg(feature = "testing")]
+    pub(crate) fn raw_bytes(&self, key: &SessionKey) -> Option<session_core::Bytes> {
+        let (namespace, id) = (key.ns(), key.id.as_str());
+        let hash = self.inner.hash(namespace, id);
+        let table = self.inner.shards[self.inner.shard_of(hash)].read();
+        let entry = table.find(hash, |e| e.is(namespace, id))?;
+        if entry.deadline() <= self.inner.clock.now_ms() {
+            return None;
+        }
+        Some(match entry.to_record(namespace) {
+            Ok(record) => record.encode(),
+            Err(_) => entry.payload_bytes(),
+        })
     }
 
     /// Stores `value` under `key` as given, for `RawAccess`.
@@ -521,7 +554,7 @@ impl Inner {
         let hash = self.hash(namespace, id);
         let si = self.shard_of(hash);
         let shard = &self.shards[si];
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let prefix_len = self.prefix_len();
         for _ in 0..MAX_ROUNDS {
             let mut table = shard.write();
@@ -609,7 +642,7 @@ impl Inner {
         let (namespace, id) = (key.ns(), key.id.as_str());
         let hash = self.hash(namespace, id);
         let shard = &self.shards[self.shard_of(hash)];
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let table = shard.read();
         let Some(entry) = table.find(hash, |e| e.is(namespace, id)) else {
             return Ok(None);
@@ -645,7 +678,7 @@ impl Inner {
     fn delete(&self, key: &SessionKey) -> Result<bool> {
         let (namespace, id) = (key.ns(), key.id.as_str());
         let hash = self.hash(namespace, id);
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut table = self.shards[self.shard_of(hash)].write();
         let Some(i) = table.find_bucket_index(hash, |e| e.is(namespace, id)) else {
             return Ok(false);
@@ -665,7 +698,7 @@ impl Inner {
 
     fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
         let namespace = key.ns();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let prefix_len = self.prefix_len();
 
         // 1. Take the session out of its old key, atomically. Its room stays
@@ -710,6 +743,14 @@ impl Inner {
                     Some(State::Expired) => {
                         self.remove_at(&mut table, i, Removal::Expired);
                         false
+                    }
+                    // The new id holds this very write (an interrupted move being retried):
+                    // the move is complete once the old id is gone, as it now is.
+                    Some(State::Live(there)) if there.version == meta.version => {
+                        self.release(1, old_charge);
+                        drop(table);
+                        drop(moved);
+                        return Ok(there);
                     }
                     Some(_) => true,
                     None => false,
@@ -768,7 +809,7 @@ impl Inner {
 
     fn count(&self, namespace: &Namespace) -> u64 {
         let namespace = namespace.as_str();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut n = 0u64;
         for shard in self.shards.iter() {
             let table = shard.read();
@@ -800,14 +841,8 @@ impl Inner {
 fn save_decision<'r>(
     record: &'r Record,
 ) -> impl FnMut(State, Option<&Entry>) -> Result<Outcome<'r, Meta>> + 'r {
-    move |state, _| {
-        let old = match state {
-            State::Live(meta) => Some(meta),
-            _ => None,
-        };
-        let meta = next_meta(old.as_ref(), record);
-        Ok(Outcome::Write(Value::record(meta, record), meta))
-    }
+    let meta = stamp(record);
+    move |_, _| Ok(Outcome::Write(Value::record(meta, record), meta))
 }
 
 #[async_trait]
@@ -832,7 +867,7 @@ impl SessionStore for MemoryStore {
                 namespace: key.ns().to_owned(),
             }),
             State::Absent | State::Expired => {
-                let meta = next_meta(None, record);
+                let meta = stamp(record);
                 Ok(Outcome::Write(Value::record(meta, record), meta))
             }
         })
@@ -841,8 +876,8 @@ impl SessionStore for MemoryStore {
     async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
         check_size(key, record, self.inner.config.max_session_bytes)?;
         self.inner.apply(key, |state, _| match state {
-            State::Live(old) => {
-                let meta = next_meta(Some(&old), record);
+            State::Live(_) => {
+                let meta = stamp(record);
                 Ok(Outcome::Write(Value::record(meta, record), meta))
             }
             State::Corrupt(e) => Err(e),
@@ -850,11 +885,11 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    async fn save_if(&self, key: &SessionKey, expected_version: u64, record: &Record) -> Result<Meta> {
+    async fn save_if(&self, key: &SessionKey, expected_version: Version, record: &Record) -> Result<Meta> {
         check_size(key, record, self.inner.config.max_session_bytes)?;
         self.inner.apply(key, |state, _| match state {
             State::Live(old) if old.version == expected_version => {
-                let meta = next_meta(Some(&old), record);
+                let meta = stamp(record);
                 Ok(Outcome::Write(Value::record(meta, record), meta))
             }
             State::Live(old) => Err(Error::Conflict {

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
-use crate::shard::now_ms;
 use crate::store::Inner;
 
 /// Runs until the store is gone: every `period`, sweeps each shard in turn
@@ -24,7 +23,7 @@ pub(crate) async fn run(inner: Weak<Inner>, period: Duration) {
         };
         for i in 0..shards {
             let removed = match inner.upgrade() {
-                Some(inner) => inner.sweep_shard(i, now_ms()),
+                Some(inner) => inner.sweep_shard(i, inner.clock.now_ms()),
                 None => return,
             };
             if removed > 0 {

@@ -10,7 +10,8 @@ use fred::types::config::{
     TcpConfig, TlsConfig, TlsConnector, TlsHostMapping, UnresponsiveConfig,
 };
 use serde::Deserialize;
-use session_core::{Error, KeyPrefix, Result, DEFAULT_KEY_PREFIX, DEFAULT_MAX_SESSION_BYTES, HEADER_LEN};
+use session_core::backend::HEADER_LEN;
+use session_core::{Error, KeyPrefix, Result, DEFAULT_KEY_PREFIX, DEFAULT_MAX_SESSION_BYTES};
 
 /// Default `redis.url`.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";

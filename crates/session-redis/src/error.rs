@@ -11,7 +11,6 @@ use crate::BACKEND;
 /// Reply prefixes of Redis errors that go away by themselves: a failover, a restart, a replica
 /// that is not yet in sync, a busy script. The store reports them as [`Error::Unavailable`].
 const TEMPORARY_PREFIXES: &[&str] = &[
-    "READONLY",
     "LOADING",
     "CLUSTERDOWN",
     "MASTERDOWN",
@@ -20,8 +19,28 @@ const TEMPORARY_PREFIXES: &[&str] = &[
     "BUSY",
     "MOVED",
     "ASK",
-    "OOM",
-    "MISCONF",
+];
+
+/// Reply codes of a server that answers but refuses the operation: not an outage (reads still
+/// work), so never a reason to fail over; reported as [`Error::Refused`] with what to do.
+const REFUSALS: &[(&str, &str)] = &[
+    (
+        "OOM",
+        "Redis is at maxmemory and refuses writes; raise maxmemory, set an eviction policy or free memory",
+    ),
+    (
+        "MISCONF",
+        "Redis cannot persist (an RDB or AOF write failed) and refuses writes; check its disk and logs",
+    ),
+    (
+        "READONLY",
+        "this Redis node is a read-only replica (a failover in progress, or redis.url names a replica)",
+    ),
+    (
+        "NOPERM",
+        "the ACL user may not run this command or touch this key; grant it the key pattern and GET SET DEL \
+         GETRANGE STRLEN PEXPIREAT SETRANGE EXISTS EVALSHA EVAL SCAN INFO PING CLIENT|ID CLIENT|KILL",
+    ),
 ];
 
 /// Errors fred reports about its own connection state (a connection that went away between the
@@ -74,8 +93,22 @@ fn backend(message: String, e: FredError) -> Error {
 
 /// Maps an error of a command. `namespace` is the session's namespace when the command
 /// touched one key (a `WRONGTYPE` there is data that is not a session: [`Error::Corrupt`]).
-pub(crate) fn map_command_error(e: FredError, namespace: Option<&str>, timeout: Duration) -> Error {
+pub(crate) fn map_command_error(
+    e: FredError,
+    op: &'static str,
+    namespace: Option<&str>,
+    timeout: Duration,
+) -> Error {
     let code = reply_code(e.details());
+    if let Some((code, advice)) = REFUSALS.iter().find(|(c, _)| *c == code) {
+        return Error::Refused {
+            backend: BACKEND,
+            op,
+            code,
+            message: (*advice).to_owned(),
+            source: Some(Box::new(e)),
+        };
+    }
     if TEMPORARY_PREFIXES.contains(&code) {
         let message = format!("Redis answered {}; retry or fail over", clip(e.details()));
         return unavailable(message, e);
@@ -90,15 +123,6 @@ pub(crate) fn map_command_error(e: FredError, namespace: Option<&str>, timeout: 
                 Some(ns) => Error::corrupt(ns, "the key holds a Redis type other than a string"),
                 None => backend(format!("Redis answered {}", clip(e.details())), e),
             }
-        }
-        "NOPERM" => {
-            let message = format!(
-                "Redis refused the command for this user ({}); grant the ACL user the key pattern \
-                 and the commands GET SET DEL GETRANGE SETRANGE STRLEN PEXPIREAT EVALSHA EVAL SCAN INFO PING \
-                 (see the session-redis README)",
-                clip(e.details())
-            );
-            return backend(message, e);
         }
         "NOAUTH" | "WRONGPASS" => {
             let message = format!(
@@ -243,7 +267,7 @@ pub(crate) fn map_connect_error(e: FredError, tls: bool, connect_timeout: Durati
             ),
             e,
         ),
-        _ => match map_command_error(e, None, connect_timeout) {
+        _ => match map_command_error(e, "connect", None, connect_timeout) {
             Error::Unavailable { message, source, .. } => Error::Unavailable {
                 backend: BACKEND,
                 message: format!("cannot connect: {message}"),
@@ -267,26 +291,73 @@ mod tests {
     #[test]
     fn transient_replies_are_temporary() {
         for d in [
-            "READONLY You can't write against a read only replica.",
             "LOADING Redis is loading the dataset in memory",
             "CLUSTERDOWN The cluster is down",
             "MASTERDOWN Link with MASTER is down",
             "NOREPLICAS Not enough good replicas to write.",
             "TRYAGAIN Multiple keys request during rehashing of slot",
         ] {
-            let e = map_command_error(fe(FredKind::Unknown, d), Some("task"), Duration::from_millis(250));
+            let e = map_command_error(
+                fe(FredKind::Unknown, d),
+                "save",
+                Some("task"),
+                Duration::from_millis(250),
+            );
             assert!(e.is_temporary(), "{d}: {e}");
         }
         let t = map_command_error(
             fe(FredKind::Timeout, "Request timed out."),
+            "save",
             None,
             Duration::from_millis(250),
         );
         assert!(matches!(t, Error::Timeout { .. }));
-        let c = map_command_error(fe(FredKind::Canceled, "closed"), None, Duration::from_millis(250));
+        let c = map_command_error(
+            fe(FredKind::Canceled, "closed"),
+            "save",
+            None,
+            Duration::from_millis(250),
+        );
         assert!(matches!(c, Error::Unavailable { .. }));
-        let io = map_command_error(fe(FredKind::IO, "Broken pipe"), None, Duration::from_millis(250));
+        let io = map_command_error(
+            fe(FredKind::IO, "Broken pipe"),
+            "save",
+            None,
+            Duration::from_millis(250),
+        );
         assert!(io.is_temporary());
+    }
+
+    #[test]
+    fn refusals_are_typed_and_not_temporary() {
+        for (d, code) in [
+            ("OOM command not allowed when used memory > 'maxmemory'.", "OOM"),
+            (
+                "MISCONF Redis is configured to save RDB snapshots, but it's unable to persist",
+                "MISCONF",
+            ),
+            (
+                "READONLY You can't write against a read only replica.",
+                "READONLY",
+            ),
+            (
+                "NOPERM this user has no permissions to run the 'set' command",
+                "NOPERM",
+            ),
+        ] {
+            let e = map_command_error(
+                fe(FredKind::Unknown, d),
+                "save",
+                Some("task"),
+                Duration::from_millis(250),
+            );
+            assert!(!e.is_temporary(), "{d}: {e}");
+            match &e {
+                Error::Refused { code: c, op, .. } => assert_eq!((*c, *op), (code, "save")),
+                other => panic!("{d}: expected Refused, got {other}"),
+            }
+            assert!(std::error::Error::source(&e).is_some(), "source kept");
+        }
     }
 
     #[test]
@@ -296,6 +367,7 @@ mod tests {
                 FredKind::InvalidArgument,
                 "WRONGTYPE Operation against a key holding the wrong kind of value",
             ),
+            "load",
             Some("task"),
             Duration::from_millis(250),
         );
@@ -308,7 +380,12 @@ mod tests {
             "WRONGPASS invalid username-password pair or user is disabled.",
             "ERR something else",
         ] {
-            let e = map_command_error(fe(FredKind::Unknown, d), Some("task"), Duration::from_millis(250));
+            let e = map_command_error(
+                fe(FredKind::Unknown, d),
+                "save",
+                Some("task"),
+                Duration::from_millis(250),
+            );
             assert!(!e.is_temporary(), "{d}: {e}");
             assert!(std::error::Error::source(&e).is_some(), "source kept");
         }

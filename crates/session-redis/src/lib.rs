@@ -3,6 +3,9 @@
 
 mod config;
 mod error;
+mod fence;
+mod ops;
+mod replies;
 mod scripts;
 mod store;
 

@@ -20,9 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use session_core::{
-    now_ms, CodecId, Error, ErrorKind, Namespace, Record, SessionId, SessionKey, SessionStore,
-};
+use session_core::backend::{now_ms, CodecId, Record};
+use session_core::{Error, ErrorKind, Namespace, SessionId, SessionKey, SessionStore};
 use session_redis::{RedisConfig, RedisStore};
 use testkit_redis::{
     faults_enabled, find_free_port, Cluster, RedisServer, Sentinel, ServerOptions, Standalone,

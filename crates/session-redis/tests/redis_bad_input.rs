@@ -16,9 +16,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{config_for, RawRedis};
-use session_core::{
-    now_ms, Bytes, CodecId, Error, Namespace, Record, SessionId, SessionKey, SessionStore, FORMAT_VERSION,
-};
+use session_core::backend::{now_ms, CodecId, Record, FORMAT_VERSION};
+use session_core::{Bytes, Error, Namespace, SessionId, SessionKey, SessionStore, Version};
 use session_redis::fred::interfaces::ClientLike;
 use session_redis::fred::types::{CustomCommand, Value};
 use session_redis::{RedisConfig, RedisStore};
@@ -70,7 +69,7 @@ fn assert_corrupt<T: std::fmt::Debug>(r: session_core::Result<T>, what: &str, ke
 }
 
 /// Values planted by another program: every store operation reports `Corrupt` (or replaces the
-/// value, for `save`), leaves the planted bytes and their TTL alone, and the store keeps serving.
+/// value, for the plain writes `save` and `update`), leaves the planted bytes and their TTL alone, and the store keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_values_are_corrupt_and_left_alone() {
     let Some((store, raw, config)) = open().await else {
@@ -99,8 +98,12 @@ async fn foreign_values_are_corrupt_and_left_alone() {
         assert_corrupt(many.into_iter().next().unwrap(), what, &key);
         if !bytes.is_empty() {
             // An empty string is indistinguishable from a missing key for the header check.
-            assert_corrupt(store.update(&key, &rec(b"u")).await, what, &key);
-            assert_corrupt(store.save_if(&key, 1, &rec(b"c")).await, what, &key);
+            // (`update` is a plain `SET XX`: like `save`, it replaces whatever the key holds.)
+            assert_corrupt(
+                store.save_if(&key, Version::generate(), &rec(b"c")).await,
+                what,
+                &key,
+            );
             assert_corrupt(store.touch(&key, now_ms() + HOUR_MS).await, what, &key);
             assert_corrupt(
                 store.rotate(&key, &SessionId::generate().unwrap()).await,
@@ -117,7 +120,11 @@ async fn foreign_values_are_corrupt_and_left_alone() {
         assert_eq!(&store.load(&ok).await.unwrap().unwrap().payload[..], b"fine");
         // A plain save replaces the foreign value; delete removes it.
         let m = store.save(&key, &rec(b"fresh")).await.unwrap();
-        assert_eq!(m.version, 1, "{what}");
+        assert_eq!(
+            store.load(&key).await.unwrap().unwrap().meta.version,
+            m.version,
+            "{what}"
+        );
         assert_eq!(&store.load(&key).await.unwrap().unwrap().payload[..], b"fresh");
         assert!(store.delete(&key).await.unwrap());
     }
@@ -166,9 +173,15 @@ async fn other_redis_type_is_corrupt() {
         .await
         .unwrap();
     assert_corrupt(store.load(&key).await, "hash: load", &key);
-    assert_corrupt(store.update(&key, &rec(b"u")).await, "hash: update", &key);
-    assert_corrupt(store.save(&key, &rec(b"s")).await, "hash: save", &key);
     assert_corrupt(store.touch(&key, now_ms() + HOUR_MS).await, "hash: touch", &key);
+    assert_corrupt(
+        store.save_if(&key, Version::generate(), &rec(b"c")).await,
+        "hash: save_if",
+        &key,
+    );
+    // Plain writes are one native SET: like any SET, they replace a key of another type.
+    store.update(&key, &rec(b"u")).await.unwrap();
+    assert_eq!(&store.load(&key).await.unwrap().unwrap().payload[..], b"u");
     assert!(store.delete(&key).await.unwrap());
     assert!(store.load(&key).await.unwrap().is_none());
 }

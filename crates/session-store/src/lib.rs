@@ -28,7 +28,9 @@
 //! let settings = Settings::load(Some("config/sessions.toml".as_ref()))?;
 //! let built = session_store::build(&settings).await?;
 //! let tasks = built.sessions::<TaskSession>("task")?;
-//! let (id, _meta) = tasks.create(&TaskSession { task_id: "t1".into(), state: "new".into() }).await?;
+//! let mut task = tasks.create(TaskSession { task_id: "t1".into(), state: "new".into() }).await?;
+//! task.value.state = "running".into();
+//! tasks.save_if(&mut task).await?; // compare-and-set on the version just stored
 //! # Ok(()) }
 //! ```
 //!

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use session_store::instrument::Instrumented;
 use session_store::memory::MemoryStore;
-use session_store::{Error, Namespace, SessionId, SessionStore, Sessions, Settings};
+use session_store::{Error, Namespace, Session, SessionId, SessionStore, Sessions, Settings};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Cart {
@@ -77,16 +77,17 @@ fn counters_for_a_known_sequence() {
                 Settings::from_toml("backend = \"memory\"\n[metrics]\nrefresh_secs = 0\n").unwrap();
             let built = session_store::build(&settings).await.unwrap();
             let carts: Sessions<Cart> = built.sessions("cart").unwrap();
-            let mut ids = Vec::new();
+            let mut sessions = Vec::new();
             for i in 0..3 {
-                let (id, _) = carts
-                    .create(&Cart {
+                let session = carts
+                    .create(Cart {
                         items: vec![format!("item{i}")],
                     })
                     .await
                     .unwrap();
-                ids.push(id);
+                sessions.push(session);
             }
+            let ids: Vec<SessionId> = sessions.iter().map(|s| s.id.clone()).collect();
             assert!(carts.load(&ids[0]).await.unwrap().is_some());
             assert!(carts.load(&ids[1]).await.unwrap().is_some());
             assert!(carts
@@ -95,7 +96,8 @@ fn counters_for_a_known_sequence() {
                 .unwrap()
                 .is_none());
             assert!(carts.delete(&ids[2]).await.unwrap());
-            let e = carts.update(&ids[2], &Cart { items: vec![] }).await.unwrap_err();
+            sessions[2].value.items.clear();
+            let e = carts.update(&mut sessions[2]).await.unwrap_err();
             assert!(matches!(e, Error::NotFound { .. }));
             let got = carts.load_many(&[ids[0].clone(), ids[2].clone()]).await.unwrap();
             assert_eq!(got.len(), 2);
@@ -196,30 +198,31 @@ fn trace_output_holds_no_session_id() {
         runtime().block_on(async {
             let store: Arc<dyn SessionStore> = Arc::new(Instrumented::new(MemoryStore::new_default()));
             let carts: Sessions<Cart> = Sessions::new(store, Namespace::new("cart").unwrap());
-            let (id, meta) = carts
-                .create(&Cart {
+            let mut session = carts
+                .create(Cart {
                     items: vec!["a".into()],
                 })
                 .await
                 .unwrap();
+            let id = session.id.clone();
             ids.push(id.clone());
             carts.load(&id).await.unwrap();
-            carts
-                .save_if(&id, meta.version, &Cart { items: vec![] })
-                .await
-                .unwrap();
-            let _ = carts.save_if(&id, meta.version, &Cart { items: vec![] }).await;
+            let mut stale = session.clone();
+            session.value.items.clear();
+            carts.save_if(&mut session).await.unwrap();
+            let _ = carts.save_if(&mut stale).await;
             let new_id = carts.rotate(&id).await.unwrap();
             ids.push(new_id.clone());
             let chosen = SessionId::parse("caller-chosen-id-0123456789").unwrap();
             carts
-                .create_with_id(&chosen, &Cart { items: vec![] })
+                .create_with_id(&chosen, Cart { items: vec![] })
                 .await
                 .unwrap();
-            let _ = carts.create_with_id(&chosen, &Cart { items: vec![] }).await;
+            let _ = carts.create_with_id(&chosen, Cart { items: vec![] }).await;
             ids.push(chosen);
             carts.delete(&new_id).await.unwrap();
-            let _ = carts.update(&new_id, &Cart { items: vec![] }).await;
+            let mut gone = Session::new(new_id.clone(), Cart { items: vec![] });
+            let _ = carts.update(&mut gone).await;
         });
     });
     let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
@@ -256,24 +259,26 @@ fn fallback_counters_for_a_failover() {
                 .unwrap();
             let store: Arc<dyn SessionStore> = Arc::new(Instrumented::new(fallback));
             let carts: Sessions<Cart> = Sessions::new(store, Namespace::new("cart").unwrap());
-            let (healthy, _) = carts.create(&Cart { items: vec![] }).await.unwrap();
+            let healthy = carts.create(Cart { items: vec![] }).await.unwrap().id;
             assert!(carts.load(&healthy).await.unwrap().is_some());
             primary.set_mode(FaultMode::Fail);
             // The failing call itself is served by the secondary: one failover.
-            let (a, _) = carts
-                .create(&Cart {
+            let a = carts
+                .create(Cart {
                     items: vec!["a".into()],
                 })
                 .await
-                .unwrap();
+                .unwrap()
+                .id;
             // The circuit is open: three calls straight to the secondary.
             assert!(carts.load(&a).await.unwrap().is_some());
-            let (b, _) = carts
-                .create(&Cart {
+            let b = carts
+                .create(Cart {
                     items: vec!["b".into()],
                 })
                 .await
-                .unwrap();
+                .unwrap()
+                .id;
             assert!(carts.delete(&b).await.unwrap());
         });
     });

@@ -136,9 +136,9 @@ async fn build_memory_and_use_it() {
     let built = session_store::build(&s).await.unwrap();
     assert_eq!(built.backend, Backend::Memory);
     let carts = built.sessions::<Vec<String>>("cart").unwrap();
-    let (id, _) = carts.create(&vec!["x".into()]).await.unwrap();
+    let created = carts.create(vec!["x".into()]).await.unwrap();
     assert_eq!(
-        carts.load(&id).await.unwrap().unwrap().value,
+        carts.load(&created.id).await.unwrap().unwrap().value,
         vec!["x".to_string()]
     );
 }

@@ -24,7 +24,7 @@ const CERT_DAYS: &str = "30";
 /// certificates made at run time by the `openssl` CLI, and ACLs:
 ///
 /// - `user default off …`: an unauthenticated client gets `NOAUTH`;
-/// - `user app on >PASSWORD ~* &* +@all -@dangerous +info +role`: every key,
+/// - `user app on >PASSWORD ~* &* +@all -@dangerous +info +role +client|kill`: every key,
 ///   every command a session store needs (GET, SET, GETDEL, PEXPIREAT, PTTL,
 ///   EXISTS, EVAL, EVALSHA, SCRIPT, SCAN, INFO, MEMORY, PING, …) and none of
 ///   KEYS, FLUSHALL, FLUSHDB, CONFIG or DEBUG, as on managed Redis.
@@ -90,7 +90,7 @@ impl Tls {
                 .auth(Self::USER, password.clone())
                 .config_line("user default off resetpass resetkeys resetchannels -@all")
                 .config_line(format!(
-                    "user {} on >{password} ~* &* +@all -@dangerous +info +role",
+                    "user {} on >{password} ~* &* +@all -@dangerous +info +role +client|kill",
                     Self::USER
                 )),
         )?;

@@ -17,7 +17,8 @@ use crate::expiry::{now_ms, ExpiryPolicy};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
 use crate::store::{HealthStatus, SessionStore, DEFAULT_MAX_SESSION_BYTES};
-use crate::typed::Sessions;
+use crate::typed::{Session, Sessions};
+use crate::version::Version;
 
 /// The session type the suite stores: shaped like the demo's task session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,15 +83,15 @@ async fn payload_of(store: &Arc<dyn SessionStore>, key: &SessionKey) -> Option<B
 async fn round_trip(h: &dyn Harness, codec: CodecKind) {
     let t = open(h).await;
     let s = typed(&t.store, codec);
-    let (id, meta) = s.create(&TestSession::sample(1)).await.unwrap();
-    assert_eq!(meta.version, 1);
-    let got = s.load(&id).await.unwrap().expect("created session loads");
+    let created = s.create(TestSession::sample(1)).await.unwrap();
+    assert!(!created.meta.version.is_none());
+    let got = s.load(&created.id).await.unwrap().expect("created session loads");
     assert_eq!(got.value, TestSession::sample(1));
-    assert_eq!(got.meta.version, 1);
-    assert_eq!(got.id, id);
+    assert_eq!(got.meta, created.meta);
+    assert_eq!(got.id, created.id);
     let raw = t
         .store
-        .load(&SessionKey::new(ns("task"), id))
+        .load(&SessionKey::new(ns("task"), created.id))
         .await
         .unwrap()
         .unwrap();
@@ -142,12 +143,12 @@ pub async fn load_missing_is_none(h: &dyn Harness) {
     assert!(s.load(&SessionId::generate().unwrap()).await.unwrap().is_none());
 }
 
-/// `save` of an absent key creates it with version 1.
+/// `save` of an absent key creates it, with a fresh version.
 pub async fn save_creates_when_absent(h: &dyn Harness) {
     let t = open(h).await;
     let key = new_key("task");
     let meta = t.store.save(&key, &rec(b"a", HOUR_MS)).await.unwrap();
-    assert_eq!(meta.version, 1);
+    assert!(!meta.version.is_none());
     assert_eq!(
         payload_of(&t.store, &key).await.unwrap(),
         Bytes::from_static(b"a")
@@ -166,53 +167,112 @@ pub async fn save_overwrites(h: &dyn Harness) {
     );
 }
 
-/// Every kind of write bumps the version by one.
-pub async fn every_write_bumps_the_version(h: &dyn Harness) {
+/// Every kind of write stores a version no earlier write of the key had.
+pub async fn every_write_stores_a_new_version(h: &dyn Harness) {
     let t = open(h).await;
     let key = new_key("task");
-    assert_eq!(
-        t.store.create(&key, &rec(b"1", HOUR_MS)).await.unwrap().version,
-        1
-    );
-    assert_eq!(t.store.save(&key, &rec(b"2", HOUR_MS)).await.unwrap().version, 2);
-    assert_eq!(
-        t.store.update(&key, &rec(b"3", HOUR_MS)).await.unwrap().version,
-        3
-    );
-    assert_eq!(
-        t.store
-            .save_if(&key, 3, &rec(b"4", HOUR_MS))
-            .await
-            .unwrap()
-            .version,
-        4
-    );
-    assert_eq!(
-        t.store
-            .save_many(&[(key.clone(), rec(b"5", HOUR_MS))])
-            .await
-            .unwrap()[0]
-            .version,
-        5
-    );
-    assert_eq!(t.store.load(&key).await.unwrap().unwrap().meta.version, 5);
+    let mut seen = std::collections::HashSet::new();
+    let v1 = t.store.create(&key, &rec(b"1", HOUR_MS)).await.unwrap().version;
+    let v2 = t.store.save(&key, &rec(b"2", HOUR_MS)).await.unwrap().version;
+    let v3 = t.store.update(&key, &rec(b"3", HOUR_MS)).await.unwrap().version;
+    let v4 = t
+        .store
+        .save_if(&key, v3, &rec(b"4", HOUR_MS))
+        .await
+        .unwrap()
+        .version;
+    let v5 = t
+        .store
+        .save_many(&[(key.clone(), rec(b"5", HOUR_MS))])
+        .await
+        .unwrap()[0]
+        .version;
+    for v in [v1, v2, v3, v4, v5] {
+        assert!(!v.is_none());
+        assert!(seen.insert(v), "version {v} was stored twice");
+    }
+    assert_eq!(t.store.load(&key).await.unwrap().unwrap().meta.version, v5);
 }
 
-/// The creation time of the first write is kept by every later write.
-pub async fn created_at_is_kept_across_writes(h: &dyn Harness) {
+/// An envelope written before versions were tokens (a counter, `created_at` kept by the store)
+/// still loads, and its counter works as the token for `save_if`: the upgrade logs no one out.
+pub async fn envelopes_from_before_tokens_still_work(h: &dyn Harness) {
+    let t = open(h).await;
+    let key = new_key("task");
+    let mut old = rec(b"from the previous release", HOUR_MS);
+    old.meta.version = Version::from_u64(3);
+    old.meta.created_at -= 60_000;
+    t.raw.put_raw(&key, old.encode(), HOUR_MS).await.unwrap();
+    let got = t.store.load(&key).await.unwrap().expect("an old envelope loads");
+    assert_eq!(got.meta.version, Version::from_u64(3));
+    assert_eq!(got.payload, old.payload);
+    let stale = t
+        .store
+        .save_if(&key, Version::from_u64(2), &rec(b"stale", HOUR_MS))
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, Error::Conflict { .. }), "{stale}");
+    let m = t
+        .store
+        .save_if(&key, Version::from_u64(3), &rec(b"next", HOUR_MS))
+        .await
+        .unwrap();
+    assert_ne!(m.version, Version::from_u64(3));
+    assert_eq!(
+        payload_of(&t.store, &key).await.unwrap(),
+        Bytes::from_static(b"next")
+    );
+}
+
+/// A record that names its version is stored with it: a wrapper store can
+/// copy a session between stores and its version stays valid for `save_if`.
+pub async fn a_records_own_version_is_kept(h: &dyn Harness) {
+    let t = open(h).await;
+    let key = new_key("task");
+    let mut r = rec(b"1", HOUR_MS);
+    r.meta.version = Version::generate();
+    assert_eq!(t.store.create(&key, &r).await.unwrap().version, r.meta.version);
+    assert_eq!(
+        t.store.load(&key).await.unwrap().unwrap().meta.version,
+        r.meta.version
+    );
+    let next = t
+        .store
+        .save_if(&key, r.meta.version, &rec(b"2", HOUR_MS))
+        .await
+        .unwrap();
+    assert_ne!(next.version, r.meta.version);
+}
+
+/// The store keeps the caller's `created_at` and `max_expires_at` as given;
+/// the typed handle carries them over from the session it loaded, so the
+/// creation time of the first write survives every later write.
+pub async fn created_at_is_carried_by_the_writer(h: &dyn Harness) {
     let t = open(h).await;
     let key = new_key("task");
     let mut first = rec(b"1", HOUR_MS);
     first.meta.created_at -= 10_000;
-    let created = t.store.create(&key, &first).await.unwrap().created_at;
+    let m = t.store.create(&key, &first).await.unwrap();
+    assert_eq!(m.created_at, first.meta.created_at);
     let later = rec(b"2", HOUR_MS);
     let m = t.store.save(&key, &later).await.unwrap();
-    assert_eq!(m.created_at, created);
-    assert_eq!(m.updated_at, later.meta.updated_at);
     assert_eq!(
-        t.store.load(&key).await.unwrap().unwrap().meta.created_at,
-        created
+        m.created_at, later.meta.created_at,
+        "the store stores what it is given"
     );
+    assert_eq!(m.updated_at, later.meta.updated_at);
+
+    let s = typed(&t.store, CodecKind::Json);
+    let mut session = s.create(TestSession::sample(1)).await.unwrap();
+    let created = session.meta.created_at;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    session.value.n = 2;
+    s.save(&mut session).await.unwrap();
+    s.update(&mut session).await.unwrap();
+    s.save_if(&mut session).await.unwrap();
+    let got = s.load(&session.id).await.unwrap().unwrap();
+    assert_eq!(got.meta.created_at, created);
+    assert!(got.meta.updated_at > created);
 }
 
 /// `delete` of a stored session returns true and removes it.
@@ -232,19 +292,20 @@ pub async fn delete_missing_is_false(h: &dyn Harness) {
 
 // ---------------------------------------------------------------- create / update
 
-/// `create` stores a new session with version 1.
-pub async fn create_sets_version_one(h: &dyn Harness) {
+/// `create` stores a new session with a fresh version when the record has none.
+pub async fn create_assigns_a_version(h: &dyn Harness) {
     let t = open(h).await;
     let key = new_key("task");
     let m = t.store.create(&key, &rec(b"x", HOUR_MS)).await.unwrap();
-    assert_eq!(m.version, 1);
+    assert!(!m.version.is_none());
+    assert_eq!(t.store.load(&key).await.unwrap().unwrap().meta.version, m.version);
 }
 
 /// `create` on an existing key fails with `AlreadyExists` and changes nothing.
 pub async fn create_on_existing_fails(h: &dyn Harness) {
     let t = open(h).await;
     let key = new_key("task");
-    t.store.create(&key, &rec(b"original", HOUR_MS)).await.unwrap();
+    let first = t.store.create(&key, &rec(b"original", HOUR_MS)).await.unwrap();
     let e = t
         .store
         .create(&key, &rec(b"intruder", HOUR_MS))
@@ -253,7 +314,7 @@ pub async fn create_on_existing_fails(h: &dyn Harness) {
     assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
     let got = t.store.load(&key).await.unwrap().unwrap();
     assert_eq!(got.payload, Bytes::from_static(b"original"));
-    assert_eq!(got.meta.version, 1);
+    assert_eq!(got.meta.version, first.version);
 }
 
 /// Of 16 concurrent `create`s of one key exactly one wins.
@@ -283,9 +344,9 @@ pub async fn concurrent_create_has_one_winner(h: &dyn Harness) {
 pub async fn update_existing_writes(h: &dyn Harness) {
     let t = open(h).await;
     let key = new_key("task");
-    t.store.create(&key, &rec(b"a", HOUR_MS)).await.unwrap();
+    let first = t.store.create(&key, &rec(b"a", HOUR_MS)).await.unwrap();
     let m = t.store.update(&key, &rec(b"b", HOUR_MS)).await.unwrap();
-    assert_eq!(m.version, 2);
+    assert_ne!(m.version, first.version);
     assert_eq!(
         payload_of(&t.store, &key).await.unwrap(),
         Bytes::from_static(b"b")
@@ -305,24 +366,29 @@ pub async fn update_missing_is_not_found(h: &dyn Harness) {
 pub async fn update_after_delete_leaves_nothing(h: &dyn Harness) {
     let t = open(h).await;
     let s = typed(&t.store, CodecKind::Json);
-    let (id, _) = s.create(&TestSession::sample(1)).await.unwrap();
-    assert!(s.delete(&id).await.unwrap());
-    let e = s.update(&id, &TestSession::sample(2)).await.unwrap_err();
+    let mut session = s.create(TestSession::sample(1)).await.unwrap();
+    assert!(s.delete(&session.id).await.unwrap());
+    session.value.n = 2;
+    let e = s.update(&mut session).await.unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
-    assert!(s.load(&id).await.unwrap().is_none());
+    assert!(s.load(&session.id).await.unwrap().is_none());
     assert_eq!(s.count().await.unwrap(), 0);
 }
 
 // ---------------------------------------------------------------- compare-and-set
 
-/// `save_if` with the stored version writes and bumps it.
+/// `save_if` with the stored version writes, under a new version.
 pub async fn save_if_matching_version_writes(h: &dyn Harness) {
     let t = open(h).await;
     let s = typed(&t.store, CodecKind::Json);
-    let (id, m) = s.create(&TestSession::sample(1)).await.unwrap();
-    let m2 = s.save_if(&id, m.version, &TestSession::sample(2)).await.unwrap();
-    assert_eq!(m2.version, m.version + 1);
-    assert_eq!(s.load(&id).await.unwrap().unwrap().value.n, 2);
+    let mut session = s.create(TestSession::sample(1)).await.unwrap();
+    let before = session.meta.version;
+    session.value.n = 2;
+    s.save_if(&mut session).await.unwrap();
+    assert_ne!(session.meta.version, before);
+    let got = s.load(&session.id).await.unwrap().unwrap();
+    assert_eq!(got.value.n, 2);
+    assert_eq!(got.meta.version, session.meta.version);
 }
 
 /// `save_if` with a stale version is `Conflict` with the stored version, and
@@ -330,27 +396,31 @@ pub async fn save_if_matching_version_writes(h: &dyn Harness) {
 pub async fn save_if_stale_version_conflicts(h: &dyn Harness) {
     let t = open(h).await;
     let s = typed(&t.store, CodecKind::Json);
-    let (id, m) = s.create(&TestSession::sample(1)).await.unwrap();
-    s.save(&id, &TestSession::sample(2)).await.unwrap();
-    let e = s
-        .save_if(&id, m.version, &TestSession::sample(3))
-        .await
-        .unwrap_err();
+    let mut session = s.create(TestSession::sample(1)).await.unwrap();
+    let mut stale = session.clone();
+    session.value.n = 2;
+    s.save(&mut session).await.unwrap();
+    stale.value.n = 3;
+    let e = s.save_if(&mut stale).await.unwrap_err();
     match e {
         Error::Conflict { expected, actual, .. } => {
-            assert_eq!(expected, 1);
-            assert_eq!(actual, 2);
+            assert_eq!(expected, stale.meta.version);
+            assert_eq!(actual, session.meta.version);
         }
         other => panic!("expected Conflict, got {other}"),
     }
-    assert_eq!(s.load(&id).await.unwrap().unwrap().value.n, 2);
+    assert_eq!(s.load(&session.id).await.unwrap().unwrap().value.n, 2);
 }
 
 /// `save_if` on a missing session is `NotFound` and writes nothing.
 pub async fn save_if_missing_is_not_found(h: &dyn Harness) {
     let t = open(h).await;
     let key = new_key("task");
-    let e = t.store.save_if(&key, 1, &rec(b"x", HOUR_MS)).await.unwrap_err();
+    let e = t
+        .store
+        .save_if(&key, Version::generate(), &rec(b"x", HOUR_MS))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
     assert!(t.store.load(&key).await.unwrap().is_none());
 }
@@ -376,7 +446,7 @@ pub async fn save_if_after_delete_is_not_found(h: &dyn Harness) {
 pub async fn concurrent_cas_increments_lose_nothing(h: &dyn Harness) {
     let t = open(h).await;
     let s = typed(&t.store, CodecKind::Json);
-    let (id, _) = s.create(&TestSession::sample(0)).await.unwrap();
+    let id = s.create(TestSession::sample(0)).await.unwrap().id;
     let mut tasks = Vec::new();
     for _ in 0..64 {
         let s = s.clone();
@@ -384,11 +454,10 @@ pub async fn concurrent_cas_increments_lose_nothing(h: &dyn Harness) {
         tasks.push(tokio::spawn(async move {
             let mut conflicts = 0u32;
             loop {
-                let cur = s.load(&id).await.unwrap().unwrap();
-                let mut next = cur.value.clone();
-                next.n += 1;
-                match s.save_if(&id, cur.meta.version, &next).await {
-                    Ok(_) => return conflicts,
+                let mut cur = s.load(&id).await.unwrap().unwrap();
+                cur.value.n += 1;
+                match s.save_if(&mut cur).await {
+                    Ok(()) => return cur.meta.version,
                     Err(Error::Conflict { .. }) => conflicts += 1,
                     Err(e) => panic!("unexpected error {e}"),
                 }
@@ -396,12 +465,55 @@ pub async fn concurrent_cas_increments_lose_nothing(h: &dyn Harness) {
             }
         }));
     }
+    let mut versions = std::collections::HashSet::new();
     for task in tasks {
-        task.await.unwrap();
+        assert!(
+            versions.insert(task.await.unwrap()),
+            "two writes stored one version"
+        );
     }
     let end = s.load(&id).await.unwrap().unwrap();
     assert_eq!(end.value.n, 64);
-    assert_eq!(end.meta.version, 65);
+    assert!(versions.contains(&end.meta.version));
+}
+
+/// Delete, then create the same id again: a version read from the first
+/// incarnation does not match the second (no ABA).
+pub async fn no_aba_after_delete_and_recreate(h: &dyn Harness) {
+    let t = open(h).await;
+    let s = typed(&t.store, CodecKind::Json);
+    let id = SessionId::generate().unwrap();
+    let first = s.create_with_id(&id, TestSession::sample(1)).await.unwrap();
+    assert!(s.delete(&id).await.unwrap());
+    let second = s.create_with_id(&id, TestSession::sample(2)).await.unwrap();
+    assert_ne!(first.meta.version, second.meta.version);
+    let mut stale = first;
+    stale.value.n = 99;
+    let e = s.save_if(&mut stale).await.unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    assert_eq!(s.load(&id).await.unwrap().unwrap().value.n, 2);
+}
+
+/// Two store instances on one backend never hand out the same version.
+pub async fn versions_from_two_stores_never_match(h: &dyn Harness) {
+    let a = open(h).await;
+    let b = open(h).await;
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..300u32 {
+        for t in [&a, &b] {
+            let key = new_key("task");
+            let m = t
+                .store
+                .create(&key, &rec(&i.to_be_bytes(), HOUR_MS))
+                .await
+                .unwrap();
+            let m2 = t.store.save(&key, &rec(b"again", HOUR_MS)).await.unwrap();
+            assert!(
+                seen.insert(m.version) && seen.insert(m2.version),
+                "a version repeated"
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------- rotate
@@ -410,7 +522,7 @@ pub async fn concurrent_cas_increments_lose_nothing(h: &dyn Harness) {
 pub async fn rotate_moves_the_session(h: &dyn Harness) {
     let t = open(h).await;
     let s = typed(&t.store, CodecKind::Json);
-    let (old, _) = s.create(&TestSession::sample(7)).await.unwrap();
+    let old = s.create(TestSession::sample(7)).await.unwrap().id;
     let before = t
         .store
         .load(&SessionKey::new(ns("task"), old.clone()))
@@ -423,6 +535,7 @@ pub async fn rotate_moves_the_session(h: &dyn Harness) {
     let after = s.load(&new).await.unwrap().unwrap();
     assert_eq!(after.value, TestSession::sample(7));
     assert_eq!(after.meta.created_at, before.meta.created_at);
+    assert_eq!(after.meta.version, before.meta.version);
     assert_eq!(after.meta.deadline(), before.meta.deadline());
     assert_eq!(s.count().await.unwrap(), 1);
 }
@@ -451,17 +564,50 @@ pub async fn rotate_onto_existing_id_fails_and_keeps_both(h: &dyn Harness) {
     assert_eq!(payload_of(&t.store, &b).await.unwrap(), Bytes::from_static(b"b"));
 }
 
-/// After `rotate`, a late `update` on the old id is `NotFound` and does not
-/// resurrect it.
+/// After `rotate`, late writes to the old id (`update`, `save_if` with the
+/// version read before) are `NotFound` and do not resurrect it.
 pub async fn update_of_rotated_id_is_not_found(h: &dyn Harness) {
     let t = open(h).await;
     let key = new_key("task");
-    t.store.create(&key, &rec(b"a", HOUR_MS)).await.unwrap();
+    let m = t.store.create(&key, &rec(b"a", HOUR_MS)).await.unwrap();
     let new_id = SessionId::generate().unwrap();
     t.store.rotate(&key, &new_id).await.unwrap();
     let e = t.store.update(&key, &rec(b"late", HOUR_MS)).await.unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    let e = t
+        .store
+        .save_if(&key, m.version, &rec(b"late", HOUR_MS))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
     assert!(t.store.load(&key).await.unwrap().is_none());
+    // Rotating the old id again: it is gone.
+    let e = t.store.rotate(&key, &new_id).await.unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    let moved = SessionKey::new(ns("task"), new_id);
+    assert_eq!(
+        payload_of(&t.store, &moved).await.unwrap(),
+        Bytes::from_static(b"a")
+    );
+}
+
+/// A move interrupted after the new id got its copy (as a timed-out rotate
+/// may leave it) is finished by calling `rotate` again with the same ids.
+pub async fn rotate_finishes_an_interrupted_move(h: &dyn Harness) {
+    let t = open(h).await;
+    let key = new_key("task");
+    let r = rec(b"moving", HOUR_MS);
+    t.store.create(&key, &r).await.unwrap();
+    let stored = t.store.load(&key).await.unwrap().unwrap();
+    let new_key_ = SessionKey::new(ns("task"), SessionId::generate().unwrap());
+    t.raw.put_raw(&new_key_, stored.encode(), HOUR_MS).await.unwrap();
+    let m = t.store.rotate(&key, &new_key_.id).await.unwrap();
+    assert_eq!(m.version, stored.meta.version);
+    assert!(t.store.load(&key).await.unwrap().is_none());
+    assert_eq!(
+        payload_of(&t.store, &new_key_).await.unwrap(),
+        Bytes::from_static(b"moving")
+    );
 }
 
 // ---------------------------------------------------------------- expiry
@@ -470,7 +616,7 @@ pub async fn update_of_rotated_id_is_not_found(h: &dyn Harness) {
 pub async fn absolute_expiry(h: &dyn Harness) {
     let t = open(h).await;
     let s = typed(&t.store, CodecKind::Json).with_policy(ExpiryPolicy::absolute(Duration::from_millis(600)));
-    let (id, _) = s.create(&TestSession::sample(1)).await.unwrap();
+    let id = s.create(TestSession::sample(1)).await.unwrap().id;
     assert!(s.load(&id).await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(s.load(&id).await.unwrap().is_none());
@@ -486,11 +632,12 @@ pub async fn absolute_expiry(h: &dyn Harness) {
 pub async fn save_resets_absolute_deadline(h: &dyn Harness) {
     let t = open(h).await;
     let s = typed(&t.store, CodecKind::Json).with_policy(ExpiryPolicy::absolute(Duration::from_millis(800)));
-    let (id, _) = s.create(&TestSession::sample(1)).await.unwrap();
+    let mut session = s.create(TestSession::sample(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    s.save(&id, &TestSession::sample(2)).await.unwrap();
+    session.value.n = 2;
+    s.save(&mut session).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(s.load(&id).await.unwrap().unwrap().value.n, 2);
+    assert_eq!(s.load(&session.id).await.unwrap().unwrap().value.n, 2);
 }
 
 /// Expired sessions are misses in `load_many` too.
@@ -517,6 +664,57 @@ pub async fn write_with_past_deadline_is_not_visible(h: &dyn Harness) {
     assert!(t.store.load(&key).await.unwrap().is_none());
 }
 
+/// Every write with a deadline already past over a live session leaves no
+/// session and no key behind: loads miss, `create` works again, and the
+/// stored bytes are gone (not a husk that is `Corrupt` forever).
+pub async fn past_deadline_write_over_a_live_session_removes_it(h: &dyn Harness) {
+    let t = open(h).await;
+    let past = || {
+        let mut r = rec(b"late", HOUR_MS);
+        r.meta.expires_at = now_ms().saturating_sub(5_000);
+        r
+    };
+    for write in ["save", "update", "save_if", "save_many", "touch", "capped"] {
+        let key = new_key("task");
+        let live = t.store.create(&key, &rec(b"live", HOUR_MS)).await.unwrap();
+        let outcome = match write {
+            "save" => t.store.save(&key, &past()).await.map(drop),
+            "update" => t.store.update(&key, &past()).await.map(drop),
+            "save_if" => t.store.save_if(&key, live.version, &past()).await.map(drop),
+            "save_many" => t.store.save_many(&[(key.clone(), past())]).await.map(drop),
+            "touch" => t
+                .store
+                .touch(&key, now_ms().saturating_sub(5_000))
+                .await
+                .map(drop),
+            _ => {
+                // A deadline in the future, but a lifetime cap already passed.
+                let mut r = rec(b"late", HOUR_MS);
+                r.meta.max_expires_at = now_ms().saturating_sub(5_000);
+                t.store.save(&key, &r).await.map(drop)
+            }
+        };
+        if let Err(e) = outcome {
+            assert!(!e.is_temporary(), "{write}: {e}");
+        }
+        assert!(
+            t.store.load(&key).await.unwrap().is_none(),
+            "{write}: still loads"
+        );
+        assert!(
+            t.raw.get_raw(&key).await.unwrap().is_none(),
+            "{write}: a key is left behind"
+        );
+        assert_eq!(t.store.count(&ns("task")).await.unwrap(), 0, "{write}");
+        t.store.create(&key, &rec(b"again", HOUR_MS)).await.unwrap();
+        assert_eq!(
+            payload_of(&t.store, &key).await.unwrap(),
+            Bytes::from_static(b"again")
+        );
+        assert!(t.store.delete(&key).await.unwrap());
+    }
+}
+
 /// Sliding expiry: loads keep a session alive past its first idle deadline.
 pub async fn sliding_expiry_extends_on_load(h: &dyn Harness) {
     let t = open(h).await;
@@ -524,7 +722,7 @@ pub async fn sliding_expiry_extends_on_load(h: &dyn Harness) {
         Duration::from_millis(1000),
         Duration::from_secs(60),
     ));
-    let (id, _) = s.create(&TestSession::sample(1)).await.unwrap();
+    let id = s.create(TestSession::sample(1)).await.unwrap().id;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(s.load(&id).await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -541,7 +739,8 @@ pub async fn sliding_expiry_stops_at_max_lifetime(h: &dyn Harness) {
         Duration::from_millis(1000),
         Duration::from_millis(2000),
     ));
-    let (id, m) = s.create(&TestSession::sample(1)).await.unwrap();
+    let created = s.create(TestSession::sample(1)).await.unwrap();
+    let (id, m) = (created.id, created.meta);
     assert_eq!(m.max_expires_at, m.created_at + 2000);
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -578,7 +777,8 @@ pub async fn touch_missing_is_false(h: &dyn Harness) {
     assert!(t.store.load(&key).await.unwrap().is_none());
 }
 
-/// Neither `touch` nor a later write moves a deadline past `max_expires_at`.
+/// Neither `touch` nor a later write moves a deadline past `max_expires_at`;
+/// the typed handle carries the cap through every write.
 pub async fn deadline_never_passes_max_lifetime(h: &dyn Harness) {
     let t = open(h).await;
     let key = new_key("task");
@@ -587,11 +787,29 @@ pub async fn deadline_never_passes_max_lifetime(h: &dyn Harness) {
     let m = t.store.create(&key, &r).await.unwrap();
     assert_eq!(m.expires_at, r.meta.max_expires_at);
     t.store.touch(&key, now_ms() + HOUR_MS).await.unwrap();
-    let m2 = t.store.save(&key, &rec(b"y", HOUR_MS)).await.unwrap();
-    assert_eq!(m2.max_expires_at, r.meta.max_expires_at);
-    assert!(m2.deadline() <= r.meta.max_expires_at);
+    assert!(t.store.load(&key).await.unwrap().unwrap().meta.deadline() <= r.meta.max_expires_at);
+
+    let s = typed(&t.store, CodecKind::Json).with_policy(ExpiryPolicy::sliding(
+        Duration::from_secs(60),
+        Duration::from_millis(700),
+    ));
+    let mut session = s.create(TestSession::sample(1)).await.unwrap();
+    let cap = session.meta.max_expires_at;
+    assert!(cap > 0);
+    session.value.n = 2;
+    s.save(&mut session).await.unwrap();
+    s.update(&mut session).await.unwrap();
+    assert_eq!(session.meta.max_expires_at, cap);
+    assert!(session.meta.deadline() <= cap);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(t.store.load(&key).await.unwrap().is_none());
+    assert!(s.load(&session.id).await.unwrap().is_none(), "past max lifetime");
+    // A write of the loaded-then-expired session after its cap leaves nothing.
+    let _ = s.save(&mut session).await;
+    assert!(
+        s.load(&session.id).await.unwrap().is_none(),
+        "a write revived it past its cap"
+    );
 }
 
 // ---------------------------------------------------------------- isolation
@@ -625,6 +843,28 @@ pub async fn key_prefixes_are_isolated(h: &dyn Harness) {
     assert_eq!(b.store.count(&ns("task")).await.unwrap(), 0);
     assert!(!b.store.delete(&key).await.unwrap());
     assert_eq!(a.store.count(&ns("task")).await.unwrap(), 1);
+}
+
+/// A prefix that is another store's prefix plus a namespace (`p:` and
+/// `p:task:`) shares nothing with it: neither counts nor loads the other's keys.
+pub async fn nested_key_prefixes_are_isolated(h: &dyn Harness) {
+    let outer_prefix = random_prefix();
+    let inner_prefix = crate::key::KeyPrefix::new(&format!("{}task:", outer_prefix.as_str())).unwrap();
+    let outer = h.open(outer_prefix).await;
+    let inner = h.open(inner_prefix).await;
+    let inner_keys: Vec<SessionKey> = (0..3).map(|_| new_key("task")).collect();
+    for k in &inner_keys {
+        inner.store.save(k, &rec(b"inner", HOUR_MS)).await.unwrap();
+    }
+    assert_eq!(outer.store.count(&ns("task")).await.unwrap(), 0);
+    let mine = new_key("task");
+    outer.store.save(&mine, &rec(b"outer", HOUR_MS)).await.unwrap();
+    assert_eq!(outer.store.count(&ns("task")).await.unwrap(), 1);
+    assert_eq!(inner.store.count(&ns("task")).await.unwrap(), 3);
+    for k in &inner_keys {
+        assert!(outer.store.load(k).await.unwrap().is_none());
+    }
+    assert!(inner.store.load(&mine).await.unwrap().is_none());
 }
 
 // ---------------------------------------------------------------- bad input
@@ -681,7 +921,7 @@ pub async fn too_large_is_rejected_by_every_write(h: &dyn Harness) {
     assert!(t.store.load(&key).await.unwrap().is_none());
     t.store.create(&key, &rec(b"small", HOUR_MS)).await.unwrap();
     check(t.store.update(&key, &big).await);
-    check(t.store.save_if(&key, 1, &big).await);
+    check(t.store.save_if(&key, Version::generate(), &big).await);
     check(
         t.store
             .save_many(&[(new_key("task"), rec(b"ok", HOUR_MS)), (key.clone(), big)])
@@ -716,7 +956,7 @@ pub async fn typed_handle_enforces_its_limit(h: &dyn Harness) {
     let s = typed(&t.store, CodecKind::Json).with_max_bytes(200);
     let mut v = TestSession::sample(1);
     v.state = "x".repeat(500);
-    let e = s.create(&v).await.unwrap_err();
+    let e = s.create(v).await.unwrap_err();
     assert!(matches!(e, Error::TooLarge { limit: 200, .. }), "{e}");
     assert_eq!(s.count().await.unwrap(), 0);
 }
@@ -798,7 +1038,10 @@ pub async fn corrupt_value_can_be_overwritten_and_deleted(h: &dyn Harness) {
     let (t, key) = planted(h, Bytes::from_static(b"garbage")).await;
     let _ = t.store.touch(&key, now_ms() + HOUR_MS).await;
     let _ = t.store.update(&key, &rec(b"u", HOUR_MS)).await;
-    let _ = t.store.save_if(&key, 1, &rec(b"c", HOUR_MS)).await;
+    let _ = t
+        .store
+        .save_if(&key, Version::generate(), &rec(b"c", HOUR_MS))
+        .await;
     t.store.save(&key, &rec(b"fresh", HOUR_MS)).await.unwrap();
     assert_eq!(
         payload_of(&t.store, &key).await.unwrap(),
@@ -817,16 +1060,17 @@ pub async fn cross_codec_reads(h: &dyn Harness) {
     let t = open(h).await;
     let json = typed(&t.store, CodecKind::Json);
     let bin = typed(&t.store, CodecKind::Bincode);
-    let (a, _) = json.create(&TestSession::sample(1)).await.unwrap();
-    let (b, _) = bin.create(&TestSession::sample(2)).await.unwrap();
+    let a = json.create(TestSession::sample(1)).await.unwrap().id;
+    let b = bin.create(TestSession::sample(2)).await.unwrap().id;
     assert_eq!(bin.load(&a).await.unwrap().unwrap().value, TestSession::sample(1));
     assert_eq!(
         json.load(&b).await.unwrap().unwrap().value,
         TestSession::sample(2)
     );
     // A write through the other handle switches the stored codec.
-    let m = bin.load(&a).await.unwrap().unwrap().meta;
-    bin.save_if(&a, m.version, &TestSession::sample(3)).await.unwrap();
+    let mut session = bin.load(&a).await.unwrap().unwrap();
+    session.value = TestSession::sample(3);
+    bin.save_if(&mut session).await.unwrap();
     let raw = t
         .store
         .load(&SessionKey::new(ns("task"), a.clone()))
@@ -842,7 +1086,7 @@ pub async fn wrong_type_is_a_codec_error(h: &dyn Harness) {
     let t = open(h).await;
     let strings: Sessions<Vec<String>> =
         Sessions::new(Arc::clone(&t.store), ns("task")).with_codec(CodecKind::Json);
-    let (id, _) = strings.create(&vec!["a".to_string()]).await.unwrap();
+    let id = strings.create(vec!["a".to_string()]).await.unwrap().id;
     let s = typed(&t.store, CodecKind::Json);
     let e = s.load(&id).await.unwrap_err();
     assert!(matches!(e, Error::Codec { .. }), "{e}");
@@ -887,7 +1131,8 @@ pub async fn save_many_then_load_many(h: &dyn Harness) {
         .collect();
     let metas = t.store.save_many(&items).await.unwrap();
     assert_eq!(metas.len(), 200);
-    assert!(metas.iter().all(|m| m.version == 1));
+    let versions: std::collections::HashSet<Version> = metas.iter().map(|m| m.version).collect();
+    assert_eq!(versions.len(), 200, "every write got its own version");
     let keys: Vec<SessionKey> = items.iter().map(|(k, _)| k.clone()).collect();
     let got = t.store.load_many(&keys).await.unwrap();
     for ((_, r), g) in items.iter().zip(got) {
@@ -901,15 +1146,18 @@ pub async fn typed_batches(h: &dyn Harness) {
     let t = open(h).await;
     let s = typed(&t.store, CodecKind::Bincode);
     let ids: Vec<SessionId> = (0..5).map(|_| SessionId::generate().unwrap()).collect();
-    let items: Vec<(SessionId, TestSession)> = ids
+    let mut items: Vec<Session<TestSession>> = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| (id.clone(), TestSession::sample(i as u64)))
+        .map(|(i, id)| Session::new(id.clone(), TestSession::sample(i as u64)))
         .collect();
-    s.save_many(&items).await.unwrap();
+    s.save_many(&mut items).await.unwrap();
+    assert!(items.iter().all(|s| !s.meta.version.is_none()));
     let got = s.load_many(&ids).await.unwrap();
     for (i, g) in got.into_iter().enumerate() {
-        assert_eq!(g.unwrap().unwrap().value.n, i as u64);
+        let g = g.unwrap().unwrap();
+        assert_eq!(g.value.n, i as u64);
+        assert_eq!(g.meta, items[i].meta);
     }
 }
 
@@ -972,19 +1220,23 @@ macro_rules! conformance_tests {
     ($make:path) => {
         $crate::conformance_tests!(@expand $make;
             round_trip_json, round_trip_bincode, raw_record_round_trips_exactly, empty_payload_is_stored,
-            load_missing_is_none, save_creates_when_absent, save_overwrites, every_write_bumps_the_version,
-            created_at_is_kept_across_writes, delete_removes, delete_missing_is_false,
-            create_sets_version_one, create_on_existing_fails, concurrent_create_has_one_winner,
+            load_missing_is_none, save_creates_when_absent, save_overwrites, every_write_stores_a_new_version,
+            a_records_own_version_is_kept, envelopes_from_before_tokens_still_work,
+            created_at_is_carried_by_the_writer, delete_removes,
+            delete_missing_is_false, create_assigns_a_version, create_on_existing_fails,
+            concurrent_create_has_one_winner,
             update_existing_writes, update_missing_is_not_found, update_after_delete_leaves_nothing,
             save_if_matching_version_writes, save_if_stale_version_conflicts, save_if_missing_is_not_found,
             save_if_after_delete_is_not_found, concurrent_cas_increments_lose_nothing,
+            no_aba_after_delete_and_recreate, versions_from_two_stores_never_match,
             rotate_moves_the_session, rotate_missing_is_not_found, rotate_onto_existing_id_fails_and_keeps_both,
-            update_of_rotated_id_is_not_found,
+            update_of_rotated_id_is_not_found, rotate_finishes_an_interrupted_move,
             absolute_expiry, save_resets_absolute_deadline, expired_is_missing_in_load_many,
-            write_with_past_deadline_is_not_visible, sliding_expiry_extends_on_load,
+            write_with_past_deadline_is_not_visible, past_deadline_write_over_a_live_session_removes_it,
+            sliding_expiry_extends_on_load,
             sliding_expiry_stops_at_max_lifetime, touch_extends_the_deadline, touch_missing_is_false,
             deadline_never_passes_max_lifetime,
-            namespaces_are_isolated, key_prefixes_are_isolated,
+            namespaces_are_isolated, key_prefixes_are_isolated, nested_key_prefixes_are_isolated,
             invalid_ids_are_rejected_before_io, too_large_is_rejected_by_every_write,
             record_at_the_limit_is_accepted, typed_handle_enforces_its_limit,
             corrupt_plain_text, corrupt_truncated_envelope, corrupt_unknown_format_version, corrupt_unknown_codec,

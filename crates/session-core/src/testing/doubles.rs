@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
 use crate::store::{Health, HealthStatus, SessionStore, StoreStats};
+use crate::version::Version;
 
 /// How a [`FaultyStore`] answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +147,7 @@ impl<S: SessionStore> SessionStore for FaultyStore<S> {
     async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
         self.write(self.inner.update(key, record)).await
     }
-    async fn save_if(&self, key: &SessionKey, expected_version: u64, record: &Record) -> Result<Meta> {
+    async fn save_if(&self, key: &SessionKey, expected_version: Version, record: &Record) -> Result<Meta> {
         self.write(self.inner.save_if(key, expected_version, record))
             .await
     }

@@ -48,6 +48,10 @@ pub trait RawAccess: Send + Sync {
     /// Stores `bytes` as the value of `key` (the store's own key prefix
     /// applies), with a TTL of `ttl_ms` milliseconds.
     async fn put_raw(&self, key: &SessionKey, bytes: Bytes, ttl_ms: u64) -> Result<()>;
+
+    /// The bytes stored under `key` (the store's own key prefix applies),
+    /// whatever they are, or `None` when the backend holds no such key.
+    async fn get_raw(&self, key: &SessionKey) -> Result<Option<Bytes>>;
 }
 
 /// A store opened for one test.

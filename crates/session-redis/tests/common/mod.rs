@@ -82,6 +82,10 @@ impl RawAccess for PrefixedRaw {
         self.raw.set(&self.prefix.render(key), bytes, ttl_ms).await;
         Ok(())
     }
+
+    async fn get_raw(&self, key: &SessionKey) -> Result<Option<Bytes>> {
+        Ok(self.raw.get(&self.prefix.render(key)).await)
+    }
 }
 
 /// The conformance harness: one store per test, with the suite's random key prefix.

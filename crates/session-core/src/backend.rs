@@ -1,0 +1,15 @@
+//! What a backend implements a [`SessionStore`](crate::SessionStore) with:
+//! the record it stores, the envelope's byte layout (for scripts that read
+//! or compare header fields in place), and the rules every store shares.
+//!
+//! Applications rarely need this module; [`Sessions`](crate::Sessions) and the
+//! crate root are their API.
+
+pub use crate::codec::{decode_payload, CodecId};
+pub use crate::envelope::{
+    cap_deadline, decode_header, Record, CODEC_OFFSET, CREATED_AT_OFFSET, EXPIRES_AT_OFFSET, FLAGS_OFFSET,
+    FORMAT_OFFSET, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_EXPIRES_AT_OFFSET, PAYLOAD_LEN_OFFSET,
+    UPDATED_AT_OFFSET, VERSION_OFFSET,
+};
+pub use crate::expiry::now_ms;
+pub use crate::store::{check_size, stamp};

@@ -1,0 +1,427 @@
+//! Fencing: a write the store gave up on can never land afterwards.
+//!
+//! A command that timed out (or whose connection broke) may still be on its
+//! way: held in a socket buffer, a retransmit queue or a stalled server's
+//! input. If it ran later it would overwrite a newer value or revive a
+//! deleted session. Redis runs nothing of a connection it has closed, and
+//! `CLIENT KILL ID n` returns only once connection `n` is closed. So before
+//! the store reports such a write, it kills the connection the write went out
+//! on — from a separate control connection — and waits for the answer:
+//!
+//! * **killed** (or already gone): the write ran before the kill or never
+//!   will; the store reports `Timeout` (or `Unavailable`) and the outcome,
+//!   though unknown, is final. The pooled client reconnects by itself and is
+//!   used again once it has a new connection.
+//! * **not confirmed** (Redis unreachable on the control connection too): the
+//!   connection is recorded as pending and every later *write* of this store
+//!   fails fast with `Unavailable` until a background task has killed it, so
+//!   nothing this store writes afterwards — a retry, a fallback's replay — can
+//!   be overwritten by the old write. Reads go on.
+//!
+//! A caller that drops a write's future midway (a fallback's own deadline,
+//! say) gets the same treatment from a drop guard.
+//!
+//! The kill goes to the server the write was sent to: on a cluster, every
+//! node that pooled client had a connection to (one node's connection cannot
+//! be singled out by key once redirections are possible). On sentinel, a
+//! master that has since been replaced is not asked: its writes are
+//! discarded when it rejoins as a replica.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use fred::clients::{Client, WithOptions};
+use fred::error::{Error as FredError, ErrorKind as FredKind};
+use fred::interfaces::ClientLike;
+use fred::prelude::ClientInterface;
+use fred::types::config::{Options, Server};
+use fred::types::{ClusterHash, CustomCommand, Value};
+
+use crate::config::Topology;
+use crate::BACKEND;
+
+/// How often the background task retries kills that could not be confirmed.
+const SETTLE_EVERY: Duration = Duration::from_millis(50);
+
+/// One connection to close: which pooled client, on which server, with which `CLIENT ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    conn: usize,
+    server: Server,
+    id: i64,
+}
+
+/// The fencing state of one store.
+pub(crate) struct Fence {
+    /// The pooled data clients, by index.
+    clients: Vec<Client>,
+    /// The connection kills (and health checks) are sent on.
+    control: WithOptions<Client>,
+    topology: Topology,
+    timeout: Duration,
+    /// Per pooled client: not to be used until it has a connection other than those killed.
+    quarantined: Vec<AtomicBool>,
+    killed: Mutex<Vec<Target>>,
+    /// Kills not yet confirmed; writes are refused while any is.
+    pending: Mutex<Vec<Target>>,
+    pending_len: AtomicUsize,
+    /// Fences started by a drop guard and still running.
+    in_progress: AtomicUsize,
+    settling: AtomicBool,
+    /// Connections closed by a fence, since start.
+    pub(crate) fenced: AtomicU64,
+    me: Weak<Fence>,
+}
+
+impl Fence {
+    pub(crate) fn new(
+        clients: Vec<Client>,
+        control: WithOptions<Client>,
+        topology: Topology,
+        timeout: Duration,
+    ) -> Arc<Fence> {
+        let n = clients.len();
+        Arc::new_cyclic(|me| Fence {
+            clients,
+            control,
+            topology,
+            timeout,
+            quarantined: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            killed: Mutex::new(Vec::new()),
+            pending: Mutex::new(Vec::new()),
+            pending_len: AtomicUsize::new(0),
+            in_progress: AtomicUsize::new(0),
+            settling: AtomicBool::new(false),
+            fenced: AtomicU64::new(0),
+            me: me.clone(),
+        })
+    }
+
+    /// The control connection (health checks use it too).
+    pub(crate) fn control(&self) -> &WithOptions<Client> {
+        &self.control
+    }
+
+    /// Writes may be sent: no kill is waiting for confirmation.
+    #[inline]
+    pub(crate) fn writable(&self) -> bool {
+        self.pending() == 0
+    }
+
+    /// Kills waiting for confirmation (or started in the background and not finished).
+    pub(crate) fn pending(&self) -> usize {
+        self.pending_len.load(Ordering::Acquire) + self.in_progress.load(Ordering::Acquire)
+    }
+
+    /// Whether pooled client `i` may be used: not quarantined, or reconnected since its fence.
+    #[inline]
+    pub(crate) fn usable(&self, i: usize) -> bool {
+        match self.quarantined.get(i) {
+            Some(q) if q.load(Ordering::Acquire) => self.release_if_reconnected(i),
+            _ => true,
+        }
+    }
+
+    fn release_if_reconnected(&self, i: usize) -> bool {
+        let Some(client) = self.clients.get(i) else {
+            return false;
+        };
+        if !client.is_connected() {
+            return false;
+        }
+        let ids = client.connection_ids();
+        let killed = self.killed.lock().unwrap_or_else(PoisonError::into_inner);
+        let stale = killed
+            .iter()
+            .any(|t| t.conn == i && ids.get(&t.server) == Some(&t.id));
+        if stale || ids.is_empty() {
+            return false;
+        }
+        drop(killed);
+        self.killed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|t| t.conn != i);
+        if let Some(q) = self.quarantined.get(i) {
+            q.store(false, Ordering::Release);
+        }
+        true
+    }
+
+    /// Arms a guard for a write about to be sent on pooled client `i`.
+    #[inline]
+    pub(crate) fn arm(&self, i: usize) -> Armed {
+        let ids = self
+            .clients
+            .get(i)
+            .map(|c| c.connection_ids())
+            .unwrap_or_default();
+        Armed {
+            fence: self.me.clone(),
+            conn: i,
+            ids,
+            done: false,
+        }
+    }
+
+    /// Closes every connection of pooled client `conn` named in `sent` (the ids when the
+    /// command was sent) or current now. True once Redis confirmed each is closed.
+    async fn close(&self, conn: usize, sent: &HashMap<Server, i64>) -> bool {
+        let Some(client) = self.clients.get(conn) else {
+            return true;
+        };
+        if let Some(q) = self.quarantined.get(conn) {
+            q.store(true, Ordering::Release);
+        }
+        let mut targets: Vec<Target> = Vec::new();
+        for (server, id) in sent.iter().chain(client.connection_ids().iter()) {
+            let t = Target {
+                conn,
+                server: server.clone(),
+                id: *id,
+            };
+            if !targets.contains(&t) {
+                targets.push(t);
+            }
+        }
+        self.killed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(targets.iter().cloned());
+        let mut all = true;
+        for t in targets {
+            if !self.kill(&t).await {
+                all = false;
+                self.add_pending(t);
+            }
+        }
+        if all {
+            self.reconnect(conn);
+        }
+        all
+    }
+
+    /// Makes pooled client `conn` reconnect once its old connections are confirmed closed: a
+    /// partitioned client never sees the server's close (the FIN is held as well), and what fred
+    /// re-sends on the new connection can no longer also run on the old one.
+    fn reconnect(&self, conn: usize) {
+        let Some(client) = self.clients.get(conn).cloned() else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = client.force_reconnection().await;
+            });
+        }
+    }
+
+    fn add_pending(&self, t: Target) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if !pending.contains(&t) {
+            pending.push(t);
+        }
+        self.pending_len.store(pending.len(), Ordering::Release);
+        drop(pending);
+        tracing::warn!(
+            backend = BACKEND,
+            "redis: a connection with a write in flight could not be closed yet; writes are refused until \
+             Redis confirms it is closed"
+        );
+        self.ensure_settler();
+    }
+
+    /// Runs [`close`](Self::close) in a task that outlives the caller; writes are refused until
+    /// it is done. `None` outside a Tokio runtime.
+    fn spawn_close(&self, conn: usize, ids: HashMap<Server, i64>) -> Option<tokio::task::JoinHandle<bool>> {
+        let rt = tokio::runtime::Handle::try_current().ok()?;
+        let fence = self.me.upgrade()?;
+        fence.in_progress.fetch_add(1, Ordering::AcqRel);
+        Some(rt.spawn(async move {
+            let ok = fence.close(conn, &ids).await;
+            fence.in_progress.fetch_sub(1, Ordering::AcqRel);
+            ok
+        }))
+    }
+
+    /// `CLIENT KILL ID n` on the target's server. True when Redis answered (killed, or no
+    /// such client: closed already).
+    async fn kill(&self, t: &Target) -> bool {
+        let on = match self.topology {
+            Topology::Cluster => {
+                let control: &Client = &self.control;
+                let primaries = fred::interfaces::ClusterInterface::cached_cluster_state(control)
+                    .map(|state| state.unique_primary_nodes());
+                if primaries.is_some_and(|p| !p.is_empty() && !p.contains(&t.server)) {
+                    // No longer a primary (failed over, removed): what it still holds is discarded
+                    // when it rejoins as a replica, so nothing sent to it can land.
+                    return true;
+                }
+                control.with_options(&Options {
+                    cluster_node: Some(t.server.clone()),
+                    timeout: Some(self.timeout),
+                    fail_fast: true,
+                    ..Options::default()
+                })
+            }
+            _ => {
+                let control: &Client = &self.control;
+                if !control.connection_ids().contains_key(&t.server) {
+                    // The control connection is on another server now (a sentinel failover):
+                    // the old master's writes are discarded when it rejoins as a replica.
+                    if control.is_connected() && !control.connection_ids().is_empty() {
+                        return true;
+                    }
+                    return false;
+                }
+                let control: &Client = &self.control;
+                control.with_options(&Options {
+                    timeout: Some(self.timeout),
+                    fail_fast: true,
+                    ..Options::default()
+                })
+            }
+        };
+        let cmd = CustomCommand::new_static("CLIENT", ClusterHash::Custom(0), false);
+        let args = vec![Value::from("KILL"), Value::from("ID"), Value::Integer(t.id)];
+        let answered = match on.custom::<Value, Value>(cmd, args).await {
+            Ok(_) => true,
+            Err(e) if is_no_such_client(&e) => true,
+            Err(e) => {
+                if outcome_unknown(&e) {
+                    // The control connection may be the stuck one: replace it. What fred re-sends
+                    // on it (kills, pings) is harmless to repeat.
+                    let control: Client = (*self.control).clone();
+                    tokio::spawn(async move {
+                        let _ = control.force_reconnection().await;
+                    });
+                }
+                false
+            }
+        };
+        if answered {
+            self.fenced.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(backend = BACKEND, client_id = t.id, "redis: fenced a connection");
+        }
+        answered
+    }
+
+    fn ensure_settler(&self) {
+        if self.settling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.settling.store(false, Ordering::Release);
+            return;
+        };
+        let me = self.me.clone();
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(SETTLE_EVERY).await;
+                let Some(fence) = me.upgrade() else { return };
+                if fence.settle().await {
+                    fence.settling.store(false, Ordering::Release);
+                    // Pending added between the last look and the flag: go on.
+                    if fence.writable() || fence.settling.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Retries every pending kill once; true when none is left.
+    async fn settle(&self) -> bool {
+        let todo: Vec<Target> = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for t in todo {
+            if self.kill(&t).await {
+                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                pending.retain(|p| p != &t);
+                self.pending_len.store(pending.len(), Ordering::Release);
+                let left_for_conn = pending.iter().any(|p| p.conn == t.conn);
+                drop(pending);
+                if !left_for_conn {
+                    self.reconnect(t.conn);
+                }
+            }
+        }
+        let left = self.pending_len.load(Ordering::Acquire);
+        if left == 0 {
+            tracing::info!(
+                backend = BACKEND,
+                "redis: every abandoned connection is closed; writes resume"
+            );
+        }
+        left == 0
+    }
+}
+
+/// Whether Redis answered a `CLIENT KILL` with "no such client" (older syntax).
+fn is_no_such_client(e: &FredError) -> bool {
+    e.details().to_ascii_lowercase().contains("no such client")
+}
+
+/// Whether a failed command may still run on the server: it was (or may have been) written
+/// and its connection is in an unknown state.
+pub(crate) fn outcome_unknown(e: &FredError) -> bool {
+    match e.kind() {
+        FredKind::Timeout | FredKind::IO => true,
+        // Not sent: the fail-fast check refused it while disconnected.
+        FredKind::Canceled => false,
+        FredKind::Routing | FredKind::Unknown => {
+            let d = e.details();
+            d.starts_with("Too many failed write attempts")
+                || d.starts_with("Max attempts")
+                || d.starts_with("Too many redirections")
+        }
+        _ => false,
+    }
+}
+
+/// A write in flight on one pooled client. Disarm it when the outcome is known; fire it when
+/// it is not; dropping it armed (the caller gave up) fences in the background.
+pub(crate) struct Armed {
+    fence: Weak<Fence>,
+    conn: usize,
+    ids: HashMap<Server, i64>,
+    done: bool,
+}
+
+impl Armed {
+    /// The outcome is known (answered, or refused before sending).
+    #[inline]
+    pub(crate) fn disarm(mut self) {
+        self.done = true;
+    }
+
+    /// The outcome is unknown: close the connection before the error is reported. True when
+    /// Redis confirmed it (the write can no longer land).
+    pub(crate) async fn fire(mut self) -> bool {
+        self.done = true;
+        let Some(fence) = self.fence.upgrade() else {
+            return true;
+        };
+        // In a task of its own: if the caller stops waiting (a fallback's deadline), the fence
+        // still completes, and writes wait for it meanwhile.
+        match fence.spawn_close(self.conn, std::mem::take(&mut self.ids)) {
+            Some(task) => task.await.unwrap_or(false),
+            None => fence.close(self.conn, &self.ids).await,
+        }
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Some(fence) = self.fence.upgrade() else { return };
+        // Outside a runtime nothing can be sent; the connection task is gone with it.
+        let _ = fence.spawn_close(self.conn, std::mem::take(&mut self.ids));
+    }
+}

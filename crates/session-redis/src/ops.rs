@@ -1,0 +1,579 @@
+//! The [`SessionStore`] operations of [`RedisStore`].
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::clients::{Client, WithOptions};
+use fred::error::{Error as FredError, ErrorKind as FredKind};
+use fred::interfaces::{ClientLike, KeysInterface};
+use fred::types::config::{Options, Server};
+use fred::types::{Expiration, InfoKind, SetOptions, Value};
+use session_core::backend::{check_size, stamp, Record};
+use session_core::{
+    Error, Health, HealthStatus, Meta, Namespace, Result, SessionId, SessionKey, SessionStore, StoreStats,
+    Version,
+};
+
+use crate::config::Topology;
+use crate::replies::{parse_scan_page, parse_used_memory, ScriptReply};
+use crate::store::{not_connected, pxat, RedisStore, MAX_DEADLINE_MS};
+use crate::BACKEND;
+
+/// Keys asked for per SCAN step.
+const SCAN_COUNT: u32 = 1000;
+/// How often a cluster `rotate` starts over when the old id changed under it.
+const ROTATE_ATTEMPTS: usize = 3;
+
+/// How a plain write treats an existing key.
+#[derive(Clone, Copy)]
+enum Plain {
+    /// `SET … PXAT`: whether or not it exists.
+    Save,
+    /// `SET … NX PXAT`: only if absent.
+    Create,
+    /// `SET … XX PXAT`: only if present.
+    Update,
+}
+
+impl Plain {
+    fn op(self) -> &'static str {
+        match self {
+            Plain::Save => "save",
+            Plain::Create => "create",
+            Plain::Update => "update",
+        }
+    }
+}
+
+/// The metadata stored for a record, its deadline kept exact for Lua and `PXAT`.
+fn stored_meta(record: &Record) -> Meta {
+    let mut meta = stamp(record);
+    meta.expires_at = meta.expires_at.min(MAX_DEADLINE_MS);
+    meta
+}
+
+impl RedisStore {
+    /// One plain write: a single `SET` with the absolute deadline.
+    async fn plain(
+        &self,
+        i: usize,
+        conn: &WithOptions<Client>,
+        key: &SessionKey,
+        record: &Record,
+        how: Plain,
+    ) -> Result<Meta> {
+        check_size(key, record, self.inner.max_bytes)?;
+        let meta = stored_meta(record);
+        let value = record.encode_with(&meta);
+        let options = match how {
+            Plain::Save => None,
+            Plain::Create => Some(SetOptions::NX),
+            Plain::Update => Some(SetOptions::XX),
+        };
+        let reply: Value = self
+            .fenced(
+                i,
+                how.op(),
+                key.ns(),
+                conn.set(
+                    self.key(key),
+                    value,
+                    Some(Expiration::PXAT(pxat(meta.expires_at))),
+                    options,
+                    false,
+                ),
+            )
+            .await?;
+        match (how, reply.is_null()) {
+            (_, false) | (Plain::Save, true) => Ok(meta),
+            (Plain::Create, true) => Err(Error::AlreadyExists {
+                namespace: key.ns().to_owned(),
+            }),
+            (Plain::Update, true) => Err(Error::not_found(key.ns())),
+        }
+    }
+
+    fn up(&self) -> Result<(usize, &WithOptions<Client>)> {
+        match self.pick() {
+            (i, conn, true) => Ok((i, conn)),
+            _ => Err(not_connected()),
+        }
+    }
+
+    fn decode_loaded(&self, value: Option<Bytes>, namespace: &str) -> Result<Option<Record>> {
+        // Expiry is Redis's to judge: a key it still holds is live.
+        value.map(|bytes| Record::decode(&bytes, namespace)).transpose()
+    }
+
+    /// `load_many` on one server (standalone, sentinel): each batch of GETs goes as one fred
+    /// pipeline — one message to the connection task, one reply buffer, one timeout — instead
+    /// of a command future per key. A key of another Redis type still fails alone (`Corrupt`).
+    async fn load_many_pipelined(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
+        let (i, conn) = self.up()?;
+        let client: &Client = conn;
+        let mut out = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(self.inner.batch) {
+            let pipeline = client.pipeline();
+            for key in batch {
+                let queued: std::result::Result<(), FredError> = pipeline.get(self.key(key)).await;
+                queued.map_err(|e| self.err(e, "load_many", key.ns()))?;
+            }
+            let replies: Vec<std::result::Result<Option<Bytes>, FredError>> = pipeline.try_all().await;
+            if replies.len() != batch.len() {
+                // The pipeline as a whole failed (not sent, timed out): one error for the batch.
+                let e = replies
+                    .into_iter()
+                    .find_map(std::result::Result::err)
+                    .unwrap_or_else(|| {
+                        FredError::new(FredKind::Unknown, "a pipelined batch of GETs lost replies")
+                    });
+                return self.read(i, "load_many", None, async { Err(e) }).await;
+            }
+            for (key, reply) in batch.iter().zip(replies) {
+                match reply {
+                    Ok(value) => out.push(self.decode_loaded(value, key.ns())),
+                    Err(e) => match self.err(e, "load_many", key.ns()) {
+                        e @ Error::Corrupt { .. } => out.push(Err(e)),
+                        e => return Err(e),
+                    },
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `rotate` on a cluster, where the two keys live in different slots: copy to the new key
+    /// (unless it holds another session), then delete the old key if it still holds the
+    /// version copied. If the old key changed or went away in between, the copy is undone.
+    async fn rotate_in_two_steps(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
+        let new_key = SessionKey::new(key.namespace.clone(), new_id.clone());
+        let (old_k, new_k) = (self.key(key), self.key(&new_key));
+        let scripts = &self.inner.scripts;
+        for _ in 0..ROTATE_ATTEMPTS {
+            let (i, conn) = self.up()?;
+            let client: &Client = conn;
+            let value: Option<Bytes> = self
+                .read(i, "rotate", Some(key.ns()), client.get(old_k.clone()))
+                .await?;
+            let Some(bytes) = value else {
+                return Err(Error::not_found(key.ns()));
+            };
+            let record = Record::decode(&bytes, key.ns())?;
+            let meta = record.meta;
+            let version = Value::Bytes(Bytes::copy_from_slice(&meta.version.as_u64().to_be_bytes()));
+            let copy = self
+                .fenced(
+                    i,
+                    "rotate",
+                    key.ns(),
+                    self.run_script(
+                        conn,
+                        &scripts.copy_to,
+                        std::slice::from_ref(&new_k),
+                        vec![
+                            Value::Bytes(bytes.clone()),
+                            version.clone(),
+                            Value::Integer(pxat(meta.deadline())),
+                        ],
+                    ),
+                )
+                .await?;
+            match ScriptReply::of(copy) {
+                ScriptReply::Code(1) => {}
+                ScriptReply::Code(-2) => {
+                    return Err(Error::AlreadyExists {
+                        namespace: key.ns().to_owned(),
+                    })
+                }
+                _ => return Err(unexpected("rotate", key.ns())),
+            }
+            let removed = self
+                .fenced(
+                    i,
+                    "rotate",
+                    key.ns(),
+                    self.run_script(
+                        conn,
+                        &scripts.del_if,
+                        std::slice::from_ref(&old_k),
+                        vec![version.clone()],
+                    ),
+                )
+                .await?;
+            match ScriptReply::of(removed) {
+                ScriptReply::Code(1) => return Ok(meta),
+                // The old id was deleted (a logout) or rewritten meanwhile: the copy must not
+                // outlive it. Undo it, then report the logout or start over with the new value.
+                ScriptReply::Code(code @ (0 | -2)) => {
+                    self.fenced(
+                        i,
+                        "rotate",
+                        key.ns(),
+                        self.run_script(conn, &scripts.del_if, std::slice::from_ref(&new_k), vec![version]),
+                    )
+                    .await?;
+                    if code == 0 {
+                        return Err(Error::not_found(key.ns()));
+                    }
+                }
+                _ => return Err(unexpected("rotate", key.ns())),
+            }
+        }
+        Err(Error::Conflict {
+            namespace: key.ns().to_owned(),
+            expected: Version::NONE,
+            actual: Version::NONE,
+        })
+    }
+
+    /// The primary nodes to run a whole-keyspace command on: every cluster primary, or the one server.
+    fn primaries(&self, conn: &WithOptions<Client>) -> Vec<Option<Server>> {
+        if self.inner.topology == Topology::Cluster {
+            let client: &Client = conn;
+            match fred::interfaces::ClusterInterface::cached_cluster_state(client) {
+                Some(state) => state.unique_primary_nodes().into_iter().map(Some).collect(),
+                None => vec![None],
+            }
+        } else {
+            vec![None]
+        }
+    }
+
+    fn on_node(&self, conn: &WithOptions<Client>, node: Option<Server>) -> WithOptions<Client> {
+        let client: &Client = conn;
+        client.with_options(&Options {
+            cluster_node: node,
+            ..self.inner.options.clone()
+        })
+    }
+
+    /// Counts the sessions of one namespace on one node. SCAN's pattern `{prefix}{ns}:*` also
+    /// matches the keys of a store whose prefix is this one's plus the namespace (`p:` and
+    /// `p:ns:`), so only keys whose rest is a session id are counted.
+    async fn scan_count(
+        &self,
+        conn: &WithOptions<Client>,
+        node: Option<Server>,
+        pattern: &str,
+    ) -> Result<u64> {
+        let target = self.on_node(conn, node);
+        let base = pattern.len() - 1;
+        let mut cursor = String::from("0");
+        let mut count = 0u64;
+        loop {
+            let page: Value = target
+                .scan_page(cursor.clone(), pattern.to_owned(), Some(SCAN_COUNT), None)
+                .await
+                .map_err(|e| self.err_global(e, "count"))?;
+            let (next, keys) = parse_scan_page(page).map_err(|e| self.err_global(e, "count"))?;
+            count += keys
+                .iter()
+                .filter(|k| k.get(base..).is_some_and(|id| SessionId::parse(id).is_ok()))
+                .count() as u64;
+            if next == "0" {
+                return Ok(count);
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn unexpected(op: &'static str, namespace: &str) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        message: format!("the {op} script returned an unexpected reply (namespace {namespace:?})"),
+        source: None,
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let (i, conn) = self.up()?;
+        // A read is sent without the per-command options (the client-wide timeout still
+        // applies): fred's fail-fast check repeats the one above, and a GET that lands late
+        // changes nothing.
+        let client: &Client = conn;
+        let value: Option<Bytes> = self
+            .read(i, "load", Some(key.ns()), client.get(self.key(key)))
+            .await?;
+        self.decode_loaded(value, key.ns())
+    }
+
+    async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
+        let (i, conn) = self.up()?;
+        self.plain(i, conn, key, record, Plain::Save).await
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
+        let (i, conn) = self.up()?;
+        self.plain(i, conn, key, record, Plain::Create).await
+    }
+
+    async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
+        let (i, conn) = self.up()?;
+        self.plain(i, conn, key, record, Plain::Update).await
+    }
+
+    async fn save_if(&self, key: &SessionKey, expected_version: Version, record: &Record) -> Result<Meta> {
+        check_size(key, record, self.inner.max_bytes)?;
+        let (i, conn) = self.up()?;
+        let meta = stored_meta(record);
+        let args = vec![
+            Value::Bytes(record.encode_with(&meta)),
+            Value::Bytes(Bytes::copy_from_slice(&expected_version.as_u64().to_be_bytes())),
+            Value::Integer(pxat(meta.expires_at)),
+        ];
+        let reply = self
+            .fenced(
+                i,
+                "save_if",
+                key.ns(),
+                self.run_script(conn, &self.inner.scripts.save_if, &[self.key(key)], args),
+            )
+            .await?;
+        match ScriptReply::of(reply) {
+            ScriptReply::Code(1) => Ok(meta),
+            ScriptReply::Code(0) => Err(Error::not_found(key.ns())),
+            ScriptReply::Code(-1) => Err(Error::corrupt(
+                key.ns(),
+                "the stored value is not a session envelope; it was left as is (save overwrites it)",
+            )),
+            ScriptReply::Conflict(actual) => Err(Error::Conflict {
+                namespace: key.ns().to_owned(),
+                expected: expected_version,
+                actual,
+            }),
+            _ => Err(unexpected("save_if", key.ns())),
+        }
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        let (i, conn) = self.up()?;
+        let n: i64 = self
+            .fenced(i, "delete", key.ns(), conn.del(self.key(key)))
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
+        let (i, conn) = self.up()?;
+        let args = vec![Value::Integer(pxat(expires_at))];
+        let reply = self
+            .fenced(
+                i,
+                "touch",
+                key.ns(),
+                self.run_script(conn, &self.inner.scripts.touch, &[self.key(key)], args),
+            )
+            .await?;
+        match ScriptReply::of(reply) {
+            ScriptReply::Code(1) => Ok(true),
+            ScriptReply::Code(0) => Ok(false),
+            ScriptReply::Code(-1) => Err(Error::corrupt(
+                key.ns(),
+                "the stored value is not a session envelope; its deadline was not moved",
+            )),
+            _ => Err(unexpected("touch", key.ns())),
+        }
+    }
+
+    async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
+        if self.inner.topology == Topology::Cluster {
+            return self.rotate_in_two_steps(key, new_id).await;
+        }
+        let (i, conn) = self.up()?;
+        let new_key = SessionKey::new(key.namespace.clone(), new_id.clone());
+        let keys = [self.key(key), self.key(&new_key)];
+        let reply = self
+            .fenced(
+                i,
+                "rotate",
+                key.ns(),
+                self.run_script(conn, &self.inner.scripts.rotate, &keys, Vec::new()),
+            )
+            .await?;
+        match ScriptReply::of(reply) {
+            ScriptReply::Bytes(bytes) => match Record::decode(&bytes, key.ns()) {
+                Ok(record) => Ok(record.meta),
+                Err(e) => {
+                    // An envelope this build cannot read (an unknown codec): move it back.
+                    let back = [keys[1].clone(), keys[0].clone()];
+                    self.fenced(
+                        i,
+                        "rotate",
+                        key.ns(),
+                        self.run_script(conn, &self.inner.scripts.rotate, &back, Vec::new()),
+                    )
+                    .await?;
+                    Err(e)
+                }
+            },
+            ScriptReply::Code(0) => Err(Error::not_found(key.ns())),
+            ScriptReply::Code(-1) => Err(Error::corrupt(
+                key.ns(),
+                "the stored value is not a session envelope; it was not rotated",
+            )),
+            ScriptReply::Code(-2) => Err(Error::AlreadyExists {
+                namespace: key.ns().to_owned(),
+            }),
+            _ => Err(unexpected("rotate", key.ns())),
+        }
+    }
+
+    async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
+        if self.inner.topology != Topology::Cluster {
+            return self.load_many_pipelined(keys).await;
+        }
+        let (i, conn) = self.up()?;
+        let mut out = Vec::with_capacity(keys.len());
+        // Each batch is sent together over one multiplexed connection: fred pipelines the
+        // commands and routes each to its node on a cluster. Batches keep the client's command
+        // queue (redis.max_pending_commands) from overflowing on huge calls.
+        for batch in keys.chunks(self.inner.batch) {
+            let replies =
+                futures::future::join_all(batch.iter().map(|k| conn.get::<Option<Bytes>, _>(self.key(k))))
+                    .await;
+            for (key, reply) in batch.iter().zip(replies) {
+                match reply {
+                    Ok(value) => out.push(self.decode_loaded(value, key.ns())),
+                    Err(e) => {
+                        let e = self
+                            .read(i, "load_many", Some(key.ns()), async { Err::<(), _>(e) })
+                            .await;
+                        match e {
+                            Err(e @ Error::Corrupt { .. }) => out.push(Err(e)),
+                            Err(e) => return Err(e),
+                            Ok(()) => {}
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn save_many(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
+        for (key, record) in items {
+            check_size(key, record, self.inner.max_bytes)?;
+        }
+        let (i, conn) = self.up()?;
+        let mut out = Vec::with_capacity(items.len());
+        for batch in items.chunks(self.inner.batch) {
+            let results = futures::future::join_all(
+                batch
+                    .iter()
+                    .map(|(key, record)| self.plain(i, conn, key, record, Plain::Save)),
+            )
+            .await;
+            for result in results {
+                out.push(result?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn count(&self, namespace: &Namespace) -> Result<u64> {
+        let (_, conn) = self.up()?;
+        let mut pattern = self.inner.prefix.namespace_prefix(namespace);
+        pattern.push('*');
+        let counts = futures::future::join_all(
+            self.primaries(conn)
+                .into_iter()
+                .map(|node| self.scan_count(conn, node, &pattern)),
+        )
+        .await;
+        counts.into_iter().sum()
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let (_, conn) = self.up()?;
+        let nodes = self.primaries(conn);
+        let mut stats = StoreStats::new(BACKEND);
+        let mut bytes = 0u64;
+        let mut known = false;
+        for node in &nodes {
+            let info: String = self
+                .on_node(conn, node.clone())
+                .info(Some(InfoKind::Memory))
+                .await
+                .map_err(|e| self.err_global(e, "stats"))?;
+            if let Some(used) = parse_used_memory(&info) {
+                bytes += used;
+                known = true;
+            }
+        }
+        if known {
+            stats.bytes = Some(bytes);
+        }
+        stats.extra.push(("nodes", nodes.len() as u64));
+        stats
+            .extra
+            .push(("fenced_connections", self.fenced_connections()));
+        Ok(stats)
+    }
+
+    /// `PING` on every pooled connection and the control connection, at once. A connection
+    /// whose `PING` times out is fenced and replaced (a health probe never keeps a stuck
+    /// connection in the pool). Up when all answer, degraded when some do.
+    async fn health(&self) -> Health {
+        let started = Instant::now();
+        let conns = &self.inner.conns;
+        let pings = futures::future::join_all(conns.iter().enumerate().map(|(i, conn)| async move {
+            if !conn.is_connected() {
+                return Err(not_connected());
+            }
+            self.read(i, "health", None, conn.ping::<Value>(None))
+                .await
+                .map(drop)
+        }));
+        let control = async {
+            self.inner
+                .fence
+                .control()
+                .ping::<Value>(None)
+                .await
+                .map_err(|e| self.err_global(e, "health"))
+        };
+        let (results, control) = futures::future::join(pings, control).await;
+        let failed: Vec<&Error> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        let latency = started.elapsed();
+        let fence_note = if self.writes_fenced_off() {
+            "; writes paused until a timed-out write's connection is confirmed closed"
+        } else {
+            ""
+        };
+        if failed.is_empty() && control.is_ok() && fence_note.is_empty() {
+            return Health::new(BACKEND, HealthStatus::Up)
+                .with_latency(latency)
+                .with_detail(self.inner.topology.as_str());
+        }
+        let answered = results.len() - failed.len();
+        let status = if answered == 0 {
+            HealthStatus::Down
+        } else {
+            HealthStatus::Degraded
+        };
+        let first = failed
+            .first()
+            .map(|e| e.to_string())
+            .or_else(|| control.err().map(|e| format!("control connection: {e}")))
+            .unwrap_or_default();
+        let mut health = Health::new(BACKEND, status)
+            .with_latency(latency)
+            .with_detail(format!(
+                "{answered} of {} connections answered{fence_note}{}{first}",
+                results.len(),
+                if first.is_empty() { "" } else { "; " }
+            ));
+        health
+            .extra
+            .push(("fenced_connections", self.fenced_connections()));
+        health
+    }
+}
