@@ -197,24 +197,7 @@ impl Fence {
                 self.add_pending(t);
             }
         }
-        if all {
-            self.reconnect(conn);
-        }
         all
-    }
-
-    /// Makes pooled client `conn` reconnect once its old connections are confirmed closed: a
-    /// partitioned client never sees the server's close (the FIN is held as well), and what fred
-    /// re-sends on the new connection can no longer also run on the old one.
-    fn reconnect(&self, conn: usize) {
-        let Some(client) = self.clients.get(conn).cloned() else {
-            return;
-        };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = client.force_reconnection().await;
-            });
-        }
     }
 
     fn add_pending(&self, t: Target) {
@@ -343,11 +326,6 @@ impl Fence {
                 let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
                 pending.retain(|p| p != &t);
                 self.pending_len.store(pending.len(), Ordering::Release);
-                let left_for_conn = pending.iter().any(|p| p.conn == t.conn);
-                drop(pending);
-                if !left_for_conn {
-                    self.reconnect(t.conn);
-                }
             }
         }
         let left = self.pending_len.load(Ordering::Acquire);

@@ -384,6 +384,13 @@ impl SessionStore for RedisStore {
     }
 
     async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
+        if new_id == &key.id {
+            // Nothing to move (and the scripts must never take the key for its own copy).
+            return match self.load(key).await? {
+                Some(record) => Ok(record.meta),
+                None => Err(Error::not_found(key.ns())),
+            };
+        }
         if self.inner.topology == Topology::Cluster {
             return self.rotate_in_two_steps(key, new_id).await;
         }
@@ -525,7 +532,10 @@ impl SessionStore for RedisStore {
         let started = Instant::now();
         let conns = &self.inner.conns;
         let pings = futures::future::join_all(conns.iter().enumerate().map(|(i, conn)| async move {
-            if !conn.is_connected() {
+            // A fenced connection gets no probe: fred's unresponsive check measures from the last
+            // write, and only a silent connection is dropped (failing, never re-sending, what it
+            // still holds).
+            if !conn.is_connected() || !self.inner.fence.usable(i) {
                 return Err(not_connected());
             }
             self.read(i, "health", None, conn.ping::<Value>(None))
