@@ -10,7 +10,8 @@
 //!
 //! * **killed** (or already gone): the write ran before the kill or never
 //!   will; the store reports `Timeout` (or `Unavailable`) and the outcome,
-//!   though unknown, is final. The pooled client reconnects by itself and is
+//!   though unknown, is final. The pooled client reconnects by itself (once fred
+//!   sees the close, or its unresponsive check fires) and is
 //!   used again once it has a new connection.
 //! * **not confirmed** (Redis unreachable on the control connection too): the
 //!   connection is recorded as pending and every later *write* of this store

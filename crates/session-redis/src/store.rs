@@ -44,8 +44,9 @@ const CONNECT_POLL: Duration = Duration::from_millis(5);
 /// connection it went out on has been closed by Redis (`CLIENT KILL ID`, sent on a separate
 /// control connection), so it cannot land later; if Redis cannot confirm that, the store
 /// refuses writes until it can. The ACL user needs `CLIENT` (`+client|id +client|kill`).
-/// Health checks (`health()`, a fallback's probes) also run on every pooled connection, and a
-/// connection whose check times out is fenced and replaced like one whose command did.
+/// Health checks (`health()`, a fallback's probes) also run on every pooled connection; a
+/// connection whose check times out is fenced like one whose command did, is probed no more,
+/// and is dropped by fred's unresponsive check (`redis.unresponsive_timeout_ms`).
 ///
 /// **Expiry** is judged by the Redis server's clock only: a key that Redis still holds is a live
 /// session, whatever the application's clock says.
