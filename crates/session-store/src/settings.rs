@@ -261,6 +261,31 @@ impl Settings {
         }
         #[cfg(feature = "fallback")]
         self.fallback.validate()?;
+        #[cfg(feature = "fallback")]
+        if self.backend == Backend::Fallback {
+            self.check_fallback_deadline()?;
+        }
+        Ok(())
+    }
+
+    /// The fallback's deadline on a primary call must leave Redis's own timeout room to
+    /// fire first: otherwise every slow call is abandoned by the fallback before the Redis
+    /// store can tell a timeout from an answer, and each one fails over (and fences its
+    /// connection) while Redis is healthy.
+    #[cfg(feature = "fallback")]
+    fn check_fallback_deadline(&self) -> Result<()> {
+        let fallback = self.fallback.primary_timeout_ms;
+        let redis = self.redis.timeout_ms;
+        if fallback <= redis {
+            return Err(Error::config(
+                "fallback.primary_timeout_ms",
+                format!(
+                    "must be above redis.timeout_ms ({redis} ms), not {fallback}: the fallback would give up on \
+                     calls that Redis still answers in time; e.g. {} ms",
+                    redis.saturating_add(FALLBACK_MARGIN_MS)
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -282,6 +307,10 @@ impl Settings {
         redis
     }
 }
+
+/// The margin suggested between `redis.timeout_ms` and `fallback.primary_timeout_ms`.
+#[cfg(feature = "fallback")]
+const FALLBACK_MARGIN_MS: u64 = 50;
 
 fn not_built(backend: &str) -> Error {
     Error::config(

@@ -193,3 +193,35 @@ mod redis {
         assert_eq!(config_key(e), "redis.timeout_ms");
     }
 }
+
+#[cfg(feature = "fallback")]
+mod fallback {
+    use super::*;
+
+    /// Configurations whose deadlines cannot work together are refused, naming the key to change.
+    #[test]
+    fn deadlines_that_cannot_recover_are_refused() {
+        let refused = [
+            // The fallback would abandon every call before Redis's own timeout.
+            ("[redis]\ntimeout_ms = 300\n[fallback]\nprimary_timeout_ms = 300", "fallback.primary_timeout_ms"),
+            ("[redis]\ntimeout_ms = 1000", "fallback.primary_timeout_ms"),
+            // A stuck connection would never be replaced before a command times out.
+            ("[redis]\ntimeout_ms = 500\nunresponsive_timeout_ms = 400\n[fallback]\nprimary_timeout_ms = 600", "redis.unresponsive_timeout_ms"),
+        ];
+        for (section, key) in refused {
+            let toml = format!("backend = \"fallback\"\n{section}");
+            let e = Settings::from_toml(&toml).unwrap_err();
+            let text = e.to_string();
+            assert_eq!(config_key(e), key, "{toml}");
+            assert!(text.contains("ms"), "the message names the figures: {text}");
+        }
+        // The defaults, and a deadline a little above Redis's timeout, are accepted.
+        Settings::from_toml("backend = \"fallback\"").unwrap();
+        Settings::from_toml(
+            "backend = \"fallback\"\n[redis]\ntimeout_ms = 1000\n[fallback]\nprimary_timeout_ms = 1050",
+        )
+        .unwrap();
+        // The rule is the fallback's: with `backend = "redis"` the fallback section is not used.
+        Settings::from_toml("backend = \"redis\"\n[redis]\ntimeout_ms = 1000").unwrap();
+    }
+}
