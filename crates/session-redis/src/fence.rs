@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use fred::clients::{Client, WithOptions};
 use fred::error::{Error as FredError, ErrorKind as FredKind};
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, EventInterface};
 use fred::prelude::ClientInterface;
 use fred::types::config::{Options, Server};
 use fred::types::{ClusterHash, CustomCommand, Value};
@@ -64,6 +64,10 @@ pub(crate) struct Fence {
     timeout: Duration,
     /// Per pooled client: not to be used until it has a connection other than those killed.
     quarantined: Vec<AtomicBool>,
+    /// Per pooled client: (re)connections seen, from fred's reconnect notifications.
+    generations: Arc<[AtomicU64]>,
+    /// Per pooled client: its generation when it was last quarantined.
+    quarantined_at: Vec<AtomicU64>,
     killed: Mutex<Vec<Target>>,
     /// Kills not yet confirmed; writes are refused while any is.
     pending: Mutex<Vec<Target>>,
@@ -84,12 +88,16 @@ impl Fence {
         timeout: Duration,
     ) -> Arc<Fence> {
         let n = clients.len();
+        let generations: Arc<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
+        watch_reconnects(&clients, &generations);
         Arc::new_cyclic(|me| Fence {
             clients,
             control,
             topology,
             timeout,
             quarantined: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            generations,
+            quarantined_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
             killed: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
             pending_len: AtomicUsize::new(0),
@@ -125,6 +133,10 @@ impl Fence {
         }
     }
 
+    /// A quarantined client is released once fred has reconnected it since the fence, or
+    /// once none of its current connections is one that was killed. (Connection ids restart
+    /// with a restarted server, so a reconnect counts even when an id repeats.) Releasing
+    /// early costs at most a failed write: a killed connection runs nothing.
     fn release_if_reconnected(&self, i: usize) -> bool {
         let Some(client) = self.clients.get(i) else {
             return false;
@@ -133,18 +145,22 @@ impl Fence {
             return false;
         }
         let ids = client.connection_ids();
-        let killed = self.killed.lock().unwrap_or_else(PoisonError::into_inner);
+        if ids.is_empty() {
+            return false;
+        }
+        let reconnected = match (self.generations.get(i), self.quarantined_at.get(i)) {
+            (Some(now), Some(at)) => now.load(Ordering::Acquire) != at.load(Ordering::Acquire),
+            _ => false,
+        };
+        let mut killed = self.killed.lock().unwrap_or_else(PoisonError::into_inner);
         let stale = killed
             .iter()
             .any(|t| t.conn == i && ids.get(&t.server) == Some(&t.id));
-        if stale || ids.is_empty() {
+        if stale && !reconnected {
             return false;
         }
+        killed.retain(|t| t.conn != i);
         drop(killed);
-        self.killed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|t| t.conn != i);
         if let Some(q) = self.quarantined.get(i) {
             q.store(false, Ordering::Release);
         }
@@ -173,6 +189,9 @@ impl Fence {
         let Some(client) = self.clients.get(conn) else {
             return true;
         };
+        if let (Some(at), Some(now)) = (self.quarantined_at.get(conn), self.generations.get(conn)) {
+            at.store(now.load(Ordering::Acquire), Ordering::Release);
+        }
         if let Some(q) = self.quarantined.get(conn) {
             q.store(true, Ordering::Release);
         }
@@ -222,9 +241,12 @@ impl Fence {
         let rt = tokio::runtime::Handle::try_current().ok()?;
         let fence = self.me.upgrade()?;
         fence.in_progress.fetch_add(1, Ordering::AcqRel);
+        // Counted down by a guard: a task dropped unfinished (its runtime shut down) must not
+        // leave writes refused for good.
+        let running = InProgress(Arc::clone(&fence));
         Some(rt.spawn(async move {
-            let ok = fence.close(conn, &ids).await;
-            fence.in_progress.fetch_sub(1, Ordering::AcqRel);
+            let ok = running.0.close(conn, &ids).await;
+            drop(running);
             ok
         }))
     }
@@ -235,12 +257,18 @@ impl Fence {
         let on = match self.topology {
             Topology::Cluster => {
                 let control: &Client = &self.control;
-                let primaries = fred::interfaces::ClusterInterface::cached_cluster_state(control)
-                    .map(|state| state.unique_primary_nodes());
-                if primaries.is_some_and(|p| !p.is_empty() && !p.contains(&t.server)) {
-                    // No longer a primary (failed over, removed): what it still holds is discarded
-                    // when it rejoins as a replica, so nothing sent to it can land.
-                    return true;
+                if !self.is_cluster_primary(&t.server) {
+                    // The control's view may be older than the data client's: read the slots
+                    // again before concluding anything.
+                    let sync = fred::interfaces::ClusterInterface::sync_cluster(control);
+                    if !matches!(tokio::time::timeout(self.timeout, sync).await, Ok(Ok(()))) {
+                        return false;
+                    }
+                    if !self.is_cluster_primary(&t.server) {
+                        // No longer a primary (failed over, removed): what it still holds is
+                        // discarded when it rejoins as a replica, so nothing sent to it can land.
+                        return true;
+                    }
                 }
                 control.with_options(&Options {
                     cluster_node: Some(t.server.clone()),
@@ -252,12 +280,22 @@ impl Fence {
             _ => {
                 let control: &Client = &self.control;
                 if !control.connection_ids().contains_key(&t.server) {
-                    // The control connection is on another server now (a sentinel failover):
-                    // the old master's writes are discarded when it rejoins as a replica.
-                    if control.is_connected() && !control.connection_ids().is_empty() {
+                    // The control connection is on another server than the write (a sentinel
+                    // failover, seen by one client before the other). Ask the sentinels again
+                    // (a reconnection resolves the master anew): if the control then lands on
+                    // the write's server, kill there; if the sentinels name another master,
+                    // the write's server is a replica-to-be whose writes are discarded.
+                    let again = control.force_reconnection();
+                    if !matches!(tokio::time::timeout(self.timeout, again).await, Ok(Ok(()))) {
+                        return false;
+                    }
+                    let ids = control.connection_ids();
+                    if ids.is_empty() || !control.is_connected() {
+                        return false;
+                    }
+                    if !ids.contains_key(&t.server) {
                         return true;
                     }
-                    return false;
                 }
                 let control: &Client = &self.control;
                 control.with_options(&Options {
@@ -289,6 +327,15 @@ impl Fence {
             tracing::debug!(backend = BACKEND, client_id = t.id, "redis: fenced a connection");
         }
         answered
+    }
+
+    /// Whether the control client's cluster view lists `server` as a primary (an empty or
+    /// missing view counts as listing it: a kill is then attempted).
+    fn is_cluster_primary(&self, server: &Server) -> bool {
+        let control: &Client = &self.control;
+        fred::interfaces::ClusterInterface::cached_cluster_state(control)
+            .map(|state| state.unique_primary_nodes())
+            .is_none_or(|p| p.is_empty() || p.contains(server))
     }
 
     fn ensure_settler(&self) {
@@ -340,6 +387,42 @@ impl Fence {
     }
 }
 
+/// One running background fence; counts itself out of `in_progress` when it ends or is dropped.
+struct InProgress(Arc<Fence>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts each pooled client's (re)connections, from fred's reconnect notifications. Each
+/// listener ends with its client (the notification channel closes).
+fn watch_reconnects(clients: &[Client], generations: &Arc<[AtomicU64]>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    for (i, client) in clients.iter().enumerate() {
+        let mut rx = client.reconnect_rx();
+        let generations = Arc::downgrade(generations);
+        rt.spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let Some(generations) = generations.upgrade() else {
+                            return;
+                        };
+                        if let Some(g) = generations.get(i) {
+                            g.fetch_add(1, Ordering::AcqRel);
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+}
+
 /// Whether Redis answered a `CLIENT KILL` with "no such client" (older syntax).
 fn is_no_such_client(e: &FredError) -> bool {
     e.details().to_ascii_lowercase().contains("no such client")
@@ -372,6 +455,13 @@ pub(crate) struct Armed {
 }
 
 impl Armed {
+    /// Whether the connection's `CLIENT ID` is unknown, so that a write sent on it could not
+    /// be fenced (fred reads the id when it connects; an ACL without `+client|id` hides it).
+    #[inline]
+    pub(crate) fn is_blind(&self) -> bool {
+        self.ids.is_empty()
+    }
+
     /// The outcome is known (answered, or refused before sending).
     #[inline]
     pub(crate) fn disarm(mut self) {

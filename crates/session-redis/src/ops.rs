@@ -1,6 +1,7 @@
 //! The [`SessionStore`] operations of [`RedisStore`].
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -8,7 +9,7 @@ use fred::clients::{Client, WithOptions};
 use fred::error::{Error as FredError, ErrorKind as FredKind};
 use fred::interfaces::{ClientLike, KeysInterface};
 use fred::types::config::{Options, Server};
-use fred::types::{Expiration, InfoKind, SetOptions, Value};
+use fred::types::{Expiration, InfoKind, Key, SetOptions, Value};
 use session_core::backend::{check_size, stamp, Record};
 use session_core::{
     Error, Health, HealthStatus, Meta, Namespace, Result, SessionId, SessionKey, SessionStore, StoreStats,
@@ -24,6 +25,11 @@ use crate::BACKEND;
 const SCAN_COUNT: u32 = 1000;
 /// How often a cluster `rotate` starts over when the old id changed under it.
 const ROTATE_ATTEMPTS: usize = 3;
+/// First and longest delay between background retries of a rotate's undo.
+const UNDO_RETRY_MIN: Duration = Duration::from_millis(50);
+const UNDO_RETRY_MAX: Duration = Duration::from_secs(2);
+/// A rotate's undo is retried at most this long (the copy's deadline usually ends it first).
+const UNDO_RETRY_FOR: Duration = Duration::from_secs(600);
 
 /// How a plain write treats an existing key.
 #[derive(Clone, Copy)]
@@ -206,13 +212,25 @@ impl RedisStore {
                 // The old id was deleted (a logout) or rewritten meanwhile: the copy must not
                 // outlive it. Undo it, then report the logout or start over with the new value.
                 ScriptReply::Code(code @ (0 | -2)) => {
-                    self.fenced(
-                        i,
-                        "rotate",
-                        key.ns(),
-                        self.run_script(conn, &scripts.del_if, std::slice::from_ref(&new_k), vec![version]),
-                    )
-                    .await?;
+                    let undone = self
+                        .fenced(
+                            i,
+                            "rotate",
+                            key.ns(),
+                            self.run_script(
+                                conn,
+                                &scripts.del_if,
+                                std::slice::from_ref(&new_k),
+                                vec![version.clone()],
+                            ),
+                        )
+                        .await;
+                    if let Err(e) = undone {
+                        // The copy must not outlive the logout: keep trying in the background
+                        // until Redis answers (or the copy's own deadline removes it).
+                        self.undo_copy_later(new_k.clone(), version, meta.deadline());
+                        return Err(e);
+                    }
                     if code == 0 {
                         return Err(Error::not_found(key.ns()));
                     }
@@ -225,6 +243,37 @@ impl RedisStore {
             expected: Version::NONE,
             actual: Version::NONE,
         })
+    }
+
+    /// Deletes `key` if it still holds `version`, retried in the background until Redis
+    /// answers or `deadline` (ms) has passed: the undo of a cluster rotate's copy whose old id
+    /// was logged out meanwhile, when the first undo failed.
+    fn undo_copy_later(&self, key: Key, version: Value, deadline: u64) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let started = Instant::now();
+        rt.spawn(async move {
+            let mut delay = UNDO_RETRY_MIN;
+            loop {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(UNDO_RETRY_MAX);
+                if session_core::backend::now_ms() >= deadline || started.elapsed() >= UNDO_RETRY_FOR {
+                    return;
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let store = RedisStore { inner };
+                let Ok((i, conn)) = store.up() else { continue };
+                let script = &store.inner.scripts.del_if;
+                let args = vec![version.clone()];
+                let run = store.run_script(conn, script, std::slice::from_ref(&key), args);
+                if store.fenced(i, "rotate", "", run).await.is_ok() {
+                    tracing::debug!(backend = BACKEND, "redis: undid an interrupted rotate's copy");
+                    return;
+                }
+            }
+        });
     }
 
     /// The primary nodes to run a whole-keyspace command on: every cluster primary, or the one server.

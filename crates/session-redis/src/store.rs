@@ -181,7 +181,38 @@ impl RedisStore {
             }
             tasks.push(store.inner.fence.control().connect());
         }
+        store.check_fencing_when_connected();
         Ok(store)
+    }
+
+    /// [`check_fencing`](Self::check_fencing) once the lazily started connections are up,
+    /// logged as an error when it fails (writes are then refused: see `fenced`). Ends with
+    /// the store.
+    fn check_fencing_when_connected(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CONNECT_POLL).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let store = RedisStore { inner };
+                let up = store.inner.conns.iter().all(|c| c.is_connected())
+                    && store.inner.fence.control().is_connected();
+                if !up {
+                    continue;
+                }
+                if let Err(e) = store.check_fencing().await {
+                    if e.is_temporary() {
+                        continue;
+                    }
+                    tracing::error!(
+                        backend = BACKEND,
+                        error = %e,
+                        "redis: timed-out writes cannot be fenced with this connection; writes are refused"
+                    );
+                }
+                return;
+            }
+        });
     }
 
     fn from_built(built: Built) -> Self {
@@ -370,6 +401,17 @@ impl RedisStore {
             return Err(writes_fenced_off());
         }
         let armed = self.inner.fence.arm(i);
+        if armed.is_blind() {
+            // Not sent: a write that could not be fenced if it timed out is not risked.
+            armed.disarm();
+            return Err(Error::Unavailable {
+                backend: BACKEND,
+                message: "the connection's CLIENT ID is unknown (the ACL user needs +client|id), so a \
+                          timed-out write could not be fenced; writes are refused"
+                    .into(),
+                source: None,
+            });
+        }
         match call.await {
             Ok(v) => {
                 armed.disarm();

@@ -419,3 +419,60 @@ async fn huge_batches_fit_a_small_command_queue() {
     }
     assert_eq!(store.count(&ns("task")).await.unwrap(), 600);
 }
+
+/// An ACL user that may not run `CLIENT ID`: `connect` names the permission; a lazily
+/// connected store refuses writes (they could not be fenced) and still serves reads.
+#[tokio::test]
+async fn a_user_without_client_id_gets_no_unfenceable_writes() {
+    let Some(target) = topology_url(Topology::Standalone) else {
+        return;
+    };
+    let admin = config_for(&target);
+    let raw = RedisStore::connect(admin.clone()).await.expect("admin connects");
+    let client = raw.clients().remove(0);
+    let user = format!("noid{}", std::process::id());
+    let acl = |args: Vec<&str>| {
+        let client = client.clone();
+        let args: Vec<Value> = args.into_iter().map(|a| Value::from(a.to_owned())).collect();
+        async move {
+            let r: Value = client
+                .custom(CustomCommand::new_static("ACL", None, false), args)
+                .await
+                .expect("ACL");
+            r
+        }
+    };
+    acl(vec![
+        "SETUSER",
+        &user,
+        "on",
+        ">pw-noid",
+        "~*",
+        "&*",
+        "+@all",
+        "-client|id",
+    ])
+    .await;
+    let mut c = admin.clone();
+    c.url = format!(
+        "redis://{user}:pw-noid@{}",
+        admin.url.trim_start_matches("redis://")
+    );
+    c.key_prefix = session_core::testing::random_prefix().as_str().to_owned();
+
+    let e = RedisStore::connect(c.clone()).await.unwrap_err();
+    assert_eq!(config_key(&e), Some("redis.username"), "{e}");
+    assert!(e.to_string().contains("client|id"), "{e}");
+
+    let lazy = RedisStore::connect_lazy(c).expect("lazy store");
+    assert!(
+        lazy.wait_connected(Duration::from_secs(5)).await,
+        "lazy store connects"
+    );
+    let key = new_key("noid");
+    let e = lazy.save(&key, &rec(b"x")).await.unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+    assert!(e.to_string().contains("CLIENT ID"), "{e}");
+    assert_eq!(lazy.load(&key).await.unwrap(), None, "reads are served");
+    acl(vec!["DELUSER", &user]).await;
+}
