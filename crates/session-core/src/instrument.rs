@@ -364,6 +364,10 @@ impl<S: SessionStore> SessionStore for Instrumented<S> {
             Err(_) => Health::new(self.backend, HealthStatus::Down),
         }
     }
+
+    fn evicts(&self) -> bool {
+        self.inner.evicts()
+    }
 }
 
 /// Publishes one round of gauges for `store`: entries, bytes, bound counters,

@@ -178,6 +178,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Whether the backend answers, and how fast. Never fails: a down
     /// backend is reported as [`HealthStatus::Down`].
     async fn health(&self) -> Health;
+
+    /// Whether the store may drop live sessions on its own to stay within a
+    /// bound (an evicting memory store). A store that holds writes it
+    /// acknowledged for someone else — a fallback's secondary during an
+    /// outage — must not, and says so at construction. Default `false`.
+    fn evicts(&self) -> bool {
+        false
+    }
 }
 
 /// Sizes and counters reported by [`SessionStore::stats`].
@@ -437,6 +445,9 @@ macro_rules! forward_store {
                 Self: 'f,
             {
                 (**self).health()
+            }
+            fn evicts(&self) -> bool {
+                (**self).evicts()
             }
         }
     )*};

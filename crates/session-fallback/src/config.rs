@@ -18,6 +18,8 @@ use session_core::{Error, Result};
 /// | `probe_max_ms` | `5000` | longest delay between probes (exponential backoff with jitter) |
 /// | `max_journal_keys` | `100000` | sessions that may wait for replay; beyond it new keys are refused |
 /// | `replay_concurrency` | `16` | sessions replayed into the primary at once |
+/// | `startup_wait_ms` | `1000` | how long construction waits for the primary's first answer |
+/// | `batch_keys_per_deadline` | `1000` | a batch call gets one `primary_timeout_ms` per this many keys |
 ///
 /// ```
 /// let config: session_fallback::FallbackConfig =
@@ -54,6 +56,16 @@ pub struct FallbackConfig {
     pub max_journal_keys: usize,
     /// How many sessions are replayed into the primary at once. Default `16`.
     pub replay_concurrency: usize,
+    /// How long [`FallbackStore::new`](crate::FallbackStore::new) waits for
+    /// the primary's first answer (a lazily connecting primary needs a few
+    /// ms), in milliseconds, before it starts with the circuit open. With
+    /// the primary up, the first request is then served by it. Default
+    /// `1000`.
+    pub startup_wait_ms: u64,
+    /// Batch calls (`load_many`, `save_many`) get one `primary_timeout_ms`
+    /// per started `batch_keys_per_deadline` keys, so that a large batch on
+    /// a healthy primary is not cut off and failed over. Default `1000`.
+    pub batch_keys_per_deadline: usize,
 }
 
 impl Default for FallbackConfig {
@@ -65,6 +77,8 @@ impl Default for FallbackConfig {
             probe_max_ms: 5000,
             max_journal_keys: 100_000,
             replay_concurrency: 16,
+            startup_wait_ms: 1000,
+            batch_keys_per_deadline: 1000,
         }
     }
 }
@@ -101,9 +115,23 @@ impl FallbackConfig {
         self
     }
 
+    /// Sets [`startup_wait_ms`](Self::startup_wait_ms).
+    pub fn with_startup_wait(mut self, wait: Duration) -> Self {
+        self.startup_wait_ms = millis(wait);
+        self
+    }
+
     /// The primary timeout as a [`Duration`].
     pub fn primary_timeout(&self) -> Duration {
         Duration::from_millis(self.primary_timeout_ms)
+    }
+
+    /// The deadline of a batch call of `keys` keys: one primary timeout per
+    /// started [`batch_keys_per_deadline`](Self::batch_keys_per_deadline).
+    pub fn batch_timeout(&self, keys: usize) -> Duration {
+        let per = self.batch_keys_per_deadline.max(1);
+        let parts = u32::try_from(keys.div_ceil(per).max(1)).unwrap_or(u32::MAX);
+        self.primary_timeout().saturating_mul(parts)
     }
 
     /// Checks every value, naming the key of the first bad one.
@@ -151,6 +179,21 @@ impl FallbackConfig {
             return Err(Error::config(
                 "fallback.replay_concurrency",
                 format!("must be 1 to 1024, got {}", self.replay_concurrency),
+            ));
+        }
+        if self.startup_wait_ms > 600_000 {
+            return Err(Error::config(
+                "fallback.startup_wait_ms",
+                format!(
+                    "must be at most 600000 milliseconds, got {}",
+                    self.startup_wait_ms
+                ),
+            ));
+        }
+        if self.batch_keys_per_deadline == 0 {
+            return Err(Error::config(
+                "fallback.batch_keys_per_deadline",
+                "must be at least 1 (keys covered by one primary_timeout_ms in a batch call)",
             ));
         }
         Ok(())

@@ -17,6 +17,9 @@ use crate::config::FallbackConfig;
 use crate::journal::{Journal, JournalFull, KeyGuard, KeyLocks, PendingOp};
 use crate::state::{AtomicState, CircuitState, Counters, FallbackCounters, Field};
 
+/// How often construction asks a primary that has not answered yet.
+const STARTUP_POLL: Duration = Duration::from_millis(20);
+
 /// The backend name a fallback store reports.
 pub const BACKEND: &str = "fallback";
 
@@ -154,6 +157,17 @@ impl<P: SessionStore, S: SessionStore> FallbackStore<P, S> {
     /// [`Error::Config`] naming `fallback.<key>` for a bad setting.
     pub async fn new(primary: P, secondary: S, config: FallbackConfig) -> Result<Self> {
         config.validate()?;
+        if secondary.evicts() {
+            return Err(Error::config(
+                "fallback.secondary",
+                format!(
+                    "the secondary ({}) evicts sessions at its bound, which would drop writes acknowledged \
+                     during an outage; configure it to refuse at its bound instead (memory: \
+                     at_capacity = \"reject\")",
+                    secondary.backend()
+                ),
+            ));
+        }
         let timeout = config.primary_timeout();
         let inner = Arc::new_cyclic(|me| Inner {
             primary,
@@ -172,7 +186,7 @@ impl<P: SessionStore, S: SessionStore> FallbackStore<P, S> {
             me: me.clone(),
             config,
         });
-        let health = inner.primary_health().await;
+        let health = inner.first_answer().await;
         if !is_answering(&health) {
             inner.start_open(health);
         }
@@ -233,11 +247,25 @@ pub(crate) fn is_answering(health: &Health) -> bool {
 impl<P: SessionStore, S: SessionStore> Inner<P, S> {
     /// Runs a primary call under the fallback's own deadline.
     pub(crate) async fn on_primary<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
-        match tokio::time::timeout(self.timeout, call).await {
+        self.on_primary_within(self.timeout, call).await
+    }
+
+    /// A batch call of `keys` keys under a deadline that scales with its size.
+    async fn on_primary_batch<T>(&self, keys: usize, call: impl Future<Output = Result<T>>) -> Result<T> {
+        self.on_primary_within(self.config.batch_timeout(keys), call)
+            .await
+    }
+
+    async fn on_primary_within<T>(
+        &self,
+        deadline: Duration,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(deadline, call).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout {
                 backend: self.primary.backend(),
-                after: self.timeout,
+                after: deadline,
             }),
         }
     }
@@ -248,6 +276,19 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             Ok(h) => h,
             Err(_) => Health::new(self.primary.backend(), HealthStatus::Down)
                 .with_detail(format!("no answer within {} ms", self.timeout.as_millis())),
+        }
+    }
+
+    /// The primary's health, asked again until it answers or `startup_wait_ms` has passed
+    /// (a lazily connecting primary answers "down" for its first few ms).
+    async fn first_answer(&self) -> Health {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.startup_wait_ms);
+        loop {
+            let health = self.primary_health().await;
+            if is_answering(&health) || tokio::time::Instant::now() >= deadline {
+                return health;
+            }
+            tokio::time::sleep(STARTUP_POLL).await;
         }
     }
 
@@ -653,7 +694,10 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             primary_slots.retain(|&i| inner.journal.get(&keys[i]).is_none());
         }
         if primary_slots.len() == keys.len() {
-            return match inner.on_primary(inner.primary.load_many(keys)).await {
+            return match inner
+                .on_primary_batch(keys.len(), inner.primary.load_many(keys))
+                .await
+            {
                 Err(e) if e.is_temporary() => {
                     inner.failed_over("load_many", None, &e);
                     let _guards = inner.locks.lock_many(keys).await;
@@ -669,7 +713,10 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             return Ok(out);
         }
         let primary_keys: Vec<SessionKey> = primary_slots.iter().map(|&i| keys[i].clone()).collect();
-        let got = match inner.on_primary(inner.primary.load_many(&primary_keys)).await {
+        let got = match inner
+            .on_primary_batch(primary_keys.len(), inner.primary.load_many(&primary_keys))
+            .await
+        {
             Err(e) if e.is_temporary() => {
                 inner.failed_over("load_many", None, &e);
                 let _guards = inner.locks.lock_many(&primary_keys).await;
@@ -701,7 +748,10 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             }
             drop(guards);
         }
-        match inner.on_primary(inner.primary.save_many(items)).await {
+        match inner
+            .on_primary_batch(items.len(), inner.primary.save_many(items))
+            .await
+        {
             Err(e) if e.is_temporary() => {
                 inner.failed_over("save_many", None, &e);
                 let _guards = inner.locks.lock_many(items.iter().map(|(k, _)| k)).await;

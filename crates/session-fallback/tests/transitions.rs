@@ -35,7 +35,11 @@ fn fast() -> FallbackConfig {
     FallbackConfig::default()
         .with_primary_timeout(Duration::from_millis(150))
         .with_probe_backoff(Duration::from_millis(10), Duration::from_millis(40))
+        .with_startup_wait(Duration::from_millis(STARTUP_WAIT_MS))
 }
+
+/// How long construction waits for a primary's first answer in these tests.
+const STARTUP_WAIT_MS: u64 = 100;
 
 async fn setup(config: FallbackConfig) -> (Primary, Secondary, Store) {
     let primary = FaultyStore::new(memory());
@@ -405,9 +409,10 @@ async fn starts_open_when_the_primary_is_down_and_recovers() {
     let store = FallbackStore::new(Arc::clone(&primary), Arc::clone(&secondary), fast())
         .await
         .unwrap();
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_millis(150),
-        "start-up did not wait"
+        took >= Duration::from_millis(STARTUP_WAIT_MS) && took < Duration::from_millis(STARTUP_WAIT_MS + 150),
+        "start-up waits startup_wait_ms for a first answer, no longer: {took:?}"
     );
     assert!(store.state().is_open());
     let refused = primary.refused();
@@ -418,6 +423,45 @@ async fn starts_open_when_the_primary_is_down_and_recovers() {
     primary.set_mode(FaultMode::Pass);
     wait_closed(&store).await;
     assert_eq!(in_primary(&primary, &k).await, b(b"during"));
+}
+
+/// A primary that answers a few ms after construction began (a lazy connection) is not an
+/// outage: the store starts closed and the first call is served by the primary.
+#[tokio::test]
+async fn a_primary_that_answers_during_the_startup_wait_starts_closed() {
+    let primary = FaultyStore::new(memory());
+    primary.set_mode(FaultMode::Fail);
+    let later = Arc::clone(&primary);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        later.set_mode(FaultMode::Pass);
+    });
+    let store = FallbackStore::new(Arc::clone(&primary), Arc::new(memory()), fast())
+        .await
+        .unwrap();
+    assert_eq!(store.state(), CircuitState::Closed);
+    assert_eq!(store.counters().opened, 0, "no false outage at start-up");
+    let k = key();
+    store.create(&k, &rec(b"first")).await.unwrap();
+    assert_eq!(in_primary(&primary, &k).await, b(b"first"));
+    assert_eq!(store.counters().failovers, 0);
+}
+
+/// A secondary that evicts at its bound would drop acknowledged outage writes: refused.
+#[tokio::test]
+async fn an_evicting_secondary_is_refused() {
+    let evicting =
+        MemoryStore::new(MemoryConfig::default().with_at_capacity(AtCapacity::EvictSoonestExpiring)).unwrap();
+    let e = FallbackStore::new(FaultyStore::new(memory()), evicting, fast())
+        .await
+        .unwrap_err();
+    match &e {
+        Error::Config { key, message, .. } => {
+            assert_eq!(key, "fallback.secondary");
+            assert!(message.contains("reject"), "{message}");
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -1001,4 +1045,26 @@ async fn two_instances_starting_in_an_outage_never_share_a_version() {
     let e = two.save_if(&k, va, &rec(b"a's client on b")).await.unwrap_err();
     assert!(matches!(e, Error::Conflict { .. }), "{e}");
     assert_eq!(payload(&two, &k).await, b(b"from b"));
+}
+
+/// A batch gets one primary timeout per started `batch_keys_per_deadline` keys: a batch that a
+/// slow but healthy primary answers within that is served by it, not failed over as misses.
+#[tokio::test]
+async fn batch_deadlines_scale_with_the_batch() {
+    let mut config = fast();
+    config.batch_keys_per_deadline = 10;
+    let (p, _s, store) = setup(config).await;
+    let keys: Vec<SessionKey> = (0..25).map(|_| key()).collect();
+    for k in &keys {
+        store.create(k, &rec(b"v")).await.unwrap();
+    }
+    // 200 ms per call: over one primary timeout (150 ms), under three (25 keys → 450 ms).
+    p.set_mode(FaultMode::Delay(Duration::from_millis(200)));
+    let found = store.load_many(&keys).await.unwrap();
+    assert_eq!(found.iter().filter(|r| matches!(r, Ok(Some(_)))).count(), 25);
+    assert_eq!(store.counters().failovers, 0, "the batch was not cut off");
+    assert_eq!(store.state(), CircuitState::Closed);
+    // A single call that slow is failed over.
+    let _ = store.load(&keys[0]).await;
+    assert_eq!(store.counters().failovers, 1);
 }

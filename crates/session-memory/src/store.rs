@@ -951,4 +951,8 @@ impl SessionStore for MemoryStore {
         drop(self.inner.shards[0].read());
         Health::new(BACKEND, HealthStatus::Up).with_latency(start.elapsed())
     }
+
+    fn evicts(&self) -> bool {
+        self.inner.config.at_capacity == AtCapacity::EvictSoonestExpiring
+    }
 }

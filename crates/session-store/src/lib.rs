@@ -111,9 +111,12 @@ impl Built {
 /// * `redis`: connects and verifies (PING) within `redis.connect_timeout_ms`;
 ///   fails with a clear error if Redis is unreachable, refuses the password
 ///   or speaks another protocol (TLS mismatch).
-/// * `fallback`: Redis started lazily (the service starts even while Redis is
-///   down, and uses it as soon as it answers) over a memory store that
-///   refuses writes at its bound rather than evicting acknowledged ones.
+/// * `fallback`: Redis connected as for `redis` — a permanent error (wrong
+///   credentials, a missing ACL permission, a TLS mismatch, a bad database)
+///   fails start-up with the same message — except that an *unreachable*
+///   Redis does not: the store then starts serving from memory and uses
+///   Redis as soon as it answers. The memory store refuses writes at its
+///   bound rather than evicting acknowledged ones.
 ///
 /// With `metrics.enabled` (and the `instrument` feature) the store wears
 /// [`Instrumented`](session_core::instrument::Instrumented) and, when
@@ -122,7 +125,10 @@ impl Built {
 ///
 /// # Errors
 /// [`Error::Config`] for bad settings; [`Error::Unavailable`] when Redis
-/// cannot be reached (backend `redis` only).
+/// cannot be reached (backend `redis` only; `fallback` then starts serving
+/// from memory); for `fallback` as for `redis`, [`Error::Config`] naming the
+/// key when Redis refuses the credentials, the ACL, the TLS settings or the
+/// database.
 pub async fn build(settings: &Settings) -> Result<Built> {
     settings.validate()?;
     let core = settings.core();
@@ -133,7 +139,20 @@ pub async fn build(settings: &Settings) -> Result<Built> {
         Backend::Redis => Arc::new(session_redis::RedisStore::connect(settings.redis_config()).await?),
         #[cfg(all(feature = "fallback", feature = "redis", feature = "memory"))]
         Backend::Fallback => {
-            let primary = session_redis::RedisStore::connect_lazy(settings.redis_config())?;
+            // Connected first, so that a healthy Redis serves the first request and a permanent
+            // error (credentials, ACL, TLS, database) fails start-up with its own message, as
+            // with `backend = "redis"`. Only an unreachable Redis starts the fallback open.
+            let primary = match session_redis::RedisStore::connect(settings.redis_config()).await {
+                Ok(store) => store,
+                Err(e) if e.is_temporary() => {
+                    tracing::warn!(
+                        error = %e,
+                        "session store: Redis is unreachable at start-up; serving from memory until it answers"
+                    );
+                    session_redis::RedisStore::connect_lazy(settings.redis_config())?
+                }
+                Err(e) => return Err(e),
+            };
             let secondary = session_memory::MemoryStore::new(
                 settings
                     .memory_config()

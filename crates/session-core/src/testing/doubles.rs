@@ -181,4 +181,7 @@ impl<S: SessionStore> SessionStore for FaultyStore<S> {
             _ => Health::new(self.inner.backend(), HealthStatus::Down).with_detail("injected fault"),
         }
     }
+    fn evicts(&self) -> bool {
+        self.inner.evicts()
+    }
 }
