@@ -173,7 +173,7 @@ fn fallback_counters_for_a_failover() {
 
     use session_store::fallback::{FallbackConfig, FallbackStore};
     use session_store::instrument::Instrumented;
-    use session_store::memory::MemoryStore;
+    use session_store::memory::{AtCapacity, MemoryConfig, MemoryStore};
     use session_store::testing::{FaultMode, FaultyStore};
     use session_store::SessionStore;
 
@@ -185,7 +185,9 @@ fn fallback_counters_for_a_failover() {
                 std::time::Duration::from_secs(3600),
                 std::time::Duration::from_secs(3600),
             );
-            let fallback = FallbackStore::new(Arc::clone(&primary), MemoryStore::new_default(), config)
+            let secondary =
+                MemoryStore::new(MemoryConfig::default().with_at_capacity(AtCapacity::Reject)).unwrap();
+            let fallback = FallbackStore::new(Arc::clone(&primary), secondary, config)
                 .await
                 .unwrap();
             let store: Arc<dyn SessionStore> = Arc::new(Instrumented::new(fallback));
