@@ -15,9 +15,9 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use session_core::backend::Record;
 use session_core::instrument::{Instrumented, LATENCY_BUCKETS};
-use session_core::{CodecKind, Namespace, Session, SessionId, SessionKey, SessionStore, Sessions};
+use session_core::{CodecKind, Namespace, Session, SessionId, SessionKey, SessionStore, Sessions, Version};
 use session_fallback::{FallbackConfig, FallbackStore};
-use session_memory::{MemoryConfig, MemoryStore};
+use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
 use session_redis::fred::clients::{Client, Pool};
 use session_redis::fred::interfaces::{ClientLike, KeysInterface};
 use session_redis::fred::types::config::Config as FredConfig;
@@ -26,11 +26,18 @@ use session_redis::{RedisConfig, RedisStore, DEFAULT_POOL_SIZE};
 use tower_sessions_core::session::{Id as TowerId, Record as TowerRecord};
 use tower_sessions_core::SessionStore as TowerStore;
 
+use crate::commandstats::ServerStats;
 use crate::harness::{run_cell, Cell, Op, Plan};
 use crate::payload::{self, TaskSession};
 
 /// The namespace of the pre-filled key space.
 pub(crate) const NAMESPACE: &str = "bench";
+/// The namespace of the `save_if` cases' key space, pre-filled with records of version
+/// [`CAS_VERSION`] (the other writes would give the keys fresh versions).
+const CAS_NAMESPACE: &str = "bench_cas";
+/// The fixed version token of every record in [`CAS_NAMESPACE`] (`SESSION1` in ASCII: not
+/// [`Version::NONE`], so the stores keep it).
+const CAS_VERSION: Version = Version::from_u64(0x5345_5353_494f_4e31);
 /// The namespace `create` cases write to (in Redis database 1, flushed after each cell).
 const CREATE_NAMESPACE: &str = "new";
 /// The Redis database of the `create` cases.
@@ -136,6 +143,44 @@ impl Op for StoreSave {
     }
 }
 
+/// `SessionStore::update` (`SET … XX` on Redis: written only if present) of a pre-filled key.
+struct StoreUpdate {
+    store: Arc<dyn SessionStore>,
+    keys: Arc<[SessionKey]>,
+    record: Record,
+}
+
+impl Op for StoreUpdate {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move { self.store.update(&self.keys[idx], &self.record).await.is_ok() }
+    }
+}
+
+/// `SessionStore::save_if(key, CAS_VERSION, record)` of a key in [`CAS_NAMESPACE`].
+///
+/// Every key there holds a record of version [`CAS_VERSION`], and `record` carries that same
+/// version: a store keeps a record's own token when it is not [`Version::NONE`], so each call
+/// finds the expected version, writes, and leaves the key at that version for the next call.
+/// Every call thus succeeds and does the whole compare-and-set (on Redis the script reads the
+/// stored header, compares the token and `SET`s the value). A `Conflict` (the pre-fill or a
+/// store did not keep the token) or any other error counts as a failed operation.
+struct StoreSaveIf {
+    store: Arc<dyn SessionStore>,
+    keys: Arc<[SessionKey]>,
+    record: Record,
+}
+
+impl Op for StoreSaveIf {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move {
+            self.store
+                .save_if(&self.keys[idx], CAS_VERSION, &self.record)
+                .await
+                .is_ok()
+        }
+    }
+}
+
 /// `SessionStore::create` under a new random id (what `Sessions::create` does).
 struct StoreCreate {
     store: Arc<dyn SessionStore>,
@@ -229,12 +274,14 @@ impl<C: KeysInterface + Send + Sync + 'static> Op for RawGet<C> {
     }
 }
 
-/// Raw fred `SET key envelope PXAT deadline` of a pre-filled key.
+/// Raw fred `SET key envelope PXAT deadline` of a pre-filled key, with `XX` (as the store's
+/// `update`) when `options` says so; a nil reply (`XX` on a missing key) is a failure.
 struct RawSet<C> {
     client: C,
     keys: Arc<[Key]>,
     value: Bytes,
     deadline: i64,
+    options: Option<SetOptions>,
 }
 
 impl<C: KeysInterface + Send + Sync + 'static> Op for RawSet<C> {
@@ -246,11 +293,11 @@ impl<C: KeysInterface + Send + Sync + 'static> Op for RawSet<C> {
                     self.keys[idx].clone(),
                     self.value.clone(),
                     Some(Expiration::PXAT(self.deadline)),
-                    None,
+                    self.options.clone(),
                     false,
                 )
                 .await;
-            reply.is_ok()
+            matches!(reply, Ok(v) if !v.is_null())
         }
     }
 }
@@ -400,16 +447,18 @@ pub(crate) struct Keys {
 
 impl Keys {
     pub(crate) fn new(n: usize) -> Self {
-        let namespace = ns(NAMESPACE);
+        Keys::in_namespace(NAMESPACE, n)
+    }
+
+    /// `n` fresh ids in `name`.
+    fn in_namespace(name: &str, n: usize) -> Self {
+        let namespace = ns(name);
         let ids: Vec<SessionId> = (0..n).map(|_| new_id()).collect();
         let keys: Vec<SessionKey> = ids
             .iter()
             .map(|id| SessionKey::new(namespace.clone(), id.clone()))
             .collect();
-        let strings: Vec<String> = ids
-            .iter()
-            .map(|id| format!("{NAMESPACE}:{}", id.as_str()))
-            .collect();
+        let strings: Vec<String> = ids.iter().map(|id| format!("{name}:{}", id.as_str())).collect();
         let redis: Vec<Key> = strings
             .iter()
             .map(|s| Key::from(format!("session:{s}")))
@@ -655,13 +704,14 @@ pub(crate) struct RedisMemory {
     pub(crate) payload_len: usize,
 }
 
-/// The Redis subjects, pre-filled, plus Redis' memory per key.
+/// The Redis subjects, pre-filled, plus Redis' memory per key and a connection of its own for
+/// reading the server's command statistics.
 pub(crate) async fn redis_cases(
     url: &str,
     keys: &Keys,
     record: &Record,
     task_counts: &[usize],
-) -> (Vec<Case>, RedisMemory) {
+) -> (Vec<Case>, RedisMemory, ServerStats) {
     let connect = |pool_size: usize, database: Option<u8>| {
         let mut config = RedisConfig::new(url);
         config.pool_size = pool_size;
@@ -691,7 +741,10 @@ pub(crate) async fn redis_cases(
         }
     };
     let fallback = |store: RedisStore| async move {
-        let secondary = check("MemoryStore", MemoryStore::new(MemoryConfig::default()));
+        // A fallback secondary must refuse at its bound (an evicting one could drop writes
+        // acknowledged during an outage: `FallbackStore::new` refuses it).
+        let config = MemoryConfig::default().with_at_capacity(AtCapacity::Reject);
+        let secondary = check("MemoryStore", MemoryStore::new(config));
         let store = check(
             "FallbackStore::new",
             FallbackStore::new(store, secondary, FallbackConfig::default()).await,
@@ -738,6 +791,22 @@ pub(crate) async fn redis_cases(
         value_len,
         payload_len: record.payload.len(),
     };
+
+    // The save_if key space: every key at version CAS_VERSION (after the memory figures, which
+    // are those of the main key space).
+    let cas_keys = Keys::in_namespace(CAS_NAMESPACE, keys.len());
+    let mut cas_record = record.clone();
+    cas_record.meta.version = CAS_VERSION;
+    prefill(pooled.as_ref(), &cas_keys, &cas_record, false).await;
+    if let Some(key) = cas_keys.keys.first() {
+        let stored = check("loading a save_if key", pooled.load(key).await);
+        let version = stored.map(|r| r.meta.version);
+        assert!(
+            version == Some(CAS_VERSION),
+            "the save_if key space was pre-filled with version {CAS_VERSION}, the store holds {version:?}"
+        );
+    }
+    let stats = ServerStats::new(raw_client(None).await);
 
     let envelope = record.encode();
     let deadline = i64::try_from(record.meta.expires_at).unwrap_or(i64::MAX);
@@ -826,6 +895,7 @@ pub(crate) async fn redis_cases(
                 keys: Arc::clone(&k),
                 value: v.clone(),
                 deadline,
+                options: None,
             },
         ));
         let (c, k, v) = (rawp.clone(), Arc::clone(&keys.redis), envelope.clone());
@@ -835,6 +905,7 @@ pub(crate) async fn redis_cases(
                 keys: Arc::clone(&k),
                 value: v.clone(),
                 deadline,
+                options: None,
             }
         }));
         for (subject, store) in [
@@ -870,6 +941,62 @@ pub(crate) async fn redis_cases(
                 record: tower_record(3 * 3600),
             },
         ));
+
+        // update (`SET … XX` on the pre-filled keys: each exists)
+        let (c, k, v) = (raw1.clone(), Arc::clone(&keys.redis), envelope.clone());
+        cases.push(case(
+            "raw fred SET XX PXAT (1 connection)",
+            "update",
+            tasks,
+            g,
+            move |_| RawSet {
+                client: c.clone(),
+                keys: Arc::clone(&k),
+                value: v.clone(),
+                deadline,
+                options: Some(SetOptions::XX),
+            },
+        ));
+        let (c, k, v) = (rawp.clone(), Arc::clone(&keys.redis), envelope.clone());
+        cases.push(case(
+            "raw fred SET XX PXAT (pool 2)",
+            "update",
+            tasks,
+            g,
+            move |_| RawSet {
+                client: c.clone(),
+                keys: Arc::clone(&k),
+                value: v.clone(),
+                deadline,
+                options: Some(SetOptions::XX),
+            },
+        ));
+        for (subject, store) in [
+            ("RedisStore (1 connection)", &single),
+            ("RedisStore (pool 2)", &pooled),
+            ("FallbackStore<RedisStore (pool 2), MemoryStore>", &fall),
+        ] {
+            let (s, k, r) = (Arc::clone(store), Arc::clone(&keys.keys), record.clone());
+            cases.push(case(subject, "update", tasks, g, move |_| StoreUpdate {
+                store: Arc::clone(&s),
+                keys: Arc::clone(&k),
+                record: r.clone(),
+            }));
+        }
+
+        // save_if (the fixed-version key space: every call finds its expected version)
+        for (subject, store) in [
+            ("RedisStore (1 connection)", &single),
+            ("RedisStore (pool 2)", &pooled),
+            ("FallbackStore<RedisStore (pool 2), MemoryStore>", &fall),
+        ] {
+            let (s, k, r) = (Arc::clone(store), Arc::clone(&cas_keys.keys), cas_record.clone());
+            cases.push(case(subject, "save_if", tasks, g, move |_| StoreSaveIf {
+                store: Arc::clone(&s),
+                keys: Arc::clone(&k),
+                record: r.clone(),
+            }));
+        }
 
         // create (database 1, flushed after each cell)
         let mut creates = Vec::new();
@@ -928,7 +1055,7 @@ pub(crate) async fn redis_cases(
         }
     }
     drop(pooled_store);
-    (cases, memory)
+    (cases, memory, stats)
 }
 
 /// `used_memory` from `INFO memory`.

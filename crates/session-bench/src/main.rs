@@ -8,7 +8,8 @@
 //!
 //! It measures, on one ~1 KiB session payload, a 100k-key space and 1 and 64 concurrent Tokio
 //! tasks, the ops/s and p50/p99 latency of this workspace's stores and of their anchors (raw
-//! fred, `redis-benchmark`, a `DashMap`, tower-sessions' stores). Cases are interleaved and
+//! fred, `redis-benchmark`, a `DashMap`, tower-sessions' stores), and from `INFO commandstats`
+//! the server's time per `SET` and per `save_if` script call. Cases are interleaved and
 //! repeated; medians of the rounds (and of the per-round ratios) are reported. It is a
 //! benchmark, never a test: nothing here asserts a timing.
 
@@ -21,6 +22,7 @@
 
 mod cases;
 mod codec;
+mod commandstats;
 mod footprint;
 mod harness;
 mod payload;
@@ -182,15 +184,17 @@ fn run(options: Options) -> Result<(), String> {
     let keys = Keys::new(options.keyspace);
     println!("pre-filling the in-memory subjects and Redis…");
     let with_redis = !options.redis_url.is_empty();
-    let (mut cases, redis_memory) = runtime.block_on(async {
+    let (mut cases, redis_memory, server_stats) = runtime.block_on(async {
         let mut all = cases::memory_cases(&keys, &record, &task_counts).await;
         let mut memory = cases::RedisMemory::default();
+        let mut stats = None;
         if with_redis {
-            let (redis, m) = cases::redis_cases(&options.redis_url, &keys, &record, &task_counts).await;
+            let (redis, m, s) = cases::redis_cases(&options.redis_url, &keys, &record, &task_counts).await;
             all.extend(redis);
             memory = m;
+            stats = Some(s);
         }
-        (all, memory)
+        (all, memory, stats)
     });
     if !options.only.is_empty() {
         // `mem:` selects in-memory cases only (no Redis needed).
@@ -209,9 +213,17 @@ fn run(options: Options) -> Result<(), String> {
     } else {
         None
     };
+    // The cells whose server-side cost is read (those the filter kept).
+    let probes: Vec<(&commandstats::Probe, &Case)> = match &server_stats {
+        Some(_) => commandstats::PROBES
+            .iter()
+            .filter_map(|p| Some((p, cases.iter().find(|c| c.id() == p.case)?)))
+            .collect(),
+        None => Vec::new(),
+    };
     let mut results = Results::default();
     println!(
-        "{} cases × {} round(s) (+ redis-benchmark and codecs each round); set-up took {:.0}s",
+        "{} cases × {} round(s) (+ INFO commandstats cells, redis-benchmark and codecs each round); set-up took {:.0}s",
         cases.len(),
         options.rounds,
         began.elapsed().as_secs_f64()
@@ -239,6 +251,13 @@ fn run(options: Options) -> Result<(), String> {
                 results.record(case, cell);
             }
         });
+        if let Some(stats) = &server_stats {
+            for &(probe, case) in &probes {
+                let (cell, stat) =
+                    runtime.block_on(stats.measure(case, plan(case, &options, false), probe.command))?;
+                results.record_server(probe.label, stat, cell.errors);
+            }
+        }
         if let Some(bench) = &bench {
             for (name, cell) in bench.run(&mut bench_sizes)? {
                 results.record_named(&name, "redis-benchmark", 50, 1, cell);
@@ -255,6 +274,8 @@ fn run(options: Options) -> Result<(), String> {
             started.elapsed().as_secs_f64()
         );
     }
+    drop(probes);
+    drop(server_stats);
     drop(cases);
     runtime.shutdown_timeout(Duration::from_secs(2));
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::cases::{Case, Group, RedisMemory};
 use crate::codec::CodecCell;
+use crate::commandstats::{CmdStat, PROBES, PROBE_RATIOS};
 use crate::footprint::Footprint;
 use crate::harness::{median, Cell};
 
@@ -26,6 +27,8 @@ struct Entry {
 pub(crate) struct Results {
     entries: Vec<Entry>,
     codecs: Vec<(String, Vec<CodecCell>)>,
+    /// Per probe label, per round: the command's statistics and the cell's failed operations.
+    server: Vec<(String, Vec<(CmdStat, u64)>)>,
 }
 
 impl Results {
@@ -94,6 +97,23 @@ impl Results {
         }
     }
 
+    /// Adds a round's `INFO commandstats` figure of a probe cell.
+    pub(crate) fn record_server(&mut self, label: &str, stat: CmdStat, errors: u64) {
+        match self.server.iter_mut().find(|(n, _)| n == label) {
+            Some((_, v)) => v.push((stat, errors)),
+            None => self.server.push((label.to_owned(), vec![(stat, errors)])),
+        }
+    }
+
+    /// A probe's µs per call, per round.
+    fn server_usec(&self, label: &str) -> Vec<f64> {
+        self.server
+            .iter()
+            .find(|(n, _)| n == label)
+            .map(|(_, v)| v.iter().map(|(s, _)| s.usec_per_call).collect())
+            .unwrap_or_default()
+    }
+
     fn get(&self, id: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.id == id)
     }
@@ -151,10 +171,22 @@ const RATIOS: &[RatioDef] = &[
         0.9,
     ),
     target(
+        "RedisStore save / tower-sessions-redis-store save (pool 2, 64 tasks)",
+        "RedisStore (pool 2) save @64",
+        "tower-sessions-redis-store (pool 2) save @64",
+        1.2,
+    ),
+    target(
+        "RedisStore update / raw fred SET XX PXAT (pool 2, 64 tasks)",
+        "RedisStore (pool 2) update @64",
+        "raw fred SET XX PXAT (pool 2) update @64",
+        0.9,
+    ),
+    target(
         "RedisStore create / raw fred SET NX PXAT (pool 2, 64 tasks)",
         "RedisStore (pool 2) create @64",
         "raw fred SET NX PXAT (pool 2) create @64",
-        0.8,
+        0.9,
     ),
     target(
         "RedisStore load_many(16) keys/s / redis-benchmark -c 50 -P 16 GET",
@@ -181,6 +213,18 @@ const RATIOS: &[RatioDef] = &[
         0.95,
     ),
     target(
+        "FallbackStore update / RedisStore update (64 tasks)",
+        "FallbackStore<RedisStore (pool 2), MemoryStore> update @64",
+        "RedisStore (pool 2) update @64",
+        0.95,
+    ),
+    target(
+        "FallbackStore save_if / RedisStore save_if (64 tasks)",
+        "FallbackStore<RedisStore (pool 2), MemoryStore> save_if @64",
+        "RedisStore (pool 2) save_if @64",
+        0.95,
+    ),
+    target(
         "MemoryStore load / DashMap get (64 tasks)",
         "MemoryStore load @64",
         "DashMap<String, Bytes> load @64",
@@ -201,6 +245,16 @@ const RATIOS: &[RatioDef] = &[
         "RedisStore save / raw fred SET PXAT (1 connection, 64 tasks)",
         "RedisStore (1 connection) save @64",
         "raw fred SET PXAT (1 connection) save @64",
+    ),
+    info(
+        "RedisStore update / raw fred SET XX PXAT (1 connection, 64 tasks)",
+        "RedisStore (1 connection) update @64",
+        "raw fred SET XX PXAT (1 connection) update @64",
+    ),
+    info(
+        "RedisStore save_if / raw fred SET PXAT (pool 2, 64 tasks)",
+        "RedisStore (pool 2) save_if @64",
+        "raw fred SET PXAT (pool 2) save @64",
     ),
     info(
         "RedisStore create / raw fred SET NX PXAT (1 connection, 64 tasks)",
@@ -456,8 +510,10 @@ impl Run {
             "load" | "GET" => 0,
             "load_many(16)" => 1,
             "save" | "SET" => 2,
-            "create" => 3,
-            _ => 4,
+            "update" => 3,
+            "save_if" => 4,
+            "create" => 5,
+            _ => 6,
         };
         entries.sort_by_key(|e| (e.group, e.tasks, op_rank(&e.op)));
         for e in entries {
@@ -502,6 +558,69 @@ impl Run {
                     fmt_us(p50),
                     fmt_us(p99)
                 );
+            }
+        }
+        out
+    }
+
+    /// µs of server time per call (`INFO commandstats`) of the probe cells, and their ratios.
+    fn server_table(&self, markdown: bool) -> String {
+        let mut out = String::new();
+        if markdown {
+            out.push_str(
+                "| command (cell at 64 tasks) | µs per call (median) | rounds | calls per cell (median) |\n",
+            );
+            out.push_str("|---|---:|---|---:|\n");
+        }
+        for probe in PROBES {
+            let rounds: &[(CmdStat, u64)] = self
+                .results
+                .server
+                .iter()
+                .find(|(n, _)| n == probe.label)
+                .map_or(&[], |(_, v)| v.as_slice());
+            let usec: Vec<f64> = rounds.iter().map(|(s, _)| s.usec_per_call).collect();
+            let calls: Vec<f64> = rounds.iter().map(|(s, _)| s.calls as f64).collect();
+            let errors: u64 = rounds.iter().map(|(_, e)| e).sum();
+            let per_round: Vec<String> = usec.iter().map(|u| fmt_us(*u)).collect();
+            let value = fmt_us(median(&usec));
+            let calls = fmt_ops(median(&calls));
+            let errors = if errors > 0 {
+                format!(" ({errors} failed ops)")
+            } else {
+                String::new()
+            };
+            if markdown {
+                let _ = writeln!(
+                    out,
+                    "| {} — `{}` | {value}{errors} | {} | {calls} |",
+                    probe.label,
+                    probe.case,
+                    per_round.join(" ")
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  {:<40} {value:>7} µs/call  [{}]  {calls} calls/cell{errors}",
+                    probe.label,
+                    per_round.join(" ")
+                );
+            }
+        }
+        for (label, num, den) in PROBE_RATIOS {
+            let per_round: Vec<f64> = self
+                .results
+                .server_usec(num)
+                .iter()
+                .zip(self.results.server_usec(den))
+                .map(|(n, d)| n / d)
+                .collect();
+            let value = median(&per_round);
+            let rounds: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
+            if markdown {
+                let _ = writeln!(out, "| **{label}** | {value:.2} × | {} | |", rounds.join(" "));
+            } else {
+                let _ = writeln!(out, "  {label:<40} {value:>7.2} ×        [{}]", rounds.join(" "));
             }
         }
         out
@@ -616,6 +735,12 @@ impl Run {
             self.instrument_ns("Instrumented<MemoryStore>, no recorder"),
             self.instrument_ns("Instrumented<MemoryStore>, Prometheus")
         );
+        let _ = writeln!(
+            out,
+            "\nServer-side cost per call (INFO commandstats; CONFIG RESETSTAT, the cell, INFO; [per round]):\n{}  \
+             (redis-benchmark cannot send the binary envelope as the script's first argument: not run on it)",
+            self.server_table(false)
+        );
         let _ = writeln!(out, "\ncases (medians):\n{}", self.case_table(false));
         let _ = writeln!(out, "codecs:\n{}", self.codec_table(false));
         let _ = writeln!(out, "memory per session:\n{}", self.memory_table(false));
@@ -662,6 +787,12 @@ impl Run {
             self.instrument_ns("Instrumented<MemoryStore>, no recorder"),
             self.instrument_ns("Instrumented<MemoryStore>, Prometheus")
         );
+        out.push_str("### Server-side cost per call (INFO commandstats)\n\n");
+        out.push_str(
+            "`CONFIG RESETSTAT` before the cell, `INFO commandstats` after it, each round after the cases; server execution time only (no I/O, no parsing). A script's time includes the commands it calls (they are also counted under their own `cmdstat`, so the `save_if` cell is read under `evalsha` only). redis-benchmark is not run on the script: the envelope (binary, with NUL bytes) cannot go on its command line, and `-x` supplies only the last argument, while the envelope is the script's first of three.\n\n",
+        );
+        out.push_str(&self.server_table(true));
+        out.push('\n');
         out.push_str("### Every case\n\n");
         out.push_str(
             "In-memory latencies are from every 16th operation (timing each would add two clock reads to a \
@@ -676,6 +807,9 @@ impl Run {
         let _ = writeln!(out, "{}", self.command);
         let _ = writeln!(out, "{}", crate::redis_benchmark::Target::describe(1));
         let _ = writeln!(out, "{}", crate::redis_benchmark::Target::describe(16));
+        out.push_str(
+            "CONFIG RESETSTAT; <the cell, 64 tasks>; INFO commandstats   (cmdstat_set, cmdstat_evalsha: usec / calls)\n",
+        );
         let _ = writeln!(
             out,
             "session-bench footprint memory|dashmap {} {}   (child process; RSS growth / entries)",
