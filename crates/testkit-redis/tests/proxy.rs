@@ -235,7 +235,12 @@ fn stop_closes_clients_and_ends_every_thread() {
     let mut clients: Vec<Client> = (1..=3).map(|id| Client::connect(&proxy, id)).collect();
     proxy.set_mode(2, Mode::Hold(Direction::Both)).unwrap();
     clients[1].stream.write_all(b"held").unwrap();
-    assert_eq!(proxy_threads(port).len(), 1 + 2 * 3, "{:?}", proxy_threads(port));
+    // The listener accepts and starts a connection's pumps in its own time.
+    assert!(
+        eventually(PROMPTLY, || proxy_threads(port).len() == 1 + 2 * 3),
+        "{:?}",
+        proxy_threads(port)
+    );
 
     proxy.stop();
     assert!(proxy_threads(port).is_empty(), "{:?}", proxy_threads(port));
