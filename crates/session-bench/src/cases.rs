@@ -712,12 +712,16 @@ pub(crate) async fn redis_cases(
     record: &Record,
     task_counts: &[usize],
 ) -> (Vec<Case>, RedisMemory, ServerStats) {
-    let connect = |pool_size: usize, database: Option<u8>| {
+    let connect_with = |pool_size: usize, database: Option<u8>, tombstone_ttl_ms: u64| {
         let mut config = RedisConfig::new(url);
         config.pool_size = pool_size;
         config.database = database;
+        config.tombstone_ttl_ms = tombstone_ttl_ms;
         async move { check("RedisStore::connect", RedisStore::connect(config).await) }
     };
+    let connect = |pool_size: usize, database: Option<u8>| connect_with(pool_size, database, 0);
+    // A fallback's primary keeps tombstones (an hour here), as the facade configures it.
+    let connect_tombstoned = |database: Option<u8>| connect_with(DEFAULT_POOL_SIZE, database, 3_600_000);
     let fred_config = |database: Option<u8>| {
         let mut config = check("fred config", FredConfig::from_url(url));
         config.database = database;
@@ -755,7 +759,8 @@ pub(crate) async fn redis_cases(
     let single: Arc<dyn SessionStore> = Arc::new(connect(1, None).await);
     let pooled_store = connect(DEFAULT_POOL_SIZE, None).await;
     let pooled: Arc<dyn SessionStore> = Arc::new(pooled_store.clone());
-    let fall = fallback(connect(DEFAULT_POOL_SIZE, None).await).await;
+    let fall = fallback(connect_tombstoned(None).await).await;
+    let tombstoned: Arc<dyn SessionStore> = Arc::new(connect_tombstoned(None).await);
     let typed =
         Sessions::<TaskSession>::new(Arc::clone(&pooled), ns(NAMESPACE)).with_codec(CodecKind::Bincode);
     let raw1 = raw_client(None).await;
@@ -765,7 +770,7 @@ pub(crate) async fn redis_cases(
 
     let c_single: Arc<dyn SessionStore> = Arc::new(connect(1, Some(CREATE_DB)).await);
     let c_pooled: Arc<dyn SessionStore> = Arc::new(connect(DEFAULT_POOL_SIZE, Some(CREATE_DB)).await);
-    let c_fall = fallback(connect(DEFAULT_POOL_SIZE, Some(CREATE_DB)).await).await;
+    let c_fall = fallback(connect_tombstoned(Some(CREATE_DB)).await).await;
     let c_raw1 = raw_client(Some(CREATE_DB)).await;
     let c_rawp = raw_pool(Some(CREATE_DB)).await;
     let c_tower = tower_sessions_redis_store::RedisStore::new(raw_pool(Some(CREATE_DB)).await);
@@ -974,6 +979,7 @@ pub(crate) async fn redis_cases(
         for (subject, store) in [
             ("RedisStore (1 connection)", &single),
             ("RedisStore (pool 2)", &pooled),
+            ("RedisStore (pool 2, tombstones)", &tombstoned),
             ("FallbackStore<RedisStore (pool 2), MemoryStore>", &fall),
         ] {
             let (s, k, r) = (Arc::clone(store), Arc::clone(&keys.keys), record.clone());

@@ -213,9 +213,9 @@ const RATIOS: &[RatioDef] = &[
         0.95,
     ),
     target(
-        "FallbackStore update / RedisStore update (64 tasks)",
+        "FallbackStore update / RedisStore update, both keeping tombstones (64 tasks)",
         "FallbackStore<RedisStore (pool 2), MemoryStore> update @64",
-        "RedisStore (pool 2) update @64",
+        "RedisStore (pool 2, tombstones) update @64",
         0.95,
     ),
     target(
@@ -250,6 +250,11 @@ const RATIOS: &[RatioDef] = &[
         "RedisStore update / raw fred SET XX PXAT (1 connection, 64 tasks)",
         "RedisStore (1 connection) update @64",
         "raw fred SET XX PXAT (1 connection) update @64",
+    ),
+    info(
+        "RedisStore update keeping tombstones (a script) / raw fred SET XX PXAT (pool 2, 64 tasks)",
+        "RedisStore (pool 2, tombstones) update @64",
+        "raw fred SET XX PXAT (pool 2) update @64",
     ),
     info(
         "RedisStore save_if / raw fred SET PXAT (pool 2, 64 tasks)",

@@ -7,9 +7,10 @@
 
 pub use crate::codec::{decode_payload, CodecId};
 pub use crate::envelope::{
-    cap_deadline, decode_header, Record, CODEC_OFFSET, CREATED_AT_OFFSET, EXPIRES_AT_OFFSET, FLAGS_OFFSET,
-    FORMAT_OFFSET, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_EXPIRES_AT_OFFSET, PAYLOAD_LEN_OFFSET,
-    UPDATED_AT_OFFSET, VERSION_OFFSET,
+    cap_deadline, decode_entry, decode_header, encode_tombstone, Entry, Record, CODEC_OFFSET,
+    CREATED_AT_OFFSET, EXPIRES_AT_OFFSET, FLAGS_OFFSET, FLAG_TOMBSTONE, FORMAT_OFFSET, FORMAT_VERSION,
+    HEADER_LEN, MAGIC, MAX_EXPIRES_AT_OFFSET, PAYLOAD_LEN_OFFSET, UPDATED_AT_OFFSET, VERSION_OFFSET,
 };
 pub use crate::expiry::now_ms;
+pub use crate::reconcile::{decide, Change, Decision, Reconciled, Stored, Tombstone};
 pub use crate::store::{check_size, stamp};

@@ -156,6 +156,23 @@ impl CoreConfig {
         }
     }
 
+    /// The longest one write can keep a session alive, over the default and
+    /// every configured namespace: its lifetime cap, or its TTL without one.
+    /// A tombstone that lasts this long outlives every write made before it
+    /// (the lifetime the facade gives tombstones of sessions a store never
+    /// held).
+    pub fn longest_lifetime(&self) -> Duration {
+        let of = |p: ExpiryPolicy| p.max_lifetime.map_or(p.ttl, |m| m.max(p.ttl));
+        let default = Namespace::new("default").map(|ns| of(self.policy_for(&ns)));
+        self.namespaces
+            .keys()
+            .filter_map(|name| Namespace::new(name).ok())
+            .map(|ns| of(self.policy_for(&ns)))
+            .chain(default)
+            .max()
+            .unwrap_or(crate::expiry::DEFAULT_TTL)
+    }
+
     /// A typed handle on a namespace with this configuration's codec, policy and limit.
     ///
     /// # Errors
@@ -180,6 +197,21 @@ mod tests {
     #[test]
     fn defaults_validate() {
         CoreConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn longest_lifetime_covers_every_namespace() {
+        let mut c = CoreConfig::default();
+        assert_eq!(c.longest_lifetime(), Duration::from_secs(c.ttl_secs));
+        c.namespaces.insert(
+            "long".into(),
+            NamespaceConfig {
+                ttl_secs: Some(60),
+                expiry: Some(ExpiryMode::Sliding),
+                max_lifetime_secs: Some(90_000),
+            },
+        );
+        assert_eq!(c.longest_lifetime(), Duration::from_secs(90_000));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! | 0 | 4 | magic `SESS` |
 //! | 4 | 1 | format version, `1` |
 //! | 5 | 1 | codec id (`0` raw, `1` JSON, `2` bincode) |
-//! | 6 | 2 | flags, `0` |
+//! | 6 | 2 | flags: `0`, or `1` for a tombstone (no payload) |
 //! | 8 | 4 | payload length |
 //! | 12 | 8 | version: an opaque write token (see [`Version`]) |
 //! | 20 | 8 | created at, ms since the Unix epoch |
@@ -36,6 +36,10 @@ pub const FORMAT_OFFSET: usize = 4;
 pub const CODEC_OFFSET: usize = 5;
 /// Byte offset of the flags (2 bytes).
 pub const FLAGS_OFFSET: usize = 6;
+/// The flag of a tombstone: a deleted session's marker, header only.
+pub const FLAG_TOMBSTONE: u16 = 1;
+/// Every flag this build knows.
+const KNOWN_FLAGS: u16 = FLAG_TOMBSTONE;
 /// Byte offset of the payload length (4 bytes).
 pub const PAYLOAD_LEN_OFFSET: usize = 8;
 /// Byte offset of the version token (8 bytes), for scripts that compare it.
@@ -150,35 +154,77 @@ impl Record {
     /// Encodes the record's codec and payload with other metadata (a store
     /// that assigns the version or caps the deadline uses this).
     pub fn encode_with(&self, meta: &Meta) -> Bytes {
-        let mut b = BytesMut::with_capacity(HEADER_LEN + self.payload.len());
-        b.put_slice(&MAGIC);
-        b.put_u8(FORMAT_VERSION);
-        b.put_u8(self.codec.0);
-        b.put_u16(0);
-        b.put_u32(u32::try_from(self.payload.len()).unwrap_or(u32::MAX));
-        b.put_u64(meta.version.as_u64());
-        b.put_u64(meta.created_at);
-        b.put_u64(meta.updated_at);
-        b.put_u64(meta.expires_at);
-        b.put_u64(meta.max_expires_at);
-        b.put_slice(&self.payload);
-        b.freeze()
+        encode_parts(self.codec, 0, meta, &self.payload)
     }
 
     /// Decodes an envelope. The payload shares `bytes`' buffer.
     ///
     /// # Errors
     /// [`Error::Corrupt`] naming `namespace` for foreign bytes, a truncated or
-    /// over-long value, an unknown format version or an unknown codec id.
+    /// over-long value, an unknown format version, codec id or flag, or a
+    /// tombstone (read those with [`decode_entry`]).
     pub fn decode(bytes: &Bytes, namespace: &str) -> Result<Record> {
-        let meta = decode_header(bytes, namespace)?;
-        let codec = CodecId(bytes[5]);
-        Ok(Record {
-            meta,
-            codec,
-            payload: bytes.slice(HEADER_LEN..),
-        })
+        match decode_entry(bytes, namespace)? {
+            Entry::Live(record) => Ok(record),
+            Entry::Tombstone(_) => Err(Error::corrupt(
+                namespace,
+                "a tombstone where a session was expected (a store must treat it as absent)",
+            )),
+        }
     }
+}
+
+/// What a stored value is: a session, or the tombstone a delete left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A session.
+    Live(Record),
+    /// A deleted session's tombstone: its delete's token and deadline.
+    Tombstone(Meta),
+}
+
+/// The envelope of a tombstone: header only, flagged [`FLAG_TOMBSTONE`].
+pub fn encode_tombstone(meta: &Meta) -> Bytes {
+    encode_parts(CodecId::RAW, FLAG_TOMBSTONE, meta, &[])
+}
+
+/// Decodes a stored value, telling sessions from tombstones.
+///
+/// # Errors
+/// As [`Record::decode`], except that a tombstone is an answer.
+pub fn decode_entry(bytes: &Bytes, namespace: &str) -> Result<Entry> {
+    let meta = decode_header(bytes, namespace)?;
+    let flags = u16::from_be_bytes([bytes[FLAGS_OFFSET], bytes[FLAGS_OFFSET + 1]]);
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(Error::corrupt(
+            namespace,
+            format!("envelope flags {flags:#06x} are not supported by this build"),
+        ));
+    }
+    if flags & FLAG_TOMBSTONE != 0 {
+        return Ok(Entry::Tombstone(meta));
+    }
+    Ok(Entry::Live(Record {
+        meta,
+        codec: CodecId(bytes[CODEC_OFFSET]),
+        payload: bytes.slice(HEADER_LEN..),
+    }))
+}
+
+fn encode_parts(codec: CodecId, flags: u16, meta: &Meta, payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(HEADER_LEN + payload.len());
+    b.put_slice(&MAGIC);
+    b.put_u8(FORMAT_VERSION);
+    b.put_u8(codec.0);
+    b.put_u16(flags);
+    b.put_u32(u32::try_from(payload.len()).unwrap_or(u32::MAX));
+    b.put_u64(meta.version.as_u64());
+    b.put_u64(meta.created_at);
+    b.put_u64(meta.updated_at);
+    b.put_u64(meta.expires_at);
+    b.put_u64(meta.max_expires_at);
+    b.put_slice(payload);
+    b.freeze()
 }
 
 /// Reads and checks only the header of an envelope.

@@ -24,6 +24,7 @@ use crate::envelope::{Meta, Record};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
+use crate::reconcile::{Change, Reconciled};
 use crate::store::{Health, HealthStatus, SessionStore, StoreStats};
 use crate::version::Version;
 
@@ -78,9 +79,10 @@ enum Op {
     Count,
     Stats,
     Health,
+    Reconcile,
 }
 
-const OPS: [Op; 13] = [
+const OPS: [Op; 14] = [
     Op::Load,
     Op::Save,
     Op::Create,
@@ -94,6 +96,7 @@ const OPS: [Op; 13] = [
     Op::Count,
     Op::Stats,
     Op::Health,
+    Op::Reconcile,
 ];
 
 impl Op {
@@ -112,6 +115,7 @@ impl Op {
             Op::Count => "count",
             Op::Stats => "stats",
             Op::Health => "health",
+            Op::Reconcile => "reconcile",
         }
     }
 }
@@ -320,6 +324,20 @@ impl<S: SessionStore> SessionStore for Instrumented<S> {
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         self.observe(Op::Delete, Some(key), self.inner.delete(key), ok)
             .await
+    }
+
+    async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled> {
+        self.observe(
+            Op::Reconcile,
+            Some(key),
+            self.inner.reconcile(key, base, change),
+            ok,
+        )
+        .await
+    }
+
+    fn keeps_tombstones(&self) -> bool {
+        self.inner.keeps_tombstones()
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {

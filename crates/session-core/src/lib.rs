@@ -57,6 +57,7 @@ mod error;
 mod expiry;
 mod id;
 mod key;
+mod reconcile;
 mod store;
 mod typed;
 mod version;

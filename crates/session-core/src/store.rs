@@ -9,6 +9,7 @@ use crate::envelope::{Meta, Record};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
+use crate::reconcile::{Change, Reconciled};
 use crate::version::Version;
 
 /// The default limit on one encoded session: 1 MiB.
@@ -178,6 +179,31 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Whether the backend answers, and how fast. Never fails: a down
     /// backend is reported as [`HealthStatus::Down`].
     async fn health(&self) -> Health;
+
+    /// Applies a change made elsewhere — a fallback's outage journal, replayed
+    /// into this store — atomically on one key, by the rule of
+    /// [`backend::decide`](crate::backend::decide): it applies if the store
+    /// still holds `base` (or nothing, for [`Version::NONE`]); otherwise a
+    /// delete wins over any session, a tombstone over any write, and of two
+    /// writes the greater `(updated_at, version)`. A delete leaves a
+    /// tombstone (the deleted session's deadline, or the change's own), which
+    /// every live call treats as absent. Never a read followed by a blind
+    /// write.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`]; [`Error::Corrupt`] for a value that is not an
+    /// envelope (left as is); temporary errors (a fenced store: the change
+    /// either happened or never will).
+    async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled>;
+
+    /// Whether [`delete`](Self::delete) leaves a tombstone (so that another
+    /// instance's replay cannot bring the session back; see
+    /// [`reconcile`](Self::reconcile)), and [`update`](Self::update) treats
+    /// one as absent. A fallback's primary shared by several instances needs
+    /// it. Default `false`.
+    fn keeps_tombstones(&self) -> bool {
+        false
+    }
 
     /// Whether the store may drop live sessions on its own to stay within a
     /// bound (an evicting memory store). A store that holds writes it
@@ -445,6 +471,23 @@ macro_rules! forward_store {
                 Self: 'f,
             {
                 (**self).health()
+            }
+            fn reconcile<'s, 'k, 'c, 'f>(
+                &'s self,
+                key: &'k SessionKey,
+                base: Version,
+                change: Change<'c>,
+            ) -> StoreFuture<'f, Result<Reconciled>>
+            where
+                's: 'f,
+                'k: 'f,
+                'c: 'f,
+                Self: 'f,
+            {
+                (**self).reconcile(key, base, change)
+            }
+            fn keeps_tombstones(&self) -> bool {
+                (**self).keeps_tombstones()
             }
             fn evicts(&self) -> bool {
                 (**self).evicts()

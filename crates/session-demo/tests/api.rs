@@ -561,6 +561,14 @@ impl SessionStore for RefusingStore {
     async fn touch(&self, _: &SessionKey, _: u64) -> session_core::Result<bool> {
         Err(refused("touch"))
     }
+    async fn reconcile(
+        &self,
+        _: &SessionKey,
+        _: Version,
+        _: session_core::backend::Change<'_>,
+    ) -> session_core::Result<session_core::backend::Reconciled> {
+        Err(refused("reconcile"))
+    }
     async fn rotate(&self, _: &SessionKey, _: &SessionId) -> session_core::Result<Meta> {
         Err(refused("rotate"))
     }

@@ -20,6 +20,9 @@ use session_core::{Error, Result};
 /// | `replay_concurrency` | `16` | sessions replayed into the primary at once |
 /// | `startup_wait_ms` | `1000` | how long construction waits for the primary's first answer |
 /// | `batch_keys_per_deadline` | `1000` | a batch call gets one `primary_timeout_ms` per this many keys |
+/// | `tombstone_ttl_ms` | `86400000` | how long a replayed delete's tombstone lasts when the primary holds no session |
+/// | `warm_entries` | `10000` | sessions kept from healthy traffic, readable and writable during an outage (0: off) |
+/// | `warm_bytes` | `67108864` | bytes those may take (64 MiB) |
 ///
 /// ```
 /// let config: session_fallback::FallbackConfig =
@@ -66,6 +69,19 @@ pub struct FallbackConfig {
     /// per started `batch_keys_per_deadline` keys, so that a large batch on
     /// a healthy primary is not cut off and failed over. Default `1000`.
     pub batch_keys_per_deadline: usize,
+    /// How long the tombstone of a delete replayed into a primary that holds
+    /// no session lasts, in milliseconds: at least as long as any session
+    /// another instance might still replay (the longest TTL or lifetime
+    /// cap). Default `86400000` (a day).
+    pub tombstone_ttl_ms: u64,
+    /// Sessions this instance served while the primary was healthy that it
+    /// keeps a copy of (with the primary's versions), so that they stay
+    /// readable and writable during an outage. At the bound the oldest go
+    /// first, counted as evictions. `0` turns the copy off. Default `10000`.
+    pub warm_entries: usize,
+    /// The bytes the warm copy may take (keys, headers, payloads). Default
+    /// `67108864` (64 MiB).
+    pub warm_bytes: u64,
 }
 
 impl Default for FallbackConfig {
@@ -79,6 +95,9 @@ impl Default for FallbackConfig {
             replay_concurrency: 16,
             startup_wait_ms: 1000,
             batch_keys_per_deadline: 1000,
+            tombstone_ttl_ms: 86_400_000,
+            warm_entries: 10_000,
+            warm_bytes: 64 << 20,
         }
     }
 }
@@ -190,6 +209,15 @@ impl FallbackConfig {
                 ),
             ));
         }
+        if !(1..=MAX_TOMBSTONE_TTL_MS).contains(&self.tombstone_ttl_ms) {
+            return Err(Error::config(
+                "fallback.tombstone_ttl_ms",
+                format!(
+                    "must be 1 to {MAX_TOMBSTONE_TTL_MS} milliseconds (30 days), got {}",
+                    self.tombstone_ttl_ms
+                ),
+            ));
+        }
         if self.batch_keys_per_deadline == 0 {
             return Err(Error::config(
                 "fallback.batch_keys_per_deadline",
@@ -199,6 +227,9 @@ impl FallbackConfig {
         Ok(())
     }
 }
+
+/// The longest tombstone lifetime accepted: 30 days.
+const MAX_TOMBSTONE_TTL_MS: u64 = 30 * 86_400_000;
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

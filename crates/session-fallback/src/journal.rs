@@ -10,7 +10,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use session_core::SessionKey;
+use session_core::{SessionKey, Version};
 
 /// What replay must make the primary reflect for one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,10 @@ pub(crate) struct Entry {
     /// A number unique to this journal residency of the key: replay removes
     /// the entry only if it is still the one it replayed.
     pub(crate) generation: u64,
+    /// The primary's version this residency's first change was based on
+    /// ([`Version::NONE`] when this instance knew none): replay applies only
+    /// over it, and resolves a conflict otherwise.
+    pub(crate) base: Version,
 }
 
 /// The journal is full: a key not yet in it cannot be admitted.
@@ -85,11 +89,13 @@ impl Journal {
     /// Call with the key's lock held. A key already present is always
     /// admitted; a new key only below the bound, with a fresh generation and
     /// a provisional entry that the [`Reservation`] removes unless committed.
+    /// `base` is kept only for a new residency.
     pub(crate) fn admit<'a>(
         &'a self,
         key: &SessionKey,
         op: PendingOp,
         at: u64,
+        base: Version,
     ) -> Result<Reservation<'a>, JournalFull> {
         let mut map = self.map();
         if let Some(entry) = map.get(key) {
@@ -105,7 +111,15 @@ impl Journal {
             return Err(JournalFull { max: self.max });
         }
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        map.insert(key.clone(), Entry { op, at, generation });
+        map.insert(
+            key.clone(),
+            Entry {
+                op,
+                at,
+                generation,
+                base,
+            },
+        );
         self.len.store(map.len(), Ordering::SeqCst);
         metrics::gauge!(crate::state::metric::JOURNAL_LENGTH).set(map.len() as f64);
         metrics::gauge!(crate::state::metric::ACTIVE).set(1.0);
@@ -239,16 +253,16 @@ mod tests {
     fn uncommitted_new_key_is_rolled_back() {
         let j = Journal::new(10);
         let k = key();
-        drop(j.admit(&k, PendingOp::Write, 1).unwrap());
+        drop(j.admit(&k, PendingOp::Write, 1, Version::NONE).unwrap());
         assert_eq!(j.len(), 0);
-        j.admit(&k, PendingOp::Write, 1)
+        j.admit(&k, PendingOp::Write, 1, Version::NONE)
             .unwrap()
             .commit(PendingOp::Write, 5);
         assert_eq!(j.get(&k).unwrap().at, 5);
         // An existing key is left as it was when not committed.
-        drop(j.admit(&k, PendingOp::Tombstone, 9).unwrap());
+        drop(j.admit(&k, PendingOp::Tombstone, 9, Version::NONE).unwrap());
         assert_eq!(j.get(&k).unwrap().op, PendingOp::Write);
-        j.admit(&k, PendingOp::Tombstone, 9)
+        j.admit(&k, PendingOp::Tombstone, 9, Version::NONE)
             .unwrap()
             .commit(PendingOp::Tombstone, 9);
         let e = j.get(&k).unwrap();
@@ -259,32 +273,32 @@ mod tests {
     fn bound_refuses_only_new_keys() {
         let j = Journal::new(2);
         let (a, b, c) = (key(), key(), key());
-        j.admit(&a, PendingOp::Write, 1)
+        j.admit(&a, PendingOp::Write, 1, Version::NONE)
             .unwrap()
             .commit(PendingOp::Write, 1);
-        j.admit(&b, PendingOp::Write, 1)
+        j.admit(&b, PendingOp::Write, 1, Version::NONE)
             .unwrap()
             .commit(PendingOp::Write, 1);
-        assert!(j.admit(&c, PendingOp::Write, 1).is_err());
-        assert!(j.admit(&a, PendingOp::Tombstone, 2).is_ok());
+        assert!(j.admit(&c, PendingOp::Write, 1, Version::NONE).is_err());
+        assert!(j.admit(&a, PendingOp::Tombstone, 2, Version::NONE).is_ok());
         let g = j.get(&a).unwrap().generation;
         j.remove(&a, g + 100);
         assert_eq!(j.len(), 2, "a stale generation removes nothing");
         j.remove(&a, g);
         assert_eq!(j.len(), 1);
-        assert!(j.admit(&c, PendingOp::Write, 1).is_ok());
+        assert!(j.admit(&c, PendingOp::Write, 1, Version::NONE).is_ok());
     }
 
     #[test]
     fn generations_are_fresh_per_residency() {
         let j = Journal::new(2);
         let k = key();
-        let r = j.admit(&k, PendingOp::Write, 1).unwrap();
+        let r = j.admit(&k, PendingOp::Write, 1, Version::NONE).unwrap();
         let g1 = r.generation();
         assert!(r.is_new());
         r.commit(PendingOp::Write, 1);
         j.remove(&k, g1);
-        let r = j.admit(&k, PendingOp::Write, 1).unwrap();
+        let r = j.admit(&k, PendingOp::Write, 1, Version::NONE).unwrap();
         assert_ne!(r.generation(), g1);
     }
 }

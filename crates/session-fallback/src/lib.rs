@@ -176,6 +176,7 @@ mod journal;
 mod recovery;
 mod state;
 mod store;
+mod warm;
 
 pub use config::FallbackConfig;
 pub use state::metric;

@@ -5,11 +5,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
-use session_core::backend::{now_ms, Record};
-use session_core::{Error, Meta, Result, SessionKey, SessionStore};
+use session_core::backend::{now_ms, Change, Reconciled, Tombstone};
+use session_core::{Error, SessionKey, SessionStore};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use crate::journal::PendingOp;
 use crate::state::{CircuitState, Field};
 use crate::store::{is_answering, Inner};
 
@@ -261,9 +262,11 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         }
     }
 
-    /// Replays one key under its lock. Idempotent: the entry leaves the
-    /// journal only after the primary acknowledged, and every step reads the
-    /// primary's current value first.
+    /// Replays one key under its lock, as one atomic [`SessionStore::reconcile`] on the
+    /// primary: the change applies if the primary still holds what it was based on; a delete
+    /// wins over any session and a tombstone over any write; of two writes the later wins. So
+    /// any number of instances replaying in any order end in one state. Idempotent: the entry
+    /// leaves the journal only after the primary answered.
     async fn replay_key(&self, key: &SessionKey) -> Outcome {
         let _guard = self.locks.lock(key).await;
         if self.state.get().is_open() {
@@ -272,61 +275,63 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         let Some(entry) = self.journal.get(key) else {
             return Outcome::Skipped;
         };
-        // The value to replay is the secondary's now: the last acknowledged state.
-        let target = match self.secondary.load(key).await {
-            Ok(r) => r.filter(|r| !r.meta.is_expired(now_ms())),
-            Err(e) => return self.replay_error(key, "secondary load", &e),
+        let record;
+        let change = match entry.op {
+            // The value to replay is the secondary's now: the last acknowledged state.
+            PendingOp::Write => match self.secondary.load(key).await {
+                Ok(Some(r)) => {
+                    record = r;
+                    Change::Write(&record)
+                }
+                // Expired during the outage: the session is gone — and so is the older state the
+                // primary may hold, unless another instance wrote it since.
+                Ok(None) => Change::Expire,
+                Err(e) => return self.replay_error(key, "secondary load", &e),
+            },
+            PendingOp::Tombstone => Change::Delete(Tombstone::new(
+                entry.at,
+                entry.at.saturating_add(self.config.tombstone_ttl_ms),
+            )),
         };
-        // A primary value written after this wins (last writer wins).
-        let since = target.as_ref().map_or(entry.at, |r| r.meta.updated_at);
-        for _attempt in 0..4 {
-            let current = match self.on_primary(self.primary.load(key)).await {
-                Ok(c) => Current::Value(c),
-                Err(Error::Corrupt { .. }) => Current::Corrupt,
-                Err(e) if e.is_temporary() => return self.replay_interrupted(&e),
-                Err(e) => return self.replay_error(key, "primary load", &e),
-            };
-            if let Current::Value(Some(c)) = &current {
-                if c.meta.updated_at > since {
-                    self.counters.inc(Field::Conflicts);
-                    tracing::warn!(
-                        primary = self.primary.backend(),
-                        namespace = key.ns(),
-                        sid = %key.id.short_hash(),
-                        "session fallback: the primary holds a newer value than the journal; keeping it"
-                    );
-                    self.replayed(key, entry.generation).await;
-                    return Outcome::Conflict;
+        let reconciled = match self
+            .on_primary(self.primary.reconcile(key, entry.base, change))
+            .await
+        {
+            Ok(r) => r,
+            // Bytes that are not a session: the journal's state replaces them.
+            Err(Error::Corrupt { .. }) => {
+                let fixed = match change {
+                    Change::Write(r) => self.on_primary(self.primary.save(key, r)).await.map(drop),
+                    Change::Delete(_) => self.on_primary(self.primary.delete(key)).await.map(drop),
+                    Change::Expire => Ok(()),
+                };
+                match fixed {
+                    Ok(()) => Reconciled::Applied,
+                    Err(e) if e.is_temporary() => return self.replay_interrupted(&e),
+                    Err(e) => return self.replay_error(key, "primary overwrite", &e),
                 }
             }
-            let written = match (&target, &current) {
-                // Compare-and-set on what was just read, so a replay write
-                // that lands late cannot overwrite a newer value.
-                (Some(r), Current::Value(Some(c))) => {
-                    self.write(self.primary.save_if(key, c.meta.version, r)).await
-                }
-                (Some(r), Current::Value(None)) => self.write(self.primary.create(key, r)).await,
-                (Some(r), Current::Corrupt) => self.write(self.primary.save(key, r)).await,
-                (None, Current::Value(None)) => Ok(()),
-                (None, _) => self.on_primary(self.primary.delete(key)).await.map(drop),
-            };
-            match written {
-                Ok(()) => {
-                    self.replayed(key, entry.generation).await;
-                    return Outcome::Replayed;
-                }
-                // The primary changed between the read and the write: look again.
-                Err(Error::Conflict { .. } | Error::NotFound { .. } | Error::AlreadyExists { .. }) => {}
-                Err(e) if e.is_temporary() => return self.replay_interrupted(&e),
-                Err(e) => return self.replay_error(key, "primary write", &e),
-            }
+            Err(e) if e.is_temporary() => return self.replay_interrupted(&e),
+            Err(e) => return self.replay_error(key, "primary reconcile", &e),
+        };
+        // The primary's state is now known when the replayed write is what it holds.
+        match change {
+            Change::Write(r) if reconciled.stored() => self.warm.put(key, r),
+            _ => self.warm.remove(key),
         }
-        self.counters.inc(Field::ReplayErrors);
-        Outcome::Failed
-    }
-
-    async fn write(&self, call: impl std::future::Future<Output = Result<Meta>>) -> Result<()> {
-        self.on_primary(call).await.map(drop)
+        self.replayed(key, entry.generation).await;
+        if reconciled.conflicted() {
+            self.counters.inc(Field::Conflicts);
+            tracing::info!(
+                primary = self.primary.backend(),
+                namespace = key.ns(),
+                sid = %key.id.short_hash(),
+                outcome = if reconciled.stored() { "replayed state won" } else { "primary state kept" },
+                "session fallback: the primary changed since this instance's outage copy; resolved by the replay rule"
+            );
+            return Outcome::Conflict;
+        }
+        Outcome::Replayed
     }
 
     /// The primary acknowledged a key: it leaves the journal and the secondary.
@@ -368,13 +373,6 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         );
         Outcome::Failed
     }
-}
-
-/// The primary's value of a key as read during replay.
-enum Current {
-    Value(Option<Record>),
-    /// Bytes that are not an envelope: overwritten or deleted.
-    Corrupt,
 }
 
 #[cfg(test)]

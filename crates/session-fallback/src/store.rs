@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use session_core::backend::{now_ms, Record};
+use session_core::backend::{now_ms, Change, Reconciled, Record};
 use session_core::{
     Error, Health, HealthStatus, Meta, Namespace, Result, SessionId, SessionKey, SessionStore, StoreStats,
     Version,
@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use crate::config::FallbackConfig;
 use crate::journal::{Journal, JournalFull, KeyGuard, KeyLocks, PendingOp};
 use crate::state::{AtomicState, CircuitState, Counters, FallbackCounters, Field};
+use crate::warm::WarmCopy;
 
 /// How often construction asks a primary that has not answered yet.
 const STARTUP_POLL: Duration = Duration::from_millis(20);
@@ -44,6 +45,8 @@ pub(crate) struct Inner<P, S> {
     /// Consecutive temporary failures of the primary.
     pub(crate) failures: AtomicU32,
     pub(crate) journal: Journal,
+    /// Sessions served while healthy, for an outage.
+    pub(crate) warm: WarmCopy,
     pub(crate) locks: KeyLocks,
     pub(crate) counters: Counters,
     pub(crate) worker_running: AtomicBool,
@@ -157,6 +160,17 @@ impl<P: SessionStore, S: SessionStore> FallbackStore<P, S> {
     /// [`Error::Config`] naming `fallback.<key>` for a bad setting.
     pub async fn new(primary: P, secondary: S, config: FallbackConfig) -> Result<Self> {
         config.validate()?;
+        if !primary.keeps_tombstones() {
+            return Err(Error::config(
+                "fallback.primary",
+                format!(
+                    "the primary ({}) does not keep tombstones, so a logout made while another instance \
+                     was cut off could be undone by that instance's replay; enable them (Redis: \
+                     redis.tombstone_ttl_ms, memory: memory.tombstone_ttl_ms)",
+                    primary.backend()
+                ),
+            ));
+        }
         if secondary.evicts() {
             return Err(Error::config(
                 "fallback.secondary",
@@ -176,6 +190,7 @@ impl<P: SessionStore, S: SessionStore> FallbackStore<P, S> {
             state: AtomicState::new(CircuitState::Closed),
             failures: AtomicU32::new(0),
             journal: Journal::new(config.max_journal_keys),
+            warm: WarmCopy::new(config.warm_entries, config.warm_bytes),
             locks: KeyLocks::new(),
             counters: Counters::default(),
             worker_running: AtomicBool::new(false),
@@ -423,19 +438,57 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 }
                 other => {
                     self.primary_answered();
+                    self.keep_warm(key, op, &other);
                     other
                 }
             },
         }
     }
 
+    /// Keeps the warm copy in step with what the primary answered.
+    fn keep_warm(&self, key: &SessionKey, op: Op<'_>, answer: &Result<Out>) {
+        if !self.warm.enabled() {
+            return;
+        }
+        match (op, answer) {
+            (Op::Load, Ok(Out::Record(Some(r)))) => self.warm.put(key, r),
+            (Op::Save(r) | Op::Create(r) | Op::Update(r) | Op::SaveIf(_, r), Ok(Out::Meta(meta))) => {
+                self.warm.put(
+                    key,
+                    &Record {
+                        meta: *meta,
+                        codec: r.codec,
+                        payload: r.payload.clone(),
+                    },
+                )
+            }
+            (Op::Touch(at), Ok(Out::Flag(true))) => self.warm.retime(key, at),
+            // A miss, a delete, a refusal (`NotFound`, `Conflict`): the copy is no longer current.
+            _ => self.warm.remove(key),
+        }
+    }
+
+    /// [`keep_warm`](Self::keep_warm) for a batch of loads.
+    fn keep_warm_many(&self, keys: &[SessionKey], found: &[Result<Option<Record>>]) {
+        if !self.warm.enabled() {
+            return;
+        }
+        for (k, r) in keys.iter().zip(found) {
+            match r {
+                Ok(Some(r)) => self.warm.put(k, r),
+                _ => self.warm.remove(k),
+            }
+        }
+    }
+
     /// Runs an operation on the secondary, under the key's lock, keeping the
     /// journal. `primary_err` is the primary's error when this call tried it.
     ///
-    /// The secondary is authoritative only for keys in the journal. For any
-    /// other key a read is a miss, and a conditional write (update,
-    /// compare-and-set, touch) is `NotFound`/`false` — unless this call tried
-    /// the primary, whose outcome is then unknown and whose error is returned.
+    /// The secondary is authoritative for keys in the journal. A key that is
+    /// not there but in the warm copy is served from that copy, and a change of
+    /// it is journaled against the copy's version. For any other key the
+    /// answer is unknown: a temporary error (the primary's own, when this call
+    /// tried it), never a miss.
     async fn on_secondary(
         &self,
         key: &SessionKey,
@@ -443,20 +496,30 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         primary_err: Option<Error>,
         _guard: KeyGuard<'_>,
     ) -> Result<Out> {
-        let entry = self.journal.get(key);
-        let unknown = |answer: Result<Out>| match primary_err {
-            Some(e) => Err(e),
-            None => answer,
+        let mut entry = self.journal.get(key);
+        let warm = match entry {
+            None => self.warm.get(key, now_ms()),
+            Some(_) => None,
         };
+        if let (Some(w), Op::Update(_) | Op::SaveIf(..) | Op::Touch(_)) = (&warm, op) {
+            self.materialize(key, w, op.name()).await?;
+            entry = self.journal.get(key);
+        }
+        // No copy here and the primary unreachable: whether the session exists is unknown.
+        let unknown = move || Err(primary_err.unwrap_or_else(|| self.cannot_tell(key)));
         match op {
-            Op::Load => match entry {
-                Some(_) => Ok(Out::Record(self.secondary.load(key).await?)),
-                None => Ok(Out::Record(None)),
+            Op::Load => match (entry, warm) {
+                (Some(_), _) => Ok(Out::Record(self.secondary.load(key).await?)),
+                (None, Some(w)) => Ok(Out::Record(Some(w))),
+                (None, None) => unknown(),
             },
+            Op::Create(_) if warm.is_some() => Err(Error::AlreadyExists {
+                namespace: key.ns().to_owned(),
+            }),
             Op::Save(record) | Op::Create(record) => {
                 let res = self
                     .journal
-                    .admit(key, PendingOp::Write, record.meta.updated_at)
+                    .admit(key, PendingOp::Write, record.meta.updated_at, self.base_of(key))
                     .map_err(|full| self.journal_full(key, op.name(), full))?;
                 if res.is_new() {
                     // The secondary may hold a leftover from before; it is not this session.
@@ -465,6 +528,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 let meta = apply(&self.secondary, key, op).await?.meta()?;
                 let new = res.is_new();
                 res.commit(PendingOp::Write, meta.updated_at);
+                self.warm.remove(key);
                 if new {
                     self.ensure_worker();
                 }
@@ -472,11 +536,11 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             }
             Op::Update(record) => {
                 if entry.is_none() {
-                    return unknown(Err(Error::not_found(key.ns())));
+                    return unknown();
                 }
                 let res = self
                     .journal
-                    .admit(key, PendingOp::Write, record.meta.updated_at)
+                    .admit(key, PendingOp::Write, record.meta.updated_at, self.base_of(key))
                     .map_err(|full| self.journal_full(key, op.name(), full))?;
                 let meta = self.secondary.update(key, record).await?;
                 res.commit(PendingOp::Write, meta.updated_at);
@@ -484,12 +548,12 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             }
             Op::SaveIf(expected, record) => {
                 if entry.is_none() {
-                    return unknown(Err(Error::not_found(key.ns())));
+                    return unknown();
                 }
                 // Versions are unique tokens: one the secondary never stored matches nothing there.
                 let res = self
                     .journal
-                    .admit(key, PendingOp::Write, record.meta.updated_at)
+                    .admit(key, PendingOp::Write, record.meta.updated_at, self.base_of(key))
                     .map_err(|full| self.journal_full(key, op.name(), full))?;
                 let meta = self.secondary.save_if(key, expected, record).await?;
                 res.commit(PendingOp::Write, meta.updated_at);
@@ -498,22 +562,66 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             Op::Touch(at) => match entry {
                 // The entry stays as it is: replay copies whatever deadline the secondary holds.
                 Some(_) => Ok(Out::Flag(self.secondary.touch(key, at).await?)),
-                None => unknown(Ok(Out::Flag(false))),
+                None => unknown(),
             },
             Op::Delete => {
                 let at = now_ms();
                 let res = self
                     .journal
-                    .admit(key, PendingOp::Tombstone, at)
+                    .admit(key, PendingOp::Tombstone, at, self.base_of(key))
                     .map_err(|full| self.journal_full(key, op.name(), full))?;
                 let existed = self.secondary.delete(key).await?;
                 let new = res.is_new();
                 res.commit(PendingOp::Tombstone, at);
+                self.warm.remove(key);
                 if new {
                     self.ensure_worker();
                 }
-                Ok(Out::Flag(existed))
+                // A session this instance holds no copy of may well live in the primary: the
+                // delete is recorded and applied on recovery, so the logout happens.
+                Ok(Out::Flag(existed || entry.is_none()))
             }
+        }
+    }
+
+    /// A change of a session known from healthy traffic, during an outage: the warm copy
+    /// becomes the secondary's state, journaled against the copy's version. The caller holds
+    /// the key's lock.
+    async fn materialize(&self, key: &SessionKey, warm: &Record, op: &'static str) -> Result<()> {
+        let res = self
+            .journal
+            .admit(key, PendingOp::Write, warm.meta.updated_at, warm.meta.version)
+            .map_err(|full| self.journal_full(key, op, full))?;
+        if res.is_new() {
+            self.secondary.delete(key).await?;
+        }
+        self.secondary.save(key, warm).await?;
+        res.commit(PendingOp::Write, warm.meta.updated_at);
+        self.warm.remove(key);
+        self.ensure_worker();
+        Ok(())
+    }
+
+    /// The primary version a change of `key` made here now would be based on.
+    /// That is the warm copy's version, or none when this instance holds no copy.
+    fn base_of(&self, key: &SessionKey) -> Version {
+        self.warm
+            .get(key, now_ms())
+            .map_or(Version::NONE, |r| r.meta.version)
+    }
+
+    /// The answer for a session this instance holds no copy of while the primary is
+    /// unreachable: not a miss (the session may exist), a temporary error.
+    fn cannot_tell(&self, key: &SessionKey) -> Error {
+        Error::Unavailable {
+            backend: BACKEND,
+            message: format!(
+                "the {} primary is unreachable and this instance holds no copy of this {} session, so \
+                 whether it exists is unknown; retry later (nothing is lost)",
+                self.primary.backend(),
+                key.ns()
+            ),
+            source: None,
         }
     }
 
@@ -525,7 +633,10 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         primary_err: Option<Error>,
     ) -> Result<Meta> {
         if self.journal.get(key).is_none() {
-            return Err(primary_err.unwrap_or_else(|| Error::not_found(key.ns())));
+            match self.warm.get(key, now_ms()) {
+                Some(w) => self.materialize(key, &w, "rotate").await?,
+                None => return Err(primary_err.unwrap_or_else(|| self.cannot_tell(key))),
+            }
         }
         if key == new_key {
             return Err(Error::AlreadyExists {
@@ -535,11 +646,11 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         let now = now_ms();
         let new_res = self
             .journal
-            .admit(new_key, PendingOp::Write, now)
+            .admit(new_key, PendingOp::Write, now, self.base_of(new_key))
             .map_err(|full| self.journal_full(new_key, "rotate", full))?;
         let old_res = self
             .journal
-            .admit(key, PendingOp::Tombstone, now)
+            .admit(key, PendingOp::Tombstone, now, self.base_of(key))
             .map_err(|full| self.journal_full(key, "rotate", full))?;
         if new_res.is_new() {
             self.secondary.delete(new_key).await?;
@@ -558,10 +669,14 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         let mut pending = Vec::new();
         let mut slots = Vec::new();
         for (i, k) in keys.iter().enumerate() {
-            out.push(Ok(None));
             if self.journal.get(k).is_some() {
+                out.push(Ok(None));
                 pending.push(k.clone());
                 slots.push(i);
+            } else if let Some(w) = self.warm.get(k, now_ms()) {
+                out.push(Ok(Some(w)));
+            } else {
+                out.push(Err(self.cannot_tell(k)));
             }
         }
         if !pending.is_empty() {
@@ -580,7 +695,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         for (k, r) in items {
             let res = self
                 .journal
-                .admit(k, PendingOp::Write, r.meta.updated_at)
+                .admit(k, PendingOp::Write, r.meta.updated_at, self.base_of(k))
                 .map_err(|full| self.journal_full(k, "save_many", full))?;
             if res.is_new() {
                 self.secondary.delete(k).await?;
@@ -606,6 +721,8 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             ("replayed", c.replayed),
             ("conflicts", c.conflicts),
             ("journal_rejected", c.journal_rejected),
+            ("warm", self.warm.len() as u64),
+            ("warm_evicted", self.warm.evicted()),
         ]
     }
 }
@@ -643,6 +760,32 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
         self.inner.exec(key, Op::Delete).await?.flag()
     }
 
+    /// A change replayed into this store (a fallback stacked on a fallback): applied by the
+    /// primary while it answers; otherwise a temporary error, so the caller keeps it.
+    async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled> {
+        let inner = &*self.inner;
+        if !inner.fast_path() {
+            let _guard = inner.locks.lock(key).await;
+            if inner.state.get().is_open() || inner.journal.get(key).is_some() {
+                return Err(inner.cannot_tell(key));
+            }
+        }
+        match inner.on_primary(inner.primary.reconcile(key, base, change)).await {
+            Err(e) if e.is_temporary() => {
+                inner.primary_failed(&e);
+                Err(e)
+            }
+            other => {
+                inner.primary_answered();
+                other
+            }
+        }
+    }
+
+    fn keeps_tombstones(&self) -> bool {
+        self.inner.primary.keeps_tombstones()
+    }
+
     async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
         self.inner.exec(key, Op::Touch(expires_at)).await?.flag()
     }
@@ -673,6 +816,13 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             }
             other => {
                 inner.primary_answered();
+                // The copy moves with the session.
+                let moved = inner.warm.get(key, 0);
+                inner.warm.remove(key);
+                match (&other, moved) {
+                    (Ok(meta), Some(w)) => inner.warm.put(&new_key, &Record { meta: *meta, ..w }),
+                    _ => inner.warm.remove(&new_key),
+                }
                 other
             }
         }
@@ -705,6 +855,9 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
                 }
                 other => {
                     inner.primary_answered();
+                    if let Ok(found) = &other {
+                        inner.keep_warm_many(keys, found);
+                    }
                     other
                 }
             };
@@ -724,7 +877,9 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             }
             other => {
                 inner.primary_answered();
-                other?
+                let got = other?;
+                inner.keep_warm_many(&primary_keys, &got);
+                got
             }
         };
         for (i, r) in primary_slots.into_iter().zip(got) {
@@ -759,6 +914,18 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             }
             other => {
                 inner.primary_answered();
+                if let Ok(metas) = &other {
+                    for ((k, r), meta) in items.iter().zip(metas) {
+                        inner.warm.put(
+                            k,
+                            &Record {
+                                meta: *meta,
+                                codec: r.codec,
+                                payload: r.payload.clone(),
+                            },
+                        );
+                    }
+                }
                 other
             }
         }

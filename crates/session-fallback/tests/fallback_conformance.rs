@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use session_core::testing::{Harness, TestStore};
 use session_core::KeyPrefix;
@@ -13,11 +14,18 @@ use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
 
 struct MemoryOverMemory;
 
+/// A fallback's primary keeps tombstones (several instances may share it).
+const TOMBSTONES: Duration = Duration::from_secs(3600);
+
 #[session_core::async_trait]
 impl Harness for MemoryOverMemory {
     async fn open(&self, prefix: KeyPrefix) -> TestStore {
+        self.open_tombstoned(prefix, TOMBSTONES).await
+    }
+
+    async fn open_tombstoned(&self, prefix: KeyPrefix, ttl: Duration) -> TestStore {
         let config = MemoryConfig::default().with_key_prefix(prefix.as_str());
-        let primary = Arc::new(MemoryStore::new(config.clone()).unwrap());
+        let primary = Arc::new(MemoryStore::new(config.clone().with_tombstones(ttl)).unwrap());
         let secondary = MemoryStore::new(config.with_at_capacity(AtCapacity::Reject)).unwrap();
         let store = FallbackStore::new(Arc::clone(&primary), secondary, FallbackConfig::default())
             .await

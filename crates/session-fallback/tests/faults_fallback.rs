@@ -48,6 +48,7 @@ fn redis_config(port: u16, prefix: &KeyPrefix) -> RedisConfig {
     let mut c = RedisConfig::new(format!("redis://127.0.0.1:{port}"));
     c.key_prefix = prefix.as_str().to_owned();
     c.timeout_ms = REDIS_TIMEOUT_MS;
+    c.tombstone_ttl_ms = 600_000;
     c.connect_timeout_ms = 500;
     c.unresponsive_timeout_ms = 1_000;
     c.reconnect.min_delay_ms = 20;

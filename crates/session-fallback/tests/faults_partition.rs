@@ -35,6 +35,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn redis_config(url: String) -> RedisConfig {
     let mut c = RedisConfig::new(url);
     c.timeout_ms = 250;
+    c.tombstone_ttl_ms = 600_000;
     c.reconnect.min_delay_ms = 20;
     c.reconnect.max_delay_ms = 200;
     c.key_prefix = PREFIX.into();

@@ -79,8 +79,14 @@ impl RawAccess for RawRedis {
 #[async_trait]
 impl Harness for RedisOverMemory {
     async fn open(&self, prefix: KeyPrefix) -> TestStore {
+        // A fallback's primary keeps tombstones (several instances may share it).
+        self.open_tombstoned(prefix, Duration::from_secs(3600)).await
+    }
+
+    async fn open_tombstoned(&self, prefix: KeyPrefix, ttl: Duration) -> TestStore {
         let mut config = self.config.clone();
         config.key_prefix = prefix.as_str().to_owned();
+        config.tombstone_ttl_ms = u64::try_from(ttl.as_millis()).unwrap();
         let redis = RedisStore::connect(config.clone()).await.expect("Redis connects");
         let memory = MemoryStore::new(
             MemoryConfig::default()

@@ -30,6 +30,16 @@ fn memory() -> MemoryStore {
     MemoryStore::new(MemoryConfig::default().with_at_capacity(AtCapacity::Reject)).unwrap()
 }
 
+/// A primary: keeps tombstones, as a fallback requires.
+fn primary_memory() -> MemoryStore {
+    MemoryStore::new(
+        MemoryConfig::default()
+            .with_at_capacity(AtCapacity::Reject)
+            .with_tombstones(Duration::from_secs(3600)),
+    )
+    .unwrap()
+}
+
 /// Short timeouts and fast probes, so tests finish quickly.
 fn fast() -> FallbackConfig {
     FallbackConfig::default()
@@ -42,7 +52,7 @@ fn fast() -> FallbackConfig {
 const STARTUP_WAIT_MS: u64 = 100;
 
 async fn setup(config: FallbackConfig) -> (Primary, Secondary, Store) {
-    let primary = FaultyStore::new(memory());
+    let primary = FaultyStore::new(primary_memory());
     let secondary = Arc::new(memory());
     let store = FallbackStore::new(Arc::clone(&primary), Arc::clone(&secondary), config)
         .await
@@ -240,9 +250,9 @@ async fn a_delete_during_the_outage_is_not_undone() {
     let k = key();
     store.create(&k, &rec(b"logged in")).await.unwrap();
     p.set_mode(FaultMode::Fail);
-    // The session lives only in the primary: the fallback cannot see it, but
-    // the logout is journaled as a tombstone.
-    assert!(!store.delete(&k).await.unwrap());
+    // The session lives in the primary: the logout is journaled and applied on recovery,
+    // so it answers that the session is gone.
+    assert!(store.delete(&k).await.unwrap());
     assert_eq!(store.journal_len(), 1);
     assert_eq!(store.load(&k).await.unwrap(), None);
     assert_eq!(in_primary(&p, &k).await, b(b"logged in"));
@@ -285,7 +295,7 @@ async fn a_newer_primary_value_wins_and_is_counted() {
         .save(&k, &rec_at(b"elsewhere", t0 + 20, HOUR))
         .await
         .unwrap();
-    // And a tombstone older than a primary write loses too.
+    // A logout made here wins over a write it could not have seen, whatever its clock says.
     let d = key();
     p.inner().create(&d, &rec_at(b"d0", t0, HOUR)).await.unwrap();
     store.delete(&d).await.unwrap();
@@ -296,7 +306,7 @@ async fn a_newer_primary_value_wins_and_is_counted() {
     p.set_mode(FaultMode::Pass);
     wait_closed(&store).await;
     assert_eq!(in_primary(&p, &k).await, b(b"elsewhere"));
-    assert_eq!(in_primary(&p, &d).await, b(b"d-newer"));
+    assert_eq!(in_primary(&p, &d).await, None, "the delete wins");
     assert_eq!(store.counters().conflicts, 2);
 }
 
@@ -386,7 +396,10 @@ async fn the_journal_bound_refuses_new_keys_and_counts() {
         store.delete(&key()).await,
         Err(Error::Unavailable { .. })
     ));
-    assert_eq!(store.load(&extra).await.unwrap(), None, "nothing was stored");
+    assert!(
+        store.load(&extra).await.unwrap_err().is_temporary(),
+        "nothing was stored (and the primary, unreachable, cannot say)"
+    );
     // Keys already journaled keep being accepted.
     store.save(&keys[0], &rec(b"again")).await.unwrap();
     assert!(store.delete(&keys[1]).await.unwrap());
@@ -402,7 +415,7 @@ async fn the_journal_bound_refuses_new_keys_and_counts() {
 
 #[tokio::test]
 async fn starts_open_when_the_primary_is_down_and_recovers() {
-    let primary = FaultyStore::new(memory());
+    let primary = FaultyStore::new(primary_memory());
     primary.set_mode(FaultMode::Fail);
     let secondary = Arc::new(memory());
     let started = Instant::now();
@@ -429,7 +442,7 @@ async fn starts_open_when_the_primary_is_down_and_recovers() {
 /// outage: the store starts closed and the first call is served by the primary.
 #[tokio::test]
 async fn a_primary_that_answers_during_the_startup_wait_starts_closed() {
-    let primary = FaultyStore::new(memory());
+    let primary = FaultyStore::new(primary_memory());
     primary.set_mode(FaultMode::Fail);
     let later = Arc::clone(&primary);
     tokio::spawn(async move {
@@ -452,7 +465,7 @@ async fn a_primary_that_answers_during_the_startup_wait_starts_closed() {
 async fn an_evicting_secondary_is_refused() {
     let evicting =
         MemoryStore::new(MemoryConfig::default().with_at_capacity(AtCapacity::EvictSoonestExpiring)).unwrap();
-    let e = FallbackStore::new(FaultyStore::new(memory()), evicting, fast())
+    let e = FallbackStore::new(FaultyStore::new(primary_memory()), evicting, fast())
         .await
         .unwrap_err();
     match &e {
@@ -466,7 +479,7 @@ async fn an_evicting_secondary_is_refused() {
 
 #[tokio::test]
 async fn starts_open_when_the_primary_hangs() {
-    let primary = FaultyStore::new(memory());
+    let primary = FaultyStore::new(primary_memory());
     primary.set_mode(FaultMode::Hang);
     let started = Instant::now();
     let store = FallbackStore::new(Arc::clone(&primary), Arc::new(memory()), fast())
@@ -539,11 +552,18 @@ async fn a_timed_out_write_that_landed_ends_in_the_acknowledged_state() {
     wait_closed(&store).await;
     assert_eq!(in_primary(&p, &deleted).await, None);
 
-    // An update the secondary cannot perform (it does not hold the session)
-    // reports the primary's timeout: the outcome is unknown, not NotFound.
+    // An update of a session known from healthy traffic is served from the warm copy
+    // (journaled against its version); the primary got the same update.
     p.set_mode(FaultMode::TimeoutAfterWrite(Duration::from_millis(20)));
-    let e = store.update(&updated, &rec(b"u1")).await.unwrap_err();
-    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    store
+        .update(&updated, &rec(b"u1"))
+        .await
+        .expect("served from the warm copy");
+    // One the instance holds no copy of reports the primary's timeout: unknown, not NotFound.
+    let unknown = key();
+    p.inner().create(&unknown, &rec(b"elsewhere")).await.unwrap();
+    let e = store.update(&unknown, &rec(b"u1")).await.unwrap_err();
+    assert!(e.is_temporary(), "{e}");
     p.set_mode(FaultMode::Pass);
     wait_closed(&store).await;
     assert_eq!(
@@ -656,18 +676,17 @@ async fn a_replay_interrupted_by_another_outage_resumes_idempotently() {
 async fn versions_across_the_switch_never_overwrite_silently() {
     let (p, s, store) = setup(fast()).await;
     let k = key();
-    let pre = store.create(&k, &rec(b"v1")).await.unwrap();
+    // Written by another instance: this one holds no copy.
+    let pre = p.inner().create(&k, &rec(b"v1")).await.unwrap();
     assert!(!pre.version.is_none());
     p.set_mode(FaultMode::Fail);
     // A pre-outage token on a session the fallback cannot see: the failing
     // call itself gets the primary's error (its outcome is unknown), later
-    // ones NotFound. Nothing is written anywhere.
+    // ones a temporary "cannot tell". Nothing is written anywhere.
     let e = store.save_if(&k, pre.version, &rec(b"x")).await.unwrap_err();
     assert!(e.is_temporary(), "{e}");
-    assert!(matches!(
-        store.save_if(&k, pre.version, &rec(b"x")).await,
-        Err(Error::NotFound { .. })
-    ));
+    let e = store.save_if(&k, pre.version, &rec(b"x")).await.unwrap_err();
+    assert!(e.is_temporary(), "{e}");
     assert_eq!(in_secondary(&s, &k).await, None);
     assert_eq!(in_primary(&p, &k).await, b(b"v1"));
     // Written during the outage: fresh tokens, and compare-and-set works on them.
@@ -727,16 +746,15 @@ async fn a_pre_outage_token_of_an_untouched_session_still_works_after_recovery()
     // Open the circuit with another session; this one is not touched.
     store.save(&key(), &rec(b"other")).await.unwrap();
     assert!(store.state().is_open());
-    assert!(matches!(
-        store.save_if(&k, pre.version, &rec(b"x")).await,
-        Err(Error::NotFound { .. })
-    ));
+    // The session is in the warm copy: its token works during the outage.
+    let during = store.save_if(&k, pre.version, &rec(b"x")).await.unwrap();
     p.set_mode(FaultMode::Pass);
     wait_closed(&store).await;
-    // The primary still holds the write that token names: no conflict to report.
-    assert_eq!(version_in_primary(&p, &k).await, Some(pre.version));
-    let m = store.save_if(&k, pre.version, &rec(b"v2")).await.unwrap();
-    assert_ne!(m.version, pre.version);
+    // The primary still held the write the outage change was based on: applied, no conflict.
+    assert_eq!(version_in_primary(&p, &k).await, Some(during.version));
+    assert_eq!(store.counters().conflicts, 0);
+    let m = store.save_if(&k, during.version, &rec(b"v2")).await.unwrap();
+    assert_ne!(m.version, during.version);
     assert_eq!(in_primary(&p, &k).await, b(b"v2"));
 }
 
@@ -824,9 +842,19 @@ async fn rotate_while_open_journals_both_ids() {
     let (p, s, store) = setup(fast()).await;
     let pre = key();
     store.create(&pre, &rec(b"pre")).await.unwrap();
+    let elsewhere = key();
+    p.inner().create(&elsewhere, &rec(b"elsewhere")).await.unwrap();
     p.set_mode(FaultMode::Fail);
-    // A session only the primary holds cannot be rotated during the outage.
-    assert!(store.rotate(&pre, &SessionId::generate().unwrap()).await.is_err());
+    // A session known from healthy traffic (the warm copy) can be rotated during the outage.
+    let pre_id = SessionId::generate().unwrap();
+    store.rotate(&pre, &pre_id).await.unwrap();
+    let pre_moved = SessionKey::new(pre.namespace.clone(), pre_id);
+    // One this instance holds no copy of cannot: whether it exists is unknown.
+    let e = store
+        .rotate(&elsewhere, &SessionId::generate().unwrap())
+        .await
+        .unwrap_err();
+    assert!(e.is_temporary(), "{e}");
     let k = key();
     let created = store.create(&k, &rec(b"mine")).await.unwrap();
     let new_id = SessionId::generate().unwrap();
@@ -835,7 +863,7 @@ async fn rotate_while_open_journals_both_ids() {
     let nk = SessionKey::new(k.namespace.clone(), new_id);
     assert_eq!(store.load(&k).await.unwrap(), None);
     assert_eq!(payload(&store, &nk).await, b(b"mine"));
-    assert_eq!(store.journal_len(), 2);
+    assert_eq!(store.journal_len(), 4);
     p.set_mode(FaultMode::Pass);
     wait_closed(&store).await;
     assert_eq!(in_primary(&p, &k).await, None);
@@ -845,7 +873,9 @@ async fn rotate_while_open_journals_both_ids() {
         Some(created.version),
         "replay keeps the token"
     );
-    assert_eq!(in_primary(&p, &pre).await, b(b"pre"));
+    assert_eq!(in_primary(&p, &pre).await, None, "the old id is gone");
+    assert_eq!(in_primary(&p, &pre_moved).await, b(b"pre"));
+    assert_eq!(in_primary(&p, &elsewhere).await, b(b"elsewhere"));
     assert_eq!(in_secondary(&s, &nk).await, None);
 }
 
@@ -865,8 +895,14 @@ async fn batches_count_and_stats_while_open() {
     let got = store.load_many(&keys).await.unwrap();
     assert!(got[..10].iter().all(|r| r.as_ref().unwrap().is_some()));
     assert!(
-        got[10].as_ref().unwrap().is_none(),
-        "the primary's sessions are out of reach"
+        got[10].as_ref().unwrap().is_some(),
+        "a session served before the outage is read from the warm copy"
+    );
+    let unknown = [key()];
+    let got_unknown = store.load_many(&unknown).await.unwrap();
+    assert!(
+        got_unknown[0].as_ref().unwrap_err().is_temporary(),
+        "one this instance never saw is unknown, not a miss"
     );
     assert_eq!(
         store.count(&pre.namespace).await.unwrap(),
@@ -920,7 +956,7 @@ async fn a_failure_threshold_above_one_keeps_the_circuit_closed_until_reached() 
 
 #[tokio::test]
 async fn dropping_the_store_ends_the_probe_task() {
-    let primary = FaultyStore::new(memory());
+    let primary = FaultyStore::new(primary_memory());
     primary.set_mode(FaultMode::Fail);
     let store = FallbackStore::new(Arc::clone(&primary), Arc::new(memory()), fast())
         .await
@@ -939,7 +975,7 @@ async fn dropping_the_store_ends_the_probe_task() {
 #[tokio::test]
 async fn config_errors_name_the_key() {
     let e = FallbackStore::new(
-        FaultyStore::new(memory()),
+        FaultyStore::new(primary_memory()),
         memory(),
         FallbackConfig::default().with_max_journal_keys(0),
     )
@@ -978,8 +1014,9 @@ async fn a_leftover_in_the_secondary_is_never_served() {
     p.set_mode(FaultMode::Fail);
     store.save(&key(), &rec(b"open it")).await.unwrap();
     assert!(store.state().is_open());
-    assert_eq!(store.load(&k).await.unwrap(), None);
-    assert!(!store.touch(&k, now_ms() + HOUR).await.unwrap());
+    // Not served: this instance holds no copy of the session, so it cannot tell.
+    assert!(store.load(&k).await.unwrap_err().is_temporary());
+    assert!(store.touch(&k, now_ms() + HOUR).await.unwrap_err().is_temporary());
     let m = store
         .create(&k, &rec(b"fresh"))
         .await
@@ -1008,7 +1045,7 @@ async fn touch_while_open_is_replayed_with_the_new_deadline() {
 
 #[tokio::test]
 async fn wraps_trait_objects_and_is_one() {
-    let primary: Arc<dyn SessionStore> = Arc::new(memory());
+    let primary: Arc<dyn SessionStore> = Arc::new(primary_memory());
     let secondary: Arc<dyn SessionStore> = Arc::new(memory());
     let store: Arc<dyn SessionStore> = Arc::new(
         FallbackStore::new(primary, secondary, FallbackConfig::default())
@@ -1029,7 +1066,7 @@ async fn wraps_trait_objects_and_is_one() {
 /// succeeds on the other's different value.
 #[tokio::test]
 async fn two_instances_starting_in_an_outage_never_share_a_version() {
-    let shared = FaultyStore::new(memory());
+    let shared = FaultyStore::new(primary_memory());
     shared.set_mode(FaultMode::Fail);
     let one = FallbackStore::new(Arc::clone(&shared), Arc::new(memory()), fast())
         .await
@@ -1067,4 +1104,78 @@ async fn batch_deadlines_scale_with_the_batch() {
     // A single call that slow is failed over.
     let _ = store.load(&keys[0]).await;
     assert_eq!(store.counters().failovers, 1);
+}
+
+/// Sessions two instances served before an outage stay readable and updatable on each during
+/// it (their warm copies), and after recovery the primary holds the later of their last
+/// updates — the same whichever replays first.
+#[tokio::test]
+async fn pre_outage_sessions_stay_usable_on_two_instances() {
+    let shared = FaultyStore::new(primary_memory());
+    let one = FallbackStore::new(Arc::clone(&shared), Arc::new(memory()), fast())
+        .await
+        .unwrap();
+    let two = FallbackStore::new(Arc::clone(&shared), Arc::new(memory()), fast())
+        .await
+        .unwrap();
+    let keys: Vec<SessionKey> = (0..20).map(|_| key()).collect();
+    for k in &keys {
+        one.create(k, &rec(b"before")).await.unwrap();
+        // The other instance serves each session once too.
+        assert!(two.load(k).await.unwrap().is_some());
+    }
+    shared.set_mode(FaultMode::Fail);
+    let t0 = now_ms();
+    let mut readable = 0;
+    for (i, k) in keys.iter().enumerate() {
+        if one.load(k).await.unwrap().is_some() && two.load(k).await.unwrap().is_some() {
+            readable += 1;
+        }
+        // Ten updates each, interleaved; two's last one is later.
+        for n in 0..10u64 {
+            let at = t0 + 2 * n;
+            one.update(k, &rec_at(format!("one {i} {n}").as_bytes(), at, HOUR))
+                .await
+                .unwrap();
+            two.update(k, &rec_at(format!("two {i} {n}").as_bytes(), at + 1, HOUR))
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        readable,
+        keys.len(),
+        "every pre-outage session was readable on both"
+    );
+    shared.set_mode(FaultMode::Pass);
+    wait_closed(&one).await;
+    wait_closed(&two).await;
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            in_primary(&shared, k).await,
+            Some(Bytes::from(format!("two {i} 9"))),
+            "the later of the two last updates"
+        );
+    }
+    println!(
+        "FIGURES continuity: sessions={} readable_on_both={readable} updates_per_instance=10 kept_last=all conflicts={}",
+        keys.len(),
+        one.counters().conflicts + two.counters().conflicts
+    );
+}
+
+/// The warm copy is bounded: beyond `warm_entries` the oldest go, counted.
+#[tokio::test]
+async fn the_warm_copy_is_bounded_and_counts_evictions() {
+    let mut config = fast();
+    config.warm_entries = 32;
+    let (_p, _s, store) = setup(config).await;
+    for _ in 0..500 {
+        store.create(&key(), &rec(b"x")).await.unwrap();
+    }
+    let stats = store.stats().await.unwrap();
+    let extra = |name: &str| stats.extra.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    let held = extra("warm").unwrap();
+    assert!(held <= 32 + 16, "held {held}");
+    assert_eq!(extra("warm_evicted").unwrap() + held, 500);
 }

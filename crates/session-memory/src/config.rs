@@ -1,4 +1,5 @@
-//! [`MemoryConfig`]: bounds, key prefix, sweep interval and the policy at the bound.
+//! [`MemoryConfig`]: bounds, key prefix, sweep interval, the policy at the bound and
+//! tombstone mode.
 
 use std::time::Duration;
 
@@ -26,6 +27,10 @@ pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
 /// Default [`MemoryConfig::sweep_interval_ms`]: one second.
 pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 1000;
+
+/// Largest [`MemoryConfig::tombstone_ttl_ms`]: 30 days. A tombstone only has
+/// to outlast the longest outage journal that may still be replayed.
+pub const MAX_TOMBSTONE_TTL_MS: u64 = 30 * 24 * 3_600_000;
 
 /// What a write does when it would take the store past `max_entries` or `max_bytes`.
 ///
@@ -70,6 +75,17 @@ pub struct MemoryConfig {
     pub sweep_interval_ms: u64,
     /// `evict_soonest_expiring` (default) or `reject`.
     pub at_capacity: AtCapacity,
+    /// Tombstone mode, in milliseconds; `0` (the default) turns it off.
+    ///
+    /// When on, [`delete`](session_core::SessionStore::delete) leaves a
+    /// tombstone instead of removing the session, so that another instance's
+    /// replayed write cannot bring it back
+    /// ([`reconcile`](session_core::SessionStore::reconcile)), and
+    /// [`keeps_tombstones`](session_core::SessionStore::keeps_tombstones) is
+    /// `true`. The tombstone lasts as long as the deleted session would have;
+    /// a delete of a key holding no session leaves one lasting this long. At
+    /// most [`MAX_TOMBSTONE_TTL_MS`] (30 days).
+    pub tombstone_ttl_ms: u64,
 }
 
 impl Default for MemoryConfig {
@@ -81,6 +97,7 @@ impl Default for MemoryConfig {
             max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
             sweep_interval_ms: DEFAULT_SWEEP_INTERVAL_MS,
             at_capacity: AtCapacity::default(),
+            tombstone_ttl_ms: 0,
         }
     }
 }
@@ -120,6 +137,21 @@ impl MemoryConfig {
     pub fn with_at_capacity(mut self, at_capacity: AtCapacity) -> Self {
         self.at_capacity = at_capacity;
         self
+    }
+
+    /// Turns tombstone mode on, a delete of a key holding no session leaving
+    /// a tombstone that lasts `ttl` (see
+    /// [`tombstone_ttl_ms`](Self::tombstone_ttl_ms)). [`Duration::ZERO`]
+    /// turns it off; a non-zero `ttl` under a millisecond counts as one.
+    pub fn with_tombstones(mut self, ttl: Duration) -> Self {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.tombstone_ttl_ms = if ms == 0 && !ttl.is_zero() { 1 } else { ms };
+        self
+    }
+
+    /// Whether tombstone mode is on ([`tombstone_ttl_ms`](Self::tombstone_ttl_ms) > 0).
+    pub fn keeps_tombstones(&self) -> bool {
+        self.tombstone_ttl_ms > 0
     }
 
     /// The smallest `max_bytes` accepted with these settings: one session of
@@ -164,6 +196,15 @@ impl MemoryConfig {
                 "must be at least 1 millisecond",
             ));
         }
+        if self.tombstone_ttl_ms > MAX_TOMBSTONE_TTL_MS {
+            return Err(Error::config(
+                "memory.tombstone_ttl_ms",
+                format!(
+                    "is {} but must be at most {MAX_TOMBSTONE_TTL_MS} (30 days), or 0 to keep no tombstones",
+                    self.tombstone_ttl_ms
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -205,9 +246,30 @@ mod tests {
                 d().with_sweep_interval(Duration::ZERO),
                 "memory.sweep_interval_ms",
             ),
+            (
+                d().with_tombstones(Duration::from_millis(MAX_TOMBSTONE_TTL_MS + 1)),
+                "memory.tombstone_ttl_ms",
+            ),
         ];
         for (config, key) in cases {
             assert_eq!(key_of(config.validate().unwrap_err()), key);
         }
+    }
+
+    #[test]
+    fn tombstone_mode_is_off_by_default_and_set_by_the_builder() {
+        let d = MemoryConfig::default;
+        assert!(!d().keeps_tombstones());
+        let on = d().with_tombstones(Duration::from_secs(600));
+        assert_eq!(on.tombstone_ttl_ms, 600_000);
+        assert!(on.keeps_tombstones());
+        on.validate().unwrap();
+        assert_eq!(d().with_tombstones(Duration::from_micros(10)).tombstone_ttl_ms, 1);
+        assert!(!on.with_tombstones(Duration::ZERO).keeps_tombstones());
+        d().with_tombstones(Duration::from_millis(MAX_TOMBSTONE_TTL_MS))
+            .validate()
+            .unwrap();
+        let parsed: MemoryConfig = serde_json::from_str(r#"{"tombstone_ttl_ms": 5000}"#).unwrap();
+        assert_eq!(parsed.tombstone_ttl_ms, 5000);
     }
 }

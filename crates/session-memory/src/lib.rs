@@ -10,6 +10,6 @@ mod testing;
 
 pub use config::{
     AtCapacity, MemoryConfig, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_SWEEP_INTERVAL_MS,
-    ENTRY_OVERHEAD_BYTES,
+    ENTRY_OVERHEAD_BYTES, MAX_TOMBSTONE_TTL_MS,
 };
 pub use store::MemoryStore;

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::HashTable;
-use session_core::backend::{decode_header, CodecId, Record, HEADER_LEN};
+use session_core::backend::{decode_entry, encode_tombstone, CodecId, Entry as Envelope, Record, HEADER_LEN};
 use session_core::{Bytes, Error, Meta, Version};
 
 /// `Meta::deadline`, inlined: `expires_at` capped at `max_expires_at` unless that is `0`.
@@ -17,8 +17,8 @@ pub(crate) fn deadline(meta: &Meta) -> u64 {
     }
 }
 
-/// What a write stores under a key: a session's parts, or raw bytes. Borrowed from the caller;
-/// [`Entry::new`] copies it into the entry's one allocation.
+/// What a write stores under a key: a session's parts, a tombstone, or raw bytes. Borrowed from
+/// the caller; [`Entry::new`] copies it into the entry's one allocation.
 pub(crate) enum Value<'a> {
     /// A session written through the store.
     Rec {
@@ -28,6 +28,12 @@ pub(crate) enum Value<'a> {
         codec: CodecId,
         /// The payload.
         payload: &'a [u8],
+    },
+    /// A deleted session's tombstone: metadata only (its delete's token, when it was made, its
+    /// deadline), read as absent by every live call.
+    Tomb {
+        /// The tombstone's metadata (see `session_core::backend::Tombstone::meta`).
+        meta: Meta,
     },
     /// Bytes planted by `RawAccess` (tests): decoded on every load.
     #[cfg_attr(
@@ -52,18 +58,20 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// The payload or raw bytes.
+    /// The payload or raw bytes (none for a tombstone).
     fn body(&self) -> &'a [u8] {
         match self {
             Value::Rec { payload, .. } => payload,
+            Value::Tomb { .. } => &[],
             Value::Raw { bytes, .. } => bytes,
         }
     }
 
-    /// The envelope length (or the raw length).
+    /// The envelope length (a tombstone's is the header alone), or the raw length.
     fn stored_len(&self) -> usize {
         match self {
             Value::Rec { payload, .. } => HEADER_LEN + payload.len(),
+            Value::Tomb { .. } => HEADER_LEN,
             Value::Raw { bytes, .. } => bytes.len(),
         }
     }
@@ -72,7 +80,7 @@ impl<'a> Value<'a> {
     #[inline]
     pub(crate) fn deadline(&self) -> u64 {
         match self {
-            Value::Rec { meta, .. } => deadline(meta),
+            Value::Rec { meta, .. } | Value::Tomb { meta } => deadline(meta),
             Value::Raw { deadline, .. } => *deadline,
         }
     }
@@ -86,6 +94,8 @@ pub(crate) enum State {
     Expired,
     /// A live session with this metadata.
     Live(Meta),
+    /// A live tombstone with this metadata: absent to every live call.
+    Tombstone(Meta),
     /// Live bytes that are not an envelope.
     Corrupt(Error),
 }
@@ -93,15 +103,15 @@ pub(crate) enum State {
 // Layout of an entry's single allocation (an `Arc<[u8]>`, so that a load can hand out the
 // payload without copying it):
 //
-//   [0]            kind: KIND_REC or KIND_RAW
-//   [1]            codec id (KIND_REC)
+//   [0]            kind: KIND_REC, KIND_TOMB or KIND_RAW
+//   [1]            codec id (KIND_REC; 0 otherwise)
 //   [2..10]        the deadline, u64 little-endian (`expires_at` capped at `max_expires_at`)
 //   [10]           key length k (a namespace of at most 32 bytes, ':', an id of at most 128)
-//   [11]           metadata length m (KIND_REC; 0 for raw bytes)
+//   [11]           metadata length m (KIND_REC and KIND_TOMB; 0 for raw bytes)
 //   [12]           padding p: unused bytes at the end
 //   [13..13+k]     the key `{namespace}:{id}` (the store's prefix is not stored)
 //   [13+k..13+k+m] the metadata, compact (see `encode_meta`)
-//   [13+k+m..n-p]  the payload (KIND_REC) or the raw bytes (KIND_RAW)
+//   [13+k+m..n-p]  the payload (KIND_REC), nothing (KIND_TOMB) or the raw bytes (KIND_RAW)
 //
 // The length n is rounded so that the allocation fills its malloc chunk (glibc rounds every
 // chunk to 16 bytes anyway): the padding costs nothing, and lets a later write of a session
@@ -112,8 +122,13 @@ pub(crate) enum State {
 // Against a table slot of metadata, codec, `Bytes` handle and boxed key (96 bytes, plus the
 // key's allocation and the `Bytes` shared header), an entry costs a 16-byte slot, one
 // allocation header and ~30 bytes of fields: see the README's figures.
+//
+// A tombstone is the same layout with no payload: header, key and ~20 bytes of metadata (60
+// bytes with a 27-byte key `task:{22-character id}`: one 96-byte malloc chunk). It is charged
+// as the header-only envelope it stands for (see `charge`), like a session with no payload.
 const KIND_REC: u8 = 0;
 const KIND_RAW: u8 = 1;
+const KIND_TOMB: u8 = 2;
 const AT_CODEC: usize = 1;
 const AT_DEADLINE: usize = 2;
 const AT_KEY_LEN: usize = 10;
@@ -122,6 +137,8 @@ const AT_PAD: usize = 12;
 const AT_KEY: usize = 13;
 /// `Arc<[u8]>`'s counters before the bytes.
 const ARC_HEADER: usize = 16;
+/// The most padding a new entry gets: its malloc chunk rounded up to 16 bytes.
+const MAX_CHUNK_ROUNDING: usize = 15;
 /// The longest compact metadata: a flags byte and five 10-byte varints.
 const MAX_META_LEN: usize = 51;
 
@@ -233,6 +250,7 @@ impl<'a> Encoded<'a> {
         let mut meta = [0u8; MAX_META_LEN];
         let (kind, codec, meta_len) = match value {
             Value::Rec { meta: m, codec, .. } => (KIND_REC, codec.0, encode_meta(m, &mut meta)),
+            Value::Tomb { meta: m } => (KIND_TOMB, 0, encode_meta(m, &mut meta)),
             Value::Raw { .. } => (KIND_RAW, 0, 0),
         };
         Encoded {
@@ -251,9 +269,16 @@ impl<'a> Encoded<'a> {
     }
 
     /// Whether it fits a buffer of `buf_len` bytes whose key ends at `meta_at`, leaving at
-    /// most 255 unused bytes (the padding byte's range).
+    /// most 255 unused bytes (the padding byte's range). A tombstone fits only a buffer of the
+    /// size a new entry would get: it never keeps a deleted session's larger allocation
+    /// alive until its deadline, and is rarely written over by a session of that size.
     fn fits(&self, buf_len: usize, meta_at: usize) -> bool {
-        buf_len >= meta_at + self.len() && buf_len - (meta_at + self.len()) <= usize::from(u8::MAX)
+        let max_pad = if self.kind == KIND_TOMB {
+            MAX_CHUNK_ROUNDING
+        } else {
+            usize::from(u8::MAX)
+        };
+        buf_len >= meta_at + self.len() && buf_len - (meta_at + self.len()) <= max_pad
     }
 
     /// Writes kind, codec, deadline, metadata, body and padding into `b`, whose key ends at
@@ -347,6 +372,7 @@ impl Entry {
                     payload: self.body(),
                 },
             ),
+            (KIND_TOMB, Some(meta)) => Entry::new(namespace, id, &Value::Tomb { meta }),
             _ => Entry::new(
                 namespace,
                 id,
@@ -379,8 +405,13 @@ impl Entry {
     }
 
     #[inline]
+    fn meta_len(&self) -> usize {
+        usize::from(self.0.get(AT_META_LEN).copied().unwrap_or(0))
+    }
+
+    #[inline]
     fn body_at(&self) -> usize {
-        self.meta_at() + usize::from(self.0.get(AT_META_LEN).copied().unwrap_or(0))
+        self.meta_at() + self.meta_len()
     }
 
     #[inline]
@@ -401,10 +432,10 @@ impl Entry {
         self.0.get(self.body_at()..self.body_end()).unwrap_or_default()
     }
 
-    /// The stored metadata (`None` for raw bytes).
+    /// The stored metadata of a session or tombstone (`None` for raw bytes).
     #[inline]
     fn meta(&self) -> Option<Meta> {
-        if self.kind() != KIND_REC {
+        if !matches!(self.kind(), KIND_REC | KIND_TOMB) {
             return None;
         }
         decode_meta(self.0.get(self.meta_at()..self.body_at())?)
@@ -436,13 +467,12 @@ impl Entry {
         key.split_once(':').unwrap_or((key, ""))
     }
 
-    /// The envelope length (or the raw length).
+    /// The envelope length (a tombstone's is the header alone), or the raw length.
     fn stored_len(&self) -> usize {
         let body = self.body_end().saturating_sub(self.body_at());
-        if self.kind() == KIND_REC {
-            HEADER_LEN + body
-        } else {
-            body
+        match self.kind() {
+            KIND_REC | KIND_TOMB => HEADER_LEN + body,
+            _ => body,
         }
     }
 
@@ -464,16 +494,37 @@ impl Entry {
         })
     }
 
-    /// The value as a record, for a load. Raw bytes are decoded.
-    pub(crate) fn to_record(&self, namespace: &str) -> Result<Record, Error> {
-        match self.meta() {
-            Some(meta) => Ok(Record {
+    /// The value as a record, for a load: `None` for a tombstone (absent to a load). Raw
+    /// bytes are decoded (a tombstone's envelope is `None` too).
+    pub(crate) fn to_record(&self, namespace: &str) -> Result<Option<Record>, Error> {
+        match (self.kind(), self.meta()) {
+            (KIND_REC, Some(meta)) => Ok(Some(Record {
                 meta,
                 codec: self.codec(),
                 payload: self.payload_bytes(),
-            }),
-            None if self.kind() == KIND_REC => Err(Error::corrupt(namespace, "damaged in-memory entry")),
-            None => Record::decode(&self.payload_bytes(), namespace),
+            })),
+            (KIND_TOMB, Some(_)) => Ok(None),
+            (KIND_RAW, _) => match decode_entry(&self.payload_bytes(), namespace)? {
+                Envelope::Live(record) => Ok(Some(record)),
+                Envelope::Tombstone(_) => Ok(None),
+            },
+            _ => Err(damaged(namespace)),
+        }
+    }
+
+    /// The value as an envelope, as another backend would store it (`RawAccess::get_raw`):
+    /// a session's, a tombstone's (header only, flagged), or the raw bytes as planted.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code, reason = "read only by RawAccess"))]
+    pub(crate) fn envelope(&self) -> Bytes {
+        match (self.kind(), self.meta()) {
+            (KIND_REC, Some(meta)) => Record {
+                meta,
+                codec: self.codec(),
+                payload: self.payload_bytes(),
+            }
+            .encode(),
+            (KIND_TOMB, Some(meta)) => encode_tombstone(&meta),
+            _ => self.payload_bytes(),
         }
     }
 
@@ -482,18 +533,37 @@ impl Entry {
         if self.deadline() <= now {
             return State::Expired;
         }
-        match self.meta() {
-            Some(meta) => State::Live(meta),
-            None if self.kind() == KIND_REC => {
-                State::Corrupt(Error::corrupt(namespace, "damaged in-memory entry"))
-            }
-            None => match decode_header(self.body(), namespace) {
-                Ok(meta) if deadline(&meta) <= now => State::Expired,
-                Ok(meta) => State::Live(meta),
+        match (self.kind(), self.meta()) {
+            (KIND_REC, Some(meta)) => State::Live(meta),
+            (KIND_TOMB, Some(meta)) => State::Tombstone(meta),
+            (KIND_RAW, _) => match decode_entry(&self.payload_bytes(), namespace) {
+                Ok(Envelope::Live(r)) if deadline(&r.meta) <= now => State::Expired,
+                Ok(Envelope::Tombstone(meta)) if deadline(&meta) <= now => State::Expired,
+                Ok(Envelope::Live(r)) => State::Live(r.meta),
+                Ok(Envelope::Tombstone(meta)) => State::Tombstone(meta),
                 Err(e) => State::Corrupt(e),
             },
+            _ => State::Corrupt(damaged(namespace)),
         }
     }
+
+    /// Whether the value is a tombstone (one planted as raw bytes included), whatever its
+    /// deadline.
+    pub(crate) fn is_tombstone(&self) -> bool {
+        match self.kind() {
+            KIND_TOMB => true,
+            KIND_RAW => matches!(
+                decode_entry(&self.payload_bytes(), ""),
+                Ok(Envelope::Tombstone(_))
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// The error of an entry whose own layout does not decode (never written by this crate).
+fn damaged(namespace: &str) -> Error {
+    Error::corrupt(namespace, "damaged in-memory entry")
 }
 
 /// Bytes charged for a value under a key of `key_len` bytes (without prefix).
@@ -638,22 +708,25 @@ mod tests {
         assert!(!entry.is("tas", "kabcdefghijklmnop"));
         assert_eq!(entry.parts(), ("task", "abcdefghijklmnop"));
         assert_eq!(entry.deadline(), 4_000);
-        let loaded = entry.to_record("task").unwrap();
+        let loaded = entry.to_record("task").unwrap().unwrap();
         assert_eq!(loaded, record);
         assert!(matches!(entry.state("task", 3_999), State::Live(x) if x == m));
         assert!(matches!(entry.state("task", 4_000), State::Expired));
         let moved = entry.rebuilt("task", "qrstuvwxyz012345", None);
         assert!(moved.is("task", "qrstuvwxyz012345"));
-        assert_eq!(moved.to_record("task").unwrap(), record);
+        assert_eq!(moved.to_record("task").unwrap().unwrap(), record);
         let retimed = entry.rebuilt("task", "abcdefghijklmnop", Some(meta(2, 100, 200, 3_000, 4_000)));
         assert_eq!(retimed.deadline(), 3_000);
-        assert_eq!(retimed.to_record("task").unwrap().payload, record.payload);
+        assert_eq!(
+            retimed.to_record("task").unwrap().unwrap().payload,
+            record.payload
+        );
         let empty = Record {
             payload: Bytes::new(),
             ..record
         };
         let entry = Entry::new("task", "abcdefghijklmnop", &Value::record(m, &empty));
-        assert_eq!(entry.to_record("task").unwrap(), empty);
+        assert_eq!(entry.to_record("task").unwrap().unwrap(), empty);
     }
 
     #[test]
@@ -670,28 +743,155 @@ mod tests {
         let m2 = meta(2, 100, 200, 6_000, 0);
         let second = rec(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", m2);
         assert!(entry.overwrite(&Value::record(m2, &second)));
-        assert_eq!(entry.to_record("ns").unwrap(), second);
+        assert_eq!(entry.to_record("ns").unwrap().unwrap(), second);
         assert!(entry.is("ns", "abcdefghijklmnop"));
         // Smaller: in place, the padding grows.
         let third = rec(b"xyz", m2);
         assert!(entry.overwrite(&Value::record(m2, &third)));
-        assert_eq!(entry.to_record("ns").unwrap(), third);
+        assert_eq!(entry.to_record("ns").unwrap().unwrap(), third);
         // Larger than the allocation: refused, unchanged.
         let big = rec(&[7u8; 200], m2);
         assert!(!entry.overwrite(&Value::record(m2, &big)));
-        assert_eq!(entry.to_record("ns").unwrap(), third);
+        assert_eq!(entry.to_record("ns").unwrap().unwrap(), third);
         // A loaded record shares the allocation: refused, and the loaded payload stays as read.
-        let loaded = entry.to_record("ns").unwrap();
+        let loaded = entry.to_record("ns").unwrap().unwrap();
         assert!(!entry.overwrite(&Value::record(m2, &second)));
         let m3 = meta(2, 100, 200, 9_000, 0);
         assert!(!entry.retime(&m3));
         drop(loaded);
         assert!(entry.retime(&m3));
         assert_eq!(entry.deadline(), 9_000);
-        assert_eq!(entry.to_record("ns").unwrap(), rec(b"xyz", m3));
+        assert_eq!(entry.to_record("ns").unwrap().unwrap(), rec(b"xyz", m3));
         // A retime that makes the metadata longer shifts the payload.
         let long = meta(u64::MAX, 100, 200, 9_000, u64::MAX);
         assert!(entry.retime(&long));
-        assert_eq!(entry.to_record("ns").unwrap(), rec(b"xyz", long));
+        assert_eq!(entry.to_record("ns").unwrap().unwrap(), rec(b"xyz", long));
+    }
+
+    #[test]
+    fn a_tombstone_round_trips_through_the_entry_layout() {
+        let m = meta(9, 1_000, 1_000, 61_000, 0);
+        let entry = Entry::new("task", "abcdefghijklmnopqrstuv", &Value::Tomb { meta: m });
+        assert!(entry.is("task", "abcdefghijklmnopqrstuv"));
+        assert_eq!(entry.parts(), ("task", "abcdefghijklmnopqrstuv"));
+        assert_eq!(entry.deadline(), 61_000);
+        assert!(entry.is_tombstone());
+        assert!(matches!(entry.state("task", 60_999), State::Tombstone(x) if x == m));
+        assert!(matches!(entry.state("task", 61_000), State::Expired));
+        // Absent to a load; its envelope is the header-only, flagged one.
+        assert_eq!(entry.to_record("task").unwrap(), None);
+        let envelope = entry.envelope();
+        assert_eq!(envelope, encode_tombstone(&m));
+        assert_eq!(envelope.len(), HEADER_LEN);
+        assert_eq!(decode_entry(&envelope, "task").unwrap(), Envelope::Tombstone(m));
+        // Moved or retimed, it stays a tombstone.
+        let moved = entry.rebuilt("task", "0123456789abcdefghijkl", None);
+        assert!(matches!(moved.state("task", 0), State::Tombstone(x) if x == m));
+        let later = Meta {
+            expires_at: 99_000,
+            ..m
+        };
+        let extended = entry.rebuilt("task", "abcdefghijklmnopqrstuv", Some(later));
+        assert_eq!(extended.deadline(), 99_000);
+        assert!(matches!(extended.state("task", 61_000), State::Tombstone(x) if x == later));
+        // A session's entry written over with a tombstone: in place only when the allocation
+        // is the size of a new tombstone's, so that it never keeps a larger one alive.
+        let record = Record {
+            meta: meta(1, 500, 500, 70_000, 0),
+            codec: CodecId::JSON,
+            payload: Bytes::from_static(&[b'x'; 100]),
+        };
+        let mut e = Entry::new(
+            "task",
+            "abcdefghijklmnopqrstuv",
+            &Value::record(record.meta, &record),
+        );
+        assert!(!e.is_tombstone());
+        assert!(
+            !e.overwrite(&Value::Tomb { meta: m }),
+            "100 bytes would be left unused"
+        );
+        let mut e = entry.rebuilt("task", "abcdefghijklmnopqrstuv", None);
+        assert!(
+            e.overwrite(&Value::Tomb { meta: later }),
+            "a tombstone over a tombstone: in place"
+        );
+        assert!(matches!(e.state("task", 0), State::Tombstone(x) if x == later));
+        assert_eq!(e.to_record("task").unwrap(), None);
+        // A session may take its place: in a new allocation when it does not fit, else in place.
+        assert!(!e.overwrite(&Value::record(record.meta, &record)));
+        let small = Record {
+            payload: Bytes::from_static(b"1"),
+            ..record
+        };
+        assert!(e.overwrite(&Value::record(small.meta, &small)));
+        assert_eq!(e.to_record("task").unwrap(), Some(small));
+        // A tombstone's metadata is never retimed as a session's (touch).
+        let mut t = Entry::new("task", "abcdefghijklmnopqrstuv", &Value::Tomb { meta: m });
+        assert!(!t.retime(&later));
+    }
+
+    #[test]
+    fn a_tombstone_is_charged_as_its_header_only_envelope() {
+        let now = 1_764_000_000_000;
+        let m = meta(9, now, now, now + 3_600_000, 0);
+        let (namespace, id) = ("task", "abcdefghijklmnopqrstuv");
+        let key_len = namespace.len() + 1 + id.len();
+        let value = Value::Tomb { meta: m };
+        let expected = (8 + key_len + HEADER_LEN) as u64 + crate::config::ENTRY_OVERHEAD_BYTES;
+        assert_eq!(charge(8, key_len, &value), expected);
+        let entry = Entry::new(namespace, id, &value);
+        assert_eq!(
+            entry.charge(8),
+            expected,
+            "the entry charges what its write reserved"
+        );
+        // The same as a session with an empty payload.
+        let empty = Record {
+            meta: m,
+            codec: CodecId::RAW,
+            payload: Bytes::new(),
+        };
+        assert_eq!(charge(8, key_len, &Value::record(m, &empty)), expected);
+        // What it really takes: the entry header, the key and the compact metadata (20 bytes),
+        // in one 96-byte malloc chunk (the README's figure).
+        let needed = AT_KEY + key_len + entry.meta_len();
+        assert_eq!(needed, 13 + 27 + 20);
+        assert_eq!((ARC_HEADER + entry.0.len() + 8 + 15) & !15, 96);
+    }
+
+    #[test]
+    fn a_planted_tombstone_envelope_reads_as_a_tombstone() {
+        let m = meta(4, 1_000, 1_000, 61_000, 0);
+        let bytes = encode_tombstone(&m);
+        let raw = Entry::new(
+            "task",
+            "abcdefghijklmnop",
+            &Value::Raw {
+                bytes: &bytes,
+                deadline: 100_000,
+            },
+        );
+        assert!(raw.is_tombstone());
+        assert!(matches!(raw.state("task", 0), State::Tombstone(x) if x == m));
+        assert!(
+            matches!(raw.state("task", 61_000), State::Expired),
+            "its envelope's deadline"
+        );
+        assert_eq!(raw.to_record("task").unwrap(), None);
+        assert_eq!(raw.envelope(), bytes);
+        let foreign = Entry::new(
+            "task",
+            "abcdefghijklmnop",
+            &Value::Raw {
+                bytes: b"not an envelope",
+                deadline: 100_000,
+            },
+        );
+        assert!(!foreign.is_tombstone());
+        assert!(matches!(
+            foreign.state("task", 0),
+            State::Corrupt(Error::Corrupt { .. })
+        ));
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
-use session_core::backend::{cap_deadline, check_size, stamp, Record};
+use session_core::backend::{
+    cap_deadline, check_size, decide, stamp, Change, Decision, Reconciled, Record, Stored, Tombstone,
+};
 use session_core::{
     async_trait, Clock, Error, Health, HealthStatus, KeyPrefix, Meta, Namespace, Result, SessionId,
     SessionKey, SessionStore, StoreStats, Version, MAX_ID_LEN, MAX_NAMESPACE_LEN,
@@ -72,6 +74,8 @@ pub(crate) enum Outcome<'a, R> {
     Write(Value<'a>, R),
     /// Keep the stored session's payload with this metadata (`touch`), and answer `R`.
     Retime(Meta, R),
+    /// Remove what the key holds (no tombstone) and answer `R`.
+    Remove(R),
     /// Write nothing and answer `R`.
     Keep(R),
 }
@@ -203,7 +207,8 @@ impl MemoryStore {
         &self.inner.clock
     }
 
-    /// The bytes stored under `key` as an envelope (or as planted), if live, for `RawAccess`.
+    /// The bytes stored under `key` as an envelope (a tombstone's included) or as planted, if
+    /// not past its deadline, for `RawAccess`.
     #[cfg(feature = "testing")]
     pub(crate) fn raw_bytes(&self, key: &SessionKey) -> Option<session_core::Bytes> {
         let (namespace, id) = (key.ns(), key.id.as_str());
@@ -213,10 +218,7 @@ impl MemoryStore {
         if entry.deadline() <= self.inner.clock.now_ms() {
             return None;
         }
-        Some(match entry.to_record(namespace) {
-            Ok(record) => record.encode(),
-            Err(_) => entry.payload_bytes(),
-        })
+        Some(entry.envelope())
     }
 
     /// Stores `value` under `key` as given, for `RawAccess`.
@@ -548,13 +550,22 @@ impl Inner {
     pub(crate) fn apply<'a, R>(
         &self,
         key: &SessionKey,
+        decide: impl FnMut(State, Option<&Entry>) -> Result<Outcome<'a, R>>,
+    ) -> Result<R> {
+        self.apply_at(key, self.clock.now_ms(), decide)
+    }
+
+    /// [`apply`](Self::apply), judging expiry at `now` (the time `decide` judges by too).
+    fn apply_at<'a, R>(
+        &self,
+        key: &SessionKey,
+        now: u64,
         mut decide: impl FnMut(State, Option<&Entry>) -> Result<Outcome<'a, R>>,
     ) -> Result<R> {
         let (namespace, id) = (key.ns(), key.id.as_str());
         let hash = self.hash(namespace, id);
         let si = self.shard_of(hash);
         let shard = &self.shards[si];
-        let now = self.clock.now_ms();
         let prefix_len = self.prefix_len();
         for _ in 0..MAX_ROUNDS {
             let mut table = shard.write();
@@ -571,6 +582,12 @@ impl Inner {
             let current = index.and_then(|i| table.get_bucket(i));
             let (value, meta, answer) = match decide(state, current)? {
                 Outcome::Keep(answer) => return Ok(answer),
+                Outcome::Remove(answer) => {
+                    let old = index.and_then(|i| self.remove_at(&mut table, i, Removal::Caller));
+                    drop(table);
+                    drop(old);
+                    return Ok(answer);
+                }
                 Outcome::Write(value, answer) => (Some(value), None, answer),
                 // Retiming needs a session to retime.
                 Outcome::Retime(_, answer) if index.is_none() => return Ok(answer),
@@ -652,12 +669,13 @@ impl Inner {
             self.reclaim_key(key, hash, now);
             return Ok(None);
         }
+        // A tombstone reads as absent.
         let record = entry.to_record(namespace);
         drop(table);
         // A raw value's envelope has its own deadline.
         match record {
-            Ok(r) if deadline(&r.meta) <= now => Ok(None),
-            Ok(r) => Ok(Some(r)),
+            Ok(Some(r)) if deadline(&r.meta) <= now => Ok(None),
+            Ok(r) => Ok(r),
             Err(e) => Err(e),
         }
     }
@@ -676,6 +694,9 @@ impl Inner {
     }
 
     fn delete(&self, key: &SessionKey) -> Result<bool> {
+        if self.config.keeps_tombstones() {
+            return self.delete_leaving_tombstone(key);
+        }
         let (namespace, id) = (key.ns(), key.id.as_str());
         let hash = self.hash(namespace, id);
         let now = self.clock.now_ms();
@@ -683,17 +704,58 @@ impl Inner {
         let Some(i) = table.find_bucket_index(hash, |e| e.is(namespace, id)) else {
             return Ok(false);
         };
-        let expired = table
-            .get_bucket(i)
-            .is_some_and(|e| matches!(e.state(namespace, now), State::Expired));
-        let why = if expired {
-            Removal::Expired
-        } else {
-            Removal::Caller
+        let why = match table.get_bucket(i).map(|e| e.state(namespace, now)) {
+            // A replayed delete's tombstone: no session to delete, and the tombstone stays (a
+            // replayed write must still not pass it).
+            Some(State::Tombstone(_)) => return Ok(false),
+            Some(State::Expired) => Removal::Expired,
+            _ => Removal::Caller,
         };
         let old = self.remove_at(&mut table, i, why);
         drop(table);
-        Ok(old.is_some() && !expired)
+        Ok(old.is_some() && why == Removal::Caller)
+    }
+
+    /// `delete` in tombstone mode: the key's session (or nothing) is replaced by a tombstone, by
+    /// the reconciliation rule — the session's own deadline, or `tombstone_ttl_ms` from now for
+    /// a key holding none; a tombstone already there stays, extended to that if it is later.
+    /// `true` if a live session (or a value that is not one, as a plain delete) was there.
+    fn delete_leaving_tombstone(&self, key: &SessionKey) -> Result<bool> {
+        let now = self.clock.now_ms();
+        let tombstone = Tombstone::new(now, now.saturating_add(self.config.tombstone_ttl_ms));
+        let change = Change::Delete(tombstone);
+        self.apply_at(key, now, |state, current| {
+            let (stored, deleted) = match state {
+                State::Live(meta) => (Stored::Live(meta), true),
+                State::Tombstone(meta) => (Stored::Tombstone(meta), false),
+                State::Absent | State::Expired => (Stored::Absent, false),
+                // Bytes that are not an envelope: deleted like a session, their own deadline kept.
+                State::Corrupt(_) => {
+                    let until = current.map_or(tombstone.until, Entry::deadline);
+                    let meta = tombstone.meta(until);
+                    return Ok(Outcome::Write(Value::Tomb { meta }, true));
+                }
+            };
+            let (decision, _) = decide(stored, Version::NONE, &change, now);
+            outcome(decision, &change, stored, deleted)
+        })
+    }
+
+    /// [`SessionStore::reconcile`], after the size check: under the key's shard lock, reads what
+    /// is stored, lets `session_core`'s rule decide, and acts on it within the bounds.
+    fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled> {
+        let now = self.clock.now_ms();
+        self.apply_at(key, now, |state, _| {
+            let stored = match state {
+                State::Absent | State::Expired => Stored::Absent,
+                State::Tombstone(meta) => Stored::Tombstone(meta),
+                State::Live(meta) => Stored::Live(meta),
+                // Left as it is.
+                State::Corrupt(e) => return Err(e),
+            };
+            let (decision, reconciled) = decide(stored, base, &change, now);
+            outcome(decision, &change, stored, reconciled)
+        })
     }
 
     fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
@@ -724,7 +786,8 @@ impl Inner {
                     self.remove_at(&mut table, i, Removal::Expired);
                     return Err(Error::not_found(namespace));
                 }
-                State::Absent => return Err(Error::not_found(namespace)),
+                // A deleted session: nothing to move, and the tombstone stays.
+                State::Tombstone(_) | State::Absent => return Err(Error::not_found(namespace)),
             }
         };
         let old_charge = entry.charge(prefix_len);
@@ -742,6 +805,11 @@ impl Inner {
                 Some(i) => match table.get_bucket(i).map(|e| e.state(namespace, now)) {
                     Some(State::Expired) => {
                         self.remove_at(&mut table, i, Removal::Expired);
+                        false
+                    }
+                    // A deleted session's tombstone: the id is free, as it is for `create`.
+                    Some(State::Tombstone(_)) => {
+                        self.remove_at(&mut table, i, Removal::Caller);
                         false
                     }
                     // The new id holds this very write (an interrupted move being retried):
@@ -768,7 +836,7 @@ impl Inner {
         };
 
         // 3. The new id is taken: put the session back under its old id,
-        //    unless a live session was written there meanwhile.
+        //    unless a live session (or a delete's tombstone) was written there meanwhile.
         let back = moved.rebuilt(namespace, key.id.as_str(), None);
         drop(moved);
         let mut table = old_shard.write();
@@ -815,7 +883,7 @@ impl Inner {
             let table = shard.read();
             n += table
                 .iter()
-                .filter(|e| e.deadline() > now && e.parts().0 == namespace)
+                .filter(|e| e.deadline() > now && e.parts().0 == namespace && !e.is_tombstone())
                 .count() as u64;
         }
         n
@@ -837,7 +905,53 @@ impl Inner {
     }
 }
 
-/// `decide` for `save`: last writer wins; a corrupt value is replaced.
+/// What a write does on `session_core`'s reconciliation `decision` for `change`, given what
+/// was `stored`, answering `answer`.
+fn outcome<'a, R>(
+    decision: Decision,
+    change: &Change<'a>,
+    stored: Stored,
+    answer: R,
+) -> Result<Outcome<'a, R>> {
+    Ok(match (decision, *change, stored) {
+        (Decision::Keep, _, _) => Outcome::Keep(answer),
+        (Decision::Remove, _, _) => Outcome::Remove(answer),
+        // Its own metadata, as `save` stores it.
+        (Decision::Write, Change::Write(record), _) => {
+            let meta = stamp(record);
+            Outcome::Write(Value::record(meta, record), answer)
+        }
+        (Decision::Tombstone(deadline), Change::Delete(tombstone), _) => Outcome::Write(
+            Value::Tomb {
+                meta: tombstone.meta(deadline),
+            },
+            answer,
+        ),
+        // The stored tombstone (its token and time) with the later deadline; a tombstone has
+        // no lifetime cap.
+        (Decision::Extend(deadline), _, Stored::Tombstone(meta)) => Outcome::Write(
+            Value::Tomb {
+                meta: Meta {
+                    expires_at: deadline,
+                    max_expires_at: 0,
+                    ..meta
+                },
+            },
+            answer,
+        ),
+        (decision, _, _) => {
+            return Err(Error::Backend {
+                backend: BACKEND,
+                message: format!(
+                    "reconciliation decided {decision:?}, which does not fit the change or the stored value"
+                ),
+                source: None,
+            })
+        }
+    })
+}
+
+/// `decide` for `save`: last writer wins; a corrupt value or a tombstone is replaced.
 fn save_decision<'r>(
     record: &'r Record,
 ) -> impl FnMut(State, Option<&Entry>) -> Result<Outcome<'r, Meta>> + 'r {
@@ -866,7 +980,8 @@ impl SessionStore for MemoryStore {
             State::Live(_) | State::Corrupt(_) => Err(Error::AlreadyExists {
                 namespace: key.ns().to_owned(),
             }),
-            State::Absent | State::Expired => {
+            // A new session may take the id of a deleted one.
+            State::Absent | State::Expired | State::Tombstone(_) => {
                 let meta = stamp(record);
                 Ok(Outcome::Write(Value::record(meta, record), meta))
             }
@@ -881,7 +996,7 @@ impl SessionStore for MemoryStore {
                 Ok(Outcome::Write(Value::record(meta, record), meta))
             }
             State::Corrupt(e) => Err(e),
-            State::Absent | State::Expired => Err(Error::not_found(key.ns())),
+            State::Absent | State::Expired | State::Tombstone(_) => Err(Error::not_found(key.ns())),
         })
     }
 
@@ -898,7 +1013,7 @@ impl SessionStore for MemoryStore {
                 actual: old.version,
             }),
             State::Corrupt(e) => Err(e),
-            State::Absent | State::Expired => Err(Error::not_found(key.ns())),
+            State::Absent | State::Expired | State::Tombstone(_) => Err(Error::not_found(key.ns())),
         })
     }
 
@@ -922,6 +1037,17 @@ impl SessionStore for MemoryStore {
 
     async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
         self.inner.rotate(key, new_id)
+    }
+
+    async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled> {
+        if let Change::Write(record) = change {
+            check_size(key, record, self.inner.config.max_session_bytes)?;
+        }
+        self.inner.reconcile(key, base, change)
+    }
+
+    fn keeps_tombstones(&self) -> bool {
+        self.inner.config.keeps_tombstones()
     }
 
     async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {

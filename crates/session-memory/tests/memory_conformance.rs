@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use session_core::testing::{Harness, TestStore};
 use session_core::KeyPrefix;
@@ -10,15 +11,26 @@ use session_memory::{MemoryConfig, MemoryStore};
 
 struct MemoryHarness;
 
+fn test_store(config: MemoryConfig) -> TestStore {
+    let store = Arc::new(MemoryStore::new(config).unwrap());
+    TestStore {
+        store: store.clone(),
+        raw: store,
+    }
+}
+
 #[session_core::async_trait]
 impl Harness for MemoryHarness {
     async fn open(&self, prefix: KeyPrefix) -> TestStore {
-        let config = MemoryConfig::default().with_key_prefix(prefix.as_str());
-        let store = Arc::new(MemoryStore::new(config).unwrap());
-        TestStore {
-            store: store.clone(),
-            raw: store,
-        }
+        test_store(MemoryConfig::default().with_key_prefix(prefix.as_str()))
+    }
+
+    async fn open_tombstoned(&self, prefix: KeyPrefix, ttl: Duration) -> TestStore {
+        test_store(
+            MemoryConfig::default()
+                .with_key_prefix(prefix.as_str())
+                .with_tombstones(ttl),
+        )
     }
 }
 

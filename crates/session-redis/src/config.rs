@@ -31,6 +31,11 @@ pub const DEFAULT_MAX_PENDING_COMMANDS: usize = 16_384;
 pub const DEFAULT_RECONNECT_MIN_DELAY_MS: u64 = 100;
 /// Default `redis.reconnect.max_delay_ms`.
 pub const DEFAULT_RECONNECT_MAX_DELAY_MS: u64 = 2_000;
+/// Default `redis.tombstone_ttl_ms`: `0`, tombstones off (`delete` is a plain `DEL`).
+pub const DEFAULT_TOMBSTONE_TTL_MS: u64 = 0;
+/// Longest `redis.tombstone_ttl_ms`: 100 years (deadlines stay exact in Lua's doubles, and a
+/// tombstone may have to outlive a session lifetime cap of many months).
+pub const MAX_TOMBSTONE_TTL_MS: u64 = 100 * 365 * 24 * 3_600_000;
 
 const MAX_TIMEOUT_MS: u64 = 600_000;
 /// Writes of one command to a socket: the first, and re-sends after cluster redirections.
@@ -84,6 +89,13 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Largest encoded session in bytes. Default 1 MiB.
     pub max_session_bytes: usize,
+    /// Tombstones: `0` (the default) = off; otherwise `delete` leaves a tombstone (a 52-byte
+    /// header flagged as deleted) instead of removing the key, so that another instance's
+    /// replayed outage journal cannot bring a logged-out session back, and `update` treats a
+    /// tombstone as absent. A tombstone keeps the deleted session's own deadline; a delete of a
+    /// key that holds nothing leaves one lasting this many milliseconds (by the Redis server's
+    /// clock). At most 100 years. Every instance sharing one Redis must use the same mode.
+    pub tombstone_ttl_ms: u64,
 }
 
 /// TLS settings (`redis.tls.*`). TLS itself is switched on by a `rediss` URL scheme.
@@ -173,6 +185,7 @@ impl Default for RedisConfig {
             sentinel: SentinelConfig::default(),
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
+            tombstone_ttl_ms: DEFAULT_TOMBSTONE_TTL_MS,
         }
     }
 }
@@ -209,6 +222,7 @@ impl fmt::Debug for RedisConfig {
             .field("sentinel", &self.sentinel)
             .field("key_prefix", &self.key_prefix)
             .field("max_session_bytes", &self.max_session_bytes)
+            .field("tombstone_ttl_ms", &self.tombstone_ttl_ms)
             .finish()
     }
 }
@@ -298,6 +312,8 @@ pub(crate) struct Built {
     pub(crate) key_prefix: KeyPrefix,
     pub(crate) max_session_bytes: usize,
     pub(crate) max_pending_commands: usize,
+    /// `0`: tombstones off.
+    pub(crate) tombstone_ttl_ms: u64,
 }
 
 impl RedisConfig {
@@ -388,6 +404,15 @@ impl RedisConfig {
         }
         if u32::try_from(self.max_session_bytes).is_err() {
             return Err(config_err("redis.max_session_bytes", "must be below 4 GiB"));
+        }
+        if self.tombstone_ttl_ms > MAX_TOMBSTONE_TTL_MS {
+            return Err(config_err(
+                "redis.tombstone_ttl_ms",
+                format!(
+                    "must be 0 (tombstones off) or 1 to {MAX_TOMBSTONE_TTL_MS} milliseconds (100 years), not {}",
+                    self.tombstone_ttl_ms
+                ),
+            ));
         }
         Ok(())
     }
@@ -677,6 +702,7 @@ impl RedisConfig {
             key_prefix,
             max_session_bytes: self.max_session_bytes,
             max_pending_commands: self.max_pending_commands,
+            tombstone_ttl_ms: self.tombstone_ttl_ms,
         })
     }
 
@@ -825,6 +851,7 @@ mod tests {
         assert_eq!(b.perf.default_command_timeout, Duration::from_millis(250));
         assert!(b.fred.fail_fast);
         assert!(!c.build(false).unwrap().fred.fail_fast);
+        assert_eq!(b.tombstone_ttl_ms, 0, "tombstones are off by default");
     }
 
     #[test]
@@ -936,6 +963,13 @@ mod tests {
             ),
             (
                 RedisConfig {
+                    tombstone_ttl_ms: MAX_TOMBSTONE_TTL_MS + 1,
+                    ..RedisConfig::default()
+                },
+                "redis.tombstone_ttl_ms",
+            ),
+            (
+                RedisConfig {
                     reconnect: ReconnectConfig {
                         min_delay_ms: 500,
                         max_delay_ms: 100,
@@ -1023,6 +1057,11 @@ mod tests {
         );
         assert_eq!(w.redis.timeout_ms, 100);
         assert_eq!(w.redis.pool_size, DEFAULT_POOL_SIZE);
+        assert_eq!(w.redis.tombstone_ttl_ms, 0);
+        let on: RedisConfig = serde_json_like(r#"{"tombstone_ttl_ms": 86400000}"#);
+        assert_eq!(on.tombstone_ttl_ms, 86_400_000);
+        on.validate().unwrap();
+        assert_eq!(on.build(true).unwrap().tombstone_ttl_ms, 86_400_000);
         assert_eq!(
             w.redis.tls.ca_file.as_deref(),
             Some(std::path::Path::new("/ca.pem"))

@@ -39,7 +39,7 @@ const REFUSALS: &[(&str, &str)] = &[
     (
         "NOPERM",
         "the ACL user may not run this command or touch this key; grant it the key pattern and GET SET DEL \
-         GETRANGE STRLEN PEXPIREAT SETRANGE EXISTS EVALSHA EVAL SCAN INFO PING CLIENT|ID CLIENT|KILL",
+         GETRANGE STRLEN PEXPIREAT SETRANGE EXISTS TIME EVALSHA EVAL SCAN INFO PING CLIENT|ID CLIENT|KILL",
     ),
 ];
 

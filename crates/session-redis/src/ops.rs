@@ -10,7 +10,10 @@ use fred::error::{Error as FredError, ErrorKind as FredKind};
 use fred::interfaces::{ClientLike, KeysInterface};
 use fred::types::config::{Options, Server};
 use fred::types::{Expiration, InfoKind, Key, SetOptions, Value};
-use session_core::backend::{check_size, stamp, Record};
+use session_core::backend::{
+    check_size, decode_entry, encode_tombstone, now_ms, stamp, Change, Entry, Reconciled, Record, Tombstone,
+    FLAGS_OFFSET, FLAG_TOMBSTONE, FORMAT_OFFSET, FORMAT_VERSION, MAGIC,
+};
 use session_core::{
     Error, Health, HealthStatus, Meta, Namespace, Result, SessionId, SessionKey, SessionStore, StoreStats,
     Version,
@@ -60,7 +63,10 @@ fn stored_meta(record: &Record) -> Meta {
 }
 
 impl RedisStore {
-    /// One plain write: a single `SET` with the absolute deadline.
+    /// One plain write: a single `SET` with the absolute deadline. Two exceptions, both about
+    /// tombstones: a `create` whose `SET NX` found the key taken runs the `create_over` script,
+    /// which replaces a tombstone; an `update` of a store that keeps tombstones is the
+    /// `update_live` script, which treats one as missing.
     async fn plain(
         &self,
         i: usize,
@@ -75,8 +81,14 @@ impl RedisStore {
         let options = match how {
             Plain::Save => None,
             Plain::Create => Some(SetOptions::NX),
+            Plain::Update if self.keeps_tombstones() => {
+                let script = &self.inner.scripts.update_live;
+                return self.written_if(i, conn, key, how, script, value, meta).await;
+            }
             Plain::Update => Some(SetOptions::XX),
         };
+        // Kept for a `create` that finds the key taken (a refcount, not a copy).
+        let again = matches!(how, Plain::Create).then(|| value.clone());
         let reply: Value = self
             .fenced(
                 i,
@@ -91,12 +103,74 @@ impl RedisStore {
                 ),
             )
             .await?;
-        match (how, reply.is_null()) {
-            (_, false) | (Plain::Save, true) => Ok(meta),
-            (Plain::Create, true) => Err(Error::AlreadyExists {
-                namespace: key.ns().to_owned(),
-            }),
-            (Plain::Update, true) => Err(Error::not_found(key.ns())),
+        match (how, reply.is_null(), again) {
+            (_, false, _) | (Plain::Save, true, _) => Ok(meta),
+            // Taken: by a session, or by a tombstone, which a new session may replace.
+            (Plain::Create, true, Some(value)) => {
+                let script = &self.inner.scripts.create_over;
+                self.written_if(i, conn, key, how, script, value, meta).await
+            }
+            (Plain::Create, true, None) => Err(already_exists(key)),
+            (Plain::Update, true, _) => Err(Error::not_found(key.ns())),
+        }
+    }
+
+    /// A write by one of the scripts that answer 1 (written) or 0 (not: `create` finds the key
+    /// taken, `update` finds no session).
+    #[allow(clippy::too_many_arguments, reason = "one private helper of `plain`")]
+    async fn written_if(
+        &self,
+        i: usize,
+        conn: &WithOptions<Client>,
+        key: &SessionKey,
+        how: Plain,
+        script: &fred::types::scripts::Script,
+        value: Bytes,
+        meta: Meta,
+    ) -> Result<Meta> {
+        let args = vec![Value::Bytes(value), Value::Integer(pxat(meta.expires_at))];
+        let reply = self
+            .fenced(
+                i,
+                how.op(),
+                key.ns(),
+                self.run_script(conn, script, &[self.key(key)], args),
+            )
+            .await?;
+        match (ScriptReply::of(reply), how) {
+            (ScriptReply::Code(1), _) => Ok(meta),
+            (ScriptReply::Code(0), Plain::Create) => Err(already_exists(key)),
+            (ScriptReply::Code(0), _) => Err(Error::not_found(key.ns())),
+            _ => Err(unexpected(how.op(), key.ns())),
+        }
+    }
+
+    /// `delete` of a store that keeps tombstones: one script that leaves a tombstone.
+    async fn delete_leaving_a_tombstone(&self, key: &SessionKey) -> Result<bool> {
+        let (i, conn) = self.up()?;
+        // A fresh token; the deadline is the script's to set (the session's, or the lifetime
+        // from the server's clock). `deleted_at` only orders it by updated-at.
+        let tombstone = Tombstone::new(now_ms(), 0);
+        let args = vec![
+            Value::Bytes(encode_tombstone(&tombstone.meta(0))),
+            Value::Integer(pxat(self.inner.tombstone_ttl_ms)),
+        ];
+        let reply = self
+            .fenced(
+                i,
+                "delete",
+                key.ns(),
+                self.run_script(conn, &self.inner.scripts.delete_tomb, &[self.key(key)], args),
+            )
+            .await?;
+        match ScriptReply::of(reply) {
+            ScriptReply::Code(1) => Ok(true),
+            ScriptReply::Code(0) => Ok(false),
+            ScriptReply::Code(-1) => Err(Error::corrupt(
+                key.ns(),
+                "the stored value is not a session envelope; it was left as is (save overwrites it)",
+            )),
+            _ => Err(unexpected("delete", key.ns())),
         }
     }
 
@@ -108,8 +182,14 @@ impl RedisStore {
     }
 
     fn decode_loaded(&self, value: Option<Bytes>, namespace: &str) -> Result<Option<Record>> {
-        // Expiry is Redis's to judge: a key it still holds is live.
-        value.map(|bytes| Record::decode(&bytes, namespace)).transpose()
+        // Expiry is Redis's to judge: a key it still holds is live. A tombstone is no session.
+        match value {
+            None => Ok(None),
+            Some(bytes) => match decode_entry(&bytes, namespace)? {
+                Entry::Live(record) => Ok(Some(record)),
+                Entry::Tombstone(_) => Ok(None),
+            },
+        }
     }
 
     /// `load_many` on one server (standalone, sentinel): each batch of GETs goes as one fred
@@ -165,8 +245,11 @@ impl RedisStore {
             let Some(bytes) = value else {
                 return Err(Error::not_found(key.ns()));
             };
-            let record = Record::decode(&bytes, key.ns())?;
-            let meta = record.meta;
+            let meta = match decode_entry(&bytes, key.ns())? {
+                Entry::Live(record) => record.meta,
+                // A deleted session's tombstone: nothing to move.
+                Entry::Tombstone(_) => return Err(Error::not_found(key.ns())),
+            };
             let version = Value::Bytes(Bytes::copy_from_slice(&meta.version.as_u64().to_be_bytes()));
             let copy = self
                 .fenced(
@@ -187,11 +270,7 @@ impl RedisStore {
                 .await?;
             match ScriptReply::of(copy) {
                 ScriptReply::Code(1) => {}
-                ScriptReply::Code(-2) => {
-                    return Err(Error::AlreadyExists {
-                        namespace: key.ns().to_owned(),
-                    })
-                }
+                ScriptReply::Code(-2) => return Err(already_exists(key)),
                 _ => return Err(unexpected("rotate", key.ns())),
             }
             let removed = self
@@ -276,6 +355,29 @@ impl RedisStore {
         });
     }
 
+    /// How many of `keys` (full keys a SCAN listed) hold something other than a tombstone: one
+    /// `GETRANGE key 0 7` each (magic, format and flags), `chunk` at a time. A key gone
+    /// meanwhile or holding another Redis type counts, as it did in the SCAN.
+    async fn not_tombstones(&self, conn: &WithOptions<Client>, keys: &[String], chunk: usize) -> Result<u64> {
+        let mut count = 0u64;
+        for batch in keys.chunks(chunk.max(1)) {
+            let heads = futures::future::join_all(
+                batch
+                    .iter()
+                    .map(|k| conn.getrange::<Value, _>(k.as_str(), 0, FLAGS_OFFSET + 1)),
+            )
+            .await;
+            for head in heads {
+                match head {
+                    Ok(v) => count += u64::from(!v.as_bytes().is_some_and(tombstone_head)),
+                    Err(e) if e.details().starts_with("WRONGTYPE") => count += 1,
+                    Err(e) => return Err(self.err_global(e, "count")),
+                }
+            }
+        }
+        Ok(count)
+    }
+
     /// The primary nodes to run a whole-keyspace command on: every cluster primary, or the one server.
     fn primaries(&self, conn: &WithOptions<Client>) -> Vec<Option<Server>> {
         if self.inner.topology == Topology::Cluster {
@@ -300,11 +402,16 @@ impl RedisStore {
     /// Counts the sessions of one namespace on one node. SCAN's pattern `{prefix}{ns}:*` also
     /// matches the keys of a store whose prefix is this one's plus the namespace (`p:` and
     /// `p:ns:`), so only keys whose rest is a session id are counted.
+    ///
+    /// `chunk`: how many keys it checks at once (every node's scan runs at the same time, and
+    /// together they must stay within the client's command queue: a full queue stalls fred's
+    /// cluster client until the commands time out).
     async fn scan_count(
         &self,
         conn: &WithOptions<Client>,
         node: Option<Server>,
         pattern: &str,
+        chunk: usize,
     ) -> Result<u64> {
         let target = self.on_node(conn, node);
         let base = pattern.len() - 1;
@@ -316,15 +423,30 @@ impl RedisStore {
                 .await
                 .map_err(|e| self.err_global(e, "count"))?;
             let (next, keys) = parse_scan_page(page).map_err(|e| self.err_global(e, "count"))?;
-            count += keys
-                .iter()
+            let sessions: Vec<String> = keys
+                .into_iter()
                 .filter(|k| k.get(base..).is_some_and(|id| SessionId::parse(id).is_ok()))
-                .count() as u64;
+                .collect();
+            count += self.not_tombstones(conn, &sessions, chunk).await?;
             if next == "0" {
                 return Ok(count);
             }
             cursor = next;
         }
+    }
+}
+
+/// Whether the first bytes of a value (`GETRANGE key 0 7`) are a tombstone's envelope header.
+fn tombstone_head(head: &[u8]) -> bool {
+    head.len() > FLAGS_OFFSET + 1
+        && head[..MAGIC.len()] == MAGIC
+        && head[FORMAT_OFFSET] == FORMAT_VERSION
+        && u16::from_be_bytes([head[FLAGS_OFFSET], head[FLAGS_OFFSET + 1]]) & FLAG_TOMBSTONE != 0
+}
+
+fn already_exists(key: &SessionKey) -> Error {
+    Error::AlreadyExists {
+        namespace: key.ns().to_owned(),
     }
 }
 
@@ -403,6 +525,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        if self.keeps_tombstones() {
+            return self.delete_leaving_a_tombstone(key).await;
+        }
         let (i, conn) = self.up()?;
         let n: i64 = self
             .fenced(i, "delete", key.ns(), conn.del(self.key(key)))
@@ -475,11 +600,68 @@ impl SessionStore for RedisStore {
                 key.ns(),
                 "the stored value is not a session envelope; it was not rotated",
             )),
-            ScriptReply::Code(-2) => Err(Error::AlreadyExists {
-                namespace: key.ns().to_owned(),
-            }),
+            ScriptReply::Code(-2) => Err(already_exists(key)),
             _ => Err(unexpected("rotate", key.ns())),
         }
+    }
+
+    /// One script on the key (`reconcile` in the crate's scripts), mirroring
+    /// [`decide`](session_core::backend::decide) case for case, atomically: no read followed by a
+    /// blind write. Deadlines are judged by the Redis server's clock (`TIME` in the script), and
+    /// a key Redis holds is there, as for every other call. Fenced like any write; routed by the
+    /// key's slot on a cluster.
+    async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled> {
+        let base = Value::Bytes(Bytes::copy_from_slice(&base.as_u64().to_be_bytes()));
+        let args = match change {
+            Change::Write(record) => {
+                check_size(key, record, self.inner.max_bytes)?;
+                let meta = stored_meta(record);
+                vec![
+                    base,
+                    Value::from("w"),
+                    Value::Bytes(record.encode_with(&meta)),
+                    Value::Integer(pxat(meta.expires_at)),
+                    Value::Bytes(Bytes::copy_from_slice(&record.meta.updated_at.to_be_bytes())),
+                    // The order of two writes is decided by the record's own token, as `decide` does.
+                    Value::Bytes(Bytes::copy_from_slice(
+                        &record.meta.version.as_u64().to_be_bytes(),
+                    )),
+                ]
+            }
+            Change::Delete(tombstone) => vec![
+                base,
+                Value::from("d"),
+                // The deadline is the script's to set: the session's, or `until`.
+                Value::Bytes(encode_tombstone(&tombstone.meta(0))),
+                Value::Integer(pxat(tombstone.until)),
+            ],
+            Change::Expire => vec![base, Value::from("e")],
+        };
+        let (i, conn) = self.up()?;
+        let reply = self
+            .fenced(
+                i,
+                "reconcile",
+                key.ns(),
+                self.run_script(conn, &self.inner.scripts.reconcile, &[self.key(key)], args),
+            )
+            .await?;
+        match ScriptReply::of(reply) {
+            ScriptReply::Code(1) => Ok(Reconciled::Applied),
+            ScriptReply::Code(2) => Ok(Reconciled::Won),
+            ScriptReply::Code(3) => Ok(Reconciled::Kept),
+            ScriptReply::Code(4) => Ok(Reconciled::Expired),
+            ScriptReply::Code(-1) => Err(Error::corrupt(
+                key.ns(),
+                "the stored value is not a session envelope; it was left as is (save overwrites it)",
+            )),
+            _ => Err(unexpected("reconcile", key.ns())),
+        }
+    }
+
+    /// With `redis.tombstone_ttl_ms` above 0.
+    fn keeps_tombstones(&self) -> bool {
+        self.inner.tombstone_ttl_ms > 0
     }
 
     async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
@@ -538,10 +720,13 @@ impl SessionStore for RedisStore {
         let (_, conn) = self.up()?;
         let mut pattern = self.inner.prefix.namespace_prefix(namespace);
         pattern.push('*');
+        let nodes = self.primaries(conn);
+        // One SCAN per node in flight, and the rest of the batch shared between the nodes.
+        let chunk = self.inner.batch.saturating_sub(nodes.len()) / nodes.len().max(1);
         let counts = futures::future::join_all(
-            self.primaries(conn)
+            nodes
                 .into_iter()
-                .map(|node| self.scan_count(conn, node, &pattern)),
+                .map(|node| self.scan_count(conn, node, &pattern, chunk)),
         )
         .await;
         counts.into_iter().sum()

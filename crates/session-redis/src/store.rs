@@ -36,7 +36,9 @@ const CONNECT_POLL: Duration = Duration::from_millis(5);
 /// [`connect_lazy`](Self::connect_lazy) (returns at once; connects in the background).
 ///
 /// Plain writes are one native command each (`SET … PXAT`, with `NX` for `create` and `XX`
-/// for `update`); `save_if`, `touch` and `rotate` are Lua scripts. Every command has the
+/// for `update`); `save_if`, `touch`, `rotate` and `reconcile` are Lua scripts. With
+/// tombstones on (`redis.tombstone_ttl_ms`), `delete` leaves a tombstone and `update` is a
+/// script that treats one as missing (see the crate's README, *Tombstones*). Every command has the
 /// configured timeout (`redis.timeout_ms`); while a connection is down calls fail at once with
 /// [`Error::Unavailable`] instead of queueing, and the client reconnects in the background.
 ///
@@ -49,7 +51,8 @@ const CONNECT_POLL: Duration = Duration::from_millis(5);
 /// and is dropped by fred's unresponsive check (`redis.unresponsive_timeout_ms`).
 ///
 /// **Expiry** is judged by the Redis server's clock only: a key that Redis still holds is a live
-/// session, whatever the application's clock says.
+/// session, whatever the application's clock says. `reconcile` judges a replayed change's
+/// deadlines by the same clock (`TIME` inside its script): one clock per backend.
 #[derive(Clone)]
 pub struct RedisStore {
     pub(crate) inner: Arc<Inner>,
@@ -71,6 +74,8 @@ pub(crate) struct Inner {
     /// Commands `load_many` and `save_many` send at once.
     pub(crate) batch: usize,
     pub(crate) fence: Arc<Fence>,
+    /// `redis.tombstone_ttl_ms`: `0` = tombstones off.
+    pub(crate) tombstone_ttl_ms: u64,
 }
 
 impl Drop for Inner {
@@ -91,6 +96,7 @@ impl fmt::Debug for RedisStore {
             .field("pool_size", &self.inner.conns.len())
             .field("key_prefix", &self.inner.prefix)
             .field("timeout", &self.inner.timeout)
+            .field("tombstone_ttl_ms", &self.inner.tombstone_ttl_ms)
             .field("connected", &self.is_connected())
             .finish()
     }
@@ -254,6 +260,7 @@ impl RedisStore {
                 scripts: Scripts::new(),
                 batch: (built.max_pending_commands / 2).clamp(1, MAX_BATCH),
                 fence,
+                tombstone_ttl_ms: built.tombstone_ttl_ms,
             }),
         }
     }
@@ -298,6 +305,12 @@ impl RedisStore {
     /// The per-command timeout.
     pub fn timeout(&self) -> Duration {
         self.inner.timeout
+    }
+
+    /// How long a tombstone lasts when `delete` finds no session (`redis.tombstone_ttl_ms`), or
+    /// `None` when tombstones are off.
+    pub fn tombstone_ttl(&self) -> Option<Duration> {
+        (self.inner.tombstone_ttl_ms > 0).then(|| Duration::from_millis(self.inner.tombstone_ttl_ms))
     }
 
     /// Whether at least one pooled connection is up right now.

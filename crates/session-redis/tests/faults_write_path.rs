@@ -6,7 +6,8 @@
 //! * `rotate` while Redis stalls (`CLIENT PAUSE … WRITE`): the session is under exactly one id;
 //! * a held connection while health probes run: replaced, and how fast;
 //! * Redis at `maxmemory`: writes are `Refused`, reads still served;
-//! * plain writes are one native command each (`INFO commandstats`);
+//! * plain writes are one native command each (`INFO commandstats`), and with tombstones on
+//!   `update` and `delete` one script each, an `update` after the delete writing nothing;
 //! * one clock: a key Redis holds is live whatever its header says.
 //!
 //! Only with `SESSION_TEST_FAULTS=1` (the `faults` cell of `cargo xtask test`). Each prints one
@@ -382,7 +383,30 @@ async fn oom_refuses_writes_and_serves_reads() {
     assert_eq!(reads_ok, keys.len());
 }
 
-/// Plain writes are one native command each; only `save_if` runs a script.
+/// A field (`calls`, `failed_calls`) of `cmd` in `INFO commandstats` (commands run inside
+/// scripts count too).
+fn stat(stats: &str, cmd: &str, field: &str) -> u64 {
+    info_field(stats, &format!("cmdstat_{cmd}"))
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|c| c.strip_prefix(field).and_then(|c| c.strip_prefix('=')))
+                .map(str::to_owned)
+        })
+        .map_or(0, |c| c.parse().unwrap())
+}
+
+fn calls(stats: &str, cmd: &str) -> u64 {
+    stat(stats, cmd, "calls")
+}
+
+/// Scripts run: `EVALSHA`s that did not fail (a first use answers `NOSCRIPT`), and `EVAL`s.
+fn scripts_run(stats: &str) -> u64 {
+    calls(stats, "evalsha") - stat(stats, "evalsha", "failed_calls") + calls(stats, "eval")
+}
+
+/// Plain writes are one native command each (`delete` one `DEL`); no script runs. With
+/// tombstones on, `update` and `delete` are one script each, and an `update` after the delete
+/// finds the tombstone and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plain_writes_are_one_native_command() {
     if !faults_enabled() {
@@ -391,33 +415,74 @@ async fn plain_writes_are_one_native_command() {
     let _serial = SERIAL.lock().await;
     let server = RedisServer::start().expect("redis-server starts");
     let store = RedisStore::connect(config(server.url())).await.unwrap();
+    assert!(!store.keeps_tombstones());
     server.cmd(&["CONFIG", "RESETSTAT"]).unwrap();
     let n = 100;
     for _ in 0..n {
         let key = new_key();
-        let m = store.create(&key, &record(b"a")).await.unwrap();
+        store.create(&key, &record(b"a")).await.unwrap();
         store.save(&key, &record(b"b")).await.unwrap();
         store.update(&key, &record(b"c")).await.unwrap();
-        let _ = m;
+        assert!(store.delete(&key).await.unwrap());
     }
     let stats = server.cli(&["INFO", "commandstats"]).unwrap();
-    let calls = |cmd: &str| -> u64 {
-        info_field(&stats, &format!("cmdstat_{cmd}"))
-            .and_then(|v| {
-                v.split(',')
-                    .next()
-                    .and_then(|c| c.strip_prefix("calls="))
-                    .map(str::to_owned)
-            })
-            .map_or(0, |c| c.parse().unwrap())
-    };
-    let (set, evalsha, eval) = (calls("set"), calls("evalsha"), calls("eval"));
+    let (set, del, evalsha, eval) = (
+        calls(&stats, "set"),
+        calls(&stats, "del"),
+        calls(&stats, "evalsha"),
+        calls(&stats, "eval"),
+    );
     println!(
-        "FIGURES native-writes: writes={} set_calls={set} evalsha_calls={evalsha} eval_calls={eval}",
-        3 * n
+        "FIGURES native-writes: writes={} set_calls={set} del_calls={del} evalsha_calls={evalsha} eval_calls={eval}",
+        4 * n
     );
     assert_eq!(set, 3 * n);
+    assert_eq!(del, n);
     assert_eq!(evalsha + eval, 0);
+
+    let mut c = config(server.url());
+    c.tombstone_ttl_ms = 60_000;
+    let tombstoned = RedisStore::connect(c).await.unwrap();
+    assert!(tombstoned.keeps_tombstones());
+    server.cmd(&["CONFIG", "RESETSTAT"]).unwrap();
+    let mut late_updates = 0u64;
+    for _ in 0..n {
+        let key = new_key();
+        tombstoned.create(&key, &record(b"a")).await.unwrap();
+        tombstoned.update(&key, &record(b"c")).await.unwrap();
+        assert!(tombstoned.delete(&key).await.unwrap());
+        match tombstoned.update(&key, &record(b"late")).await {
+            Err(Error::NotFound { .. }) => {}
+            other => {
+                late_updates += 1;
+                eprintln!("update after delete: {other:?}");
+            }
+        }
+        assert!(payload_in_redis_or_tombstone(&server, &key));
+    }
+    let stats = server.cli(&["INFO", "commandstats"]).unwrap();
+    let (set, del, scripts) = (calls(&stats, "set"), calls(&stats, "del"), scripts_run(&stats));
+    println!(
+        "FIGURES tombstone-writes: creates={n} updates={n} deletes={n} updates_after_delete={n} \
+         script_calls={scripts} set_calls={set} del_calls={del} revived={late_updates}"
+    );
+    // create: one SET NX; update, delete and the late update: one script each. SETs inside
+    // scripts count too: the update's and the delete's (the late update writes nothing).
+    assert_eq!(scripts, 3 * n);
+    assert_eq!(set, 3 * n);
+    assert_eq!(del, 0);
+    assert_eq!(late_updates, 0);
+}
+
+/// Whether Redis holds a tombstone under `key` (read on a raw socket).
+fn payload_in_redis_or_tombstone(server: &RedisServer, key: &SessionKey) -> bool {
+    match server.cmd(&["GET", &full(key)]).unwrap() {
+        Reply::Bulk(Some(bytes)) => matches!(
+            session_core::backend::decode_entry(&bytes.into(), "task"),
+            Ok(session_core::backend::Entry::Tombstone(_))
+        ),
+        _ => false,
+    }
 }
 
 /// One clock: a key whose header deadline has passed but which Redis still holds (a host whose

@@ -142,14 +142,23 @@ pub async fn build(settings: &Settings) -> Result<Built> {
             // Connected first, so that a healthy Redis serves the first request and a permanent
             // error (credentials, ACL, TLS, database) fails start-up with its own message, as
             // with `backend = "redis"`. Only an unreachable Redis starts the fallback open.
-            let primary = match session_redis::RedisStore::connect(settings.redis_config()).await {
+            // Several instances share the Redis: deletes leave tombstones that outlive every
+            // write another instance might still replay.
+            let longest = u64::try_from(core.longest_lifetime().as_millis()).unwrap_or(u64::MAX);
+            let mut redis = settings.redis_config();
+            if redis.tombstone_ttl_ms == 0 {
+                redis.tombstone_ttl_ms = longest;
+            }
+            let mut fallback = settings.fallback.clone();
+            fallback.tombstone_ttl_ms = redis.tombstone_ttl_ms;
+            let primary = match session_redis::RedisStore::connect(redis.clone()).await {
                 Ok(store) => store,
                 Err(e) if e.is_temporary() => {
                     tracing::warn!(
                         error = %e,
                         "session store: Redis is unreachable at start-up; serving from memory until it answers"
                     );
-                    session_redis::RedisStore::connect_lazy(settings.redis_config())?
+                    session_redis::RedisStore::connect_lazy(redis)?
                 }
                 Err(e) => return Err(e),
             };
@@ -158,9 +167,7 @@ pub async fn build(settings: &Settings) -> Result<Built> {
                     .memory_config()
                     .with_at_capacity(session_memory::AtCapacity::Reject),
             )?;
-            Arc::new(
-                session_fallback::FallbackStore::new(primary, secondary, settings.fallback.clone()).await?,
-            )
+            Arc::new(session_fallback::FallbackStore::new(primary, secondary, fallback).await?)
         }
         #[allow(unreachable_patterns, reason = "reachable when a backend feature is off")]
         other => {

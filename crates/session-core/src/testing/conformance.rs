@@ -20,6 +20,9 @@ use crate::store::{HealthStatus, SessionStore, DEFAULT_MAX_SESSION_BYTES};
 use crate::typed::{Session, Sessions};
 use crate::version::Version;
 
+mod tombstones;
+pub use tombstones::*;
+
 /// The session type the suite stores: shaped like the demo's task session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestSession {
@@ -1244,6 +1247,12 @@ macro_rules! conformance_tests {
             cross_codec_reads, wrong_type_is_a_codec_error,
             load_many_keeps_order, empty_batches, save_many_then_load_many, typed_batches,
             count_counts_live_sessions, stats_report, health_is_up,
+            delete_leaves_a_tombstone_live_calls_see_as_absent,
+            delete_of_an_unknown_session_leaves_a_bounded_tombstone, save_replaces_a_tombstone,
+            reconcile_applies_on_its_base, reconcile_delete_wins_over_a_newer_write,
+            reconcile_writes_converge_in_either_order, reconcile_is_idempotent,
+            reconcile_skips_an_expired_write, reconcile_refuses_bad_input,
+            reconcile_expire_removes_only_its_base,
         );
     };
     (@expand $make:path; $($name:ident),* $(,)?) => {

@@ -10,6 +10,7 @@ use crate::envelope::{Meta, Record};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
+use crate::reconcile::{Change, Reconciled};
 use crate::store::{Health, HealthStatus, SessionStore, StoreStats};
 use crate::version::Version;
 
@@ -156,6 +157,12 @@ impl<S: SessionStore> SessionStore for FaultyStore<S> {
     }
     async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
         self.write(self.inner.touch(key, expires_at)).await
+    }
+    async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled> {
+        self.write(self.inner.reconcile(key, base, change)).await
+    }
+    fn keeps_tombstones(&self) -> bool {
+        self.inner.keeps_tombstones()
     }
     async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
         self.write(self.inner.rotate(key, new_id)).await

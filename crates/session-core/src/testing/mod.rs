@@ -68,6 +68,11 @@ pub trait Harness: Send + Sync + 'static {
     /// Opens a store whose keys start with `prefix` (unique per test), with
     /// the default size limit ([`crate::DEFAULT_MAX_SESSION_BYTES`]).
     async fn open(&self, prefix: KeyPrefix) -> TestStore;
+
+    /// Opens a store like [`open`](Self::open) that keeps tombstones
+    /// ([`SessionStore::keeps_tombstones`]): `delete` leaves one, lasting
+    /// `ttl` when the store held no session.
+    async fn open_tombstoned(&self, prefix: KeyPrefix, ttl: std::time::Duration) -> TestStore;
 }
 
 /// A key prefix no other test uses: `t{random}:`.

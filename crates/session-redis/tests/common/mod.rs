@@ -8,6 +8,7 @@
 )]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use session_core::testing::{Harness, RawAccess, TestStore};
 use session_core::{async_trait, Bytes, KeyPrefix, Result, SessionKey};
@@ -100,16 +101,30 @@ impl RedisHarness {
     }
 }
 
-#[async_trait]
-impl Harness for RedisHarness {
-    async fn open(&self, prefix: KeyPrefix) -> TestStore {
+impl RedisHarness {
+    /// A store with the suite's key prefix and `tombstone_ttl_ms` (`0`: tombstones off), and
+    /// raw access to its keys.
+    async fn open_with(&self, prefix: KeyPrefix, tombstone_ttl_ms: u64) -> TestStore {
         let mut config = self.config.clone();
         config.key_prefix = prefix.as_str().to_owned();
+        config.tombstone_ttl_ms = tombstone_ttl_ms;
         let store = RedisStore::connect(config.clone()).await.expect("store connects");
         let raw = RawRedis::connect(&config).await;
         TestStore {
             store: Arc::new(store),
             raw: Arc::new(PrefixedRaw { raw, prefix }),
         }
+    }
+}
+
+#[async_trait]
+impl Harness for RedisHarness {
+    async fn open(&self, prefix: KeyPrefix) -> TestStore {
+        self.open_with(prefix, 0).await
+    }
+
+    async fn open_tombstoned(&self, prefix: KeyPrefix, ttl: Duration) -> TestStore {
+        let ttl_ms = u64::try_from(ttl.as_millis()).expect("a test TTL fits").max(1);
+        self.open_with(prefix, ttl_ms).await
     }
 }

@@ -1,0 +1,273 @@
+//! The warm copy: the sessions this instance served while the primary was
+//! healthy, with the primary's versions, bounded by entries and bytes.
+//!
+//! During an outage they stay readable and writable here: a change is
+//! journaled against the warm copy's version (its *base*), so replay applies
+//! it only if the primary still holds that version, and resolves a conflict
+//! otherwise. The copy may be stale — another instance may have written
+//! since — which replay's rule settles (see `session_core::backend::decide`).
+//!
+//! Sharded mutexes around hash tables; at a bound, the oldest insertions of
+//! the shard go first (FIFO), counted as evictions. Payloads are copied in,
+//! so a copy never pins a larger read buffer.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use hashbrown::HashTable;
+use session_core::backend::{cap_deadline, Record};
+use session_core::{Bytes, SessionKey};
+
+/// Shards of the copy; a power of two.
+const SHARDS: usize = 16;
+
+/// One cached session.
+struct Slot {
+    key: SessionKey,
+    record: Record,
+    /// The insertion this slot came from, matched against the FIFO.
+    seq: u64,
+}
+
+struct Shard {
+    table: HashTable<Slot>,
+    /// (hash, seq) in insertion order; entries whose slot was replaced or removed are skipped.
+    fifo: VecDeque<(u64, u64)>,
+    bytes: u64,
+}
+
+/// The bounded copy.
+pub(crate) struct WarmCopy {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    max_entries_per_shard: usize,
+    max_bytes_per_shard: u64,
+    next_seq: AtomicU64,
+    evicted: AtomicU64,
+}
+
+/// What an entry costs against the byte bound: key, envelope header and payload.
+fn cost(key: &SessionKey, record: &Record) -> u64 {
+    (key.ns().len() + key.id.as_str().len() + record.encoded_len()) as u64
+}
+
+impl WarmCopy {
+    /// A copy of at most `max_entries` sessions and `max_bytes` bytes (0 entries: off).
+    pub(crate) fn new(max_entries: usize, max_bytes: u64) -> Self {
+        WarmCopy {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        table: HashTable::new(),
+                        fifo: VecDeque::new(),
+                        bytes: 0,
+                    })
+                })
+                .collect(),
+            hasher: RandomState::new(),
+            max_entries_per_shard: max_entries.div_ceil(SHARDS),
+            max_bytes_per_shard: max_bytes.div_ceil(SHARDS as u64),
+            next_seq: AtomicU64::new(1),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the copy keeps anything.
+    #[inline]
+    pub(crate) fn enabled(&self) -> bool {
+        self.max_entries_per_shard > 0
+    }
+
+    /// Sessions evicted to stay within the bounds, since start.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Sessions held now.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).table.len()).sum()
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[(hash as usize) & (SHARDS - 1)])
+    }
+
+    /// Keeps (or replaces) the copy of `key`: the record as the primary holds it.
+    pub(crate) fn put(&self, key: &SessionKey, record: &Record) {
+        if !self.enabled() {
+            return;
+        }
+        let record = Record {
+            meta: record.meta,
+            codec: record.codec,
+            payload: Bytes::copy_from_slice(&record.payload),
+        };
+        let new_cost = cost(key, &record);
+        if new_cost > self.max_bytes_per_shard {
+            self.remove(key);
+            return;
+        }
+        let hash = self.hasher.hash_one(key);
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let mut shard = self.shard(hash);
+        let shard = &mut *shard;
+        match shard.table.find_mut(hash, |s| &s.key == key) {
+            Some(slot) => {
+                shard.bytes = shard.bytes - cost(&slot.key, &slot.record) + new_cost;
+                slot.record = record;
+                slot.seq = seq;
+            }
+            None => {
+                shard.table.insert_unique(
+                    hash,
+                    Slot {
+                        key: key.clone(),
+                        record,
+                        seq,
+                    },
+                    |s| self.hasher.hash_one(&s.key),
+                );
+                shard.bytes += new_cost;
+            }
+        }
+        shard.fifo.push_back((hash, seq));
+        self.make_room(shard);
+    }
+
+    /// Evicts the oldest insertions until the shard is within its bounds, and drops stale
+    /// FIFO entries so the queue stays proportional to the table.
+    fn make_room(&self, shard: &mut Shard) {
+        while shard.table.len() > self.max_entries_per_shard || shard.bytes > self.max_bytes_per_shard {
+            let Some((hash, seq)) = shard.fifo.pop_front() else {
+                break;
+            };
+            if let Ok(entry) = shard.table.find_entry(hash, |s| s.seq == seq) {
+                let (slot, _) = entry.remove();
+                shard.bytes -= cost(&slot.key, &slot.record);
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if shard.fifo.len() > 2 * shard.table.len() + 16 {
+            let table = &shard.table;
+            shard
+                .fifo
+                .retain(|&(hash, seq)| table.find(hash, |s| s.seq == seq).is_some());
+        }
+    }
+
+    /// The copy of `key`, if any and not past its deadline at `now` (ms).
+    pub(crate) fn get(&self, key: &SessionKey, now: u64) -> Option<Record> {
+        if !self.enabled() {
+            return None;
+        }
+        let hash = self.hasher.hash_one(key);
+        let shard = self.shard(hash);
+        let slot = shard.table.find(hash, |s| &s.key == key)?;
+        (slot.record.meta.deadline() > now).then(|| slot.record.clone())
+    }
+
+    /// Moves the copy's deadline (a `touch` the primary acknowledged).
+    pub(crate) fn retime(&self, key: &SessionKey, expires_at: u64) {
+        if !self.enabled() {
+            return;
+        }
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shard(hash);
+        if let Some(slot) = shard.table.find_mut(hash, |s| &s.key == key) {
+            let meta = &mut slot.record.meta;
+            meta.expires_at = cap_deadline(expires_at, meta.max_expires_at);
+        }
+    }
+
+    /// Forgets `key` (deleted, moved, or no longer known to be current).
+    pub(crate) fn remove(&self, key: &SessionKey) {
+        if !self.enabled() {
+            return;
+        }
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shard(hash);
+        if let Ok(entry) = shard.table.find_entry(hash, |s| &s.key == key) {
+            let (slot, _) = entry.remove();
+            shard.bytes -= cost(&slot.key, &slot.record);
+        }
+    }
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use session_core::backend::CodecId;
+    use session_core::{Namespace, SessionId, Version};
+
+    fn key() -> SessionKey {
+        SessionKey::new(Namespace::new("task").unwrap(), SessionId::generate().unwrap())
+    }
+
+    fn rec(payload: &[u8], version: u64) -> Record {
+        let mut r = Record::new(CodecId::RAW, payload.to_vec(), u64::MAX / 2);
+        r.meta.version = Version::from_u64(version);
+        r
+    }
+
+    #[test]
+    fn keeps_replaces_and_forgets() {
+        let w = WarmCopy::new(100, 1 << 20);
+        let k = key();
+        w.put(&k, &rec(b"a", 1));
+        assert_eq!(w.get(&k, 0).unwrap().meta.version, Version::from_u64(1));
+        w.put(&k, &rec(b"b", 2));
+        assert_eq!(&w.get(&k, 0).unwrap().payload[..], b"b");
+        assert_eq!(w.len(), 1);
+        w.remove(&k);
+        assert!(w.get(&k, 0).is_none());
+        assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn bounds_hold_and_evictions_are_counted() {
+        let w = WarmCopy::new(SHARDS * 4, 1 << 30);
+        for i in 0..1000 {
+            w.put(&key(), &rec(b"x", i));
+        }
+        assert!(w.len() <= SHARDS * 4, "{}", w.len());
+        assert_eq!(w.evicted(), 1000 - w.len() as u64);
+        // Bytes: a shard of 1 KiB holds at most a few of these.
+        let w = WarmCopy::new(10_000, (SHARDS * 1024) as u64);
+        for i in 0..1000 {
+            w.put(&key(), &rec(&[0u8; 200], i));
+        }
+        for s in w.shards.iter() {
+            assert!(lock(s).bytes <= 1024);
+        }
+        // Replacing one key over and over keeps the queue short.
+        let k = key();
+        for i in 0..10_000 {
+            w.put(&k, &rec(b"y", i));
+        }
+        assert!(w.shards.iter().all(|s| lock(s).fifo.len() < 2_100));
+    }
+
+    #[test]
+    fn expired_copies_are_not_served_and_off_keeps_nothing() {
+        let w = WarmCopy::new(10, 1 << 20);
+        let k = key();
+        let mut r = rec(b"a", 1);
+        r.meta.expires_at = 1_000;
+        w.put(&k, &r);
+        assert!(w.get(&k, 999).is_some());
+        assert!(w.get(&k, 1_000).is_none());
+        w.retime(&k, 5_000);
+        assert!(w.get(&k, 1_000).is_some());
+        let off = WarmCopy::new(0, 0);
+        off.put(&k, &r);
+        assert!(off.get(&k, 0).is_none());
+    }
+}
