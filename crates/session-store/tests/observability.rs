@@ -180,7 +180,13 @@ fn fallback_counters_for_a_failover() {
     let recorder = DebuggingRecorder::new();
     metrics::with_local_recorder(&recorder, || {
         runtime().block_on(async {
-            let primary = FaultyStore::new(MemoryStore::new_default());
+            // A fallback's primary keeps tombstones.
+            let primary = FaultyStore::new(
+                MemoryStore::new(
+                    MemoryConfig::default().with_tombstones(std::time::Duration::from_secs(3600)),
+                )
+                .unwrap(),
+            );
             let config = FallbackConfig::default().with_probe_backoff(
                 std::time::Duration::from_secs(3600),
                 std::time::Duration::from_secs(3600),
