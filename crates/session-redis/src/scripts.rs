@@ -257,14 +257,20 @@ fn delete_tomb() -> String {
 -- ARGV[2] the tombstone's lifetime when the key holds nothing, ms.
 -- Returns 1: a session was there, now a tombstone with the session's own (capped) deadline;
 -- 0: no session (the key now holds a tombstone lasting the lifetime from the server's clock,
--- or the tombstone it held, deadline unchanged); -1: not an envelope (left as is).
+-- or the tombstone it held, deadline unchanged). Bytes that are not an envelope are deleted
+-- like a session (1): a tombstone with the key's own deadline takes their place.
 local key = KEYS[1]
 local now = now_ms()
 local h = redis.call('GETRANGE', key, 0, HEADER - 1)
 -- A value past its own deadline by the server's clock (Redis removes a key only after its
 -- deadline's millisecond) counts as nothing: the tombstone must not vanish with it.
 if #h > 0 then
-  if not envelope(h, redis.call('STRLEN', key)) then return -1 end
+  if not envelope(h, redis.call('STRLEN', key)) then
+    local at = redis.call('PEXPIRETIME', key)
+    if at <= now then at = now + tonumber(ARGV[2]) end
+    redis.call('SET', key, with_expires(ARGV[1], at), 'PXAT', ms(at))
+    return 1
+  end
   local deadline = deadline_of(h)
   if deadline > now then
     if tombstone(h) then return 0 end
