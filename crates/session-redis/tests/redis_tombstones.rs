@@ -255,14 +255,19 @@ async fn tombstone_deadlines() {
         ));
     }
 
-    // Not an envelope: Corrupt, left as is.
+    // Not an envelope: deleted like a session, a tombstone with the key's own deadline in
+    // its place (as the memory store does).
     let foreign = new_key();
     let bytes = Bytes::from_static(b"not an envelope");
     raw.set(&full_key(&config, &foreign), bytes.clone(), HOUR_MS)
         .await;
-    let e = store.delete(&foreign).await.unwrap_err();
-    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
-    assert_eq!(raw.get(&full_key(&config, &foreign)).await, Some(bytes));
+    assert!(store.delete(&foreign).await.unwrap());
+    assert!(matches!(
+        entry(&raw, &config, &foreign).await,
+        Some(Entry::Tombstone(_))
+    ));
+    let pttl = raw.pttl(&full_key(&config, &foreign)).await;
+    assert!(pttl > 0 && pttl <= HOUR_MS as i64, "PTTL {pttl}: the key's own deadline");
 }
 
 /// A store with tombstones off reads the tombstones a replay left (`reconcile`) as absent —
