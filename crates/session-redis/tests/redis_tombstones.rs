@@ -267,7 +267,10 @@ async fn tombstone_deadlines() {
         Some(Entry::Tombstone(_))
     ));
     let pttl = raw.pttl(&full_key(&config, &foreign)).await;
-    assert!(pttl > 0 && pttl <= HOUR_MS as i64, "PTTL {pttl}: the key's own deadline");
+    assert!(
+        pttl > 0 && pttl <= HOUR_MS as i64,
+        "PTTL {pttl}: the key's own deadline"
+    );
 }
 
 /// A store with tombstones off reads the tombstones a replay left (`reconcile`) as absent —
