@@ -297,9 +297,16 @@ fn check(name: &str, port: u16, prefix: &KeyPrefix, store: &Store, out: &Outcome
         let actual = match redis.command(&["GET", full.as_str()]).expect("GET") {
             Reply::Bulk(None) => State::Absent,
             Reply::Bulk(Some(bytes)) => {
-                let r = Record::decode(&Bytes::from(bytes), "task").expect("an envelope in Redis");
-                assert!(r.meta.deadline() > now_ms(), "an expired value in Redis");
-                State::Value(r.payload.to_vec())
+                match session_core::backend::decode_entry(&Bytes::from(bytes), "task")
+                    .expect("an envelope in Redis")
+                {
+                    // A logout's tombstone: the session is gone.
+                    session_core::backend::Entry::Tombstone(_) => State::Absent,
+                    session_core::backend::Entry::Live(r) => {
+                        assert!(r.meta.deadline() > now_ms(), "an expired value in Redis");
+                        State::Value(r.payload.to_vec())
+                    }
+                }
             }
             other => panic!("unexpected reply {other:?}"),
         };

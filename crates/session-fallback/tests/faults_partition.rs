@@ -72,7 +72,12 @@ fn in_redis(server: &RedisServer, key: &SessionKey) -> Option<Vec<u8>> {
         .cmd(&["GET", &format!("{PREFIX}task:{}", key.id.as_str())])
         .unwrap()
     {
-        Reply::Bulk(Some(bytes)) => Some(Record::decode(&bytes.into(), "task").unwrap().payload.to_vec()),
+        Reply::Bulk(Some(bytes)) => match session_core::backend::decode_entry(&bytes.into(), "task").unwrap()
+        {
+            // A logout's tombstone: the session is gone.
+            session_core::backend::Entry::Tombstone(_) => None,
+            session_core::backend::Entry::Live(r) => Some(r.payload.to_vec()),
+        },
         Reply::Bulk(None) => None,
         other => panic!("GET answered {other:?}"),
     }
