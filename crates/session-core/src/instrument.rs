@@ -24,7 +24,7 @@ use crate::envelope::{Meta, Record};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
-use crate::reconcile::{Change, Reconciled};
+use crate::reconcile::{Change, Reconciled, Tombstone};
 use crate::store::{Health, HealthStatus, SessionStore, StoreStats};
 use crate::version::Version;
 
@@ -324,6 +324,16 @@ impl<S: SessionStore> SessionStore for Instrumented<S> {
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         self.observe(Op::Delete, Some(key), self.inner.delete(key), ok)
             .await
+    }
+
+    async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
+        self.observe(
+            Op::Delete,
+            Some(key),
+            self.inner.delete_leaving(key, tombstone),
+            ok,
+        )
+        .await
     }
 
     async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled> {

@@ -5,22 +5,27 @@
 //! replay in, and whatever their clocks say about deletes:
 //!
 //! 1. The change applies if the store still holds what it was based on: the
-//!    `base` version, or nothing (no session, no tombstone) for a change
-//!    based on [`Version::NONE`]. A base that is gone (expired, or removed
-//!    without a tombstone) counts as nothing.
+//!    `base` version — a session's, or a tombstone's when the change was made
+//!    knowing of that delete (a session created again after its own logout) —
+//!    or nothing (no session, no tombstone) for a change based on
+//!    [`Version::NONE`]. A base that is gone (expired, or removed without a
+//!    tombstone) counts as nothing.
 //! 2. Otherwise it is a conflict:
 //!    * a **delete wins** over any session it meets (a logout is never undone
 //!      by a write it could not have seen), and a **tombstone wins** over any
-//!      write;
+//!      write not based on it;
 //!    * between two writes the greater `(updated_at, version)` wins — the
 //!      same answer whichever is stored first. Clock skew between hosts can
 //!      only decide which of two concurrent *writes* wins, never a delete.
 //!
 //! A delete leaves a tombstone: a header-only envelope flagged
-//! [`FLAG_TOMBSTONE`](crate::backend::FLAG_TOMBSTONE), with the deleted
-//! session's own deadline (or, for a session the store never held, the
-//! store's tombstone lifetime). Every live call treats a tombstone as
-//! absent; `create` may replace one, `update` and `save_if` may not.
+//! [`FLAG_TOMBSTONE`](crate::backend::FLAG_TOMBSTONE), carrying the delete's
+//! own version, with the deleted session's own deadline (or, for a session
+//! the store never held, the store's tombstone lifetime). A delete that meets
+//! a tombstone replaces it with its own (the later deadline of the two): the
+//! stored tombstone's version names the last delete, so a write based on an
+//! earlier one still loses. Every live call treats a tombstone as absent;
+//! `create` may replace one, `update` and `save_if` may not.
 
 use crate::envelope::Meta;
 use crate::version::Version;
@@ -142,8 +147,7 @@ pub fn decide(stored: Stored, base: Version, change: &Change<'_>, now: u64) -> (
     }
     let based = match stored {
         Stored::Absent => true,
-        Stored::Tombstone(_) => false,
-        Stored::Live(meta) => meta.version == base,
+        Stored::Tombstone(meta) | Stored::Live(meta) => meta.version == base,
     };
     let outcome = if based {
         Reconciled::Applied
@@ -153,9 +157,15 @@ pub fn decide(stored: Stored, base: Version, change: &Change<'_>, now: u64) -> (
     match (change, stored) {
         (Change::Delete(t), Stored::Absent) => (Decision::Tombstone(t.until.max(now + 1)), outcome),
         (Change::Delete(_), Stored::Live(meta)) => (Decision::Tombstone(meta.deadline()), outcome),
-        // A tombstone meets a tombstone: one deleted state, lasting the longer of the two.
-        (Change::Delete(t), Stored::Tombstone(meta)) => (extend(meta, t.until), Reconciled::Applied),
+        // A tombstone meets a tombstone: one deleted state, named by the later delete (so a
+        // write based on the earlier one still loses), lasting the longer of the two.
+        (Change::Delete(t), Stored::Tombstone(meta)) => (
+            Decision::Tombstone(t.until.max(meta.expires_at).max(now + 1)),
+            Reconciled::Applied,
+        ),
         (Change::Write(_), Stored::Absent) => (Decision::Write, Reconciled::Applied),
+        // Written knowing of that very delete (a session created again after it): stored.
+        (Change::Write(_), Stored::Tombstone(_)) if based => (Decision::Write, Reconciled::Applied),
         // The tombstone wins, and lasts as long as the write it blocked would have.
         (Change::Write(record), Stored::Tombstone(meta)) => {
             (extend(meta, record.meta.deadline()), Reconciled::Kept)
@@ -310,12 +320,47 @@ mod tests {
             decide(live(&b0), b0.meta.version, &Change::Write(&next), NOW),
             (Decision::Write, Reconciled::Applied)
         );
-        // A tombstone is never overwritten by a replayed write.
+        // A tombstone is never overwritten by a replayed write made without knowing of it.
         let t = Tombstone::new(NOW, NOW + 1).meta(NOW + 1);
         assert_eq!(
-            decide(Stored::Tombstone(t), t.version, &Change::Write(&next), NOW),
+            decide(Stored::Tombstone(t), Version::NONE, &Change::Write(&next), NOW),
             (Decision::Extend(next.meta.deadline()), Reconciled::Kept),
             "the tombstone stays, as long as the write it blocked"
+        );
+        let other = Tombstone::new(NOW, NOW + 1).meta(NOW + 1);
+        assert_eq!(
+            decide(Stored::Tombstone(other), t.version, &Change::Write(&next), NOW).1,
+            Reconciled::Kept,
+            "based on another delete"
+        );
+    }
+
+    #[test]
+    fn a_write_made_after_the_stored_delete_applies() {
+        // The session was deleted (this tombstone), then created again by someone who saw it.
+        let t = Tombstone::new(NOW - 1_000, NOW + 60_000).meta(NOW + 60_000);
+        let again = record(7, NOW - 10);
+        assert_eq!(
+            decide(Stored::Tombstone(t), t.version, &Change::Write(&again), NOW),
+            (Decision::Write, Reconciled::Applied)
+        );
+    }
+
+    #[test]
+    fn a_delete_meeting_a_tombstone_names_itself() {
+        let t = Tombstone::new(NOW - 1_000, NOW + 60_000).meta(NOW + 60_000);
+        let del = Tombstone::new(NOW, NOW + 5_000);
+        let after = apply(Stored::Tombstone(t), Version::NONE, &Change::Delete(del));
+        assert_eq!(
+            after,
+            Stored::Tombstone(del.meta(NOW + 60_000)),
+            "the longer deadline"
+        );
+        // A write that knew only of the first delete now loses to the second.
+        let again = record(7, NOW - 10);
+        assert_eq!(
+            decide(after, t.version, &Change::Write(&again), NOW).1,
+            Reconciled::Kept
         );
     }
 
@@ -390,6 +435,54 @@ mod tests {
             proptest::prop_assert!(finals.windows(2).all(|w| w[0] == w[1]), "{finals:?}");
             if any_delete || matches!(start, Stored::Tombstone(_)) {
                 proptest::prop_assert_eq!(finals[0], None);
+            }
+        }
+
+        /// A session deleted and then written again by instances that saw the delete (their
+        /// changes based on its tombstone), replayed in every order: one final state — deleted
+        /// if any of them deleted again, else the greatest write.
+        #[test]
+        fn writes_after_a_delete_agree_in_every_order(
+            changes in proptest::collection::vec((proptest::bool::ANY, 0u64..4_000, 10u64..1_000), 1..=4),
+        ) {
+            let t = Tombstone::new(NOW - 20_000, NOW + 5_000).meta(NOW + 5_000);
+            let start = Stored::Tombstone(t);
+            let records: Vec<Record> = changes
+                .iter()
+                .enumerate()
+                .map(|(i, &(_, at, _))| record(100 + i as u64, NOW - at))
+                .collect();
+            let changes: Vec<Change<'_>> = changes
+                .iter()
+                .zip(&records)
+                .map(|(&(delete, at, ttl), r)| if delete {
+                    Change::Delete(Tombstone {
+                        version: Version::from_u64(900 + r.meta.version.as_u64()),
+                        deleted_at: NOW - at,
+                        until: NOW + ttl,
+                    })
+                } else {
+                    Change::Write(r)
+                })
+                .collect();
+            let any_delete = changes.iter().any(|c| matches!(c, Change::Delete(_)));
+            let greatest = records
+                .iter()
+                .zip(&changes)
+                .filter(|(_, c)| matches!(c, Change::Write(_)))
+                .map(|(r, _)| (r.meta.updated_at, r.meta.version.as_u64()))
+                .max()
+                .map(|(_, v)| Version::from_u64(v));
+            for order in permutations(changes.len()) {
+                let mut s = start;
+                for i in order {
+                    s = apply(s, t.version, &changes[i]);
+                }
+                if any_delete {
+                    proptest::prop_assert_eq!(outcome(s), None);
+                } else {
+                    proptest::prop_assert_eq!(outcome(s), greatest);
+                }
             }
         }
     }

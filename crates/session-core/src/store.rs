@@ -9,7 +9,7 @@ use crate::envelope::{Meta, Record};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
-use crate::reconcile::{Change, Reconciled};
+use crate::reconcile::{Change, Reconciled, Tombstone};
 use crate::version::Version;
 
 /// The default limit on one encoded session: 1 MiB.
@@ -117,6 +117,22 @@ pub trait SessionStore: Send + Sync + 'static {
     /// # Errors
     /// Temporary errors.
     async fn delete(&self, key: &SessionKey) -> Result<bool>;
+
+    /// [`delete`](Self::delete), leaving this tombstone in a store that
+    /// [keeps tombstones](Self::keeps_tombstones): the stored tombstone gets
+    /// `tombstone.version` (and `deleted_at`), so that the caller can later
+    /// base a change on this very delete (see [`reconcile`](Self::reconcile):
+    /// a session created again after its logout). Its deadline is the deleted
+    /// session's, or for a key holding no session the store's own tombstone
+    /// lifetime (a store may take `tombstone.until` for it). Other stores
+    /// just delete (the default).
+    ///
+    /// # Errors
+    /// As [`delete`](Self::delete).
+    async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
+        let _ = tombstone;
+        self.delete(key).await
+    }
 
     /// Moves a session's deadline to `expires_at` (capped at its
     /// `max_expires_at`) without changing its value or version. `Ok(false)`
@@ -416,6 +432,18 @@ macro_rules! forward_store {
                 Self: 'f,
             {
                 (**self).delete(key)
+            }
+            fn delete_leaving<'s, 'k, 'f>(
+                &'s self,
+                key: &'k SessionKey,
+                tombstone: Tombstone,
+            ) -> StoreFuture<'f, Result<bool>>
+            where
+                's: 'f,
+                'k: 'f,
+                Self: 'f,
+            {
+                (**self).delete_leaving(key, tombstone)
             }
             fn touch<'s, 'k, 'f>(&'s self, key: &'k SessionKey, expires_at: u64) -> StoreFuture<'f, Result<bool>>
             where

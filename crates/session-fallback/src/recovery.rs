@@ -302,7 +302,10 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             Err(Error::Corrupt { .. }) => {
                 let fixed = match change {
                     Change::Write(r) => self.on_primary(self.primary.save(key, r)).await.map(drop),
-                    Change::Delete(_) => self.on_primary(self.primary.delete(key)).await.map(drop),
+                    Change::Delete(t) => self
+                        .on_primary(self.primary.delete_leaving(key, t))
+                        .await
+                        .map(drop),
                     Change::Expire => Ok(()),
                 };
                 match fixed {
@@ -314,9 +317,11 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             Err(e) if e.is_temporary() => return self.replay_interrupted(&e),
             Err(e) => return self.replay_error(key, "primary reconcile", &e),
         };
-        // The primary's state is now known when the replayed write is what it holds.
+        // The primary's state is now known when the replayed write is what it holds, or the
+        // replayed delete's tombstone (a delete always leaves its own).
         match change {
             Change::Write(r) if reconciled.stored() => self.warm.put(key, r),
+            Change::Delete(t) => self.warm.put_gone(key, t.version, t.until),
             _ => self.warm.remove(key),
         }
         self.replayed(key, entry.generation).await;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use session_core::backend::{now_ms, Change, Reconciled, Record};
+use session_core::backend::{now_ms, Change, Reconciled, Record, Tombstone};
 use session_core::{
     Error, Health, HealthStatus, Meta, Namespace, Result, SessionId, SessionKey, SessionStore, StoreStats,
     Version,
@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use crate::config::FallbackConfig;
 use crate::journal::{Journal, JournalFull, KeyGuard, KeyLocks, PendingOp};
 use crate::state::{AtomicState, CircuitState, Counters, FallbackCounters, Field};
-use crate::warm::WarmCopy;
+use crate::warm::{Known, WarmCopy};
 
 /// How often construction asks a primary that has not answered yet.
 const STARTUP_POLL: Duration = Duration::from_millis(20);
@@ -69,7 +69,8 @@ enum Op<'a> {
     Create(&'a Record),
     Update(&'a Record),
     SaveIf(Version, &'a Record),
-    Delete,
+    /// Leaving this tombstone (its version is what the warm copy remembers).
+    Delete(Tombstone),
     Touch(u64),
 }
 
@@ -81,7 +82,7 @@ impl Op<'_> {
             Op::Create(_) => "create",
             Op::Update(_) => "update",
             Op::SaveIf(..) => "save_if",
-            Op::Delete => "delete",
+            Op::Delete(_) => "delete",
             Op::Touch(_) => "touch",
         }
     }
@@ -130,7 +131,7 @@ async fn apply<St: SessionStore>(store: &St, key: &SessionKey, op: Op<'_>) -> Re
         Op::Create(r) => Out::Meta(store.create(key, r).await?),
         Op::Update(r) => Out::Meta(store.update(key, r).await?),
         Op::SaveIf(v, r) => Out::Meta(store.save_if(key, v, r).await?),
-        Op::Delete => Out::Flag(store.delete(key).await?),
+        Op::Delete(t) => Out::Flag(store.delete_leaving(key, t).await?),
         Op::Touch(at) => Out::Flag(store.touch(key, at).await?),
     })
 }
@@ -463,7 +464,9 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 )
             }
             (Op::Touch(at), Ok(Out::Flag(true))) => self.warm.retime(key, at),
-            // A miss, a delete, a refusal (`NotFound`, `Conflict`): the copy is no longer current.
+            // Deleted here: the primary holds this delete's tombstone.
+            (Op::Delete(t), Ok(Out::Flag(_))) => self.warm.put_gone(key, t.version, t.until),
+            // A miss, a refusal (`NotFound`, `Conflict`): the copy is no longer current.
             _ => self.warm.remove(key),
         }
     }
@@ -497,20 +500,33 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         _guard: KeyGuard<'_>,
     ) -> Result<Out> {
         let mut entry = self.journal.get(key);
-        let warm = match entry {
-            None => self.warm.get(key, now_ms()),
+        let known = match entry {
+            None => self.warm.known(key, now_ms()),
             Some(_) => None,
+        };
+        // Deleted by this instance in the primary: known to be gone.
+        let gone = matches!(known, Some(Known::Gone { .. }));
+        let warm = match known {
+            Some(Known::Live(r)) => Some(r),
+            _ => None,
         };
         if let (Some(w), Op::Update(_) | Op::SaveIf(..) | Op::Touch(_)) = (&warm, op) {
             self.materialize(key, w, op.name()).await?;
             entry = self.journal.get(key);
         }
-        // No copy here and the primary unreachable: whether the session exists is unknown.
-        let unknown = move || Err(primary_err.unwrap_or_else(|| self.cannot_tell(key)));
+        // No copy here and the primary unreachable: whether the session exists is unknown,
+        // unless this instance deleted it.
+        let unknown = move || {
+            if gone {
+                return Err(Error::not_found(key.ns()));
+            }
+            Err(primary_err.unwrap_or_else(|| self.cannot_tell(key)))
+        };
         match op {
             Op::Load => match (entry, warm) {
                 (Some(_), _) => Ok(Out::Record(self.secondary.load(key).await?)),
                 (None, Some(w)) => Ok(Out::Record(Some(w))),
+                (None, None) if gone => Ok(Out::Record(None)),
                 (None, None) => unknown(),
             },
             Op::Create(_) if warm.is_some() => Err(Error::AlreadyExists {
@@ -562,9 +578,10 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             Op::Touch(at) => match entry {
                 // The entry stays as it is: replay copies whatever deadline the secondary holds.
                 Some(_) => Ok(Out::Flag(self.secondary.touch(key, at).await?)),
+                None if gone => Ok(Out::Flag(false)),
                 None => unknown(),
             },
-            Op::Delete => {
+            Op::Delete(_) => {
                 let at = now_ms();
                 let res = self
                     .journal
@@ -579,7 +596,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 }
                 // A session this instance holds no copy of may well live in the primary: the
                 // delete is recorded and applied on recovery, so the logout happens.
-                Ok(Out::Flag(existed || entry.is_none()))
+                Ok(Out::Flag(existed || (entry.is_none() && !gone)))
             }
         }
     }
@@ -603,11 +620,12 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
     }
 
     /// The primary version a change of `key` made here now would be based on.
-    /// That is the warm copy's version, or none when this instance holds no copy.
+    /// That is the warm copy's version (a session's, or the tombstone of this
+    /// instance's delete), or none when this instance knows nothing of it.
     fn base_of(&self, key: &SessionKey) -> Version {
         self.warm
-            .get(key, now_ms())
-            .map_or(Version::NONE, |r| r.meta.version)
+            .known(key, now_ms())
+            .map_or(Version::NONE, |k| k.version())
     }
 
     /// The answer for a session this instance holds no copy of while the primary is
@@ -633,8 +651,9 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         primary_err: Option<Error>,
     ) -> Result<Meta> {
         if self.journal.get(key).is_none() {
-            match self.warm.get(key, now_ms()) {
-                Some(w) => self.materialize(key, &w, "rotate").await?,
+            match self.warm.known(key, now_ms()) {
+                Some(Known::Live(w)) => self.materialize(key, &w, "rotate").await?,
+                Some(Known::Gone { .. }) => return Err(Error::not_found(key.ns())),
                 None => return Err(primary_err.unwrap_or_else(|| self.cannot_tell(key))),
             }
         }
@@ -673,8 +692,11 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 out.push(Ok(None));
                 pending.push(k.clone());
                 slots.push(i);
-            } else if let Some(w) = self.warm.get(k, now_ms()) {
-                out.push(Ok(Some(w)));
+            } else if let Some(known) = self.warm.known(k, now_ms()) {
+                out.push(Ok(match known {
+                    Known::Live(w) => Some(w),
+                    Known::Gone { .. } => None,
+                }));
             } else {
                 out.push(Err(self.cannot_tell(k)));
             }
@@ -757,7 +779,13 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        self.inner.exec(key, Op::Delete).await?.flag()
+        let now = now_ms();
+        let tombstone = Tombstone::new(now, now.saturating_add(self.inner.config.tombstone_ttl_ms));
+        self.inner.exec(key, Op::Delete(tombstone)).await?.flag()
+    }
+
+    async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
+        self.inner.exec(key, Op::Delete(tombstone)).await?.flag()
     }
 
     /// A change replayed into this store (a fallback stacked on a fallback): applied by the

@@ -1,11 +1,16 @@
 //! The warm copy: the sessions this instance served while the primary was
-//! healthy, with the primary's versions, bounded by entries and bytes.
+//! healthy, with the primary's versions, and the sessions it deleted there
+//! (the version of the tombstone its delete left), bounded by entries and
+//! bytes.
 //!
 //! During an outage they stay readable and writable here: a change is
 //! journaled against the warm copy's version (its *base*), so replay applies
 //! it only if the primary still holds that version, and resolves a conflict
-//! otherwise. The copy may be stale — another instance may have written
-//! since — which replay's rule settles (see `session_core::backend::decide`).
+//! otherwise. A session deleted here reads as a miss, and writing it again
+//! (a login after a logout under the same id) is based on its tombstone, so
+//! replay stores it even over that tombstone. The copy may be stale — another
+//! instance may have written since — which replay's rule settles (see
+//! `session_core::backend::decide`).
 //!
 //! Sharded mutexes around hash tables; at a bound, the oldest insertions of
 //! the shard go first (FIFO), counted as evictions. Payloads are copied in,
@@ -17,16 +22,48 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use hashbrown::HashTable;
-use session_core::backend::{cap_deadline, Record};
-use session_core::{Bytes, SessionKey};
+use session_core::backend::{cap_deadline, Record, HEADER_LEN};
+use session_core::{Bytes, SessionKey, Version};
 
 /// Shards of the copy; a power of two.
 const SHARDS: usize = 16;
 
-/// One cached session.
+/// What this instance knows of a session from the primary's answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Known {
+    /// The record as the primary holds it.
+    Live(Record),
+    /// Deleted by this instance: the primary holds a tombstone of this version (until
+    /// `until`, ms, or until another delete replaces it).
+    Gone {
+        /// The tombstone's version.
+        version: Version,
+        /// How long this knowledge is kept, ms since the Unix epoch.
+        until: u64,
+    },
+}
+
+impl Known {
+    /// The primary version a change made now would be based on.
+    pub(crate) fn version(&self) -> Version {
+        match self {
+            Known::Live(r) => r.meta.version,
+            Known::Gone { version, .. } => *version,
+        }
+    }
+
+    fn deadline(&self) -> u64 {
+        match self {
+            Known::Live(r) => r.meta.deadline(),
+            Known::Gone { until, .. } => *until,
+        }
+    }
+}
+
+/// One entry.
 struct Slot {
     key: SessionKey,
-    record: Record,
+    known: Known,
     /// The insertion this slot came from, matched against the FIFO.
     seq: u64,
 }
@@ -48,9 +85,14 @@ pub(crate) struct WarmCopy {
     evicted: AtomicU64,
 }
 
-/// What an entry costs against the byte bound: key, envelope header and payload.
-fn cost(key: &SessionKey, record: &Record) -> u64 {
-    (key.ns().len() + key.id.as_str().len() + record.encoded_len()) as u64
+/// What an entry costs against the byte bound: key, envelope header and payload (a deleted
+/// session: key and header, as its tombstone).
+fn cost(key: &SessionKey, known: &Known) -> u64 {
+    let value = match known {
+        Known::Live(record) => record.encoded_len(),
+        Known::Gone { .. } => HEADER_LEN,
+    };
+    (key.ns().len() + key.id.as_str().len() + value) as u64
 }
 
 impl WarmCopy {
@@ -80,12 +122,12 @@ impl WarmCopy {
         self.max_entries_per_shard > 0
     }
 
-    /// Sessions evicted to stay within the bounds, since start.
+    /// Entries evicted to stay within the bounds, since start.
     pub(crate) fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
     }
 
-    /// Sessions held now.
+    /// Entries held now.
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).table.len()).sum()
     }
@@ -104,7 +146,20 @@ impl WarmCopy {
             codec: record.codec,
             payload: Bytes::copy_from_slice(&record.payload),
         };
-        let new_cost = cost(key, &record);
+        self.insert(key, Known::Live(record));
+    }
+
+    /// Remembers that this instance deleted `key` in the primary, leaving a tombstone of
+    /// `version`; kept until `until` (ms) at most.
+    pub(crate) fn put_gone(&self, key: &SessionKey, version: Version, until: u64) {
+        if !self.enabled() {
+            return;
+        }
+        self.insert(key, Known::Gone { version, until });
+    }
+
+    fn insert(&self, key: &SessionKey, known: Known) {
+        let new_cost = cost(key, &known);
         if new_cost > self.max_bytes_per_shard {
             self.remove(key);
             return;
@@ -115,8 +170,8 @@ impl WarmCopy {
         let shard = &mut *shard;
         match shard.table.find_mut(hash, |s| &s.key == key) {
             Some(slot) => {
-                shard.bytes = shard.bytes - cost(&slot.key, &slot.record) + new_cost;
-                slot.record = record;
+                shard.bytes = shard.bytes - cost(&slot.key, &slot.known) + new_cost;
+                slot.known = known;
                 slot.seq = seq;
             }
             None => {
@@ -124,7 +179,7 @@ impl WarmCopy {
                     hash,
                     Slot {
                         key: key.clone(),
-                        record,
+                        known,
                         seq,
                     },
                     |s| self.hasher.hash_one(&s.key),
@@ -145,7 +200,7 @@ impl WarmCopy {
             };
             if let Ok(entry) = shard.table.find_entry(hash, |s| s.seq == seq) {
                 let (slot, _) = entry.remove();
-                shard.bytes -= cost(&slot.key, &slot.record);
+                shard.bytes -= cost(&slot.key, &slot.known);
                 self.evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -157,15 +212,23 @@ impl WarmCopy {
         }
     }
 
-    /// The copy of `key`, if any and not past its deadline at `now` (ms).
-    pub(crate) fn get(&self, key: &SessionKey, now: u64) -> Option<Record> {
+    /// What is known of `key`, if anything and not past its deadline at `now` (ms).
+    pub(crate) fn known(&self, key: &SessionKey, now: u64) -> Option<Known> {
         if !self.enabled() {
             return None;
         }
         let hash = self.hasher.hash_one(key);
         let shard = self.shard(hash);
         let slot = shard.table.find(hash, |s| &s.key == key)?;
-        (slot.record.meta.deadline() > now).then(|| slot.record.clone())
+        (slot.known.deadline() > now).then(|| slot.known.clone())
+    }
+
+    /// The copy of `key`, if it is a live session not past its deadline at `now` (ms).
+    pub(crate) fn get(&self, key: &SessionKey, now: u64) -> Option<Record> {
+        match self.known(key, now)? {
+            Known::Live(record) => Some(record),
+            Known::Gone { .. } => None,
+        }
     }
 
     /// Moves the copy's deadline (a `touch` the primary acknowledged).
@@ -175,13 +238,17 @@ impl WarmCopy {
         }
         let hash = self.hasher.hash_one(key);
         let mut shard = self.shard(hash);
-        if let Some(slot) = shard.table.find_mut(hash, |s| &s.key == key) {
-            let meta = &mut slot.record.meta;
+        if let Some(Slot {
+            known: Known::Live(record),
+            ..
+        }) = shard.table.find_mut(hash, |s| &s.key == key)
+        {
+            let meta = &mut record.meta;
             meta.expires_at = cap_deadline(expires_at, meta.max_expires_at);
         }
     }
 
-    /// Forgets `key` (deleted, moved, or no longer known to be current).
+    /// Forgets `key` (moved, or no longer known to be current).
     pub(crate) fn remove(&self, key: &SessionKey) {
         if !self.enabled() {
             return;
@@ -190,7 +257,7 @@ impl WarmCopy {
         let mut shard = self.shard(hash);
         if let Ok(entry) = shard.table.find_entry(hash, |s| &s.key == key) {
             let (slot, _) = entry.remove();
-            shard.bytes -= cost(&slot.key, &slot.record);
+            shard.bytes -= cost(&slot.key, &slot.known);
         }
     }
 }
@@ -269,5 +336,30 @@ mod tests {
         let off = WarmCopy::new(0, 0);
         off.put(&k, &r);
         assert!(off.get(&k, 0).is_none());
+    }
+
+    #[test]
+    fn a_deleted_session_is_known_gone_until_its_deadline() {
+        let w = WarmCopy::new(10, 1 << 20);
+        let k = key();
+        w.put(&k, &rec(b"a", 1));
+        w.put_gone(&k, Version::from_u64(9), 2_000);
+        assert!(w.get(&k, 0).is_none(), "no live copy");
+        assert_eq!(
+            w.known(&k, 1_999).map(|k| k.version()),
+            Some(Version::from_u64(9))
+        );
+        assert!(w.known(&k, 2_000).is_none());
+        w.retime(&k, 9_000);
+        assert!(
+            w.known(&k, 2_000).is_none(),
+            "touch does not revive a deleted session"
+        );
+        assert_eq!(w.len(), 1);
+        for s in w.shards.iter() {
+            let s = lock(s);
+            let want: u64 = s.table.iter().map(|slot| cost(&slot.key, &slot.known)).sum();
+            assert_eq!(s.bytes, want);
+        }
     }
 }

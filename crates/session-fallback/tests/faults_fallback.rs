@@ -86,6 +86,13 @@ enum State {
     Value(Vec<u8>),
 }
 
+fn show(state: &State) -> String {
+    match state {
+        State::Absent => "absent".to_owned(),
+        State::Value(v) => String::from_utf8_lossy(v).into_owned(),
+    }
+}
+
 /// What the history allows for one session.
 struct KeyLog {
     key: SessionKey,
@@ -96,6 +103,8 @@ struct KeyLog {
     last_acked: Option<State>,
     /// Whether the worker believes the session exists (picks the next op).
     exists: bool,
+    /// Every operation on this session, printed when the check fails for it.
+    trace: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +149,7 @@ async fn worker(task: usize, store: Arc<Store>, stop: Arc<AtomicBool>) -> (Vec<K
             possible: vec![State::Absent],
             last_acked: None,
             exists: false,
+            trace: Vec::new(),
         })
         .collect();
     let mut ops = Vec::new();
@@ -155,20 +165,30 @@ async fn worker(task: usize, store: Arc<Store>, stop: Arc<AtomicBool>) -> (Vec<K
         let pick = (rng >> 20) % 100;
         let open = store.state().is_open();
         let started = Instant::now();
-        let (target, outcome) = if !log.exists {
+        let at_ms = now_ms();
+        let (op, target, outcome) = if !log.exists {
             let r = store.create(&log.key, &record(&payload)).await.map(drop);
-            (State::Value(payload), r)
+            ("create", State::Value(payload), r)
         } else if pick < 55 {
             let r = store.update(&log.key, &record(&payload)).await.map(drop);
-            (State::Value(payload), r)
+            ("update", State::Value(payload), r)
         } else if pick < 80 {
             let r = store.save(&log.key, &record(&payload)).await.map(drop);
-            (State::Value(payload), r)
+            ("save", State::Value(payload), r)
         } else {
             let r = store.delete(&log.key).await.map(drop);
-            (State::Absent, r)
+            ("delete", State::Absent, r)
         };
         let took = started.elapsed();
+        log.trace.push(format!(
+            "{at_ms} {op} {} open={open} took_ms={} -> {}",
+            show(&target),
+            took.as_millis(),
+            match &outcome {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => e.to_string(),
+            }
+        ));
         let (result, error) = match &outcome {
             Ok(()) => (Result3::Acked, None),
             Err(e) => {
@@ -313,6 +333,15 @@ fn check(name: &str, port: u16, prefix: &KeyPrefix, store: &Store, out: &Outcome
         let allowed = log.possible.contains(&actual);
         if !allowed {
             mismatched += 1;
+            eprintln!(
+                "{name}: MISMATCH {}: Redis holds {}, the history allows {:?}; its operations:",
+                log.key.id.as_str(),
+                show(&actual),
+                log.possible.iter().map(show).collect::<Vec<_>>()
+            );
+            for line in &log.trace {
+                eprintln!("    {line}");
+            }
         }
         match &log.last_acked {
             Some(State::Value(_)) => {

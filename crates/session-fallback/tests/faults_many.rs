@@ -1464,8 +1464,10 @@ async fn load_generator() {
     let events = rig.history.events();
 
     // B's loads while it was cut off, of sessions it made no call on since shortly before the
-    // cut: a value B itself last saw from Redis (its warm copy), or a temporary error.
-    let (mut false_miss, mut false_hit, mut warm_hits, mut cant_tell) = (Vec::new(), Vec::new(), 0, 0);
+    // cut: a value B itself last saw from Redis (its warm copy), a miss for one B itself deleted
+    // last, or a temporary error.
+    let (mut false_miss, mut false_hit, mut warm_hits, mut cant_tell, mut known_gone) =
+        (Vec::new(), Vec::new(), 0, 0, 0);
     let near_cut = cut_at + Duration::from_millis(20);
     for e in events.iter().filter(|e| {
         e.node == cut_node.name && e.kind == Kind::Load && e.start >= near_cut && e.end <= heal_at
@@ -1501,6 +1503,15 @@ async fn load_generator() {
                 }
             }
             Outcome::Failed(_, true) => cant_tell += 1,
+            // B's own last word on it was a delete: known gone, a miss.
+            Outcome::Loaded(None)
+                if seen
+                    .iter()
+                    .max_by_key(|(x, _)| x.end)
+                    .is_some_and(|(x, _)| matches!(x.outcome, Outcome::Deleted(_))) =>
+            {
+                known_gone += 1
+            }
             _ => false_miss.push(e.to_string()),
         }
     }
@@ -1524,7 +1535,7 @@ async fn load_generator() {
          unknown={failed} acked_writes={} acked_deletes={} final_live={} final_deleted={deleted} \
          cut_ms={:.0}..{:.0} b_failovers={} b_replayed={} b_conflicts={} b_degraded_ms=[{}] \
          outage_calls_cut={} p99_cut_ms={} max_cut_ms={} outage_calls_healthy={} p99_healthy_ms={} \
-         warm_hits={warm_hits} cant_tell={cant_tell} false_miss={} false_hit={} resurrected={} lost={} foreign={}",
+         warm_hits={warm_hits} cant_tell={cant_tell} known_gone={known_gone} false_miss={} false_hit={} resurrected={} lost={} foreign={}",
         events.len(),
         v.acked_writes,
         v.acked_deletes,

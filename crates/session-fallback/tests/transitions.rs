@@ -266,6 +266,55 @@ async fn a_delete_during_the_outage_is_not_undone() {
     assert_eq!(store.load(&k).await.unwrap(), None);
 }
 
+/// A session deleted through the healthy primary and created again under the same id during
+/// an outage (a login after a logout, with an id the application chooses) is the session after
+/// recovery: the outage write is based on this instance's own tombstone, so replay stores it.
+/// Meanwhile the deleted session reads as a miss, not as "can't tell".
+#[tokio::test]
+async fn a_session_created_again_after_its_own_logout_survives_the_outage() {
+    let (p, _s, store) = setup(fast()).await;
+    let k = key();
+    store.create(&k, &rec(b"first login")).await.unwrap();
+    assert!(store.delete(&k).await.unwrap());
+    p.set_mode(FaultMode::Fail);
+    // Known gone here: a miss, not an unavailable answer.
+    assert!(
+        !store.touch(&k, now_ms() + HOUR).await.unwrap(),
+        "deleted here: nothing to touch"
+    );
+    assert_eq!(store.load(&k).await.unwrap(), None, "deleted here: a miss");
+    assert!(matches!(
+        store.update(&k, &rec(b"late")).await,
+        Err(Error::NotFound { .. })
+    ));
+    store.create(&k, &rec(b"second login")).await.unwrap();
+    assert_eq!(payload(&store, &k).await, b(b"second login"));
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(
+        in_primary(&p, &k).await,
+        b(b"second login"),
+        "the acknowledged create is kept"
+    );
+    assert_eq!(payload(&store, &k).await, b(b"second login"));
+}
+
+/// The other side of that rule: a session deleted by another instance is still not brought
+/// back by this one's outage write, which could not have seen the delete.
+#[tokio::test]
+async fn an_outage_write_that_did_not_see_the_delete_stays_deleted() {
+    let (p, _s, store) = setup(fast()).await;
+    let k = key();
+    store.create(&k, &rec(b"logged in")).await.unwrap();
+    p.set_mode(FaultMode::Fail);
+    store.save(&k, &rec(b"written while cut off")).await.unwrap();
+    // Another instance logs the user out meanwhile.
+    assert!(p.inner().delete(&k).await.unwrap());
+    p.set_mode(FaultMode::Pass);
+    wait_closed(&store).await;
+    assert_eq!(in_primary(&p, &k).await, None, "the logout wins");
+}
+
 #[tokio::test]
 async fn create_then_delete_during_the_outage_leaves_nothing() {
     let (p, _s, store) = setup(fast()).await;
@@ -676,8 +725,13 @@ async fn a_replay_interrupted_by_another_outage_resumes_idempotently() {
 async fn versions_across_the_switch_never_overwrite_silently() {
     let (p, s, store) = setup(fast()).await;
     let k = key();
-    // Written by another instance: this one holds no copy.
-    let pre = p.inner().create(&k, &rec(b"v1")).await.unwrap();
+    // Written by another instance a second ago: this one holds no copy. (Replay resolves it
+    // against the outage write by updated-at; in the same millisecond, by token.)
+    let pre = p
+        .inner()
+        .create(&k, &rec_at(b"v1", now_ms() - 1_000, HOUR))
+        .await
+        .unwrap();
     assert!(!pre.version.is_none());
     p.set_mode(FaultMode::Fail);
     // A pre-outage token on a session the fallback cannot see: the failing

@@ -695,7 +695,8 @@ impl Inner {
 
     fn delete(&self, key: &SessionKey) -> Result<bool> {
         if self.config.keeps_tombstones() {
-            return self.delete_leaving_tombstone(key);
+            let now = self.clock.now_ms();
+            return self.delete_leaving_tombstone(key, Tombstone::new(now, now));
         }
         let (namespace, id) = (key.ns(), key.id.as_str());
         let hash = self.hash(namespace, id);
@@ -720,9 +721,14 @@ impl Inner {
     /// the reconciliation rule — the session's own deadline, or `tombstone_ttl_ms` from now for
     /// a key holding none; a tombstone already there stays, extended to that if it is later.
     /// `true` if a live session (or a value that is not one, as a plain delete) was there.
-    fn delete_leaving_tombstone(&self, key: &SessionKey) -> Result<bool> {
+    ///
+    /// The tombstone stored carries `given`'s version and time; its lifetime is this store's.
+    fn delete_leaving_tombstone(&self, key: &SessionKey, given: Tombstone) -> Result<bool> {
         let now = self.clock.now_ms();
-        let tombstone = Tombstone::new(now, now.saturating_add(self.config.tombstone_ttl_ms));
+        let tombstone = Tombstone {
+            until: now.saturating_add(self.config.tombstone_ttl_ms),
+            ..given
+        };
         let change = Change::Delete(tombstone);
         self.apply_at(key, now, |state, current| {
             let (stored, deleted) = match state {
@@ -1019,6 +1025,14 @@ impl SessionStore for MemoryStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         self.inner.delete(key)
+    }
+
+    async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
+        if self.inner.config.keeps_tombstones() {
+            self.inner.delete_leaving_tombstone(key, tombstone)
+        } else {
+            self.inner.delete(key)
+        }
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {

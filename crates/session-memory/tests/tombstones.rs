@@ -171,7 +171,7 @@ async fn tombstones_are_charged_as_header_only_envelopes() {
 // ---------------------------------------------------------------- tombstone mode
 
 #[tokio::test]
-async fn a_delete_of_a_tombstone_keeps_it_and_extends_it() {
+async fn a_delete_of_a_tombstone_replaces_it_keeping_the_later_deadline() {
     let (store, hand) = manual(MemoryConfig::default().with_tombstones(TTL));
     assert!(store.keeps_tombstones());
     let now = hand.get();
@@ -185,16 +185,19 @@ async fn a_delete_of_a_tombstone_keeps_it_and_extends_it() {
     hand.advance(Duration::from_millis(500));
     assert!(!store.delete(&k).await.unwrap(), "no session to delete");
     let second = tombstone(&store, &k).await;
-    assert_eq!(second.version, first.version, "the same tombstone");
+    assert_ne!(second.version, first.version, "named by the later delete");
+    assert_eq!(second.updated_at, now + 500);
     assert_eq!(
         second.expires_at,
         now + 500 + TTL_MS,
         "extended to the tombstone lifetime"
     );
-    // A delete that would not lengthen it changes nothing.
+    // A delete that would not lengthen it keeps the deadline.
     hand.set(now);
     assert!(!store.delete(&k).await.unwrap());
-    assert_eq!(tombstone(&store, &k).await, second);
+    let third = tombstone(&store, &k).await;
+    assert_ne!(third.version, second.version);
+    assert_eq!(third.expires_at, second.expires_at);
 }
 
 #[tokio::test]

@@ -145,12 +145,20 @@ impl RedisStore {
         }
     }
 
-    /// `delete` of a store that keeps tombstones: one script that leaves a tombstone.
-    async fn delete_leaving_a_tombstone(&self, key: &SessionKey) -> Result<bool> {
+    /// `delete` of a store that keeps no tombstones: `DEL`.
+    async fn delete_plain(&self, key: &SessionKey) -> Result<bool> {
         let (i, conn) = self.up()?;
-        // A fresh token; the deadline is the script's to set (the session's, or the lifetime
-        // from the server's clock). `deleted_at` only orders it by updated-at.
-        let tombstone = Tombstone::new(now_ms(), 0);
+        let n: i64 = self
+            .fenced(i, "delete", key.ns(), conn.del(self.key(key)))
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// `delete` of a store that keeps tombstones: one script that leaves a tombstone with
+    /// `tombstone`'s version and time; its deadline is the script's to set (the session's, or
+    /// the lifetime from the server's clock).
+    async fn delete_leaving_a_tombstone(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
+        let (i, conn) = self.up()?;
         let args = vec![
             Value::Bytes(encode_tombstone(&tombstone.meta(0))),
             Value::Integer(pxat(self.inner.tombstone_ttl_ms)),
@@ -526,13 +534,19 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         if self.keeps_tombstones() {
-            return self.delete_leaving_a_tombstone(key).await;
+            // A fresh token; `deleted_at` only orders it by updated-at.
+            return self
+                .delete_leaving_a_tombstone(key, Tombstone::new(now_ms(), 0))
+                .await;
         }
-        let (i, conn) = self.up()?;
-        let n: i64 = self
-            .fenced(i, "delete", key.ns(), conn.del(self.key(key)))
-            .await?;
-        Ok(n > 0)
+        self.delete_plain(key).await
+    }
+
+    async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
+        if self.keeps_tombstones() {
+            return self.delete_leaving_a_tombstone(key, tombstone).await;
+        }
+        self.delete_plain(key).await
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {

@@ -248,8 +248,8 @@ return 1
 "#
 }
 
-/// `delete` of a store that keeps tombstones: the session (or nothing) is replaced by a
-/// tombstone; an existing tombstone is kept as it is.
+/// `delete` of a store that keeps tombstones: the session (or nothing, or an earlier
+/// tombstone) is replaced by this delete's tombstone.
 fn delete_tomb() -> String {
     prelude()
         + r#"
@@ -257,7 +257,8 @@ fn delete_tomb() -> String {
 -- ARGV[2] the tombstone's lifetime when the key holds nothing, ms.
 -- Returns 1: a session was there, now a tombstone with the session's own (capped) deadline;
 -- 0: no session (the key now holds a tombstone lasting the lifetime from the server's clock,
--- or the tombstone it held, deadline unchanged). Bytes that are not an envelope are deleted
+-- or, where it held a tombstone, the longer of that one's deadline and the lifetime: the
+-- stored tombstone names the latest delete). Bytes that are not an envelope are deleted
 -- like a session (1): a tombstone with the key's own deadline takes their place.
 local key = KEYS[1]
 local now = now_ms()
@@ -273,7 +274,11 @@ if #h > 0 then
   end
   local deadline = deadline_of(h)
   if deadline > now then
-    if tombstone(h) then return 0 end
+    if tombstone(h) then
+      deadline = math.max(deadline, now + tonumber(ARGV[2]))
+      redis.call('SET', key, with_expires(ARGV[1], deadline), 'PXAT', ms(deadline))
+      return 0
+    end
     redis.call('SET', key, with_expires(ARGV[1], deadline), 'PXAT', ms(deadline))
     return 1
   end
@@ -323,9 +328,9 @@ if ARGV[2] == 'e' then
   end
   return EXPIRED
 end
--- Based: the store holds the change's base (its version), or nothing at all. A tombstone is
--- never a base.
-local based = stored == 'absent' or (stored == 'live' and version_of(h) == ARGV[1])
+-- Based: the store holds the change's base (the version of a session, or of a tombstone the
+-- change was made knowing of), or nothing at all.
+local based = stored == 'absent' or version_of(h) == ARGV[1]
 local outcome = WON
 if based then outcome = APPLIED end
 -- The stored tombstone kept, its deadline moved to `deadline` if that is later.
@@ -347,12 +352,19 @@ if not write then
     redis.call('SET', key, with_expires(ARGV[3], deadline), 'PXAT', ms(deadline))
     return outcome
   else
-    -- (Delete, Tombstone): one deleted state, lasting the longer of the two.
-    return extend(tonumber(ARGV[4]), APPLIED)
+    -- (Delete, Tombstone): one deleted state, named by this delete (a write based on the
+    -- earlier one still loses), lasting the longer of the two.
+    local deadline = math.max(tonumber(ARGV[4]), deadline_of(h), now + 1)
+    redis.call('SET', key, with_expires(ARGV[3], deadline), 'PXAT', ms(deadline))
+    return APPLIED
   end
 end
 if stored == 'absent' then
   -- (Write, Absent): stored.
+  redis.call('SET', key, ARGV[3], 'PXAT', ARGV[4])
+  return APPLIED
+elseif stored == 'tombstone' and based then
+  -- (Write, Tombstone) made knowing of this very delete (a session created again): stored.
   redis.call('SET', key, ARGV[3], 'PXAT', ARGV[4])
   return APPLIED
 elseif stored == 'tombstone' then

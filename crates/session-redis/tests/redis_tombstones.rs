@@ -182,7 +182,7 @@ async fn update_never_revives_a_tombstone() {
 
 /// The tombstone's deadline: the deleted session's own, capped by its lifetime cap; a key
 /// holding nothing (or a session past its deadline) gets `tombstone_ttl_ms` from the server's
-/// clock; a second delete keeps the first tombstone as it is (its deadline is not shortened).
+/// clock; a second delete replaces the tombstone with its own, never shortening its deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstone_deadlines() {
     let Some((store, raw, config)) = open(TOMBSTONE_TTL_MS).await else {
@@ -206,10 +206,26 @@ async fn tombstone_deadlines() {
         "PTTL {pttl}: the session's capped deadline"
     );
     assert!(!store.delete(&key).await.unwrap());
-    assert_eq!(
-        raw.get(&full).await,
-        Some(first),
-        "the second delete changed the tombstone"
+    let (first_meta, second_meta) = match (
+        decode_entry(&first, "task").unwrap(),
+        decode_entry(&raw.get(&full).await.unwrap(), "task").unwrap(),
+    ) {
+        (Entry::Tombstone(a), Entry::Tombstone(b)) => (a, b),
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(
+        second_meta.version, first_meta.version,
+        "named by the later delete"
+    );
+    // The lifetime from the server's clock is the later deadline here (10 min against 2).
+    let lifetime = second_meta.updated_at + TOMBSTONE_TTL_MS;
+    assert!(
+        second_meta.expires_at > first_meta.expires_at
+            && second_meta.expires_at + 1_000 > lifetime
+            && second_meta.expires_at < lifetime + 1_000,
+        "the later of the two deadlines: {} against {} and {lifetime}",
+        second_meta.expires_at,
+        first_meta.expires_at
     );
 
     let unknown = new_key();

@@ -1253,6 +1253,7 @@ macro_rules! conformance_tests {
             reconcile_writes_converge_in_either_order, reconcile_is_idempotent,
             reconcile_skips_an_expired_write, reconcile_refuses_bad_input,
             reconcile_expire_removes_only_its_base,
+            delete_leaving_names_its_tombstone, a_delete_over_a_tombstone_replaces_it,
         );
     };
     (@expand $make:path; $($name:ident),* $(,)?) => {

@@ -10,7 +10,7 @@ use crate::envelope::{Meta, Record};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
-use crate::reconcile::{Change, Reconciled};
+use crate::reconcile::{Change, Reconciled, Tombstone};
 use crate::store::{Health, HealthStatus, SessionStore, StoreStats};
 use crate::version::Version;
 
@@ -154,6 +154,9 @@ impl<S: SessionStore> SessionStore for FaultyStore<S> {
     }
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         self.write(self.inner.delete(key)).await
+    }
+    async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
+        self.write(self.inner.delete_leaving(key, tombstone)).await
     }
     async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
         self.write(self.inner.touch(key, expires_at)).await

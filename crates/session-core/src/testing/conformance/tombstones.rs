@@ -120,6 +120,92 @@ pub async fn delete_of_an_unknown_session_leaves_a_bounded_tombstone(h: &dyn Har
     assert_eq!(t.store.load(&key).await.unwrap(), None);
 }
 
+/// `delete_leaving` stores the caller's tombstone: a replayed write based on
+/// it (a session created again by one who saw the logout) applies, one based
+/// on nothing does not.
+pub async fn delete_leaving_names_its_tombstone(h: &dyn Harness) {
+    let t = tombstoned(h).await;
+    let s = t.store.as_ref();
+    for existed in [true, false] {
+        let key = new_key("task");
+        if existed {
+            s.create(&key, &rec(b"x", HOUR_MS)).await.unwrap();
+        }
+        let gone = tombstone_now();
+        assert_eq!(s.delete_leaving(&key, gone).await.unwrap(), existed);
+        match entry(&t, &key).await {
+            Some(Entry::Tombstone(meta)) => assert_eq!(meta.version, gone.version, "the caller's token"),
+            other => panic!("expected a tombstone, got {other:?}"),
+        }
+        let blind = rec_at(b"blind", 0x4444, now_ms() + 5_000);
+        assert_eq!(
+            s.reconcile(&key, Version::NONE, Change::Write(&blind))
+                .await
+                .unwrap(),
+            Reconciled::Kept,
+            "a write that did not see the delete"
+        );
+        let again = rec_at(b"again", 0x5555, now_ms());
+        assert_eq!(
+            s.reconcile(&key, gone.version, Change::Write(&again))
+                .await
+                .unwrap(),
+            Reconciled::Applied,
+            "a write made after the delete"
+        );
+        assert_eq!(payload(s, &key).await.as_deref(), Some(&b"again"[..]));
+    }
+}
+
+/// A delete that meets a tombstone (live, or replayed) replaces it with its
+/// own, keeping the later deadline: a write based on the first delete now
+/// loses, one based on the second applies.
+pub async fn a_delete_over_a_tombstone_replaces_it(h: &dyn Harness) {
+    let t = tombstoned(h).await;
+    let s = t.store.as_ref();
+    for replayed in [false, true] {
+        let key = new_key("task");
+        let m = s.create(&key, &rec(b"x", HOUR_MS)).await.unwrap();
+        let first = tombstone_now();
+        assert!(s.delete_leaving(&key, first).await.unwrap());
+        let second = Tombstone::new(now_ms(), now_ms() + 1_000);
+        if replayed {
+            let r = s
+                .reconcile(&key, Version::NONE, Change::Delete(second))
+                .await
+                .unwrap();
+            assert_eq!(r, Reconciled::Applied);
+        } else {
+            assert!(
+                !s.delete_leaving(&key, second).await.unwrap(),
+                "nothing live to delete"
+            );
+        }
+        match entry(&t, &key).await {
+            Some(Entry::Tombstone(meta)) => {
+                assert_eq!(meta.version, second.version, "named by the later delete");
+                assert!(meta.expires_at >= m.deadline(), "the longer deadline is kept");
+            }
+            other => panic!("expected a tombstone, got {other:?}"),
+        }
+        let stale = rec_at(b"stale", 0x6666, now_ms());
+        assert_eq!(
+            s.reconcile(&key, first.version, Change::Write(&stale))
+                .await
+                .unwrap(),
+            Reconciled::Kept
+        );
+        let fresh = rec_at(b"fresh", 0x7777, now_ms());
+        assert_eq!(
+            s.reconcile(&key, second.version, Change::Write(&fresh))
+                .await
+                .unwrap(),
+            Reconciled::Applied
+        );
+        assert_eq!(payload(s, &key).await.as_deref(), Some(&b"fresh"[..]));
+    }
+}
+
 /// `save` (last writer wins) replaces a tombstone.
 pub async fn save_replaces_a_tombstone(h: &dyn Harness) {
     let t = tombstoned(h).await;
