@@ -372,6 +372,31 @@ mod tests {
         }
     }
 
+    /// One record per generated change `(kind, age, ttl)`: a distinct token, updated `age` ms ago.
+    fn records_of(spec: &[(u8, u64, u64)]) -> Vec<Record> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, &(_, at, _))| record(100 + i as u64, NOW - at))
+            .collect()
+    }
+
+    /// The generated changes: kind 0 writes its record, 1 deletes (a tombstone lasting `ttl`),
+    /// anything else is an expiry.
+    fn changes_of<'a>(spec: &[(u8, u64, u64)], records: &'a [Record]) -> Vec<Change<'a>> {
+        spec.iter()
+            .zip(records)
+            .map(|(&(kind, at, ttl), r)| match kind {
+                0 => Change::Write(r),
+                1 => Change::Delete(Tombstone {
+                    version: Version::from_u64(900 + r.meta.version.as_u64()),
+                    deleted_at: NOW - at,
+                    until: NOW + ttl,
+                }),
+                _ => Change::Expire,
+            })
+            .collect()
+    }
+
     fn permutations(n: usize) -> Vec<Vec<usize>> {
         if n == 0 {
             return vec![Vec::new()];
@@ -405,24 +430,8 @@ mod tests {
                 Stored::Live(meta) => meta.version,
                 _ => Version::NONE,
             };
-            let records: Vec<Record> = changes
-                .iter()
-                .enumerate()
-                .map(|(i, &(_, at, _))| record(100 + i as u64, NOW - at))
-                .collect();
-            let changes: Vec<Change<'_>> = changes
-                .iter()
-                .zip(&records)
-                .map(|(&(kind, at, ttl), r)| match kind {
-                    0 => Change::Write(r),
-                    1 => Change::Delete(Tombstone {
-                        version: Version::from_u64(900 + r.meta.version.as_u64()),
-                        deleted_at: NOW - at,
-                        until: NOW + ttl,
-                    }),
-                    _ => Change::Expire,
-                })
-                .collect();
+            let records = records_of(&changes);
+            let changes = changes_of(&changes, &records);
             let any_delete = changes.iter().any(|c| matches!(c, Change::Delete(_)));
             let mut finals = Vec::new();
             for order in permutations(changes.len()) {
@@ -443,28 +452,12 @@ mod tests {
         /// if any of them deleted again, else the greatest write.
         #[test]
         fn writes_after_a_delete_agree_in_every_order(
-            changes in proptest::collection::vec((proptest::bool::ANY, 0u64..4_000, 10u64..1_000), 1..=4),
+            changes in proptest::collection::vec((0u8..2, 0u64..4_000, 10u64..1_000), 1..=4),
         ) {
             let t = Tombstone::new(NOW - 20_000, NOW + 5_000).meta(NOW + 5_000);
             let start = Stored::Tombstone(t);
-            let records: Vec<Record> = changes
-                .iter()
-                .enumerate()
-                .map(|(i, &(_, at, _))| record(100 + i as u64, NOW - at))
-                .collect();
-            let changes: Vec<Change<'_>> = changes
-                .iter()
-                .zip(&records)
-                .map(|(&(delete, at, ttl), r)| if delete {
-                    Change::Delete(Tombstone {
-                        version: Version::from_u64(900 + r.meta.version.as_u64()),
-                        deleted_at: NOW - at,
-                        until: NOW + ttl,
-                    })
-                } else {
-                    Change::Write(r)
-                })
-                .collect();
+            let records = records_of(&changes);
+            let changes = changes_of(&changes, &records);
             let any_delete = changes.iter().any(|c| matches!(c, Change::Delete(_)));
             let greatest = records
                 .iter()

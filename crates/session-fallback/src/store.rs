@@ -504,6 +504,8 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             None => self.warm.known(key, now_ms()),
             Some(_) => None,
         };
+        // What a change journaled now is based on (kept only by a new journal residency).
+        let base = known.as_ref().map_or(Version::NONE, Known::version);
         // Deleted by this instance in the primary: known to be gone.
         let gone = matches!(known, Some(Known::Gone { .. }));
         let warm = match known {
@@ -535,7 +537,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             Op::Save(record) | Op::Create(record) => {
                 let res = self
                     .journal
-                    .admit(key, PendingOp::Write, record.meta.updated_at, self.base_of(key))
+                    .admit(key, PendingOp::Write, record.meta.updated_at, base)
                     .map_err(|full| self.journal_full(key, op.name(), full))?;
                 if res.is_new() {
                     // The secondary may hold a leftover from before; it is not this session.
@@ -556,7 +558,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 }
                 let res = self
                     .journal
-                    .admit(key, PendingOp::Write, record.meta.updated_at, self.base_of(key))
+                    .admit(key, PendingOp::Write, record.meta.updated_at, base)
                     .map_err(|full| self.journal_full(key, op.name(), full))?;
                 let meta = self.secondary.update(key, record).await?;
                 res.commit(PendingOp::Write, meta.updated_at);
@@ -569,7 +571,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 // Versions are unique tokens: one the secondary never stored matches nothing there.
                 let res = self
                     .journal
-                    .admit(key, PendingOp::Write, record.meta.updated_at, self.base_of(key))
+                    .admit(key, PendingOp::Write, record.meta.updated_at, base)
                     .map_err(|full| self.journal_full(key, op.name(), full))?;
                 let meta = self.secondary.save_if(key, expected, record).await?;
                 res.commit(PendingOp::Write, meta.updated_at);
@@ -585,7 +587,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 let at = now_ms();
                 let res = self
                     .journal
-                    .admit(key, PendingOp::Tombstone, at, self.base_of(key))
+                    .admit(key, PendingOp::Tombstone, at, base)
                     .map_err(|full| self.journal_full(key, op.name(), full))?;
                 let existed = self.secondary.delete(key).await?;
                 let new = res.is_new();
