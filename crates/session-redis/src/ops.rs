@@ -21,7 +21,7 @@ use session_core::{
 
 use crate::config::Topology;
 use crate::replies::{parse_scan_page, parse_used_memory, ScriptReply};
-use crate::store::{not_connected, pxat, RedisStore, MAX_DEADLINE_MS};
+use crate::store::{fenced, not_connected, pxat, RedisStore, MAX_DEADLINE_MS};
 use crate::BACKEND;
 
 /// Keys asked for per SCAN step.
@@ -89,30 +89,47 @@ impl RedisStore {
         };
         // Kept for a `create` that finds the key taken (a refcount, not a copy).
         let again = matches!(how, Plain::Create).then(|| value.clone());
-        let reply: Value = self
-            .fenced(
-                i,
-                how.op(),
-                key.ns(),
-                conn.set(
-                    self.key(key),
-                    value,
-                    Some(Expiration::PXAT(pxat(meta.expires_at))),
-                    options,
-                    false,
-                ),
-            )
-            .await?;
-        match (how, reply.is_null(), again) {
-            (_, false, _) | (Plain::Save, true, _) => Ok(meta),
+        let written = self.set_fenced(i, conn, key, how, value, meta, options).await?;
+        match (how, written, again) {
+            (_, true, _) | (Plain::Save, false, _) => Ok(meta),
             // Taken: by a session, or by a tombstone, which a new session may replace.
-            (Plain::Create, true, Some(value)) => {
+            (Plain::Create, false, Some(value)) => {
                 let script = &self.inner.scripts.create_over;
                 self.written_if(i, conn, key, how, script, value, meta).await
             }
-            (Plain::Create, true, None) => Err(already_exists(key)),
-            (Plain::Update, true, _) => Err(Error::not_found(key.ns())),
+            (Plain::Create, false, None) => Err(already_exists(key)),
+            (Plain::Update, false, _) => Err(Error::not_found(key.ns())),
         }
+    }
+
+    /// The `SET` of a plain write under the fence; whether it wrote (a `NX`/`XX` that did not
+    /// apply answers nil).
+    #[allow(clippy::too_many_arguments, reason = "one private helper of `plain`")]
+    async fn set_fenced(
+        &self,
+        i: usize,
+        conn: &WithOptions<Client>,
+        key: &SessionKey,
+        how: Plain,
+        value: Bytes,
+        meta: Meta,
+        options: Option<SetOptions>,
+    ) -> Result<bool> {
+        let reply: Value = fenced!(
+            self,
+            i,
+            how.op(),
+            key.ns(),
+            conn.set(
+                self.key(key),
+                value,
+                Some(Expiration::PXAT(pxat(meta.expires_at))),
+                options,
+                false,
+            ),
+        )
+        .await?;
+        Ok(!reply.is_null())
     }
 
     /// A write by one of the scripts that answer 1 (written) or 0 (not: `create` finds the key
@@ -129,14 +146,14 @@ impl RedisStore {
         meta: Meta,
     ) -> Result<Meta> {
         let args = vec![Value::Bytes(value), Value::Integer(pxat(meta.expires_at))];
-        let reply = self
-            .fenced(
-                i,
-                how.op(),
-                key.ns(),
-                self.run_script(conn, script, &[self.key(key)], args),
-            )
-            .await?;
+        let reply = fenced!(
+            self,
+            i,
+            how.op(),
+            key.ns(),
+            self.run_script(conn, script, &[self.key(key)], args),
+        )
+        .await?;
         match (ScriptReply::of(reply), how) {
             (ScriptReply::Code(1), _) => Ok(meta),
             (ScriptReply::Code(0), Plain::Create) => Err(already_exists(key)),
@@ -148,9 +165,7 @@ impl RedisStore {
     /// `delete` of a store that keeps no tombstones: `DEL`.
     async fn delete_plain(&self, key: &SessionKey) -> Result<bool> {
         let (i, conn) = self.up()?;
-        let n: i64 = self
-            .fenced(i, "delete", key.ns(), conn.del(self.key(key)))
-            .await?;
+        let n: i64 = fenced!(self, i, "delete", key.ns(), conn.del(self.key(key))).await?;
         Ok(n > 0)
     }
 
@@ -163,14 +178,14 @@ impl RedisStore {
             Value::Bytes(encode_tombstone(&tombstone.meta(0))),
             Value::Integer(pxat(self.inner.tombstone_ttl_ms)),
         ];
-        let reply = self
-            .fenced(
-                i,
-                "delete",
-                key.ns(),
-                self.run_script(conn, &self.inner.scripts.delete_tomb, &[self.key(key)], args),
-            )
-            .await?;
+        let reply = fenced!(
+            self,
+            i,
+            "delete",
+            key.ns(),
+            self.run_script(conn, &self.inner.scripts.delete_tomb, &[self.key(key)], args),
+        )
+        .await?;
         match ScriptReply::of(reply) {
             ScriptReply::Code(1) => Ok(true),
             ScriptReply::Code(0) => Ok(false),
@@ -222,7 +237,7 @@ impl RedisStore {
                     .unwrap_or_else(|| {
                         FredError::new(FredKind::Unknown, "a pipelined batch of GETs lost replies")
                     });
-                return self.read(i, "load_many", None, async { Err(e) }).await;
+                return self.read_result(i, "load_many", None, Err(e));
             }
             for (key, reply) in batch.iter().zip(replies) {
                 match reply {
@@ -247,9 +262,8 @@ impl RedisStore {
         for _ in 0..ROTATE_ATTEMPTS {
             let (i, conn) = self.up()?;
             let client: &Client = conn;
-            let value: Option<Bytes> = self
-                .read(i, "rotate", Some(key.ns()), client.get(old_k.clone()))
-                .await?;
+            let got = client.get(old_k.clone()).await;
+            let value: Option<Bytes> = self.read_result(i, "rotate", Some(key.ns()), got)?;
             let Some(bytes) = value else {
                 return Err(Error::not_found(key.ns()));
             };
@@ -259,59 +273,59 @@ impl RedisStore {
                 Entry::Tombstone(_) => return Err(Error::not_found(key.ns())),
             };
             let version = Value::Bytes(Bytes::copy_from_slice(&meta.version.as_u64().to_be_bytes()));
-            let copy = self
-                .fenced(
-                    i,
-                    "rotate",
-                    key.ns(),
-                    self.run_script(
-                        conn,
-                        &scripts.copy_to,
-                        std::slice::from_ref(&new_k),
-                        vec![
-                            Value::Bytes(bytes.clone()),
-                            version.clone(),
-                            Value::Integer(pxat(meta.deadline())),
-                        ],
-                    ),
-                )
-                .await?;
+            let copy = fenced!(
+                self,
+                i,
+                "rotate",
+                key.ns(),
+                self.run_script(
+                    conn,
+                    &scripts.copy_to,
+                    std::slice::from_ref(&new_k),
+                    vec![
+                        Value::Bytes(bytes.clone()),
+                        version.clone(),
+                        Value::Integer(pxat(meta.deadline())),
+                    ],
+                ),
+            )
+            .await?;
             match ScriptReply::of(copy) {
                 ScriptReply::Code(1) => {}
                 ScriptReply::Code(-2) => return Err(already_exists(key)),
                 _ => return Err(unexpected("rotate", key.ns())),
             }
-            let removed = self
-                .fenced(
-                    i,
-                    "rotate",
-                    key.ns(),
-                    self.run_script(
-                        conn,
-                        &scripts.del_if,
-                        std::slice::from_ref(&old_k),
-                        vec![version.clone()],
-                    ),
-                )
-                .await?;
+            let removed = fenced!(
+                self,
+                i,
+                "rotate",
+                key.ns(),
+                self.run_script(
+                    conn,
+                    &scripts.del_if,
+                    std::slice::from_ref(&old_k),
+                    vec![version.clone()],
+                ),
+            )
+            .await?;
             match ScriptReply::of(removed) {
                 ScriptReply::Code(1) => return Ok(meta),
                 // The old id was deleted (a logout) or rewritten meanwhile: the copy must not
                 // outlive it. Undo it, then report the logout or start over with the new value.
                 ScriptReply::Code(code @ (0 | -2)) => {
-                    let undone = self
-                        .fenced(
-                            i,
-                            "rotate",
-                            key.ns(),
-                            self.run_script(
-                                conn,
-                                &scripts.del_if,
-                                std::slice::from_ref(&new_k),
-                                vec![version.clone()],
-                            ),
-                        )
-                        .await;
+                    let undone = fenced!(
+                        self,
+                        i,
+                        "rotate",
+                        key.ns(),
+                        self.run_script(
+                            conn,
+                            &scripts.del_if,
+                            std::slice::from_ref(&new_k),
+                            vec![version.clone()],
+                        ),
+                    )
+                    .await;
                     if let Err(e) = undone {
                         // The copy must not outlive the logout: keep trying in the background
                         // until Redis answers (or the copy's own deadline removes it).
@@ -355,7 +369,7 @@ impl RedisStore {
                 let script = &store.inner.scripts.del_if;
                 let args = vec![version.clone()];
                 let run = store.run_script(conn, script, std::slice::from_ref(&key), args);
-                if store.fenced(i, "rotate", "", run).await.is_ok() {
+                if fenced!(store, i, "rotate", "", run).await.is_ok() {
                     tracing::debug!(backend = BACKEND, "redis: undid an interrupted rotate's copy");
                     return;
                 }
@@ -478,9 +492,8 @@ impl SessionStore for RedisStore {
         // applies): fred's fail-fast check repeats the one above, and a GET that lands late
         // changes nothing.
         let client: &Client = conn;
-        let value: Option<Bytes> = self
-            .read(i, "load", Some(key.ns()), client.get(self.key(key)))
-            .await?;
+        let got = client.get(self.key(key)).await;
+        let value: Option<Bytes> = self.read_result(i, "load", Some(key.ns()), got)?;
         self.decode_loaded(value, key.ns())
     }
 
@@ -508,14 +521,14 @@ impl SessionStore for RedisStore {
             Value::Bytes(Bytes::copy_from_slice(&expected_version.as_u64().to_be_bytes())),
             Value::Integer(pxat(meta.expires_at)),
         ];
-        let reply = self
-            .fenced(
-                i,
-                "save_if",
-                key.ns(),
-                self.run_script(conn, &self.inner.scripts.save_if, &[self.key(key)], args),
-            )
-            .await?;
+        let reply = fenced!(
+            self,
+            i,
+            "save_if",
+            key.ns(),
+            self.run_script(conn, &self.inner.scripts.save_if, &[self.key(key)], args),
+        )
+        .await?;
         match ScriptReply::of(reply) {
             ScriptReply::Code(1) => Ok(meta),
             ScriptReply::Code(0) => Err(Error::not_found(key.ns())),
@@ -552,14 +565,14 @@ impl SessionStore for RedisStore {
     async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
         let (i, conn) = self.up()?;
         let args = vec![Value::Integer(pxat(expires_at))];
-        let reply = self
-            .fenced(
-                i,
-                "touch",
-                key.ns(),
-                self.run_script(conn, &self.inner.scripts.touch, &[self.key(key)], args),
-            )
-            .await?;
+        let reply = fenced!(
+            self,
+            i,
+            "touch",
+            key.ns(),
+            self.run_script(conn, &self.inner.scripts.touch, &[self.key(key)], args),
+        )
+        .await?;
         match ScriptReply::of(reply) {
             ScriptReply::Code(1) => Ok(true),
             ScriptReply::Code(0) => Ok(false),
@@ -585,21 +598,22 @@ impl SessionStore for RedisStore {
         let (i, conn) = self.up()?;
         let new_key = SessionKey::new(key.namespace.clone(), new_id.clone());
         let keys = [self.key(key), self.key(&new_key)];
-        let reply = self
-            .fenced(
-                i,
-                "rotate",
-                key.ns(),
-                self.run_script(conn, &self.inner.scripts.rotate, &keys, Vec::new()),
-            )
-            .await?;
+        let reply = fenced!(
+            self,
+            i,
+            "rotate",
+            key.ns(),
+            self.run_script(conn, &self.inner.scripts.rotate, &keys, Vec::new()),
+        )
+        .await?;
         match ScriptReply::of(reply) {
             ScriptReply::Bytes(bytes) => match Record::decode(&bytes, key.ns()) {
                 Ok(record) => Ok(record.meta),
                 Err(e) => {
                     // An envelope this build cannot read (an unknown codec): move it back.
                     let back = [keys[1].clone(), keys[0].clone()];
-                    self.fenced(
+                    fenced!(
+                        self,
                         i,
                         "rotate",
                         key.ns(),
@@ -652,14 +666,14 @@ impl SessionStore for RedisStore {
             Change::Expire => vec![base, Value::from("e")],
         };
         let (i, conn) = self.up()?;
-        let reply = self
-            .fenced(
-                i,
-                "reconcile",
-                key.ns(),
-                self.run_script(conn, &self.inner.scripts.reconcile, &[self.key(key)], args),
-            )
-            .await?;
+        let reply = fenced!(
+            self,
+            i,
+            "reconcile",
+            key.ns(),
+            self.run_script(conn, &self.inner.scripts.reconcile, &[self.key(key)], args),
+        )
+        .await?;
         match ScriptReply::of(reply) {
             ScriptReply::Code(1) => Ok(Reconciled::Applied),
             ScriptReply::Code(2) => Ok(Reconciled::Won),
@@ -695,9 +709,7 @@ impl SessionStore for RedisStore {
                 match reply {
                     Ok(value) => out.push(self.decode_loaded(value, key.ns())),
                     Err(e) => {
-                        let e = self
-                            .read(i, "load_many", Some(key.ns()), async { Err::<(), _>(e) })
-                            .await;
+                        let e = self.read_result(i, "load_many", Some(key.ns()), Err::<(), _>(e));
                         match e {
                             Err(e @ Error::Corrupt { .. }) => out.push(Err(e)),
                             Err(e) => return Err(e),
@@ -786,9 +798,8 @@ impl SessionStore for RedisStore {
             if !conn.is_connected() || !self.inner.fence.usable(i) {
                 return Err(not_connected());
             }
-            self.read(i, "health", None, conn.ping::<Value>(None))
-                .await
-                .map(drop)
+            let pong = conn.ping::<Value>(None).await;
+            self.read_result(i, "health", None, pong).map(drop)
         }));
         let control = async {
             self.inner

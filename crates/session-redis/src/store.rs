@@ -2,7 +2,6 @@
 //! The [`SessionStore`](session_core::SessionStore) operations are in `ops.rs`.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use session_core::{Error, KeyPrefix, Result, SessionKey};
 
 use crate::config::{Built, RedisConfig, Topology};
 use crate::error::{map_command_error, map_connect_error};
-use crate::fence::{outcome_unknown, Fence};
+use crate::fence::{outcome_unknown, Armed, Fence};
 use crate::scripts::Scripts;
 use crate::BACKEND;
 
@@ -57,6 +56,24 @@ const CONNECT_POLL: Duration = Duration::from_millis(5);
 pub struct RedisStore {
     pub(crate) inner: Arc<Inner>,
 }
+
+/// One write on pooled connection `$i` of `$store` under the fence, as a future of
+/// `Result<T>`: [`RedisStore::begin_write`], the command `$call` (built inside the future, so
+/// it is held once), [`RedisStore::end_write`].
+macro_rules! fenced {
+    ($store:expr, $i:expr, $op:expr, $ns:expr, $call:expr $(,)?) => {
+        async {
+            match $store.begin_write($i) {
+                Err(e) => Err(e),
+                Ok(armed) => {
+                    let result = $call.await;
+                    $store.end_write(armed, result, $op, $ns).await
+                }
+            }
+        }
+    };
+}
+pub(crate) use fenced;
 
 pub(crate) struct Inner {
     /// The pooled clients, each wrapped with the per-command options (timeout, fail fast).
@@ -401,15 +418,14 @@ impl RedisStore {
         map_command_error(e, op, None, self.inner.timeout)
     }
 
-    /// Runs one write on pooled connection `i` under the fence: refused while an earlier
-    /// write is not fenced; an unknown outcome is fenced before it is reported.
-    pub(crate) async fn fenced<T>(
-        &self,
-        i: usize,
-        op: &'static str,
-        namespace: &str,
-        call: impl Future<Output = std::result::Result<T, FredError>>,
-    ) -> Result<T> {
+    /// Arms the fence for one write about to be sent on pooled connection `i`: refused while
+    /// an earlier write is not fenced, or when this connection's id is unknown. The caller
+    /// awaits the command itself and hands its result to [`end_write`](Self::end_write).
+    ///
+    /// Two calls rather than one wrapping the command's future: a fred command future is
+    /// several KiB, and an `async fn` taking one as an argument holds it twice (rustc keeps
+    /// the argument and its moved copy), so every write's boxed future would double.
+    pub(crate) fn begin_write(&self, i: usize) -> Result<Armed> {
         if !self.inner.fence.writable() {
             return Err(writes_fenced_off());
         }
@@ -425,13 +441,26 @@ impl RedisStore {
                 source: None,
             });
         }
-        match call.await {
+        Ok(armed)
+    }
+
+    /// The outcome of a write armed by [`begin_write`](Self::begin_write): an unknown outcome
+    /// is fenced before it is reported. (Dropped instead, the guard fences in the background.)
+    pub(crate) async fn end_write<T>(
+        &self,
+        armed: Armed,
+        result: std::result::Result<T, FredError>,
+        op: &'static str,
+        namespace: &str,
+    ) -> Result<T> {
+        match result {
             Ok(v) => {
                 armed.disarm();
                 Ok(v)
             }
             Err(e) if outcome_unknown(&e) => {
-                let fenced = armed.fire().await;
+                // Boxed: the kill is a command future of its own, as large as the write's.
+                let fenced = Box::pin(armed.fire()).await;
                 let err = self.err(e, op, namespace);
                 if !fenced {
                     tracing::warn!(
@@ -450,28 +479,26 @@ impl RedisStore {
         }
     }
 
-    /// A read on pooled connection `i`: a timeout or broken connection gets the connection
-    /// replaced (fenced in the background), so a stuck connection does not stay in the pool.
-    pub(crate) async fn read<T>(
+    /// The result of a read on pooled connection `i`: a timeout or broken connection gets the
+    /// connection replaced (fenced in the background), so a stuck connection does not stay in
+    /// the pool. (A function of the result, not of the command's future: see `begin_write`.)
+    pub(crate) fn read_result<T>(
         &self,
         i: usize,
         op: &'static str,
         namespace: Option<&str>,
-        call: impl Future<Output = std::result::Result<T, FredError>>,
+        result: std::result::Result<T, FredError>,
     ) -> Result<T> {
-        match call.await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if outcome_unknown(&e) {
-                    // Dropped armed: the fence runs in the background; writes wait for it.
-                    drop(self.inner.fence.arm(i));
-                }
-                Err(match namespace {
-                    Some(ns) => self.err(e, op, ns),
-                    None => self.err_global(e, op),
-                })
+        result.map_err(|e| {
+            if outcome_unknown(&e) {
+                // Dropped armed: the fence runs in the background; writes wait for it.
+                drop(self.inner.fence.arm(i));
             }
-        }
+            match namespace {
+                Some(ns) => self.err(e, op, ns),
+                None => self.err_global(e, op),
+            }
+        })
     }
 
     /// `EVALSHA`, and on `NOSCRIPT` (first use, restarted server, new master) `EVAL`, which
