@@ -454,14 +454,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         match (op, answer) {
             (Op::Load, Ok(Out::Record(Some(r)))) => self.warm.put(key, r),
             (Op::Save(r) | Op::Create(r) | Op::Update(r) | Op::SaveIf(_, r), Ok(Out::Meta(meta))) => {
-                self.warm.put(
-                    key,
-                    &Record {
-                        meta: *meta,
-                        codec: r.codec,
-                        payload: r.payload.clone(),
-                    },
-                )
+                self.warm.put_written(key, *meta, r)
             }
             (Op::Touch(at), Ok(Out::Flag(true))) => self.warm.retime(key, at),
             // Deleted here: the primary holds this delete's tombstone.

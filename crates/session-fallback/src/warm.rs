@@ -14,16 +14,23 @@
 //!
 //! Sharded mutexes around hash tables; at a bound, the oldest insertions of
 //! the shard go first (FIFO), counted as evictions. Payloads are copied in,
-//! so a copy never pins a larger read buffer.
+//! so a copy never pins a larger read buffer; the copy goes into the buffer
+//! of the entry it replaces or evicts when nothing else holds that buffer and
+//! it fits (a warm copy at its bound then allocates nothing per call).
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use bytes::BytesMut;
 use hashbrown::HashTable;
-use session_core::backend::{cap_deadline, Record, HEADER_LEN};
-use session_core::{Bytes, SessionKey, Version};
+use session_core::backend::{cap_deadline, CodecId, Record, HEADER_LEN};
+use session_core::{Bytes, Meta, SessionKey, Version};
+
+/// A recycled buffer is used only for a payload of at least this share of its capacity, so
+/// a copy never pins much more memory than its byte bound counts.
+const RECYCLE_MIN_FILL: usize = 2;
 
 /// Shards of the copy; a power of two.
 const SHARDS: usize = 16;
@@ -95,6 +102,58 @@ fn cost(key: &SessionKey, known: &Known) -> u64 {
     (key.ns().len() + key.id.as_str().len() + value) as u64
 }
 
+/// The payload buffer of an entry that is leaving, if nothing else holds it.
+fn reusable(known: Known) -> Option<BytesMut> {
+    match known {
+        Known::Live(record) => record.payload.try_into_mut().ok(),
+        Known::Gone { .. } => None,
+    }
+}
+
+/// `payload` copied into `spare` when it fits without pinning much more than it holds,
+/// else into a new buffer of its own size.
+fn copy_into(spare: Option<BytesMut>, payload: &[u8]) -> Bytes {
+    let mut buf = match spare {
+        Some(b)
+            if b.capacity() >= payload.len() && b.capacity() <= payload.len().max(64) * RECYCLE_MIN_FILL =>
+        {
+            b
+        }
+        _ => BytesMut::with_capacity(payload.len()),
+    };
+    buf.clear();
+    buf.extend_from_slice(payload);
+    buf.freeze()
+}
+
+/// What is being put: a live record (its payload to be copied in) or a delete.
+enum Put<'a> {
+    /// Metadata, codec and payload of the record.
+    Live(Meta, CodecId, &'a [u8]),
+    Gone { version: Version, until: u64 },
+}
+
+impl Put<'_> {
+    fn cost(&self, key: &SessionKey) -> u64 {
+        let value = match self {
+            Put::Live(_, _, payload) => HEADER_LEN + payload.len(),
+            Put::Gone { .. } => HEADER_LEN,
+        };
+        (key.ns().len() + key.id.as_str().len() + value) as u64
+    }
+
+    fn into_known(self, spare: Option<BytesMut>) -> Known {
+        match self {
+            Put::Live(meta, codec, payload) => Known::Live(Record {
+                meta,
+                codec,
+                payload: copy_into(spare, payload),
+            }),
+            Put::Gone { version, until } => Known::Gone { version, until },
+        }
+    }
+}
+
 impl WarmCopy {
     /// A copy of at most `max_entries` sessions and `max_bytes` bytes (0 entries: off).
     pub(crate) fn new(max_entries: usize, max_bytes: u64) -> Self {
@@ -141,12 +200,16 @@ impl WarmCopy {
         if !self.enabled() {
             return;
         }
-        let record = Record {
-            meta: record.meta,
-            codec: record.codec,
-            payload: Bytes::copy_from_slice(&record.payload),
-        };
-        self.insert(key, Known::Live(record));
+        self.insert(key, Put::Live(record.meta, record.codec, &record.payload));
+    }
+
+    /// Keeps (or replaces) the copy of `key` after a write of `record` that the primary
+    /// stored with `meta`.
+    pub(crate) fn put_written(&self, key: &SessionKey, meta: Meta, record: &Record) {
+        if !self.enabled() {
+            return;
+        }
+        self.insert(key, Put::Live(meta, record.codec, &record.payload));
     }
 
     /// Remembers that this instance deleted `key` in the primary, leaving a tombstone of
@@ -155,11 +218,11 @@ impl WarmCopy {
         if !self.enabled() {
             return;
         }
-        self.insert(key, Known::Gone { version, until });
+        self.insert(key, Put::Gone { version, until });
     }
 
-    fn insert(&self, key: &SessionKey, known: Known) {
-        let new_cost = cost(key, &known);
+    fn insert(&self, key: &SessionKey, put: Put<'_>) {
+        let new_cost = put.cost(key);
         if new_cost > self.max_bytes_per_shard {
             self.remove(key);
             return;
@@ -168,33 +231,47 @@ impl WarmCopy {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let mut shard = self.shard(hash);
         let shard = &mut *shard;
-        match shard.table.find_mut(hash, |s| &s.key == key) {
-            Some(slot) => {
-                shard.bytes = shard.bytes - cost(&slot.key, &slot.known) + new_cost;
-                slot.known = known;
-                slot.seq = seq;
-            }
-            None => {
-                shard.table.insert_unique(
-                    hash,
-                    Slot {
-                        key: key.clone(),
-                        known,
-                        seq,
-                    },
-                    |s| self.hasher.hash_one(&s.key),
-                );
-                shard.bytes += new_cost;
-            }
+        // Replaced in place: the old payload's buffer takes the new one if it can.
+        if let Some(slot) = shard.table.find_mut(hash, |s| &s.key == key) {
+            let old_cost = cost(&slot.key, &slot.known);
+            let old = std::mem::replace(
+                &mut slot.known,
+                Known::Gone {
+                    version: Version::NONE,
+                    until: 0,
+                },
+            );
+            slot.known = put.into_known(reusable(old));
+            slot.seq = seq;
+            shard.bytes = shard.bytes - old_cost + new_cost;
+            shard.fifo.push_back((hash, seq));
+            self.make_room(shard, 0, 0);
+            return;
         }
+        // New: room first, so that an evicted entry's buffer can take the copy.
+        let spare = self.make_room(shard, 1, new_cost);
+        shard.table.insert_unique(
+            hash,
+            Slot {
+                key: key.clone(),
+                known: put.into_known(spare),
+                seq,
+            },
+            |s| self.hasher.hash_one(&s.key),
+        );
+        shard.bytes += new_cost;
         shard.fifo.push_back((hash, seq));
-        self.make_room(shard);
     }
 
-    /// Evicts the oldest insertions until the shard is within its bounds, and drops stale
-    /// FIFO entries so the queue stays proportional to the table.
-    fn make_room(&self, shard: &mut Shard) {
-        while shard.table.len() > self.max_entries_per_shard || shard.bytes > self.max_bytes_per_shard {
+    /// Evicts the oldest insertions until the shard has room for `entries` more entries of
+    /// `bytes` more bytes, and drops stale FIFO entries so the queue stays proportional to
+    /// the table. Returns the payload buffer of the last live entry evicted, if nothing else
+    /// holds it.
+    fn make_room(&self, shard: &mut Shard, entries: usize, bytes: u64) -> Option<BytesMut> {
+        let mut spare = None;
+        while shard.table.len() + entries > self.max_entries_per_shard
+            || shard.bytes + bytes > self.max_bytes_per_shard
+        {
             let Some((hash, seq)) = shard.fifo.pop_front() else {
                 break;
             };
@@ -202,6 +279,9 @@ impl WarmCopy {
                 let (slot, _) = entry.remove();
                 shard.bytes -= cost(&slot.key, &slot.known);
                 self.evicted.fetch_add(1, Ordering::Relaxed);
+                if let Some(buf) = reusable(slot.known) {
+                    spare = Some(buf);
+                }
             }
         }
         if shard.fifo.len() > 2 * shard.table.len() + 16 {
@@ -210,6 +290,7 @@ impl WarmCopy {
                 .fifo
                 .retain(|&(hash, seq)| table.find(hash, |s| s.seq == seq).is_some());
         }
+        spare
     }
 
     /// What is known of `key`, if anything and not past its deadline at `now` (ms).
@@ -320,6 +401,40 @@ mod tests {
             w.put(&k, &rec(b"y", i));
         }
         assert!(w.shards.iter().all(|s| lock(s).fifo.len() < 2_100));
+    }
+
+    #[test]
+    fn buffers_are_recycled_only_when_unshared_and_fitting() {
+        // One entry per shard at most: every new key evicts.
+        let w = WarmCopy::new(SHARDS, 1 << 20);
+        let k = key();
+        w.put(&k, &rec(&[1u8; 1000], 1));
+        let first = w.get(&k, 0).unwrap().payload.as_ptr();
+        // Replaced while nothing holds the old copy: the same buffer.
+        w.put(&k, &rec(&[2u8; 990], 2));
+        let second = w.get(&k, 0).unwrap();
+        assert_eq!(second.payload.as_ptr(), first);
+        assert_eq!(&second.payload[..], &[2u8; 990][..]);
+        // Held by a reader: a new buffer, and the reader's copy is left as it was.
+        w.put(&k, &rec(&[3u8; 990], 3));
+        assert_eq!(&second.payload[..], &[2u8; 990][..]);
+        assert_ne!(w.get(&k, 0).unwrap().payload.as_ptr(), first);
+        // Far smaller than the buffer: not recycled (it would pin the rest).
+        let held = w.get(&k, 0).unwrap().payload.as_ptr();
+        w.put(&k, &rec(&[4u8; 10], 4));
+        assert_ne!(w.get(&k, 0).unwrap().payload.as_ptr(), held);
+        // Eviction: many keys through a full copy keep every payload intact.
+        for i in 0..200u8 {
+            let k = key();
+            w.put(&k, &rec(&[i; 700], u64::from(i)));
+            assert_eq!(&w.get(&k, 0).unwrap().payload[..], &[i; 700][..]);
+        }
+        assert!(w.len() <= SHARDS);
+        for s in w.shards.iter() {
+            let s = lock(s);
+            let want: u64 = s.table.iter().map(|slot| cost(&slot.key, &slot.known)).sum();
+            assert_eq!(s.bytes, want);
+        }
     }
 
     #[test]
