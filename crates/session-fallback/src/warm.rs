@@ -130,7 +130,10 @@ fn copy_into(spare: Option<BytesMut>, payload: &[u8]) -> Bytes {
 enum Put<'a> {
     /// Metadata, codec and payload of the record.
     Live(Meta, CodecId, &'a [u8]),
-    Gone { version: Version, until: u64 },
+    Gone {
+        version: Version,
+        until: u64,
+    },
 }
 
 impl Put<'_> {

@@ -824,6 +824,7 @@ impl Inner {
                         self.release(1, old_charge);
                         drop(table);
                         drop(moved);
+                        self.leave_rotated(key, deadline);
                         return Ok(there);
                     }
                     Some(_) => true,
@@ -836,6 +837,8 @@ impl Inner {
                 self.adjust_bytes(old_charge, moved.charge(prefix_len));
                 table.insert_unique(new_hash, moved, |e| self.hash_entry(e));
                 new_shard.note_deadline(deadline);
+                drop(table);
+                self.leave_rotated(key, deadline);
                 return Ok(meta);
             }
             moved
@@ -869,6 +872,25 @@ impl Inner {
         Err(Error::AlreadyExists {
             namespace: namespace.to_owned(),
         })
+    }
+
+    /// After a rotate moved the session away from `key`: a store that keeps tombstones leaves
+    /// one there (a token of its own, not the session's, so a replayed write based on the
+    /// session as it was loses to it as to a logout; the session's deadline), unless something
+    /// was written under the old id meanwhile. A tombstone the bounds refuse is not left: the
+    /// session has moved either way.
+    fn leave_rotated(&self, key: &SessionKey, deadline: u64) {
+        if !self.config.keeps_tombstones() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let meta = Tombstone::new(now, deadline).meta(deadline);
+        let _ = self.apply_at(key, now, |state, _| {
+            Ok(match state {
+                State::Absent | State::Expired => Outcome::Write(Value::Tomb { meta }, ()),
+                _ => Outcome::Keep(()),
+            })
+        });
     }
 
     /// Moves the reserved bytes of an entry from `old` to `new` (no bound check:

@@ -295,17 +295,14 @@ impl RedisStore {
                 ScriptReply::Code(-2) => return Err(already_exists(key)),
                 _ => return Err(unexpected("rotate", key.ns())),
             }
+            let mut args = vec![version.clone()];
+            args.extend(self.rotate_tombstone());
             let removed = fenced!(
                 self,
                 i,
                 "rotate",
                 key.ns(),
-                self.run_script(
-                    conn,
-                    &scripts.del_if,
-                    std::slice::from_ref(&old_k),
-                    vec![version.clone()],
-                ),
+                self.run_script(conn, &scripts.del_if, std::slice::from_ref(&old_k), args),
             )
             .await?;
             match ScriptReply::of(removed) {
@@ -343,6 +340,17 @@ impl RedisStore {
             namespace: key.ns().to_owned(),
             expected: Version::NONE,
             actual: Version::NONE,
+        })
+    }
+
+    /// What a store that keeps tombstones leaves under a rotated session's old id: a tombstone
+    /// header with a token of its own (not the session's: a replayed write based on the session
+    /// as it was must lose to it, as to a logout), its deadline set by the script to the
+    /// session's. `None` for a store without tombstones (the old key is deleted).
+    fn rotate_tombstone(&self) -> Option<Value> {
+        self.keeps_tombstones().then(|| {
+            let now = session_core::backend::now_ms();
+            Value::Bytes(encode_tombstone(&Tombstone::new(now, now).meta(0)))
         })
     }
 
@@ -598,12 +606,13 @@ impl SessionStore for RedisStore {
         let (i, conn) = self.up()?;
         let new_key = SessionKey::new(key.namespace.clone(), new_id.clone());
         let keys = [self.key(key), self.key(&new_key)];
+        let args: Vec<Value> = self.rotate_tombstone().into_iter().collect();
         let reply = fenced!(
             self,
             i,
             "rotate",
             key.ns(),
-            self.run_script(conn, &self.inner.scripts.rotate, &keys, Vec::new()),
+            self.run_script(conn, &self.inner.scripts.rotate, &keys, args),
         )
         .await?;
         match ScriptReply::of(reply) {

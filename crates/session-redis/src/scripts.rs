@@ -144,14 +144,24 @@ return 1
 }
 
 /// `rotate` in one step (standalone, sentinel): moves the value from `KEYS[1]` to `KEYS[2]`
-/// with its deadline, unless `KEYS[2]` holds another session.
+/// with its deadline, unless `KEYS[2]` holds another session. A store that keeps tombstones
+/// leaves one under the old id (the old id is logged out, for every replay too).
 fn rotate() -> String {
     prelude()
         + r#"
--- KEYS[1] old key; KEYS[2] new key.
+-- KEYS[1] old key; KEYS[2] new key; ARGV[1] (optional) a tombstone header to leave under the
+-- old key, with the session's deadline (without it the old key is deleted).
 -- Returns the moved value; 0: old missing (or a tombstone); -1: old is not an envelope (left in
 -- place); -2: the new id holds another session (nothing changed). A tombstone under the new id
 -- is replaced.
+local function leave(key, h)
+  if ARGV[1] and #ARGV[1] > 0 then
+    local d = deadline_of(h)
+    redis.call('SET', key, with_expires(ARGV[1], d), 'PXAT', ms(d))
+  else
+    redis.call('DEL', key)
+  end
+end
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local h = string.sub(v, 1, HEADER)
@@ -161,13 +171,13 @@ local there = redis.call('GETRANGE', KEYS[2], 0, HEADER - 1)
 if #there > 0 and not tombstone_at(KEYS[2], there) then
   -- An earlier, interrupted rotate already copied this very write: finish it.
   if #there == HEADER and version_of(there) == version_of(h) then
-    redis.call('DEL', KEYS[1])
+    leave(KEYS[1], h)
     return v
   end
   return -2
 end
 redis.call('SET', KEYS[2], v, 'PXAT', string.format('%.0f', deadline_of(h)))
-redis.call('DEL', KEYS[1])
+leave(KEYS[1], h)
 return v
 "#
 }
@@ -190,16 +200,23 @@ return 1
 }
 
 /// Deletes a key only while it holds the given version (the second half of a cluster
-/// `rotate`, and undoing its copy).
+/// `rotate`, and undoing its copy); the rotate of a store that keeps tombstones leaves one
+/// instead.
 fn del_if() -> String {
     prelude()
         + r#"
--- KEYS[1] key; ARGV[1] version, 8 bytes.
+-- KEYS[1] key; ARGV[1] version, 8 bytes; ARGV[2] (optional) a tombstone header to leave in
+-- its place, with the session's deadline.
 -- Returns 1: deleted; 0: missing; -2: holds another version (or not an envelope).
 local h = redis.call('GETRANGE', KEYS[1], 0, HEADER - 1)
 if #h == 0 then return 0 end
 if #h ~= HEADER or version_of(h) ~= ARGV[1] then return -2 end
-redis.call('DEL', KEYS[1])
+if ARGV[2] and #ARGV[2] > 0 then
+  local d = deadline_of(h)
+  redis.call('SET', KEYS[1], with_expires(ARGV[2], d), 'PXAT', ms(d))
+else
+  redis.call('DEL', KEYS[1])
+end
 return 1
 "#
 }

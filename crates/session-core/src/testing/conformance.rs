@@ -1254,6 +1254,7 @@ macro_rules! conformance_tests {
             reconcile_skips_an_expired_write, reconcile_refuses_bad_input,
             reconcile_expire_removes_only_its_base,
             delete_leaving_names_its_tombstone, a_delete_over_a_tombstone_replaces_it,
+            rotate_leaves_a_tombstone_under_the_old_id,
         );
     };
     (@expand $make:path; $($name:ident),* $(,)?) => {

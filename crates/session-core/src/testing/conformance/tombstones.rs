@@ -206,6 +206,45 @@ pub async fn a_delete_over_a_tombstone_replaces_it(h: &dyn Harness) {
     }
 }
 
+/// `rotate` on a store that keeps tombstones logs the old id out as a delete
+/// would: it leaves a tombstone there with a token of its own and the
+/// session's deadline, so a replayed write based on the session as it was
+/// before the rotate (an instance cut off meanwhile) does not bring the old id
+/// back; the old id may still be created again.
+pub async fn rotate_leaves_a_tombstone_under_the_old_id(h: &dyn Harness) {
+    let t = tombstoned(h).await;
+    let s = t.store.as_ref();
+    let old = new_key("task");
+    let before = s.create(&old, &rec(b"x", HOUR_MS)).await.unwrap();
+    let new_id = crate::id::SessionId::generate().unwrap();
+    let moved = s.rotate(&old, &new_id).await.unwrap();
+    let new = SessionKey::new(old.namespace.clone(), new_id);
+    assert_eq!(payload(s, &new).await.as_deref(), Some(&b"x"[..]));
+    match entry(&t, &old).await {
+        Some(Entry::Tombstone(meta)) => {
+            assert_ne!(meta.version, before.version, "a token of its own");
+            assert_eq!(meta.expires_at, moved.deadline(), "the session's deadline");
+        }
+        other => panic!("expected a tombstone under the old id, got {other:?}"),
+    }
+    let stale = rec_at(b"stale", 0x9999, now_ms() + 5_000);
+    assert_eq!(
+        s.reconcile(&old, before.version, Change::Write(&stale))
+            .await
+            .unwrap(),
+        Reconciled::Kept,
+        "a write based on the session before the rotate"
+    );
+    assert_eq!(s.load(&old).await.unwrap(), None);
+    assert!(matches!(
+        s.update(&old, &rec(b"late", HOUR_MS)).await,
+        Err(Error::NotFound { .. })
+    ));
+    s.create(&old, &rec(b"again", HOUR_MS)).await.unwrap();
+    assert_eq!(payload(s, &old).await.as_deref(), Some(&b"again"[..]));
+    assert_eq!(payload(s, &new).await.as_deref(), Some(&b"x"[..]));
+}
+
 /// `save` (last writer wins) replaces a tombstone.
 pub async fn save_replaces_a_tombstone(h: &dyn Harness) {
     let t = tombstoned(h).await;
