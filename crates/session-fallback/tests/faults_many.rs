@@ -965,6 +965,113 @@ async fn logout_via_healthy_instance() {
     assert_consistent(&rig, &v);
 }
 
+/// A logs K out while healthy, is cut off, and the user logs in again under the same id via A
+/// (a create based on A's own tombstone); meanwhile the user logs out via B, which reaches Redis
+/// (a second tombstone, another token). A heals and replays: B's later logout wins, as a
+/// logout wins over every write it could not have seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relogin_loses_to_a_later_logout() {
+    if !faults_enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::start(2).await;
+    let (a, b) = (&rig.nodes[0], &rig.nodes[1]);
+    let k = rig.key("K");
+
+    let first = rig.write(a, Kind::Create, &k, &fresh("a:first"), 0).await;
+    let logout = rig.delete(a, &k).await;
+    a.cut();
+    a.trip().await;
+    let relogin = rig.write(a, Kind::Create, &k, &fresh("a:again"), 0).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let logout_b = rig.delete(b, &k).await;
+    let before = rig.read(&k);
+    a.heal();
+    let replayed_at = rig.recover(a).await;
+    let v = rig.verdict();
+    let c = a.store.counters();
+    println!(
+        "FIGURES many-relogin-vs-later-logout: a_create={} a_delete={} a_outage_create={} b_delete={} \
+         redis_before_replay={} a_replayed_ms={} replayed={} conflicts={} final={} resurrected={} lost={}",
+        first.outcome,
+        logout.outcome,
+        relogin.outcome,
+        logout_b.outcome,
+        before,
+        ms(replayed_at),
+        c.replayed,
+        c.conflicts,
+        v.of(&k),
+        v.resurrected.len(),
+        v.lost.len()
+    );
+    assert!(
+        first.ok() && logout.ok() && relogin.ok() && logout_b.ok(),
+        "every call is acknowledged\n{}",
+        rig.dump()
+    );
+    assert!(
+        v.of(&k).deleted(),
+        "A's replayed login undid B's later logout: Redis holds {}\n{}",
+        v.of(&k),
+        rig.dump()
+    );
+    assert_consistent(&rig, &v);
+}
+
+/// As above, but the user logs in again via B too (a create over A's tombstone, in Redis): the
+/// two logins meet as writes, and the later one is what Redis keeps after A's replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relogin_meets_a_later_relogin() {
+    if !faults_enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::start(2).await;
+    let (a, b) = (&rig.nodes[0], &rig.nodes[1]);
+    let k = rig.key("K");
+
+    let first = rig.write(a, Kind::Create, &k, &fresh("a:first"), 0).await;
+    let logout = rig.delete(a, &k).await;
+    a.cut();
+    a.trip().await;
+    let relogin_a = rig.write(a, Kind::Create, &k, &fresh("a:again"), 0).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let b_value = fresh("b:again");
+    let relogin_b = rig.write(b, Kind::Create, &k, &b_value, 0).await;
+    a.heal();
+    let replayed_at = rig.recover(a).await;
+    let v = rig.verdict();
+    let c = a.store.counters();
+    println!(
+        "FIGURES many-relogin-vs-later-relogin: a_create={} a_delete={} a_outage_create={} b_create={} \
+         a_replayed_ms={} replayed={} conflicts={} final={} resurrected={} lost={}",
+        first.outcome,
+        logout.outcome,
+        relogin_a.outcome,
+        relogin_b.outcome,
+        ms(replayed_at),
+        c.replayed,
+        c.conflicts,
+        v.of(&k),
+        v.resurrected.len(),
+        v.lost.len()
+    );
+    assert!(
+        first.ok() && logout.ok() && relogin_a.ok() && relogin_b.ok(),
+        "every call is acknowledged\n{}",
+        rig.dump()
+    );
+    assert_eq!(
+        v.of(&k).value(),
+        Some(b_value.as_str()),
+        "the later login (B's) is what Redis keeps\n{}",
+        rig.dump()
+    );
+    assert_consistent(&rig, &v);
+}
+
 /// What A does to a key in an outage round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AChange {
