@@ -1689,3 +1689,133 @@ async fn load_generator() {
         );
     }
 }
+
+/// A rolling restart under load, Redis healthy throughout: three instances serve a mixed load
+/// on half of the sessions while each instance in turn is replaced by a fresh one (a deploy),
+/// twice. The moment each fresh instance is up it loads every session of the other half (live,
+/// never touched by the load): each must be found in Redis — a fresh instance never answers a
+/// miss (or an error) for a session that exists. At the end Redis is read directly and compared
+/// with the history: nothing lost, nothing resurrected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_restart() {
+    if !faults_enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::start(3).await;
+    let keys: Arc<Vec<SessionKey>> = Arc::new((0..LOAD_KEYS).map(|i| rig.key(&format!("s{i}"))).collect());
+    for k in keys.iter() {
+        let e = rig
+            .write(&rig.nodes[0], Kind::Create, k, &fresh("A:init"), 0)
+            .await;
+        assert!(e.ok(), "{e}");
+    }
+    let (busy, quiet) = keys.split_at(LOAD_KEYS / 2);
+    let busy: Arc<Vec<SessionKey>> = Arc::new(busy.to_vec());
+    // Each instance's current store: a restart swaps it; calls in flight finish on the old one.
+    let slots: Vec<Arc<std::sync::RwLock<Arc<Store>>>> = rig
+        .nodes
+        .iter()
+        .map(|n| Arc::new(std::sync::RwLock::new(Arc::clone(&n.store))))
+        .collect();
+    let seed = now_ms() ^ 0x5851_f42d_4c95_7f2d;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for (n, node) in rig.nodes.iter().enumerate() {
+        for w in 0..WORKERS_PER_NODE {
+            let (history, slot, busy, stop) = (
+                Arc::clone(&rig.history),
+                Arc::clone(&slots[n]),
+                Arc::clone(&busy),
+                Arc::clone(&stop),
+            );
+            let name = node.name;
+            let mut rng = Rng(seed ^ ((n * WORKERS_PER_NODE + w + 1) as u64).wrapping_mul(0x9e37_79b9));
+            workers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let key = &busy[rng.below(busy.len() as u64) as usize];
+                    let kind = match rng.below(100) {
+                        0..=9 => Kind::Create,
+                        10..=34 => Kind::Save,
+                        35..=59 => Kind::Update,
+                        60..=74 => Kind::Delete,
+                        _ => Kind::Load,
+                    };
+                    let r = kind.writes().then(|| record(&fresh(name)));
+                    let store = Arc::clone(&slot.read().unwrap());
+                    history.run(name, &store, kind, key, r.as_ref()).await;
+                    tokio::time::sleep(Duration::from_millis(1 + rng.below(4))).await;
+                }
+            }));
+        }
+    }
+    let (mut restarts, mut started_closed, mut quiet_loads, mut quiet_found) = (0, 0, 0, 0);
+    let mut quiet_bad: Vec<String> = Vec::new();
+    let mut startup_ms: Vec<Duration> = Vec::new();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..2 {
+        for (n, node) in rig.nodes.iter().enumerate() {
+            let t = Instant::now();
+            let fresh_store = Arc::new(fallback(node.proxy.url()).await);
+            startup_ms.push(t.elapsed());
+            restarts += 1;
+            started_closed += usize::from(fresh_store.state() == CircuitState::Closed);
+            let old = std::mem::replace(&mut *slots[n].write().unwrap(), Arc::clone(&fresh_store));
+            drop(old);
+            for k in quiet {
+                let e = rig
+                    .history
+                    .run(node.name, &fresh_store, Kind::Load, k, None)
+                    .await;
+                quiet_loads += 1;
+                match &e.outcome {
+                    Outcome::Loaded(Some(_)) => quiet_found += 1,
+                    _ => quiet_bad.push(e.to_string()),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let v = rig.verdict();
+    let events = rig.history.events();
+    let failed = events
+        .iter()
+        .filter(|e| matches!(e.outcome, Outcome::Failed(..)))
+        .count();
+    let all_lat: Vec<Duration> = events.iter().map(Event::latency).collect();
+    println!(
+        "FIGURES many-rolling-restart: instances=3 sessions={LOAD_KEYS} restarts={restarts} \
+         started_closed={started_closed} startup_ms_max={:.1} ops={} unknown={failed} acked_writes={} \
+         acked_deletes={} quiet_loads={quiet_loads} quiet_found={quiet_found} quiet_bad={} p99_ms={} \
+         resurrected={} lost={} foreign={}",
+        startup_ms.iter().map(|d| ms(*d)).fold(0.0, f64::max),
+        events.len(),
+        v.acked_writes,
+        v.acked_deletes,
+        quiet_bad.len(),
+        percentile(all_lat, 99.0),
+        v.resurrected.len(),
+        v.lost.len(),
+        v.foreign.len()
+    );
+    assert_eq!(
+        started_closed, restarts,
+        "a fresh instance started with the circuit open"
+    );
+    assert!(
+        quiet_bad.is_empty(),
+        "a fresh instance's loads of existing sessions: {quiet_bad:#?}"
+    );
+    assert!(
+        v.resurrected.is_empty() && v.lost.is_empty() && v.foreign.is_empty(),
+        "resurrected: {:#?}\nlost: {:#?}\nforeign: {:#?}",
+        v.resurrected,
+        v.lost,
+        v.foreign
+    );
+    assert_consistent(&rig, &v);
+}
