@@ -26,6 +26,12 @@
 //!    newer state; A replays, then the held bytes are delivered: they must not land.
 //! 8. `load`: three instances, 200 sessions, random operations for 5 s, one instance cut off
 //!    for 2 s in the middle.
+//! 9. `long-outage`: the same load with the instance cut off for 10 s.
+//! 10. `relogin-vs-later-logout`: A logs out, is cut off and creates K again; B logs out again:
+//!     after A's replay K stays deleted.
+//! 11. `relogin-vs-later-relogin`: the same, but B creates K again: the later login is kept.
+//! 12. `rolling-restart`: three instances under load, each replaced twice by a fresh one; every
+//!     existing session is found by a fresh instance at once.
 //!
 //! Only with `SESSION_TEST_FAULTS=1` (`cargo xtask test --only faults`); one test at a time.
 
@@ -1498,6 +1504,21 @@ async fn load_generator() {
     if !faults_enabled() {
         return;
     }
+    load_with_one_instance_cut_off("many-load", Duration::from_millis(2_000)).await;
+}
+
+/// The same load with B cut off for ten seconds: a long outage, its journal and warm copy
+/// serving five times as many calls, and a replay of all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_outage() {
+    if !faults_enabled() {
+        return;
+    }
+    load_with_one_instance_cut_off("many-long-outage", Duration::from_secs(10)).await;
+}
+
+/// [`load_generator`]'s scenario, B cut off for `cut_for`; figures printed as `FIGURES {label}`.
+async fn load_with_one_instance_cut_off(label: &str, cut_for: Duration) {
     let _serial = SERIAL.lock().await;
     let rig = Rig::start(3).await;
     let keys: Arc<Vec<SessionKey>> = Arc::new((0..LOAD_KEYS).map(|i| rig.key(&format!("s{i}"))).collect());
@@ -1550,7 +1571,7 @@ async fn load_generator() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let cut_at = rig.now();
     cut_node.cut();
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    tokio::time::sleep(cut_for).await;
     let heal_at = rig.now();
     frozen.store(true, Ordering::Relaxed);
     cut_node.heal();
@@ -1638,7 +1659,7 @@ async fn load_generator() {
     let deleted = v.finals.values().filter(|f| f.deleted()).count();
     let c = cut_node.store.counters();
     println!(
-        "FIGURES many-load: seed={seed} instances=3 sessions={LOAD_KEYS} ops={} ok={ok} refused={refused} \
+        "FIGURES {label}: seed={seed} instances=3 sessions={LOAD_KEYS} ops={} ok={ok} refused={refused} \
          unknown={failed} acked_writes={} acked_deletes={} final_live={} final_deleted={deleted} \
          cut_ms={:.0}..{:.0} b_failovers={} b_replayed={} b_conflicts={} b_degraded_ms=[{}] \
          outage_calls_cut={} p99_cut_ms={} max_cut_ms={} outage_calls_healthy={} p99_healthy_ms={} \
