@@ -1,11 +1,14 @@
-//! `cargo xtask demo [--backend memory|redis|fallback] [--chaos] [--users N] [--turns N] [--release]`:
+//! `cargo xtask demo [--backend memory|redis|fallback] [--instances N] [--chaos] [--users N] [--turns N] [--release]`:
 //! the demo server driven by the chat simulator, with a short report.
 //!
 //! `--backend redis|fallback` starts a local `redis-server` (append-only file
-//! on, so a restarted Redis keeps what it acknowledged). `--chaos` (fallback
-//! only) kills Redis with SIGKILL mid-run and restarts it, and the report
-//! shows whether any acknowledged write was lost or any deleted session came
-//! back.
+//! on, so a restarted Redis keeps what it acknowledged). `--instances N` (1–3;
+//! 2 with `--chaos`) starts N demo servers on that one Redis, and the simulator
+//! spreads each user's requests over them. `--chaos` (fallback only) kills
+//! Redis with SIGKILL mid-run and restarts it, and the report shows whether
+//! any acknowledged write was lost or any deleted session came back, and per
+//! instance how many outage calls its warm copy answered (sessions that
+//! predate the outage).
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +21,7 @@ use crate::serve::{build_demo, http_get, metric_sum, run_simulator, DemoServer};
 
 struct Args {
     backend: String,
+    instances: Option<usize>,
     chaos: bool,
     users: usize,
     turns: usize,
@@ -27,6 +31,7 @@ struct Args {
 fn parse(args: &[String]) -> crate::Result<Args> {
     let mut a = Args {
         backend: "memory".into(),
+        instances: None,
         chaos: false,
         users: 200,
         turns: 5,
@@ -38,6 +43,7 @@ fn parse(args: &[String]) -> crate::Result<Args> {
         match flag.as_str() {
             "--backend" => a.backend = value()?,
             "--chaos" => a.chaos = true,
+            "--instances" => a.instances = Some(value()?.parse()?),
             "--users" => a.users = value()?.parse()?,
             "--turns" => a.turns = value()?.parse()?,
             "--release" => a.release = true,
@@ -46,6 +52,16 @@ fn parse(args: &[String]) -> crate::Result<Args> {
     }
     if !matches!(a.backend.as_str(), "memory" | "redis" | "fallback") {
         return Err(format!("--backend must be memory, redis or fallback, not `{}`", a.backend).into());
+    }
+    if let Some(n) = a.instances {
+        if !(1..=3).contains(&n) {
+            return Err(format!("--instances must be 1, 2 or 3, not {n}").into());
+        }
+        if n > 1 && a.backend == "memory" {
+            return Err(
+                "--instances above 1 needs --backend redis or fallback (memory is per process)".into(),
+            );
+        }
     }
     if a.chaos && a.backend != "fallback" {
         return Err("--chaos needs --backend fallback (Redis is stopped mid-run)".into());
@@ -82,19 +98,26 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
         let url = r.lock().map_err(|_| "redis guard poisoned")?.url();
         env.push(("SESSION_REDIS__URL".into(), url));
     }
-    let server = DemoServer::start(&bin, &env)?;
-    println!("demo: session-demo on {} (backend {})", server.url(), a.backend);
+    let instances = a.instances.unwrap_or(if a.chaos { 2 } else { 1 });
+    let mut servers = Vec::new();
+    for _ in 0..instances {
+        let server = DemoServer::start(&bin, &env)?;
+        println!("demo: session-demo on {} (backend {})", server.url(), a.backend);
+        servers.push(server);
+    }
 
-    let mut sim_args = vec![
-        "--target".to_string(),
-        server.url(),
+    let mut sim_args = Vec::new();
+    for server in &servers {
+        sim_args.extend(["--target".to_string(), server.url()]);
+    }
+    sim_args.extend([
         "--users".into(),
         a.users.to_string(),
         "--turns".into(),
         a.turns.to_string(),
         "--concurrency".into(),
         "32".into(),
-    ];
+    ]);
     if a.backend == "fallback" {
         sim_args.extend(["--wait-recovered-secs".into(), "60".into()]);
     }
@@ -107,9 +130,9 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
         (Some(r), true) => {
             let r = Arc::clone(r);
             let done = Arc::clone(&done);
-            let port = server.port();
+            let ports: Vec<u16> = servers.iter().map(DemoServer::port).collect();
             Some(std::thread::spawn(move || {
-                chaos_monkey(&r, &done, port).map_err(|e| e.to_string())
+                chaos_monkey(&r, &done, &ports).map_err(|e| e.to_string())
             }))
         }
         _ => None,
@@ -125,24 +148,35 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
         }
     }
 
-    if let Ok((_, health)) = http_get(server.port(), "/health") {
-        println!("health: {}", health.trim());
-    }
-    if let Ok((200, metrics)) = http_get(server.port(), "/metrics") {
-        let failovers = metric_sum(&metrics, "session_fallback_failovers_total", "");
-        let replayed = metric_sum(&metrics, "session_fallback_replayed_total", "");
-        let conflicts = metric_sum(&metrics, "session_fallback_conflicts_total", "");
-        let hits = metric_sum(&metrics, "session_store_hits_total", "");
-        let misses = metric_sum(&metrics, "session_store_misses_total", "");
-        let mut line = format!("metrics: store hits={hits} misses={misses}");
-        if a.backend == "fallback" {
-            line.push_str(&format!(
-                " fallback failovers={failovers} replayed={replayed} conflicts={conflicts}"
-            ));
+    for (n, server) in servers.iter().enumerate() {
+        let who = if instances > 1 {
+            format!("instance {}: ", n + 1)
+        } else {
+            String::new()
+        };
+        if let Ok((_, health)) = http_get(server.port(), "/health") {
+            println!("{who}health: {}", health.trim());
         }
-        println!("{line}");
+        if let Ok((200, metrics)) = http_get(server.port(), "/metrics") {
+            let get = |name: &str| metric_sum(&metrics, name, "");
+            let mut line = format!(
+                "{who}metrics: store hits={} misses={}",
+                get("session_store_hits_total"),
+                get("session_store_misses_total")
+            );
+            if a.backend == "fallback" {
+                line.push_str(&format!(
+                    " fallback failovers={} replayed={} conflicts={} warm_served={}",
+                    get("session_fallback_failovers_total"),
+                    get("session_fallback_replayed_total"),
+                    get("session_fallback_conflicts_total"),
+                    get("session_fallback_warm_served_total")
+                ));
+            }
+            println!("{line}");
+        }
     }
-    drop(server);
+    drop(servers);
     Ok(if status.success() {
         ExitCode::SUCCESS
     } else {
@@ -150,9 +184,9 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
     })
 }
 
-/// Kills Redis after 2 s of load, restarts it 3 s later, and prints what the
-/// demo's `/health` said meanwhile.
-fn chaos_monkey(redis: &Mutex<RedisServer>, done: &AtomicBool, demo_port: u16) -> crate::Result<()> {
+/// Kills Redis after 2 s of load, restarts it 3 s later, and prints what each
+/// demo instance's `/health` said meanwhile.
+fn chaos_monkey(redis: &Mutex<RedisServer>, done: &AtomicBool, demo_ports: &[u16]) -> crate::Result<()> {
     let start = Instant::now();
     let stamp = |what: &str| println!("chaos: t={:.1}s {what}", start.elapsed().as_secs_f64());
     std::thread::sleep(Duration::from_secs(2));
@@ -163,8 +197,14 @@ fn chaos_monkey(redis: &Mutex<RedisServer>, done: &AtomicBool, demo_port: u16) -
     redis.lock().map_err(|_| "redis guard poisoned")?.kill9()?;
     stamp("redis-server killed (SIGKILL)");
     std::thread::sleep(Duration::from_millis(1500));
-    if let Ok((_, h)) = http_get(demo_port, "/health") {
-        stamp(&format!("health during the outage: {}", h.trim()));
+    for (n, port) in demo_ports.iter().enumerate() {
+        if let Ok((_, h)) = http_get(*port, "/health") {
+            stamp(&format!(
+                "instance {}: health during the outage: {}",
+                n + 1,
+                h.trim()
+            ));
+        }
     }
     std::thread::sleep(Duration::from_millis(1500));
     redis.lock().map_err(|_| "redis guard poisoned")?.restart()?;

@@ -92,6 +92,10 @@ pub struct FallbackCounters {
     pub probes: u64,
     /// Probes that found the primary still down.
     pub probe_failures: u64,
+    /// Calls made while the primary was unreachable that were answered from
+    /// the warm copy (or journaled against it): sessions that predate the
+    /// outage, kept usable.
+    pub warm_served: u64,
 }
 
 /// The live counters behind [`FallbackCounters`].
@@ -107,6 +111,7 @@ pub(crate) struct Counters {
     pub(crate) opened: AtomicU64,
     pub(crate) probes: AtomicU64,
     pub(crate) probe_failures: AtomicU64,
+    pub(crate) warm_served: AtomicU64,
 }
 
 /// One of the [`Counters`], with its metric name.
@@ -122,6 +127,7 @@ pub(crate) enum Field {
     Opened,
     Probes,
     ProbeFailures,
+    WarmServed,
 }
 
 /// Metric names published through the `metrics` facade (see `docs/operations.md`).
@@ -151,6 +157,8 @@ pub mod metric {
     pub const PROBES: &str = "session_fallback_probes_total";
     /// Counter: probes that found the primary still down.
     pub const PROBE_FAILURES: &str = "session_fallback_probe_failures_total";
+    /// Counter: calls made while the primary was unreachable and answered from the warm copy.
+    pub const WARM_SERVED: &str = "session_fallback_warm_served_total";
 }
 
 impl Counters {
@@ -174,6 +182,7 @@ impl Counters {
             ),
             Field::Probes => (&self.probes, Some(metric::PROBES)),
             Field::ProbeFailures => (&self.probe_failures, Some(metric::PROBE_FAILURES)),
+            Field::WarmServed => (&self.warm_served, Some(metric::WARM_SERVED)),
         };
         atomic.fetch_add(1, Ordering::Relaxed);
         if let Some(name) = name {
@@ -194,6 +203,7 @@ impl Counters {
             opened: get(&self.opened),
             probes: get(&self.probes),
             probe_failures: get(&self.probe_failures),
+            warm_served: get(&self.warm_served),
         }
     }
 }

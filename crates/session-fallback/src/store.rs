@@ -505,6 +505,9 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             Some(Known::Live(r)) => Some(r),
             _ => None,
         };
+        if warm.is_some() {
+            self.counters.inc(Field::WarmServed);
+        }
         if let (Some(w), Op::Update(_) | Op::SaveIf(..) | Op::Touch(_)) = (&warm, op) {
             self.materialize(key, w, op.name()).await?;
             entry = self.journal.get(key);

@@ -1661,7 +1661,7 @@ async fn load_with_one_instance_cut_off(label: &str, cut_for: Duration) {
     println!(
         "FIGURES {label}: seed={seed} instances=3 sessions={LOAD_KEYS} ops={} ok={ok} refused={refused} \
          unknown={failed} acked_writes={} acked_deletes={} final_live={} final_deleted={deleted} \
-         cut_ms={:.0}..{:.0} b_failovers={} b_replayed={} b_conflicts={} b_degraded_ms=[{}] \
+         cut_ms={:.0}..{:.0} b_failovers={} b_replayed={} b_conflicts={} b_warm_served={} b_degraded_ms=[{}] \
          outage_calls_cut={} p99_cut_ms={} max_cut_ms={} outage_calls_healthy={} p99_healthy_ms={} \
          warm_hits={warm_hits} cant_tell={cant_tell} known_gone={known_gone} false_miss={} false_hit={} resurrected={} lost={} foreign={}",
         events.len(),
@@ -1673,6 +1673,7 @@ async fn load_with_one_instance_cut_off(label: &str, cut_for: Duration) {
         c.failovers,
         c.replayed,
         c.conflicts,
+        c.warm_served,
         b_spans.join(","),
         cut_lat.len(),
         percentile(cut_lat.clone(), 99.0),
@@ -1684,6 +1685,11 @@ async fn load_with_one_instance_cut_off(label: &str, cut_for: Duration) {
         v.resurrected.len(),
         v.lost.len(),
         v.foreign.len()
+    );
+    assert!(
+        c.warm_served >= warm_hits,
+        "B answered {warm_hits} loads from its warm copy but counted {}",
+        c.warm_served
     );
     assert!(
         false_miss.is_empty() && false_hit.is_empty(),
