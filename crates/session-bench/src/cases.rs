@@ -702,6 +702,10 @@ pub(crate) struct RedisMemory {
     pub(crate) value_len: usize,
     /// The payload's length.
     pub(crate) payload_len: usize,
+    /// `MEMORY USAGE` of a logged-out session's tombstone (tombstones on), averaged.
+    pub(crate) tombstone_per_key: f64,
+    /// The length of those tombstones' keys.
+    pub(crate) tombstone_key_len: usize,
 }
 
 /// The Redis subjects, pre-filled, plus Redis' memory per key and a connection of its own for
@@ -789,7 +793,22 @@ pub(crate) async fn redis_cases(
             .await;
         usage.push(check("MEMORY USAGE", reply) as f64);
     }
+    // A logout's cost with tombstones on: sessions created and deleted through a store that
+    // keeps tombstones, then each left key measured.
+    let tomb_keys = Keys::in_namespace("bench_tomb", 200);
+    prefill(tombstoned.as_ref(), &tomb_keys, record, false).await;
+    let mut tomb_usage = Vec::new();
+    for (key, full) in tomb_keys.keys.iter().zip(tomb_keys.redis.iter()) {
+        check("deleting a session", tombstoned.delete(key).await);
+        let args: Vec<Value> = vec!["USAGE".into(), full.clone().into(), "SAMPLES".into(), "0".into()];
+        let reply: Result<i64, _> = raw1
+            .custom(CustomCommand::new_static("MEMORY", None, false), args)
+            .await;
+        tomb_usage.push(check("MEMORY USAGE of a tombstone", reply) as f64);
+    }
     let memory = RedisMemory {
+        tombstone_per_key: tomb_usage.iter().sum::<f64>() / tomb_usage.len().max(1) as f64,
+        tombstone_key_len: tomb_keys.redis.first().map_or(0, |k| k.as_bytes().len()),
         usage_per_key: usage.iter().sum::<f64>() / usage.len().max(1) as f64,
         used_memory_per_key: (used_after.saturating_sub(used_before)) as f64 / keys.len().max(1) as f64,
         key_len: keys.redis.first().map_or(0, |k| k.as_bytes().len()),

@@ -702,12 +702,20 @@ impl Run {
                 r.payload_len,
                 r.used_memory_per_key - (r.key_len + r.payload_len) as f64
             );
+            let _ = writeln!(
+                out,
+                "| Redis, `MEMORY USAGE` of a logout's tombstone (tombstones on) | 200 | {:.0} | {} + 0 | {:.0} (of which the 52-byte header) |",
+                r.tombstone_per_key,
+                r.tombstone_key_len,
+                r.tombstone_per_key - r.tombstone_key_len as f64
+            );
             out
         } else {
             format!(
                 "  MemoryStore {:.0} bytes/entry ({:.0} beyond key {} + payload {}) at {} entries; \
                  DashMap {:.0} ({:.0} beyond)\n  Redis MEMORY USAGE {:.0} bytes/key ({:.0} beyond key {} + \
-                 payload {}; value is the {}-byte envelope); used_memory growth {:.0} bytes/key\n",
+                 payload {}; value is the {}-byte envelope); used_memory growth {:.0} bytes/key\n  \
+                 Redis MEMORY USAGE of a logout's tombstone {:.0} bytes/key (key {})\n",
                 m.per_entry,
                 m.overhead(),
                 m.key_len,
@@ -720,7 +728,9 @@ impl Run {
                 r.key_len,
                 r.payload_len,
                 r.value_len,
-                r.used_memory_per_key
+                r.used_memory_per_key,
+                r.tombstone_per_key,
+                r.tombstone_key_len
             )
         }
     }
