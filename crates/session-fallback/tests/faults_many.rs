@@ -971,6 +971,16 @@ async fn logout_via_healthy_instance() {
     assert_consistent(&rig, &v);
 }
 
+/// A creates `k` and deletes it while healthy (its warm copy knows the tombstone), then is cut
+/// off and its circuit opened. Returns the create and the delete.
+async fn logged_out_then_cut_off(rig: &Rig, a: &Node, k: &SessionKey) -> (Event, Event) {
+    let first = rig.write(a, Kind::Create, k, &fresh("a:first"), 0).await;
+    let logout = rig.delete(a, k).await;
+    a.cut();
+    a.trip().await;
+    (first, logout)
+}
+
 /// A logs K out while healthy, is cut off, and the user logs in again under the same id via A
 /// (a create based on A's own tombstone); meanwhile the user logs out via B, which reaches Redis
 /// (a second tombstone, another token). A heals and replays: B's later logout wins, as a
@@ -985,10 +995,7 @@ async fn relogin_loses_to_a_later_logout() {
     let (a, b) = (&rig.nodes[0], &rig.nodes[1]);
     let k = rig.key("K");
 
-    let first = rig.write(a, Kind::Create, &k, &fresh("a:first"), 0).await;
-    let logout = rig.delete(a, &k).await;
-    a.cut();
-    a.trip().await;
+    let (first, logout) = logged_out_then_cut_off(&rig, a, &k).await;
     let relogin = rig.write(a, Kind::Create, &k, &fresh("a:again"), 0).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
     let logout_b = rig.delete(b, &k).await;
@@ -1038,10 +1045,7 @@ async fn relogin_meets_a_later_relogin() {
     let (a, b) = (&rig.nodes[0], &rig.nodes[1]);
     let k = rig.key("K");
 
-    let first = rig.write(a, Kind::Create, &k, &fresh("a:first"), 0).await;
-    let logout = rig.delete(a, &k).await;
-    a.cut();
-    a.trip().await;
+    let (first, logout) = logged_out_then_cut_off(&rig, a, &k).await;
     let relogin_a = rig.write(a, Kind::Create, &k, &fresh("a:again"), 0).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
     let b_value = fresh("b:again");
@@ -1483,6 +1487,19 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+
+    /// One call of the mixed load: 10 % create, 25 % save, 25 % update, 15 % delete, 25 % load;
+    /// a write gets a fresh value tagged `name`.
+    fn mixed_op(&mut self, name: &str) -> (Kind, Option<Record>) {
+        let kind = match self.below(100) {
+            0..=9 => Kind::Create,
+            10..=34 => Kind::Save,
+            35..=59 => Kind::Update,
+            60..=74 => Kind::Delete,
+            _ => Kind::Load,
+        };
+        (kind, kind.writes().then(|| record(&fresh(name))))
+    }
 }
 
 const LOAD_KEYS: usize = 200;
@@ -1553,14 +1570,7 @@ async fn load_with_one_instance_cut_off(label: &str, cut_for: Duration) {
                         keys.len()
                     };
                     let key = &keys[rng.below(live as u64) as usize];
-                    let kind = match rng.below(100) {
-                        0..=9 => Kind::Create,
-                        10..=34 => Kind::Save,
-                        35..=59 => Kind::Update,
-                        60..=74 => Kind::Delete,
-                        _ => Kind::Load,
-                    };
-                    let r = kind.writes().then(|| record(&fresh(name)));
+                    let (kind, r) = rng.mixed_op(name);
                     history.run(name, &store, kind, key, r.as_ref()).await;
                     tokio::time::sleep(Duration::from_millis(1 + rng.below(4))).await;
                 }
@@ -1761,14 +1771,7 @@ async fn rolling_restart() {
             workers.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let key = &busy[rng.below(busy.len() as u64) as usize];
-                    let kind = match rng.below(100) {
-                        0..=9 => Kind::Create,
-                        10..=34 => Kind::Save,
-                        35..=59 => Kind::Update,
-                        60..=74 => Kind::Delete,
-                        _ => Kind::Load,
-                    };
-                    let r = kind.writes().then(|| record(&fresh(name)));
+                    let (kind, r) = rng.mixed_op(name);
                     let store = Arc::clone(&slot.read().unwrap());
                     history.run(name, &store, kind, key, r.as_ref()).await;
                     tokio::time::sleep(Duration::from_millis(1 + rng.below(4))).await;
