@@ -990,47 +990,7 @@ async fn relogin_loses_to_a_later_logout() {
     if !faults_enabled() {
         return;
     }
-    let _serial = SERIAL.lock().await;
-    let rig = Rig::start(2).await;
-    let (a, b) = (&rig.nodes[0], &rig.nodes[1]);
-    let k = rig.key("K");
-
-    let (first, logout) = logged_out_then_cut_off(&rig, a, &k).await;
-    let relogin = rig.write(a, Kind::Create, &k, &fresh("a:again"), 0).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let logout_b = rig.delete(b, &k).await;
-    let before = rig.read(&k);
-    a.heal();
-    let replayed_at = rig.recover(a).await;
-    let v = rig.verdict();
-    let c = a.store.counters();
-    println!(
-        "FIGURES many-relogin-vs-later-logout: a_create={} a_delete={} a_outage_create={} b_delete={} \
-         redis_before_replay={} a_replayed_ms={} replayed={} conflicts={} final={} resurrected={} lost={}",
-        first.outcome,
-        logout.outcome,
-        relogin.outcome,
-        logout_b.outcome,
-        before,
-        ms(replayed_at),
-        c.replayed,
-        c.conflicts,
-        v.of(&k),
-        v.resurrected.len(),
-        v.lost.len()
-    );
-    assert!(
-        first.ok() && logout.ok() && relogin.ok() && logout_b.ok(),
-        "every call is acknowledged\n{}",
-        rig.dump()
-    );
-    assert!(
-        v.of(&k).deleted(),
-        "A's replayed login undid B's later logout: Redis holds {}\n{}",
-        v.of(&k),
-        rig.dump()
-    );
-    assert_consistent(&rig, &v);
+    relogin_while_cut_off("many-relogin-vs-later-logout", false).await;
 }
 
 /// As above, but the user logs in again via B too (a create over A's tombstone, in Redis): the
@@ -1040,27 +1000,40 @@ async fn relogin_meets_a_later_relogin() {
     if !faults_enabled() {
         return;
     }
+    relogin_while_cut_off("many-relogin-vs-later-relogin", true).await;
+}
+
+/// The two scenarios above: after A's logout and outage login, B logs out again (`b_creates`
+/// false) or logs in again; figures printed as `FIGURES {label}`.
+async fn relogin_while_cut_off(label: &str, b_creates: bool) {
     let _serial = SERIAL.lock().await;
     let rig = Rig::start(2).await;
     let (a, b) = (&rig.nodes[0], &rig.nodes[1]);
     let k = rig.key("K");
 
     let (first, logout) = logged_out_then_cut_off(&rig, a, &k).await;
-    let relogin_a = rig.write(a, Kind::Create, &k, &fresh("a:again"), 0).await;
+    let relogin = rig.write(a, Kind::Create, &k, &fresh("a:again"), 0).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
     let b_value = fresh("b:again");
-    let relogin_b = rig.write(b, Kind::Create, &k, &b_value, 0).await;
+    let b_call = if b_creates {
+        rig.write(b, Kind::Create, &k, &b_value, 0).await
+    } else {
+        rig.delete(b, &k).await
+    };
+    let before = rig.read(&k);
     a.heal();
     let replayed_at = rig.recover(a).await;
     let v = rig.verdict();
     let c = a.store.counters();
     println!(
-        "FIGURES many-relogin-vs-later-relogin: a_create={} a_delete={} a_outage_create={} b_create={} \
+        "FIGURES {label}: a_create={} a_delete={} a_outage_create={} b_{}={} redis_before_replay={} \
          a_replayed_ms={} replayed={} conflicts={} final={} resurrected={} lost={}",
         first.outcome,
         logout.outcome,
-        relogin_a.outcome,
-        relogin_b.outcome,
+        relogin.outcome,
+        if b_creates { "create" } else { "delete" },
+        b_call.outcome,
+        before,
         ms(replayed_at),
         c.replayed,
         c.conflicts,
@@ -1069,16 +1042,25 @@ async fn relogin_meets_a_later_relogin() {
         v.lost.len()
     );
     assert!(
-        first.ok() && logout.ok() && relogin_a.ok() && relogin_b.ok(),
+        first.ok() && logout.ok() && relogin.ok() && b_call.ok(),
         "every call is acknowledged\n{}",
         rig.dump()
     );
-    assert_eq!(
-        v.of(&k).value(),
-        Some(b_value.as_str()),
-        "the later login (B's) is what Redis keeps\n{}",
-        rig.dump()
-    );
+    if b_creates {
+        assert_eq!(
+            v.of(&k).value(),
+            Some(b_value.as_str()),
+            "the later login (B's) is what Redis keeps\n{}",
+            rig.dump()
+        );
+    } else {
+        assert!(
+            v.of(&k).deleted(),
+            "A's replayed login undid B's later logout: Redis holds {}\n{}",
+            v.of(&k),
+            rig.dump()
+        );
+    }
     assert_consistent(&rig, &v);
 }
 
