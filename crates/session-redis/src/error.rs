@@ -260,11 +260,9 @@ pub(crate) fn map_connect_error(e: FredError, tls: bool, connect_timeout: Durati
                 e,
             )
         }
+        // fred's details are the OS error's debug form; the words say it all.
         FredKind::IO if lower.contains("refused") => unavailable(
-            format!(
-                "connection refused ({}): is Redis running on that host and port?",
-                clip(&details)
-            ),
+            "connection refused: is Redis running on that host and port?".to_owned(),
             e,
         ),
         _ => match map_command_error(e, "connect", None, connect_timeout) {
@@ -409,7 +407,15 @@ mod tests {
             matches!(e, Error::Config { ref key, .. } if key == "redis.password"),
             "{e}"
         );
-        let e = map_connect_error(fe(FredKind::IO, "Connection refused (os error 111)"), false, tls);
+        let e = map_connect_error(
+            fe(
+                FredKind::IO,
+                "Os { code: 111, kind: ConnectionRefused, message: \"Connection refused\" }",
+            ),
+            false,
+            tls,
+        );
         assert!(e.is_temporary() && e.to_string().contains("refused"), "{e}");
+        assert!(!e.to_string().contains("Os {"), "no debug dump: {e}");
     }
 }

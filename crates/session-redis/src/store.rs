@@ -136,6 +136,7 @@ impl RedisStore {
         let built = config.build(true)?;
         let connect_timeout = built.connect_timeout;
         let tls = built.tls;
+        let servers = server_list(&built.fred.server);
         let store = RedisStore::from_built(built);
         let mut clients: Vec<Client> = store.inner.conns.iter().map(|c| (**c).clone()).collect();
         clients.push((**store.inner.fence.control()).clone());
@@ -159,14 +160,14 @@ impl RedisStore {
         }
         if let Some(e) = first_error {
             // Dropping the store stops the connections that did come up.
-            return Err(map_connect_error(e, tls, connect_timeout));
+            return Err(naming(map_connect_error(e, tls, connect_timeout), &servers));
         }
         let started = Instant::now();
         let control = store.inner.fence.control();
         control
             .ping::<Value>(None)
             .await
-            .map_err(|e| map_connect_error(e, tls, connect_timeout))?;
+            .map_err(|e| naming(map_connect_error(e, tls, connect_timeout), &servers))?;
         store.check_fencing().await?;
         tracing::debug!(
             backend = BACKEND,
@@ -536,6 +537,32 @@ impl RedisStore {
             },
             other => other,
         }
+    }
+}
+
+/// The servers a configuration names, as `host:port, …` (never credentials).
+fn server_list(server: &fred::types::config::ServerConfig) -> String {
+    server
+        .hosts()
+        .iter()
+        .map(|s| format!("{}:{}", s.host, s.port))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A connect failure that names the servers tried, so "unavailable" says where.
+fn naming(e: Error, servers: &str) -> Error {
+    match e {
+        Error::Unavailable {
+            backend,
+            message,
+            source,
+        } => Error::Unavailable {
+            backend,
+            message: format!("{servers}: {message}"),
+            source,
+        },
+        other => other,
     }
 }
 

@@ -2,9 +2,17 @@
 //! --all-targets` (so the README's code cannot drift from the API) and runnable as
 //! `cargo run -p session-store --example quickstart [-- sessions.toml]`.
 //!
-//! Without a file it uses the memory backend; with one (say `backend = "redis"`), that backend.
+//! Without a file it uses the memory backend; with one (say `backend = "redis"`), that backend,
+//! if the build has its feature: `cargo run -p session-store --features redis,fallback
+//! --example quickstart -- sessions.toml`. An error is printed as its message.
 
-#![allow(clippy::print_stdout, reason = "an example prints what it did")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "an example prints what it did"
+)]
+
+use std::process::ExitCode;
 
 use session_store::{build, Settings};
 
@@ -15,7 +23,17 @@ struct TaskSession {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quickstart: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let file = std::env::args().nth(1);
     let settings = Settings::load(file.as_deref().map(std::path::Path::new))?;
     let built = build(&settings).await?;
