@@ -95,11 +95,15 @@ pub(crate) struct WarmCopy {
 /// What an entry costs against the byte bound: key, envelope header and payload (a deleted
 /// session: key and header, as its tombstone).
 fn cost(key: &SessionKey, known: &Known) -> u64 {
-    let value = match known {
-        Known::Live(record) => record.encoded_len(),
-        Known::Gone { .. } => HEADER_LEN,
-    };
-    (key.ns().len() + key.id.as_str().len() + value) as u64
+    match known {
+        Known::Live(record) => cost_of(key, record.payload.len()),
+        Known::Gone { .. } => cost_of(key, 0),
+    }
+}
+
+/// The cost of an entry of `key` whose payload is `payload_len` bytes (0: a tombstone).
+fn cost_of(key: &SessionKey, payload_len: usize) -> u64 {
+    (key.ns().len() + key.id.as_str().len() + HEADER_LEN + payload_len) as u64
 }
 
 /// The payload buffer of an entry that is leaving, if nothing else holds it.
@@ -138,11 +142,10 @@ enum Put<'a> {
 
 impl Put<'_> {
     fn cost(&self, key: &SessionKey) -> u64 {
-        let value = match self {
-            Put::Live(_, _, payload) => HEADER_LEN + payload.len(),
-            Put::Gone { .. } => HEADER_LEN,
-        };
-        (key.ns().len() + key.id.as_str().len() + value) as u64
+        match self {
+            Put::Live(_, _, payload) => cost_of(key, payload.len()),
+            Put::Gone { .. } => cost_of(key, 0),
+        }
     }
 
     fn into_known(self, spare: Option<BytesMut>) -> Known {
@@ -200,10 +203,7 @@ impl WarmCopy {
 
     /// Keeps (or replaces) the copy of `key`: the record as the primary holds it.
     pub(crate) fn put(&self, key: &SessionKey, record: &Record) {
-        if !self.enabled() {
-            return;
-        }
-        self.insert(key, Put::Live(record.meta, record.codec, &record.payload));
+        self.put_written(key, record.meta, record);
     }
 
     /// Keeps (or replaces) the copy of `key` after a write of `record` that the primary
