@@ -106,11 +106,13 @@ pub enum Error {
     ///
     /// The outcome of a write that timed out is unknown: it may have taken effect or
     /// not. A fencing store (Redis) reports this only once the write can no longer land
-    /// later; read the session to find out.
-    #[error("{backend} backend did not answer within {after:?}; the outcome of a write is unknown")]
+    /// later; read the session to find out. (The message says so for writes only.)
+    #[error("{backend} backend did not answer {op} within {after:?}{}", write_note(.op))]
     Timeout {
         /// The backend name.
         backend: &'static str,
+        /// The operation that timed out (`load`, `save`, …).
+        op: &'static str,
         /// The timeout that elapsed.
         after: Duration,
     },
@@ -336,15 +338,41 @@ pub(crate) fn clip(s: &str) -> String {
     out
 }
 
+/// What a timeout's message adds for an operation that writes.
+fn write_note(op: &str) -> &'static str {
+    match op {
+        "load" | "load_many" | "count" | "stats" | "health" | "connect" => "",
+        _ => "; the outcome of the write is unknown (read the session to find out)",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeout_speaks_of_a_write_only_for_writes() {
+        let timeout = |op| Error::Timeout {
+            backend: "redis",
+            op,
+            after: Duration::from_millis(250),
+        };
+        let load = timeout("load").to_string();
+        assert_eq!(load, "redis backend did not answer load within 250ms");
+        let save = timeout("save").to_string();
+        assert!(
+            save.starts_with("redis backend did not answer save within 250ms; "),
+            "{save}"
+        );
+        assert!(save.contains("outcome of the write is unknown"), "{save}");
+    }
 
     #[test]
     fn classifies_temporary_and_permanent() {
         assert!(Error::unavailable("redis", "down").is_temporary());
         assert!(Error::Timeout {
             backend: "redis",
+            op: "load",
             after: Duration::from_millis(250)
         }
         .is_temporary());

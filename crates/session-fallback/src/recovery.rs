@@ -294,16 +294,16 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             )),
         };
         let reconciled = match self
-            .on_primary(self.primary.reconcile(key, entry.base, change))
+            .on_primary("reconcile", self.primary.reconcile(key, entry.base, change))
             .await
         {
             Ok(r) => r,
             // Bytes that are not a session: the journal's state replaces them.
             Err(Error::Corrupt { .. }) => {
                 let fixed = match change {
-                    Change::Write(r) => self.on_primary(self.primary.save(key, r)).await.map(drop),
+                    Change::Write(r) => self.on_primary("save", self.primary.save(key, r)).await.map(drop),
                     Change::Delete(t) => self
-                        .on_primary(self.primary.delete_leaving(key, t))
+                        .on_primary("delete", self.primary.delete_leaving(key, t))
                         .await
                         .map(drop),
                     Change::Expire => Ok(()),

@@ -262,18 +262,28 @@ pub(crate) fn is_answering(health: &Health) -> bool {
 
 impl<P: SessionStore, S: SessionStore> Inner<P, S> {
     /// Runs a primary call under the fallback's own deadline.
-    pub(crate) async fn on_primary<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
-        self.on_primary_within(self.timeout, call).await
+    pub(crate) async fn on_primary<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.on_primary_within(op, self.timeout, call).await
     }
 
     /// A batch call of `keys` keys under a deadline that scales with its size.
-    async fn on_primary_batch<T>(&self, keys: usize, call: impl Future<Output = Result<T>>) -> Result<T> {
-        self.on_primary_within(self.config.batch_timeout(keys), call)
+    async fn on_primary_batch<T>(
+        &self,
+        op: &'static str,
+        keys: usize,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.on_primary_within(op, self.config.batch_timeout(keys), call)
             .await
     }
 
     async fn on_primary_within<T>(
         &self,
+        op: &'static str,
         deadline: Duration,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
@@ -281,6 +291,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout {
                 backend: self.primary.backend(),
+                op,
                 after: deadline,
             }),
         }
@@ -431,7 +442,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
     async fn exec(&self, key: &SessionKey, op: Op<'_>) -> Result<Out> {
         match self.route(key).await {
             Route::Secondary(guard) => self.on_secondary(key, op, None, guard).await,
-            Route::Primary => match self.on_primary(apply(&self.primary, key, op)).await {
+            Route::Primary => match self.on_primary(op.name(), apply(&self.primary, key, op)).await {
                 Err(e) if e.is_temporary() => {
                     self.failed_over(op.name(), Some(key), &e);
                     let guard = self.locks.lock(key).await;
@@ -796,7 +807,10 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
                 return Err(inner.cannot_tell(key));
             }
         }
-        match inner.on_primary(inner.primary.reconcile(key, base, change)).await {
+        match inner
+            .on_primary("reconcile", inner.primary.reconcile(key, base, change))
+            .await
+        {
             Err(e) if e.is_temporary() => {
                 inner.primary_failed(&e);
                 Err(e)
@@ -834,7 +848,10 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             }
             drop(guards);
         }
-        match inner.on_primary(inner.primary.rotate(key, new_id)).await {
+        match inner
+            .on_primary("rotate", inner.primary.rotate(key, new_id))
+            .await
+        {
             Err(e) if e.is_temporary() => {
                 inner.failed_over("rotate", Some(key), &e);
                 let _guards = inner.locks.lock_many([key, &new_key]).await;
@@ -871,7 +888,7 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
         }
         if primary_slots.len() == keys.len() {
             return match inner
-                .on_primary_batch(keys.len(), inner.primary.load_many(keys))
+                .on_primary_batch("load_many", keys.len(), inner.primary.load_many(keys))
                 .await
             {
                 Err(e) if e.is_temporary() => {
@@ -893,7 +910,11 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
         }
         let primary_keys: Vec<SessionKey> = primary_slots.iter().map(|&i| keys[i].clone()).collect();
         let got = match inner
-            .on_primary_batch(primary_keys.len(), inner.primary.load_many(&primary_keys))
+            .on_primary_batch(
+                "load_many",
+                primary_keys.len(),
+                inner.primary.load_many(&primary_keys),
+            )
             .await
         {
             Err(e) if e.is_temporary() => {
@@ -930,7 +951,7 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             drop(guards);
         }
         match inner
-            .on_primary_batch(items.len(), inner.primary.save_many(items))
+            .on_primary_batch("save_many", items.len(), inner.primary.save_many(items))
             .await
         {
             Err(e) if e.is_temporary() => {
@@ -963,7 +984,7 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             inner.counters.inc(Field::SecondaryCalls);
             return inner.secondary.count(namespace).await;
         }
-        match inner.on_primary(inner.primary.count(namespace)).await {
+        match inner.on_primary("count", inner.primary.count(namespace)).await {
             Err(e) if e.is_temporary() => {
                 inner.failed_over("count", None, &e);
                 inner.secondary.count(namespace).await
@@ -980,7 +1001,7 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
         let base = if inner.state.get().is_open() {
             inner.secondary.stats().await?
         } else {
-            match inner.on_primary(inner.primary.stats()).await {
+            match inner.on_primary("stats", inner.primary.stats()).await {
                 Err(e) if e.is_temporary() => {
                     inner.failed_over("stats", None, &e);
                     inner.secondary.stats().await?

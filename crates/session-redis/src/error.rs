@@ -136,6 +136,7 @@ pub(crate) fn map_command_error(
     match e.kind() {
         FredKind::Timeout => Error::Timeout {
             backend: BACKEND,
+            op,
             after: timeout,
         },
         FredKind::Canceled => unavailable(

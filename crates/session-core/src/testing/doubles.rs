@@ -106,6 +106,7 @@ impl<S: SessionStore> FaultyStore<S> {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::Timeout {
                     backend: "faulty",
+                    op: if is_write { "write" } else { "load" },
                     after: d,
                 });
             }
@@ -123,6 +124,7 @@ impl<S: SessionStore> FaultyStore<S> {
                 tokio::time::sleep(d).await;
                 Err(Error::Timeout {
                     backend: "faulty",
+                    op: "write",
                     after: d,
                 })
             }
