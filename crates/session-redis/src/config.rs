@@ -307,6 +307,7 @@ fn config_err_src(key: &str, message: impl Into<String>, source: fred::error::Er
 }
 
 /// Everything a store needs, checked and converted to fred's types.
+#[derive(Clone)]
 pub(crate) struct Built {
     pub(crate) fred: FredConfig,
     pub(crate) perf: PerformanceConfig,

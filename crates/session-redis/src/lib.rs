@@ -1,12 +1,15 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod cluster;
 mod config;
 mod error;
 mod fence;
+mod node;
 mod ops;
 mod replies;
 mod scripts;
+mod slots;
 mod store;
 
 pub use config::{

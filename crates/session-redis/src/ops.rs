@@ -5,11 +5,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fred::clients::{Client, WithOptions};
+use fred::clients::Client;
 use fred::error::{Error as FredError, ErrorKind as FredKind};
 use fred::interfaces::{ClientLike, KeysInterface};
-use fred::types::config::{Options, Server};
-use fred::types::{Expiration, InfoKind, Key, SetOptions, Value};
+use fred::types::{InfoKind, Key, Value};
 use session_core::backend::{
     check_size, decode_entry, encode_tombstone, now_ms, stamp, Change, Entry, Reconciled, Record, Tombstone,
     FLAGS_OFFSET, FLAG_TOMBSTONE, FORMAT_OFFSET, FORMAT_VERSION, MAGIC,
@@ -19,9 +18,11 @@ use session_core::{
     Version,
 };
 
+use crate::cluster::Cmd;
 use crate::config::Topology;
+use crate::node::{not_connected, Node};
 use crate::replies::{parse_scan_page, parse_used_memory, ScriptReply};
-use crate::store::{fenced, not_connected, pxat, RedisStore, MAX_DEADLINE_MS};
+use crate::store::{pxat, NodeRef, RedisStore, MAX_DEADLINE_MS};
 use crate::BACKEND;
 
 /// Keys asked for per SCAN step.
@@ -67,35 +68,28 @@ impl RedisStore {
     /// tombstones: a `create` whose `SET NX` found the key taken runs the `create_over` script,
     /// which replaces a tombstone; an `update` of a store that keeps tombstones is the
     /// `update_live` script, which treats one as missing.
-    async fn plain(
-        &self,
-        i: usize,
-        conn: &WithOptions<Client>,
-        key: &SessionKey,
-        record: &Record,
-        how: Plain,
-    ) -> Result<Meta> {
+    async fn plain(&self, key: &SessionKey, record: &Record, how: Plain) -> Result<Meta> {
         check_size(key, record, self.inner.max_bytes)?;
         let meta = stored_meta(record);
         let value = record.encode_with(&meta);
         let options = match how {
             Plain::Save => None,
-            Plain::Create => Some(SetOptions::NX),
+            Plain::Create => Some("NX"),
             Plain::Update if self.keeps_tombstones() => {
                 let script = &self.inner.scripts.update_live;
-                return self.written_if(i, conn, key, how, script, value, meta).await;
+                return self.written_if(key, how, script, value, meta).await;
             }
-            Plain::Update => Some(SetOptions::XX),
+            Plain::Update => Some("XX"),
         };
         // Kept for a `create` that finds the key taken (a refcount, not a copy).
         let again = matches!(how, Plain::Create).then(|| value.clone());
-        let written = self.set_fenced(i, conn, key, how, value, meta, options).await?;
+        let written = self.set(key, how, value, meta, options).await?;
         match (how, written, again) {
             (_, true, _) | (Plain::Save, false, _) => Ok(meta),
             // Taken: by a session, or by a tombstone, which a new session may replace.
             (Plain::Create, false, Some(value)) => {
                 let script = &self.inner.scripts.create_over;
-                self.written_if(i, conn, key, how, script, value, meta).await
+                self.written_if(key, how, script, value, meta).await
             }
             (Plain::Create, false, None) => Err(already_exists(key)),
             (Plain::Update, false, _) => Err(Error::not_found(key.ns())),
@@ -104,41 +98,33 @@ impl RedisStore {
 
     /// The `SET` of a plain write under the fence; whether it wrote (a `NX`/`XX` that did not
     /// apply answers nil).
-    #[allow(clippy::too_many_arguments, reason = "one private helper of `plain`")]
-    async fn set_fenced(
+    async fn set(
         &self,
-        i: usize,
-        conn: &WithOptions<Client>,
         key: &SessionKey,
         how: Plain,
         value: Bytes,
         meta: Meta,
-        options: Option<SetOptions>,
+        condition: Option<&'static str>,
     ) -> Result<bool> {
-        let reply: Value = fenced!(
-            self,
-            i,
-            how.op(),
-            key.ns(),
-            conn.set(
-                self.key(key),
-                value,
-                Some(Expiration::PXAT(pxat(meta.expires_at))),
-                options,
-                false,
-            ),
-        )
-        .await?;
+        let k = self.key(key);
+        let mut args = Vec::with_capacity(5);
+        args.push(Value::from(k.clone()));
+        args.push(Value::Bytes(value));
+        args.push(Value::from_static_str("PXAT"));
+        args.push(Value::Integer(pxat(meta.expires_at)));
+        if let Some(c) = condition {
+            args.push(Value::from_static_str(c));
+        }
+        let reply: Value = self
+            .write(&k, how.op(), key.ns(), Cmd::Plain("SET", args))
+            .await?;
         Ok(!reply.is_null())
     }
 
     /// A write by one of the scripts that answer 1 (written) or 0 (not: `create` finds the key
     /// taken, `update` finds no session).
-    #[allow(clippy::too_many_arguments, reason = "one private helper of `plain`")]
     async fn written_if(
         &self,
-        i: usize,
-        conn: &WithOptions<Client>,
         key: &SessionKey,
         how: Plain,
         script: &fred::types::scripts::Script,
@@ -146,14 +132,7 @@ impl RedisStore {
         meta: Meta,
     ) -> Result<Meta> {
         let args = vec![Value::Bytes(value), Value::Integer(pxat(meta.expires_at))];
-        let reply = fenced!(
-            self,
-            i,
-            how.op(),
-            key.ns(),
-            self.run_script(conn, script, &[self.key(key)], args),
-        )
-        .await?;
+        let reply = self.script(key, how.op(), script, args).await?;
         match (ScriptReply::of(reply), how) {
             (ScriptReply::Code(1), _) => Ok(meta),
             (ScriptReply::Code(0), Plain::Create) => Err(already_exists(key)),
@@ -164,28 +143,39 @@ impl RedisStore {
 
     /// `delete` of a store that keeps no tombstones: `DEL`.
     async fn delete_plain(&self, key: &SessionKey) -> Result<bool> {
-        let (i, conn) = self.up()?;
-        let n: i64 = fenced!(self, i, "delete", key.ns(), conn.del(self.key(key))).await?;
+        let k = self.key(key);
+        let args = vec![Value::from(k.clone())];
+        let n: i64 = self
+            .write(&k, "delete", key.ns(), Cmd::Plain("DEL", args))
+            .await?;
         Ok(n > 0)
+    }
+
+    /// A one-key script on `key`, as a write.
+    async fn script(
+        &self,
+        key: &SessionKey,
+        op: &'static str,
+        script: &fred::types::scripts::Script,
+        args: Vec<Value>,
+    ) -> Result<Value> {
+        let k = self.key(key);
+        let keys = std::slice::from_ref(&k);
+        self.write(&k, op, key.ns(), Cmd::Script(script, keys, args))
+            .await
     }
 
     /// `delete` of a store that keeps tombstones: one script that leaves a tombstone with
     /// `tombstone`'s version and time; its deadline is the script's to set (the session's, or
     /// the lifetime from the server's clock).
     async fn delete_leaving_a_tombstone(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
-        let (i, conn) = self.up()?;
         let args = vec![
             Value::Bytes(encode_tombstone(&tombstone.meta(0))),
             Value::Integer(pxat(self.inner.tombstone_ttl_ms)),
         ];
-        let reply = fenced!(
-            self,
-            i,
-            "delete",
-            key.ns(),
-            self.run_script(conn, &self.inner.scripts.delete_tomb, &[self.key(key)], args),
-        )
-        .await?;
+        let reply = self
+            .script(key, "delete", &self.inner.scripts.delete_tomb, args)
+            .await?;
         match ScriptReply::of(reply) {
             ScriptReply::Code(1) => Ok(true),
             ScriptReply::Code(0) => Ok(false),
@@ -194,13 +184,6 @@ impl RedisStore {
                 "the stored value is not a session envelope; it was left as is (save overwrites it)",
             )),
             _ => Err(unexpected("delete", key.ns())),
-        }
-    }
-
-    fn up(&self) -> Result<(usize, &WithOptions<Client>)> {
-        match self.pick() {
-            (i, conn, true) => Ok((i, conn)),
-            _ => Err(not_connected()),
         }
     }
 
@@ -218,15 +201,19 @@ impl RedisStore {
     /// `load_many` on one server (standalone, sentinel): each batch of GETs goes as one fred
     /// pipeline — one message to the connection task, one reply buffer, one timeout — instead
     /// of a command future per key. A key of another Redis type still fails alone (`Corrupt`).
-    async fn load_many_pipelined(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
-        let (i, conn) = self.up()?;
+    async fn load_many_pipelined(
+        &self,
+        node: &Node,
+        keys: &[SessionKey],
+    ) -> Result<Vec<Result<Option<Record>>>> {
+        let (i, conn) = node.up()?;
         let client: &Client = conn;
         let mut out = Vec::with_capacity(keys.len());
         for batch in keys.chunks(self.inner.batch) {
             let pipeline = client.pipeline();
             for key in batch {
                 let queued: std::result::Result<(), FredError> = pipeline.get(self.key(key)).await;
-                queued.map_err(|e| self.err(e, "load_many", key.ns()))?;
+                queued.map_err(|e| node.err(e, "load_many", Some(key.ns())))?;
             }
             let replies: Vec<std::result::Result<Option<Bytes>, FredError>> = pipeline.try_all().await;
             if replies.len() != batch.len() {
@@ -237,12 +224,12 @@ impl RedisStore {
                     .unwrap_or_else(|| {
                         FredError::new(FredKind::Unknown, "a pipelined batch of GETs lost replies")
                     });
-                return self.read_result(i, "load_many", None, Err(e));
+                return node.read_result(i, "load_many", None, Err(e));
             }
             for (key, reply) in batch.iter().zip(replies) {
                 match reply {
                     Ok(value) => out.push(self.decode_loaded(value, key.ns())),
-                    Err(e) => match self.err(e, "load_many", key.ns()) {
+                    Err(e) => match node.err(e, "load_many", Some(key.ns())) {
                         e @ Error::Corrupt { .. } => out.push(Err(e)),
                         e => return Err(e),
                     },
@@ -260,10 +247,8 @@ impl RedisStore {
         let (old_k, new_k) = (self.key(key), self.key(&new_key));
         let scripts = &self.inner.scripts;
         for _ in 0..ROTATE_ATTEMPTS {
-            let (i, conn) = self.up()?;
-            let client: &Client = conn;
-            let got = client.get(old_k.clone()).await;
-            let value: Option<Bytes> = self.read_result(i, "rotate", Some(key.ns()), got)?;
+            let get = Cmd::Plain("GET", vec![Value::from(old_k.clone())]);
+            let value: Option<Bytes> = self.read(&old_k, "rotate", key.ns(), get).await?;
             let Some(bytes) = value else {
                 return Err(Error::not_found(key.ns()));
             };
@@ -273,23 +258,13 @@ impl RedisStore {
                 Entry::Tombstone(_) => return Err(Error::not_found(key.ns())),
             };
             let version = Value::Bytes(Bytes::copy_from_slice(&meta.version.as_u64().to_be_bytes()));
-            let copy = fenced!(
-                self,
-                i,
-                "rotate",
-                key.ns(),
-                self.run_script(
-                    conn,
-                    &scripts.copy_to,
-                    std::slice::from_ref(&new_k),
-                    vec![
-                        Value::Bytes(bytes.clone()),
-                        version.clone(),
-                        Value::Integer(pxat(meta.deadline())),
-                    ],
-                ),
-            )
-            .await?;
+            let copy_args = vec![
+                Value::Bytes(bytes.clone()),
+                version.clone(),
+                Value::Integer(pxat(meta.deadline())),
+            ];
+            let copy_to = Cmd::Script(&scripts.copy_to, std::slice::from_ref(&new_k), copy_args);
+            let copy: Value = self.write(&new_k, "rotate", key.ns(), copy_to).await?;
             match ScriptReply::of(copy) {
                 ScriptReply::Code(1) => {}
                 ScriptReply::Code(-2) => return Err(already_exists(key)),
@@ -297,32 +272,19 @@ impl RedisStore {
             }
             let mut args = vec![version.clone()];
             args.extend(self.rotate_tombstone());
-            let removed = fenced!(
-                self,
-                i,
-                "rotate",
-                key.ns(),
-                self.run_script(conn, &scripts.del_if, std::slice::from_ref(&old_k), args),
-            )
-            .await?;
+            let del_if = Cmd::Script(&scripts.del_if, std::slice::from_ref(&old_k), args);
+            let removed: Value = self.write(&old_k, "rotate", key.ns(), del_if).await?;
             match ScriptReply::of(removed) {
                 ScriptReply::Code(1) => return Ok(meta),
                 // The old id was deleted (a logout) or rewritten meanwhile: the copy must not
                 // outlive it. Undo it, then report the logout or start over with the new value.
                 ScriptReply::Code(code @ (0 | -2)) => {
-                    let undone = fenced!(
-                        self,
-                        i,
-                        "rotate",
-                        key.ns(),
-                        self.run_script(
-                            conn,
-                            &scripts.del_if,
-                            std::slice::from_ref(&new_k),
-                            vec![version.clone()],
-                        ),
-                    )
-                    .await;
+                    let undo = Cmd::Script(
+                        &scripts.del_if,
+                        std::slice::from_ref(&new_k),
+                        vec![version.clone()],
+                    );
+                    let undone: Result<Value> = self.write(&new_k, "rotate", key.ns(), undo).await;
                     if let Err(e) = undone {
                         // The copy must not outlive the logout: keep trying in the background
                         // until Redis answers (or the copy's own deadline removes it).
@@ -373,11 +335,10 @@ impl RedisStore {
                 }
                 let Some(inner) = weak.upgrade() else { return };
                 let store = RedisStore { inner };
-                let Ok((i, conn)) = store.up() else { continue };
                 let script = &store.inner.scripts.del_if;
-                let args = vec![version.clone()];
-                let run = store.run_script(conn, script, std::slice::from_ref(&key), args);
-                if fenced!(store, i, "rotate", "", run).await.is_ok() {
+                let undo = Cmd::Script(script, std::slice::from_ref(&key), vec![version.clone()]);
+                let undone: Result<Value> = store.write(&key, "rotate", "", undo).await;
+                if undone.is_ok() {
                     tracing::debug!(backend = BACKEND, "redis: undid an interrupted rotate's copy");
                     return;
                 }
@@ -388,7 +349,8 @@ impl RedisStore {
     /// How many of `keys` (full keys a SCAN listed) hold something other than a tombstone: one
     /// `GETRANGE key 0 7` each (magic, format and flags), `chunk` at a time. A key gone
     /// meanwhile or holding another Redis type counts, as it did in the SCAN.
-    async fn not_tombstones(&self, conn: &WithOptions<Client>, keys: &[String], chunk: usize) -> Result<u64> {
+    async fn not_tombstones(&self, node: &Node, keys: &[String], chunk: usize) -> Result<u64> {
+        let (_, conn) = node.up()?;
         let mut count = 0u64;
         for batch in keys.chunks(chunk.max(1)) {
             let heads = futures::future::join_all(
@@ -401,32 +363,28 @@ impl RedisStore {
                 match head {
                     Ok(v) => count += u64::from(!v.as_bytes().is_some_and(tombstone_head)),
                     Err(e) if e.details().starts_with("WRONGTYPE") => count += 1,
-                    Err(e) => return Err(self.err_global(e, "count")),
+                    // Moved to another node since the SCAN listed it: it counts, as a key gone
+                    // meanwhile does.
+                    Err(e) if e.details().starts_with("MOVED") || e.details().starts_with("ASK") => {
+                        count += 1
+                    }
+                    Err(e) => return Err(node.err(e, "count", None)),
                 }
             }
         }
         Ok(count)
     }
 
-    /// The primary nodes to run a whole-keyspace command on: every cluster primary, or the one server.
-    fn primaries(&self, conn: &WithOptions<Client>) -> Vec<Option<Server>> {
-        if self.inner.topology == Topology::Cluster {
-            let client: &Client = conn;
-            match fred::interfaces::ClusterInterface::cached_cluster_state(client) {
-                Some(state) => state.unique_primary_nodes().into_iter().map(Some).collect(),
-                None => vec![None],
+    /// The nodes to run a whole-keyspace command on: the one server, or every cluster primary
+    /// after the slot map was read again (a store that only counts never sees a `MOVED`).
+    async fn primaries(&self) -> Result<Vec<NodeRef<'_>>> {
+        match self.cluster() {
+            None => Ok(self.all_nodes()),
+            Some(cluster) => {
+                cluster.refresh_now(true).await?;
+                Ok(cluster.primaries().into_iter().map(NodeRef::Shared).collect())
             }
-        } else {
-            vec![None]
         }
-    }
-
-    fn on_node(&self, conn: &WithOptions<Client>, node: Option<Server>) -> WithOptions<Client> {
-        let client: &Client = conn;
-        client.with_options(&Options {
-            cluster_node: node,
-            ..self.inner.options.clone()
-        })
     }
 
     /// Counts the sessions of one namespace on one node. SCAN's pattern `{prefix}{ns}:*` also
@@ -436,28 +394,22 @@ impl RedisStore {
     /// `chunk`: how many keys it checks at once (every node's scan runs at the same time, and
     /// together they must stay within the client's command queue: a full queue stalls fred's
     /// cluster client until the commands time out).
-    async fn scan_count(
-        &self,
-        conn: &WithOptions<Client>,
-        node: Option<Server>,
-        pattern: &str,
-        chunk: usize,
-    ) -> Result<u64> {
-        let target = self.on_node(conn, node);
+    async fn scan_count(&self, node: &Node, pattern: &str, chunk: usize) -> Result<u64> {
         let base = pattern.len() - 1;
         let mut cursor = String::from("0");
         let mut count = 0u64;
         loop {
-            let page: Value = target
+            let (_, conn) = node.up()?;
+            let page: Value = conn
                 .scan_page(cursor.clone(), pattern.to_owned(), Some(SCAN_COUNT), None)
                 .await
-                .map_err(|e| self.err_global(e, "count"))?;
-            let (next, keys) = parse_scan_page(page).map_err(|e| self.err_global(e, "count"))?;
+                .map_err(|e| node.err(e, "count", None))?;
+            let (next, keys) = parse_scan_page(page).map_err(|e| node.err(e, "count", None))?;
             let sessions: Vec<String> = keys
                 .into_iter()
                 .filter(|k| k.get(base..).is_some_and(|id| SessionId::parse(id).is_ok()))
                 .collect();
-            count += self.not_tombstones(conn, &sessions, chunk).await?;
+            count += self.not_tombstones(node, &sessions, chunk).await?;
             if next == "0" {
                 return Ok(count);
             }
@@ -495,48 +447,35 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let (i, conn) = self.up()?;
-        // A read is sent without the per-command options (the client-wide timeout still
-        // applies): fred's fail-fast check repeats the one above, and a GET that lands late
-        // changes nothing.
-        let client: &Client = conn;
-        let got = client.get(self.key(key)).await;
-        let value: Option<Bytes> = self.read_result(i, "load", Some(key.ns()), got)?;
+        let k = self.key(key);
+        let get = Cmd::Plain("GET", vec![Value::from(k.clone())]);
+        let value: Option<Bytes> = self.read(&k, "load", key.ns(), get).await?;
         self.decode_loaded(value, key.ns())
     }
 
     async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        let (i, conn) = self.up()?;
-        self.plain(i, conn, key, record, Plain::Save).await
+        self.plain(key, record, Plain::Save).await
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        let (i, conn) = self.up()?;
-        self.plain(i, conn, key, record, Plain::Create).await
+        self.plain(key, record, Plain::Create).await
     }
 
     async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        let (i, conn) = self.up()?;
-        self.plain(i, conn, key, record, Plain::Update).await
+        self.plain(key, record, Plain::Update).await
     }
 
     async fn save_if(&self, key: &SessionKey, expected_version: Version, record: &Record) -> Result<Meta> {
         check_size(key, record, self.inner.max_bytes)?;
-        let (i, conn) = self.up()?;
         let meta = stored_meta(record);
         let args = vec![
             Value::Bytes(record.encode_with(&meta)),
             Value::Bytes(Bytes::copy_from_slice(&expected_version.as_u64().to_be_bytes())),
             Value::Integer(pxat(meta.expires_at)),
         ];
-        let reply = fenced!(
-            self,
-            i,
-            "save_if",
-            key.ns(),
-            self.run_script(conn, &self.inner.scripts.save_if, &[self.key(key)], args),
-        )
-        .await?;
+        let reply = self
+            .script(key, "save_if", &self.inner.scripts.save_if, args)
+            .await?;
         match ScriptReply::of(reply) {
             ScriptReply::Code(1) => Ok(meta),
             ScriptReply::Code(0) => Err(Error::not_found(key.ns())),
@@ -571,16 +510,8 @@ impl SessionStore for RedisStore {
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
-        let (i, conn) = self.up()?;
         let args = vec![Value::Integer(pxat(expires_at))];
-        let reply = fenced!(
-            self,
-            i,
-            "touch",
-            key.ns(),
-            self.run_script(conn, &self.inner.scripts.touch, &[self.key(key)], args),
-        )
-        .await?;
+        let reply = self.script(key, "touch", &self.inner.scripts.touch, args).await?;
         match ScriptReply::of(reply) {
             ScriptReply::Code(1) => Ok(true),
             ScriptReply::Code(0) => Ok(false),
@@ -603,32 +534,19 @@ impl SessionStore for RedisStore {
         if self.inner.topology == Topology::Cluster {
             return self.rotate_in_two_steps(key, new_id).await;
         }
-        let (i, conn) = self.up()?;
         let new_key = SessionKey::new(key.namespace.clone(), new_id.clone());
         let keys = [self.key(key), self.key(&new_key)];
         let args: Vec<Value> = self.rotate_tombstone().into_iter().collect();
-        let reply = fenced!(
-            self,
-            i,
-            "rotate",
-            key.ns(),
-            self.run_script(conn, &self.inner.scripts.rotate, &keys, args),
-        )
-        .await?;
+        let rotate = Cmd::Script(&self.inner.scripts.rotate, &keys, args);
+        let reply: Value = self.write(&keys[0], "rotate", key.ns(), rotate).await?;
         match ScriptReply::of(reply) {
             ScriptReply::Bytes(bytes) => match Record::decode(&bytes, key.ns()) {
                 Ok(record) => Ok(record.meta),
                 Err(e) => {
                     // An envelope this build cannot read (an unknown codec): move it back.
                     let back = [keys[1].clone(), keys[0].clone()];
-                    fenced!(
-                        self,
-                        i,
-                        "rotate",
-                        key.ns(),
-                        self.run_script(conn, &self.inner.scripts.rotate, &back, Vec::new()),
-                    )
-                    .await?;
+                    let undo = Cmd::Script(&self.inner.scripts.rotate, &back, Vec::new());
+                    let _: Value = self.write(&back[0], "rotate", key.ns(), undo).await?;
                     Err(e)
                 }
             },
@@ -674,15 +592,9 @@ impl SessionStore for RedisStore {
             ],
             Change::Expire => vec![base, Value::from("e")],
         };
-        let (i, conn) = self.up()?;
-        let reply = fenced!(
-            self,
-            i,
-            "reconcile",
-            key.ns(),
-            self.run_script(conn, &self.inner.scripts.reconcile, &[self.key(key)], args),
-        )
-        .await?;
+        let reply = self
+            .script(key, "reconcile", &self.inner.scripts.reconcile, args)
+            .await?;
         match ScriptReply::of(reply) {
             ScriptReply::Code(1) => Ok(Reconciled::Applied),
             ScriptReply::Code(2) => Ok(Reconciled::Won),
@@ -702,29 +614,26 @@ impl SessionStore for RedisStore {
     }
 
     async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
-        if self.inner.topology != Topology::Cluster {
-            return self.load_many_pipelined(keys).await;
+        if let Some(node) = self.single() {
+            return self.load_many_pipelined(node, keys).await;
         }
-        let (i, conn) = self.up()?;
         let mut out = Vec::with_capacity(keys.len());
-        // Each batch is sent together over one multiplexed connection: fred pipelines the
-        // commands and routes each to its node on a cluster. Batches keep the client's command
-        // queue (redis.max_pending_commands) from overflowing on huge calls.
+        // Each batch goes out together, each key to its slot's node (where its node's
+        // connection pipelines them). Batches keep each client's command queue
+        // (redis.max_pending_commands) from overflowing on huge calls.
         for batch in keys.chunks(self.inner.batch) {
-            let replies =
-                futures::future::join_all(batch.iter().map(|k| conn.get::<Option<Bytes>, _>(self.key(k))))
-                    .await;
+            let replies = futures::future::join_all(batch.iter().map(|key| async move {
+                let k = self.key(key);
+                let get = Cmd::Plain("GET", vec![Value::from(k.clone())]);
+                let value: Result<Option<Bytes>> = self.read(&k, "load_many", key.ns(), get).await;
+                value
+            }))
+            .await;
             for (key, reply) in batch.iter().zip(replies) {
                 match reply {
                     Ok(value) => out.push(self.decode_loaded(value, key.ns())),
-                    Err(e) => {
-                        let e = self.read_result(i, "load_many", Some(key.ns()), Err::<(), _>(e));
-                        match e {
-                            Err(e @ Error::Corrupt { .. }) => out.push(Err(e)),
-                            Err(e) => return Err(e),
-                            Ok(()) => {}
-                        }
-                    }
+                    Err(e @ Error::Corrupt { .. }) => out.push(Err(e)),
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -735,13 +644,12 @@ impl SessionStore for RedisStore {
         for (key, record) in items {
             check_size(key, record, self.inner.max_bytes)?;
         }
-        let (i, conn) = self.up()?;
         let mut out = Vec::with_capacity(items.len());
         for batch in items.chunks(self.inner.batch) {
             let results = futures::future::join_all(
                 batch
                     .iter()
-                    .map(|(key, record)| self.plain(i, conn, key, record, Plain::Save)),
+                    .map(|(key, record)| self.plain(key, record, Plain::Save)),
             )
             .await;
             for result in results {
@@ -752,33 +660,27 @@ impl SessionStore for RedisStore {
     }
 
     async fn count(&self, namespace: &Namespace) -> Result<u64> {
-        let (_, conn) = self.up()?;
         let mut pattern = self.inner.prefix.namespace_prefix(namespace);
         pattern.push('*');
-        let nodes = self.primaries(conn);
+        let nodes = self.primaries().await?;
         // One SCAN per node in flight, and the rest of the batch shared between the nodes.
         let chunk = self.inner.batch.saturating_sub(nodes.len()) / nodes.len().max(1);
-        let counts = futures::future::join_all(
-            nodes
-                .into_iter()
-                .map(|node| self.scan_count(conn, node, &pattern, chunk)),
-        )
-        .await;
+        let counts =
+            futures::future::join_all(nodes.iter().map(|node| self.scan_count(node, &pattern, chunk))).await;
         counts.into_iter().sum()
     }
 
     async fn stats(&self) -> Result<StoreStats> {
-        let (_, conn) = self.up()?;
-        let nodes = self.primaries(conn);
+        let nodes = self.primaries().await?;
         let mut stats = StoreStats::new(BACKEND);
         let mut bytes = 0u64;
         let mut known = false;
         for node in &nodes {
-            let info: String = self
-                .on_node(conn, node.clone())
+            let (_, conn) = node.up()?;
+            let info: String = conn
                 .info(Some(InfoKind::Memory))
                 .await
-                .map_err(|e| self.err_global(e, "stats"))?;
+                .map_err(|e| node.err(e, "stats", None))?;
             if let Some(used) = parse_used_memory(&info) {
                 bytes += used;
                 known = true;
@@ -794,31 +696,23 @@ impl SessionStore for RedisStore {
         Ok(stats)
     }
 
-    /// `PING` on every pooled connection and the control connection, at once. A connection
-    /// whose `PING` times out is fenced and replaced (a health probe never keeps a stuck
-    /// connection in the pool). Up when all answer, degraded when some do.
+    /// `PING` on every pooled connection and control connection (of every node, on a cluster),
+    /// at once. A connection whose `PING` times out is fenced and replaced (a health probe never
+    /// keeps a stuck connection in the pool). Up when all answer, degraded when some do; on a
+    /// cluster, also degraded while a slot has no known node.
     async fn health(&self) -> Health {
         let started = Instant::now();
-        let conns = &self.inner.conns;
-        let pings = futures::future::join_all(conns.iter().enumerate().map(|(i, conn)| async move {
-            // A fenced connection gets no probe: fred's unresponsive check measures from the last
-            // write, and only a silent connection is dropped (failing, never re-sending, what it
-            // still holds).
-            if !conn.is_connected() || !self.inner.fence.usable(i) {
-                return Err(not_connected());
+        let nodes = self.all_nodes();
+        let answers = futures::future::join_all(nodes.iter().map(|n| n.ping_all())).await;
+        let mut results = Vec::new();
+        let mut control_error = None;
+        for (pooled, control) in answers {
+            results.extend(pooled);
+            if let Err(e) = control {
+                control_error.get_or_insert(e);
             }
-            let pong = conn.ping::<Value>(None).await;
-            self.read_result(i, "health", None, pong).map(drop)
-        }));
-        let control = async {
-            self.inner
-                .fence
-                .control()
-                .ping::<Value>(None)
-                .await
-                .map_err(|e| self.err_global(e, "health"))
-        };
-        let (results, control) = futures::future::join(pings, control).await;
+        }
+        let uncovered = self.cluster().map_or(0, |c| c.uncovered());
         let failed: Vec<&Error> = results.iter().filter_map(|r| r.as_ref().err()).collect();
         let latency = started.elapsed();
         let fence_note = if self.writes_fenced_off() {
@@ -826,7 +720,17 @@ impl SessionStore for RedisStore {
         } else {
             ""
         };
-        if failed.is_empty() && control.is_ok() && fence_note.is_empty() {
+        let slots_note = if uncovered > 0 {
+            format!("; {uncovered} hash slots have no known node")
+        } else {
+            String::new()
+        };
+        if !results.is_empty()
+            && failed.is_empty()
+            && control_error.is_none()
+            && fence_note.is_empty()
+            && slots_note.is_empty()
+        {
             return Health::new(BACKEND, HealthStatus::Up)
                 .with_latency(latency)
                 .with_detail(self.inner.topology.as_str());
@@ -840,12 +744,18 @@ impl SessionStore for RedisStore {
         let first = failed
             .first()
             .map(|e| e.to_string())
-            .or_else(|| control.err().map(|e| format!("control connection: {e}")))
-            .unwrap_or_default();
+            .or_else(|| control_error.map(|e| format!("control connection: {e}")))
+            .unwrap_or_else(|| {
+                if results.is_empty() {
+                    not_connected().to_string()
+                } else {
+                    String::new()
+                }
+            });
         let mut health = Health::new(BACKEND, status)
             .with_latency(latency)
             .with_detail(format!(
-                "{answered} of {} connections answered{fence_note}{}{first}",
+                "{answered} of {} connections answered{fence_note}{slots_note}{}{first}",
                 results.len(),
                 if first.is_empty() { "" } else { "; " }
             ));

@@ -1,0 +1,533 @@
+//! Redis Cluster: one [`Node`] per primary, the slot map, and the routing of each command to
+//! its key's slot, following `MOVED` and `ASK` here rather than in the client.
+//!
+//! Why not fred's cluster client: it reconnects all nodes as one (while one master is down,
+//! every command waits or fails, on healthy shards too), and its `ASK` handling reads one
+//! reply directly off a shared connection (another command's reply can be consumed). Here
+//! each primary has its own connections and fence, so a node that is down or paused costs
+//! only its own slots; `ASK` is answered with `ASKING` and the command pipelined together on
+//! the target's connection, and a `MOVED` updates the map and re-sends.
+//!
+//! The map is read with `CLUSTER SLOTS` at start, after a `MOVED`, while a node is
+//! unreachable (so a failover's new master is found) and every [`REFRESH_EVERY`] otherwise;
+//! whole-keyspace calls (`count`, `stats`) read it first.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use fred::clients::{Client, WithOptions};
+use fred::error::{Error as FredError, ErrorKind as FredKind};
+use fred::interfaces::{ClientLike, ClusterInterface};
+use fred::types::config::{Options, Server, ServerConfig};
+use fred::types::scripts::Script;
+use fred::types::{ClusterHash, ConnectHandle, CustomCommand, FromValue, Key, Value};
+use session_core::{Error, Result};
+
+use crate::config::Built;
+use crate::error::map_connect_error;
+use crate::node::{connect_one, Node};
+use crate::slots::{Redirect, SlotMap};
+use crate::BACKEND;
+
+/// How often the map is read again when nothing asked for it.
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(10);
+/// At most this often when something asked (a `MOVED`, an unreachable node).
+const REFRESH_MIN_GAP: Duration = Duration::from_millis(100);
+/// How often the background task looks whether a refresh is due.
+const REFRESH_POLL: Duration = Duration::from_millis(50);
+/// Redirections one command follows before its error is returned.
+const MAX_REDIRECTS: usize = 5;
+
+/// One command for a key: a plain command, or a script (`EVALSHA`, then `EVAL` on `NOSCRIPT`).
+pub(crate) enum Cmd<'a> {
+    /// `name args…`.
+    Plain(&'static str, Vec<Value>),
+    /// A script on `keys` with `args`.
+    Script(&'a Script, &'a [Key], Vec<Value>),
+}
+
+impl Cmd<'_> {
+    /// `name` and the arguments as sent (a script's SHA-1, or its body for `EVAL`).
+    fn parts(&self, body: bool) -> (&'static str, Vec<Value>) {
+        match self {
+            Cmd::Plain(name, args) => (name, args.clone()),
+            Cmd::Script(script, keys, args) => {
+                let mut full = Vec::with_capacity(2 + keys.len() + args.len());
+                let (name, head) = match (body, script.lua()) {
+                    (true, Some(lua)) => ("EVAL", Value::from(lua.clone())),
+                    _ => ("EVALSHA", Value::from(script.sha1().clone())),
+                };
+                full.push(head);
+                full.push(Value::Integer(keys.len() as i64));
+                full.extend(keys.iter().cloned().map(Value::from));
+                full.extend(args.iter().cloned());
+                (name, full)
+            }
+        }
+    }
+
+    /// Sends the command on `conn` (after `ASKING`, when `asking`): a script as `EVALSHA`, and
+    /// as `EVAL` if the server does not have it cached.
+    pub(crate) async fn send_on<R: FromValue>(
+        &self,
+        conn: &WithOptions<Client>,
+        asking: bool,
+    ) -> std::result::Result<R, FredError> {
+        let (name, args) = self.parts(false);
+        let first = send_one(conn, asking, name, args).await;
+        match first {
+            Err(e) if e.details().starts_with("NOSCRIPT") && matches!(self, Cmd::Script(..)) => {
+                let (name, args) = self.parts(true);
+                send_one(conn, asking, name, args).await
+            }
+            other => other,
+        }
+    }
+}
+
+async fn send_one<R: FromValue>(
+    conn: &WithOptions<Client>,
+    asking: bool,
+    name: &'static str,
+    args: Vec<Value>,
+) -> std::result::Result<R, FredError> {
+    let cmd = CustomCommand::new_static(name, ClusterHash::Custom(0), false);
+    if !asking {
+        return conn.custom::<R, Value>(cmd, args).await;
+    }
+    // `ASKING` applies to the next command on the connection: the two go as one pipeline,
+    // so nothing is sent between them.
+    let client: &Client = conn;
+    Box::pin(async move {
+        let pipeline = client.pipeline();
+        let asking = CustomCommand::new_static("ASKING", ClusterHash::Custom(0), false);
+        pipeline.custom::<(), Value>(asking, Vec::new()).await?;
+        pipeline.custom::<(), Value>(cmd, args).await?;
+        let mut replies: Vec<std::result::Result<Value, FredError>> = pipeline.try_all().await;
+        match replies.pop() {
+            Some(last) if replies.len() == 1 => R::from_value(last?),
+            Some(Err(e)) => Err(e),
+            _ => Err(FredError::new(FredKind::Unknown, "ASKING pipeline lost a reply")),
+        }
+    })
+    .await
+}
+
+/// The nodes and the map they serve, swapped whole when either changes.
+struct View {
+    map: SlotMap,
+    nodes: HashMap<Server, Arc<Node>>,
+}
+
+/// The connections of a cluster store.
+pub(crate) struct Cluster {
+    built: Built,
+    options: Options,
+    seeds: Vec<Server>,
+    view: RwLock<Arc<View>>,
+    /// One refresh at a time.
+    refreshing: tokio::sync::Mutex<()>,
+    /// A refresh was asked for (a `MOVED`, an unreachable node, a slot nobody serves).
+    wanted: AtomicBool,
+    last_refresh: Mutex<Option<Instant>>,
+    /// A cluster client for [`RedisStore::clients`](crate::RedisStore::clients).
+    admin: Client,
+    admin_task: Mutex<Option<ConnectHandle>>,
+    me: Weak<Cluster>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let task = self
+            .admin_task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.abort();
+        }
+    }
+}
+
+impl Cluster {
+    pub(crate) fn new(built: Built, options: Options) -> Arc<Cluster> {
+        let seeds = built.fred.server.hosts();
+        let admin = Client::new(
+            built.fred.clone(),
+            Some(built.perf.clone()),
+            Some(built.connection.clone()),
+            Some(built.policy.clone()),
+        );
+        Arc::new_cyclic(|me| Cluster {
+            built,
+            options,
+            seeds,
+            view: RwLock::new(Arc::new(View {
+                map: SlotMap::empty(),
+                nodes: HashMap::new(),
+            })),
+            refreshing: tokio::sync::Mutex::new(()),
+            wanted: AtomicBool::new(true),
+            last_refresh: Mutex::new(None),
+            admin,
+            admin_task: Mutex::new(None),
+            me: me.clone(),
+        })
+    }
+
+    fn view(&self) -> Arc<View> {
+        Arc::clone(&self.view.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The cluster client handed out by `clients()`.
+    pub(crate) fn admin(&self) -> &Client {
+        &self.admin
+    }
+
+    /// Every primary's node, as the map has them.
+    pub(crate) fn primaries(&self) -> Vec<Arc<Node>> {
+        let view = self.view();
+        view.map
+            .primaries()
+            .iter()
+            .filter_map(|s| view.nodes.get(s).cloned())
+            .collect()
+    }
+
+    /// Every node this store has connections to (primaries, and `ASK` targets not yet in the map).
+    pub(crate) fn nodes(&self) -> Vec<Arc<Node>> {
+        self.view().nodes.values().cloned().collect()
+    }
+
+    /// Slots no node serves in the map as this store last read it.
+    pub(crate) fn uncovered(&self) -> usize {
+        self.view().map.uncovered()
+    }
+
+    /// Connects: reads the map from the seeds, connects every primary and waits for them (at
+    /// most `timeout` each), and starts the background refresh.
+    pub(crate) async fn connect(&self, timeout: Duration) -> Result<()> {
+        let admin = connect_one(self.admin.clone(), timeout)
+            .await
+            .map_err(|e| map_connect_error(e, self.built.tls, timeout))?;
+        *self.admin_task.lock().unwrap_or_else(PoisonError::into_inner) = Some(admin);
+        self.refresh_now(false).await?;
+        let nodes = self.nodes();
+        let results = futures::future::join_all(nodes.iter().map(|n| n.connect(timeout))).await;
+        for result in results {
+            result.map_err(|e| map_connect_error(e, self.built.tls, timeout))?;
+        }
+        for node in &nodes {
+            node.check_fencing().await?;
+        }
+        self.start_refresher();
+        Ok(())
+    }
+
+    /// Starts everything in the background: the map is read (and retried) by the refresher.
+    pub(crate) fn connect_lazy(&self) {
+        *self.admin_task.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.admin.connect());
+        self.start_refresher();
+    }
+
+    /// Closes every connection.
+    pub(crate) async fn close(&self) {
+        for node in self.nodes() {
+            node.close().await;
+        }
+        let _ = self.admin.quit().await;
+    }
+
+    /// Asks the refresher to read the map soon.
+    pub(crate) fn request_refresh(&self) {
+        self.wanted.store(true, Ordering::Release);
+    }
+
+    /// The node serving `slot`; a slot nobody serves (yet) is `Unavailable`, and asks for a
+    /// refresh.
+    pub(crate) fn node_for(&self, slot: u16) -> Result<Arc<Node>> {
+        let view = self.view();
+        match view.map.owner(slot).and_then(|s| view.nodes.get(s)) {
+            Some(node) => Ok(Arc::clone(node)),
+            None => {
+                self.request_refresh();
+                Err(Error::unavailable(
+                    BACKEND,
+                    format!(
+                        "no cluster node is known to serve hash slot {slot} (the slot map is being read \
+                         again)"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The node at `server`, connected in the background if it is new (an `ASK` target, or a
+    /// `MOVED` to a node not in the map yet).
+    fn node_at(&self, server: &Server) -> Arc<Node> {
+        if let Some(node) = self.view().nodes.get(server) {
+            return Arc::clone(node);
+        }
+        let mut guard = self.view.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(node) = guard.nodes.get(server) {
+            return Arc::clone(node);
+        }
+        let node = Arc::new(Node::new(&self.built, &self.options, Some(server.clone())));
+        node.connect_lazy();
+        let mut nodes = guard.nodes.clone();
+        nodes.insert(server.clone(), Arc::clone(&node));
+        *guard = Arc::new(View {
+            map: guard.map.clone(),
+            nodes,
+        });
+        node
+    }
+
+    /// A `MOVED slot server`: the map says so from now on, and is read again soon.
+    fn moved(&self, slot: u16, server: &Server) {
+        let node = self.node_at(server);
+        drop(node);
+        let mut guard = self.view.write().unwrap_or_else(PoisonError::into_inner);
+        let mut map = guard.map.clone();
+        map.assign(slot, slot, server.clone());
+        *guard = Arc::new(View {
+            map,
+            nodes: guard.nodes.clone(),
+        });
+        drop(guard);
+        self.request_refresh();
+    }
+
+    /// Sends `cmd` for `key` to the node serving its slot, following `MOVED` and `ASK`; a
+    /// write under that node's fence. `namespace` names the session in errors.
+    pub(crate) async fn send<R: FromValue>(
+        &self,
+        key: &Key,
+        write: bool,
+        op: &'static str,
+        namespace: &str,
+        cmd: &Cmd<'_>,
+    ) -> Result<R> {
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        let mut asking: Option<Server> = None;
+        let mut last = None;
+        for _ in 0..MAX_REDIRECTS {
+            let node = match asking.take() {
+                Some(server) => (self.node_at(&server), true),
+                None => (self.node_for(slot)?, false),
+            };
+            let (node, ask) = node;
+            let (i, conn) = match node.up() {
+                Ok(up) => up,
+                Err(e) => {
+                    self.request_refresh();
+                    return Err(e);
+                }
+            };
+            let armed = if write { Some(node.begin_write(i)?) } else { None };
+            let result: std::result::Result<Value, FredError> = cmd.send_on(conn, ask).await;
+            let asked = node.server.clone().unwrap_or_else(|| Server::new("", 0));
+            let redirect = match &result {
+                Err(e) => Redirect::parse(e.details(), &asked),
+                Ok(_) => None,
+            };
+            match redirect {
+                Some(Redirect::Moved { slot: moved, server }) => {
+                    // Not run: the node refused it.
+                    if let Some(armed) = armed {
+                        armed.disarm();
+                    }
+                    self.moved(moved, &server);
+                    last = result.err();
+                }
+                Some(Redirect::Ask { server }) => {
+                    if let Some(armed) = armed {
+                        armed.disarm();
+                    }
+                    asking = Some(server);
+                    last = result.err();
+                }
+                None => {
+                    let result = result.and_then(R::from_value);
+                    if let Err(e) = &result {
+                        if is_unreachable(e) {
+                            self.request_refresh();
+                        }
+                    }
+                    return match armed {
+                        Some(armed) => node.end_write(armed, result, op, namespace).await,
+                        None => node.read_result(i, op, Some(namespace), result),
+                    };
+                }
+            }
+        }
+        let detail = last.map_or_else(String::new, |e| format!(" (last: {})", e.details()));
+        Err(Error::unavailable(
+            BACKEND,
+            format!("the cluster redirected an {op} more than {MAX_REDIRECTS} times{detail}; the slot map is being read again"),
+        ))
+    }
+
+    /// Reads the map now (waiting for a refresh already running, and skipping one if it ended
+    /// after this call began).
+    pub(crate) async fn refresh_now(&self, lazy: bool) -> Result<()> {
+        let asked_at = Instant::now();
+        let _one = self.refreshing.lock().await;
+        let fresh = self
+            .last_refresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|at| at >= asked_at);
+        if fresh {
+            return Ok(());
+        }
+        self.wanted.store(false, Ordering::Release);
+        let result = self.read_map().await;
+        *self.last_refresh.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        let map = match result {
+            Ok(map) => map,
+            Err(e) => {
+                self.wanted.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
+        let old = self.view();
+        let mut nodes = HashMap::with_capacity(map.primaries().len());
+        for server in map.primaries() {
+            let node = match old.nodes.get(server) {
+                Some(node) => Arc::clone(node),
+                None => {
+                    let node = Arc::new(Node::new(&self.built, &self.options, Some(server.clone())));
+                    if lazy {
+                        node.connect_lazy();
+                    }
+                    node
+                }
+            };
+            nodes.insert(server.clone(), node);
+        }
+        if map.primaries() != old.map.primaries() {
+            tracing::info!(
+                backend = BACKEND,
+                primaries = map.primaries().len(),
+                uncovered_slots = map.uncovered(),
+                "redis cluster: slot map changed"
+            );
+        }
+        *self.view.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(View { map, nodes });
+        Ok(())
+    }
+
+    /// `CLUSTER SLOTS` from a connected primary, else from each seed in turn.
+    async fn read_map(&self) -> Result<SlotMap> {
+        let mut last_error = None;
+        for node in self.nodes() {
+            let control = node.fence.control();
+            if !control.is_connected() {
+                continue;
+            }
+            let asked = node.server.clone().unwrap_or_else(|| Server::new("", 0));
+            match control.cluster_slots::<Value>().await {
+                Ok(reply) => match SlotMap::from_cluster_slots(reply, &asked) {
+                    Ok(map) if map.uncovered() < crate::slots::SLOTS => return Ok(map),
+                    Ok(_) => {
+                        last_error = Some("a node answered CLUSTER SLOTS with no slot served".to_owned())
+                    }
+                    Err(e) => last_error = Some(e),
+                },
+                Err(e) => last_error = Some(e.details().to_owned()),
+            }
+        }
+        for seed in &self.seeds {
+            match self.ask_seed(seed).await {
+                Ok(map) if map.uncovered() < crate::slots::SLOTS => return Ok(map),
+                Ok(_) => last_error = Some("a seed answered CLUSTER SLOTS with no slot served".to_owned()),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(Error::unavailable(
+            BACKEND,
+            format!(
+                "could not read the cluster's slot map from any node{}",
+                last_error.map_or_else(String::new, |e| format!(" (last: {e})"))
+            ),
+        ))
+    }
+
+    /// `CLUSTER SLOTS` on a short-lived connection to `seed`.
+    async fn ask_seed(&self, seed: &Server) -> std::result::Result<SlotMap, String> {
+        let mut fred = self.built.fred.clone();
+        fred.server = ServerConfig::Centralized { server: seed.clone() };
+        fred.fail_fast = true;
+        let client = Client::new(
+            fred,
+            Some(self.built.perf.clone()),
+            Some(self.built.connection.clone()),
+            None,
+        );
+        let timeout = self.built.connect_timeout;
+        let answer = async {
+            let handle = connect_one(client.clone(), timeout).await?;
+            let reply = client
+                .with_options(&Options {
+                    timeout: Some(self.built.timeout),
+                    ..Options::default()
+                })
+                .cluster_slots::<Value>()
+                .await;
+            let _ = client.quit().await;
+            handle.abort();
+            reply
+        };
+        let reply = answer.await.map_err(|e| {
+            let e = map_connect_error(e, self.built.tls, timeout);
+            format!("{}:{}: {e}", seed.host, seed.port)
+        })?;
+        SlotMap::from_cluster_slots(reply, seed)
+    }
+
+    /// The background refresher: ends with the store.
+    fn start_refresher(&self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let me = self.me.clone();
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH_POLL).await;
+                let Some(cluster) = me.upgrade() else { return };
+                if cluster.refresh_due() {
+                    if let Err(e) = cluster.refresh_now(true).await {
+                        tracing::debug!(backend = BACKEND, error = %e, "redis cluster: slot map not read");
+                    }
+                }
+            }
+        });
+    }
+
+    fn refresh_due(&self) -> bool {
+        let since = self
+            .last_refresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|at| at.elapsed());
+        let Some(since) = since else { return true };
+        if since >= REFRESH_EVERY {
+            return true;
+        }
+        if since < REFRESH_MIN_GAP {
+            return false;
+        }
+        self.wanted.load(Ordering::Acquire)
+            || self.uncovered() > 0
+            || self.primaries().iter().any(|n| !n.fully_connected())
+    }
+}
+
+/// An error that says the node could not be reached (the map may be out of date).
+fn is_unreachable(e: &FredError) -> bool {
+    matches!(e.kind(), FredKind::IO | FredKind::Canceled | FredKind::Timeout)
+        || e.details().starts_with("CLUSTERDOWN")
+}
