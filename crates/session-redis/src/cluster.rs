@@ -37,6 +37,8 @@ pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(10);
 const REFRESH_MIN_GAP: Duration = Duration::from_millis(100);
 /// How often the background task looks whether a refresh is due.
 const REFRESH_POLL: Duration = Duration::from_millis(50);
+/// The first pause before a command refused with `CLUSTERDOWN`/`TRYAGAIN` is sent again.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Redirections one command follows before its error is returned.
 const MAX_REDIRECTS: usize = 5;
 
@@ -313,15 +315,29 @@ impl Cluster {
         let slot = fred::util::redis_keyslot(key.as_bytes());
         let mut asking: Option<Server> = None;
         let mut last = None;
-        for _ in 0..MAX_REDIRECTS {
+        for attempt in 0..MAX_REDIRECTS {
             let node = match asking.take() {
                 Some(server) => (self.node_at(&server), true),
                 None => (self.node_for(slot)?, false),
             };
             let (node, ask) = node;
+            if attempt > 0 && !node.is_connected() {
+                // Redirected to a node this store has just met: give its connections the
+                // command's own timeout to come up rather than failing a call Redis would serve.
+                self.wait_up(&node).await;
+            }
             let (i, conn) = match node.up() {
                 Ok(up) => up,
                 Err(e) => {
+                    // Down, or gone (drained and removed, failed over): read the map again,
+                    // and try the slot's owner if it is another node now.
+                    if !ask && attempt + 1 < MAX_REDIRECTS && self.refresh_now(true).await.is_ok() {
+                        if let Ok(owner) = self.node_for(slot) {
+                            if !Arc::ptr_eq(&owner, &node) {
+                                continue;
+                            }
+                        }
+                    }
                     self.request_refresh();
                     return Err(e);
                 }
@@ -349,6 +365,16 @@ impl Cluster {
                     asking = Some(server);
                     last = result.err();
                 }
+                None if result.as_ref().err().is_some_and(refused_for_now) && attempt + 1 < MAX_REDIRECTS => {
+                    // `CLUSTERDOWN Hash slot not served` / `TRYAGAIN`: refused before running,
+                    // while slots change hands. Read the map again and retry after a pause.
+                    if let Some(armed) = armed {
+                        armed.disarm();
+                    }
+                    last = result.err();
+                    let _ = self.refresh_now(true).await;
+                    tokio::time::sleep(RETRY_PAUSE * (attempt as u32 + 1)).await;
+                }
                 None => {
                     let result = result.and_then(R::from_value);
                     if let Err(e) = &result {
@@ -368,6 +394,14 @@ impl Cluster {
             BACKEND,
             format!("the cluster redirected an {op} more than {MAX_REDIRECTS} times{detail}; the slot map is being read again"),
         ))
+    }
+
+    /// Waits until `node` has a connection up, for at most the command timeout.
+    async fn wait_up(&self, node: &Node) {
+        let deadline = Instant::now() + self.built.timeout;
+        while !node.is_connected() && Instant::now() < deadline {
+            tokio::time::sleep(crate::node::CONNECT_POLL).await;
+        }
     }
 
     /// Reads the map now (waiting for a refresh already running, and skipping one if it ended
@@ -395,6 +429,7 @@ impl Cluster {
         };
         let old = self.view();
         let mut nodes = HashMap::with_capacity(map.primaries().len());
+        let mut new = Vec::new();
         for server in map.primaries() {
             let node = match old.nodes.get(server) {
                 Some(node) => Arc::clone(node),
@@ -402,11 +437,18 @@ impl Cluster {
                     let node = Arc::new(Node::new(&self.built, &self.options, Some(server.clone())));
                     if lazy {
                         node.connect_lazy();
+                        new.push(Arc::clone(&node));
                     }
                     node
                 }
             };
             nodes.insert(server.clone(), node);
+        }
+        // A primary met now gets its connections before commands are routed to it (for at
+        // most the connect timeout: one that does not come up is routed to, and fails fast).
+        let deadline = Instant::now() + self.built.connect_timeout;
+        while new.iter().any(|n| !n.is_connected()) && Instant::now() < deadline {
+            tokio::time::sleep(crate::node::CONNECT_POLL).await;
         }
         if map.primaries() != old.map.primaries() {
             tracing::info!(
@@ -524,6 +566,13 @@ impl Cluster {
             || self.uncovered() > 0
             || self.primaries().iter().any(|n| !n.fully_connected())
     }
+}
+
+/// A refusal that a moment later, or on the slot's next owner, may not be repeated: the
+/// command did not run.
+fn refused_for_now(e: &FredError) -> bool {
+    let d = e.details();
+    d.starts_with("CLUSTERDOWN") || d.starts_with("TRYAGAIN")
 }
 
 /// An error that says the node could not be reached (the map may be out of date).

@@ -38,6 +38,7 @@ pub struct Cluster {
     nodes: Vec<RedisServer>,
     ready_after: Duration,
     root: Scratch,
+    options: TopologyOptions,
 }
 
 impl Cluster {
@@ -64,6 +65,7 @@ impl Cluster {
             nodes: Vec::with_capacity(NODES),
             ready_after: Duration::ZERO,
             root,
+            options: options.clone(),
         };
         for i in 1..=NODES {
             let node = options
@@ -213,6 +215,187 @@ impl Cluster {
             }
             Ok(true)
         })
+    }
+
+    /// The cluster node id of the node on `port` (`CLUSTER MYID`).
+    ///
+    /// # Errors
+    ///
+    /// When the node does not answer.
+    pub fn node_id(&self, port: u16) -> io::Result<String> {
+        let node = self
+            .node(port)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no node on port {port}")))?;
+        node.cmd(&["CLUSTER", "MYID"])?
+            .into_result()?
+            .text()
+            .ok_or_else(|| io::Error::other("CLUSTER MYID returned no text"))
+    }
+
+    /// Starts one more node and adds it as a master without slots (`redis-cli --cluster
+    /// add-node`); returns its port once every answering node knows it.
+    ///
+    /// # Errors
+    ///
+    /// When the node does not start or is not known everywhere within the ready timeout.
+    pub fn add_master(&mut self) -> io::Result<u16> {
+        let deadline = Instant::now() + self.options.ready_timeout;
+        let name = format!("node-{}", self.nodes.len() + 1);
+        let node = self
+            .options
+            .node(&self.root, &name)
+            .cluster(true)
+            .ready_timeout(left(deadline));
+        let node = RedisServer::start_with(node)?;
+        let port = node.port();
+        let existing = self
+            .answering()
+            .next()
+            .map(RedisServer::port)
+            .ok_or_else(|| io::Error::other("no answering node to join"))?;
+        self.nodes.push(node);
+        self.cluster_cli(
+            &[
+                "add-node",
+                &format!("127.0.0.1:{port}"),
+                &format!("127.0.0.1:{existing}"),
+            ],
+            left(deadline),
+        )?;
+        let id = self.node_id(port)?;
+        poll_until(
+            &format!("every node to know 127.0.0.1:{port}"),
+            left(deadline),
+            || {
+                for node in self.answering() {
+                    let nodes = node
+                        .cmd(&["CLUSTER", "NODES"])?
+                        .into_result()?
+                        .text()
+                        .unwrap_or_default();
+                    if !nodes.lines().any(|l| l.starts_with(&id)) {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            },
+        )?;
+        // A new master reports `cluster_state:fail` for its first seconds (it waits before it
+        // accepts writes): wait until it has said ok for a while.
+        let steady = Duration::from_secs(2);
+        let mut ok_since: Option<Instant> = None;
+        poll_until(
+            &format!("127.0.0.1:{port} to stay healthy"),
+            left(deadline),
+            || {
+                let ok = self.node(port).map_or(Ok(false), state_ok)?;
+                ok_since = if ok {
+                    ok_since.or(Some(Instant::now()))
+                } else {
+                    None
+                };
+                Ok(ok_since.is_some_and(|at| at.elapsed() >= steady))
+            },
+        )?;
+        self.wait_healthy(left(deadline))?;
+        Ok(port)
+    }
+
+    /// Moves slots until the masters hold about as many each (`redis-cli --cluster rebalance
+    /// --cluster-use-empty-masters`), then waits until the cluster is healthy. Keys move
+    /// with their slots (`MIGRATE`), while clients keep working.
+    ///
+    /// # Errors
+    ///
+    /// When `redis-cli` fails or the cluster is not healthy within `timeout`.
+    pub fn rebalance(&self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let any = self.any_master()?;
+        self.cluster_cli(
+            &[
+                "rebalance",
+                &format!("127.0.0.1:{any}"),
+                "--cluster-use-empty-masters",
+            ],
+            left(deadline),
+        )?;
+        self.wait_healthy(left(deadline))
+    }
+
+    /// Moves every slot of the master on `port` to the other masters (`rebalance` with its
+    /// weight 0), then removes it from the cluster (`del-node`, which shuts it down).
+    ///
+    /// # Errors
+    ///
+    /// When `redis-cli` fails or the cluster is not healthy within `timeout`.
+    pub fn remove_master(&mut self, port: u16, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let id = self.node_id(port)?;
+        let other = self
+            .answering()
+            .map(RedisServer::port)
+            .find(|&p| p != port)
+            .ok_or_else(|| io::Error::other("no other node"))?;
+        self.cluster_cli(
+            &[
+                "rebalance",
+                &format!("127.0.0.1:{other}"),
+                "--cluster-weight",
+                &format!("{id}=0"),
+            ],
+            left(deadline),
+        )?;
+        self.cluster_cli(&["del-node", &format!("127.0.0.1:{other}"), &id], left(deadline))?;
+        if let Some(i) = self.nodes.iter().position(|n| n.port() == port) {
+            let mut node = self.nodes.remove(i);
+            node.stop();
+        }
+        self.wait_healthy(left(deadline))
+    }
+
+    /// A graceful failover (`CLUSTER FAILOVER` on the replica on `replica_port`): the replica
+    /// catches up with its master, then takes over; waits until it is master and the cluster
+    /// is healthy.
+    ///
+    /// # Errors
+    ///
+    /// When the command fails or the takeover does not complete within `timeout`.
+    pub fn failover(&self, replica_port: u16, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let replica = self
+            .node(replica_port)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such replica"))?;
+        replica.cmd(&["CLUSTER", "FAILOVER"])?.into_result()?;
+        poll_until(
+            &format!("127.0.0.1:{replica_port} to take over"),
+            left(deadline),
+            || Ok(role_of(replica)?.0 == Role::Master),
+        )?;
+        self.wait_healthy(left(deadline))
+    }
+
+    fn any_master(&self) -> io::Result<u16> {
+        self.masters()?
+            .first()
+            .copied()
+            .ok_or_else(|| io::Error::other("no master answers"))
+    }
+
+    /// `redis-cli --cluster <args…> --cluster-yes`, judged by its exit status.
+    fn cluster_cli(&self, args: &[&str], timeout: Duration) -> io::Result<()> {
+        let mut cli = Command::new("redis-cli");
+        cli.arg("--cluster").args(args).arg("--cluster-yes");
+        let output = output_with_timeout(&mut cli, timeout)?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "redis-cli --cluster {} failed ({}): {}{}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(())
     }
 
     fn ports_with(&self, role: Role) -> io::Result<Vec<u16>> {
