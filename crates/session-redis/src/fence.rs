@@ -22,9 +22,8 @@
 //! A caller that drops a write's future midway (a fallback's own deadline,
 //! say) gets the same treatment from a drop guard.
 //!
-//! The kill goes to the server the write was sent to: on a cluster, every
-//! node that pooled client had a connection to (one node's connection cannot
-//! be singled out by key once redirections are possible). On sentinel, a
+//! The kill goes to the server the write was sent to (a cluster store has a
+//! fence per primary, each on that node's connections). On sentinel, a
 //! master that has since been replaced is not asked: its writes are
 //! discarded when it rejoins as a replica.
 
@@ -40,7 +39,6 @@ use fred::prelude::ClientInterface;
 use fred::types::config::{Options, Server};
 use fred::types::{ClusterHash, CustomCommand, Value};
 
-use crate::config::Topology;
 use crate::BACKEND;
 
 /// How often the background task retries kills that could not be confirmed.
@@ -60,7 +58,6 @@ pub(crate) struct Fence {
     clients: Vec<Client>,
     /// The connection kills (and health checks) are sent on.
     control: WithOptions<Client>,
-    topology: Topology,
     timeout: Duration,
     /// Per pooled client: not to be used until it has a connection other than those killed.
     quarantined: Vec<AtomicBool>,
@@ -81,19 +78,13 @@ pub(crate) struct Fence {
 }
 
 impl Fence {
-    pub(crate) fn new(
-        clients: Vec<Client>,
-        control: WithOptions<Client>,
-        topology: Topology,
-        timeout: Duration,
-    ) -> Arc<Fence> {
+    pub(crate) fn new(clients: Vec<Client>, control: WithOptions<Client>, timeout: Duration) -> Arc<Fence> {
         let n = clients.len();
         let generations: Arc<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
         watch_reconnects(&clients, &generations);
         Arc::new_cyclic(|me| Fence {
             clients,
             control,
-            topology,
             timeout,
             quarantined: (0..n).map(|_| AtomicBool::new(false)).collect(),
             generations,
@@ -254,57 +245,30 @@ impl Fence {
     /// `CLIENT KILL ID n` on the target's server. True when Redis answered (killed, or no
     /// such client: closed already).
     async fn kill(&self, t: &Target) -> bool {
-        let on = match self.topology {
-            Topology::Cluster => {
-                let control: &Client = &self.control;
-                if !self.is_cluster_primary(&t.server) {
-                    // The control's view may be older than the data client's: read the slots
-                    // again before concluding anything.
-                    let sync = fred::interfaces::ClusterInterface::sync_cluster(control);
-                    if !matches!(tokio::time::timeout(self.timeout, sync).await, Ok(Ok(()))) {
-                        return false;
-                    }
-                    if !self.is_cluster_primary(&t.server) {
-                        // No longer a primary (failed over, removed): what it still holds is
-                        // discarded when it rejoins as a replica, so nothing sent to it can land.
-                        return true;
-                    }
-                }
-                control.with_options(&Options {
-                    cluster_node: Some(t.server.clone()),
-                    timeout: Some(self.timeout),
-                    fail_fast: true,
-                    ..Options::default()
-                })
+        let control: &Client = &self.control;
+        if !control.connection_ids().contains_key(&t.server) {
+            // The control connection is on another server than the write (a sentinel
+            // failover, seen by one client before the other). Ask the sentinels again (a
+            // reconnection resolves the master anew): if the control then lands on the
+            // write's server, kill there; if the sentinels name another master, the write's
+            // server is a replica-to-be whose writes are discarded.
+            let again = control.force_reconnection();
+            if !matches!(tokio::time::timeout(self.timeout, again).await, Ok(Ok(()))) {
+                return false;
             }
-            _ => {
-                let control: &Client = &self.control;
-                if !control.connection_ids().contains_key(&t.server) {
-                    // The control connection is on another server than the write (a sentinel
-                    // failover, seen by one client before the other). Ask the sentinels again
-                    // (a reconnection resolves the master anew): if the control then lands on
-                    // the write's server, kill there; if the sentinels name another master,
-                    // the write's server is a replica-to-be whose writes are discarded.
-                    let again = control.force_reconnection();
-                    if !matches!(tokio::time::timeout(self.timeout, again).await, Ok(Ok(()))) {
-                        return false;
-                    }
-                    let ids = control.connection_ids();
-                    if ids.is_empty() || !control.is_connected() {
-                        return false;
-                    }
-                    if !ids.contains_key(&t.server) {
-                        return true;
-                    }
-                }
-                let control: &Client = &self.control;
-                control.with_options(&Options {
-                    timeout: Some(self.timeout),
-                    fail_fast: true,
-                    ..Options::default()
-                })
+            let ids = control.connection_ids();
+            if ids.is_empty() || !control.is_connected() {
+                return false;
             }
-        };
+            if !ids.contains_key(&t.server) {
+                return true;
+            }
+        }
+        let on = control.with_options(&Options {
+            timeout: Some(self.timeout),
+            fail_fast: true,
+            ..Options::default()
+        });
         let cmd = CustomCommand::new_static("CLIENT", ClusterHash::Custom(0), false);
         let args = vec![Value::from("KILL"), Value::from("ID"), Value::Integer(t.id)];
         let answered = match on.custom::<Value, Value>(cmd, args).await {
@@ -327,15 +291,6 @@ impl Fence {
             tracing::debug!(backend = BACKEND, client_id = t.id, "redis: fenced a connection");
         }
         answered
-    }
-
-    /// Whether the control client's cluster view lists `server` as a primary (an empty or
-    /// missing view counts as listing it: a kill is then attempted).
-    fn is_cluster_primary(&self, server: &Server) -> bool {
-        let control: &Client = &self.control;
-        fred::interfaces::ClusterInterface::cached_cluster_state(control)
-            .map(|state| state.unique_primary_nodes())
-            .is_none_or(|p| p.is_empty() || p.contains(server))
     }
 
     fn ensure_settler(&self) {

@@ -14,7 +14,7 @@ use fred::types::config::{Options, ReconnectError, Server, ServerConfig};
 use fred::types::{ClusterHash, ConnectHandle, CustomCommand, Value};
 use session_core::{Error, Result};
 
-use crate::config::{Built, Topology};
+use crate::config::Built;
 use crate::error::map_command_error;
 use crate::fence::{outcome_unknown, Armed, Fence};
 use crate::BACKEND;
@@ -50,18 +50,14 @@ impl Node {
     pub(crate) fn new(built: &Built, options: &Options, server: Option<Server>) -> Node {
         let mut fred = built.fred.clone();
         let mut connection = built.connection.clone();
-        let fence_topology = match &server {
-            Some(server) => {
-                fred.server = ServerConfig::Centralized {
-                    server: server.clone(),
-                };
-                // A cluster node's refusals are the store's to act on (it reads the slot map
-                // again); reconnecting to the same node would not change them.
-                connection.reconnect_errors = vec![ReconnectError::Loading];
-                Topology::Standalone
-            }
-            None => built.topology,
-        };
+        if let Some(server) = &server {
+            fred.server = ServerConfig::Centralized {
+                server: server.clone(),
+            };
+            // A cluster node's refusals are the store's to act on (it reads the slot map
+            // again); reconnecting to the same node would not change them.
+            connection.reconnect_errors = vec![ReconnectError::Loading];
+        }
         let new_client = || {
             Client::new(
                 fred.clone(),
@@ -77,7 +73,6 @@ impl Node {
         let fence = Fence::new(
             conns.iter().map(|c| (**c).clone()).collect(),
             control,
-            fence_topology,
             built.timeout,
         );
         Node {
