@@ -70,6 +70,18 @@ impl Cmd<'_> {
         }
     }
 
+    /// [`send_on`](Self::send_on) without `ASKING`, for a command sent once: a plain command's
+    /// arguments are moved, not copied.
+    pub(crate) async fn send_once<R: FromValue>(
+        self,
+        conn: &WithOptions<Client>,
+    ) -> std::result::Result<R, FredError> {
+        match self {
+            Cmd::Plain(name, args) => send_one(conn, false, name, args).await,
+            script => script.send_on(conn, false).await,
+        }
+    }
+
     /// Sends the command on `conn` (after `ASKING`, when `asking`): a script as `EVALSHA`, and
     /// as `EVAL` if the server does not have it cached.
     pub(crate) async fn send_on<R: FromValue>(
@@ -344,9 +356,11 @@ impl Cluster {
             };
             let armed = if write { Some(node.begin_write(i)?) } else { None };
             let result: std::result::Result<Value, FredError> = cmd.send_on(conn, ask).await;
-            let asked = node.server.clone().unwrap_or_else(|| Server::new("", 0));
             let redirect = match &result {
-                Err(e) => Redirect::parse(e.details(), &asked),
+                Err(e) => {
+                    let asked = node.server.clone().unwrap_or_else(|| Server::new("", 0));
+                    Redirect::parse(e.details(), &asked)
+                }
                 Ok(_) => None,
             };
             match redirect {

@@ -370,7 +370,7 @@ impl RedisStore {
         match &self.inner.nodes {
             Nodes::One(node) => {
                 let (i, conn) = node.up()?;
-                fenced!(node, i, op, namespace, cmd.send_on::<R>(conn, false)).await
+                fenced!(node, i, op, namespace, cmd.send_once::<R>(conn)).await
             }
             Nodes::Cluster(cluster) => Box::pin(cluster.send(key, true, op, namespace, &cmd)).await,
         }
@@ -388,7 +388,7 @@ impl RedisStore {
         match &self.inner.nodes {
             Nodes::One(node) => {
                 let (i, conn) = node.up()?;
-                let result = cmd.send_on::<R>(conn, false).await;
+                let result = cmd.send_once::<R>(conn).await;
                 node.read_result(i, op, Some(namespace), result)
             }
             Nodes::Cluster(cluster) => Box::pin(cluster.send(key, false, op, namespace, &cmd)).await,

@@ -627,7 +627,6 @@ async fn a_migration_held_open_serves_every_key() {
         .rotate(&extra_key, &rotated)
         .await
         .expect("rotate in a migrating slot");
-    let held_calls_done = Instant::now();
 
     migrate(&sessions.full[half..]);
     for &m in &masters {
@@ -635,7 +634,6 @@ async fn a_migration_held_open_serves_every_key() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let logs = load.stop().await;
-    let _ = held_calls_done;
 
     let redirects = redirects(&cluster.ports());
     let v = verdict(&cluster.url(), &config, &sessions, logs, |_| false).await;
