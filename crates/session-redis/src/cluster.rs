@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use fred::clients::{Client, WithOptions};
 use fred::error::{Error as FredError, ErrorKind as FredKind};
-use fred::interfaces::{ClientLike, ClusterInterface};
+use fred::interfaces::{ClientLike, ClusterInterface, KeysInterface};
 use fred::types::config::{Options, Server, ServerConfig};
 use fred::types::scripts::Script;
-use fred::types::{ClusterHash, ConnectHandle, CustomCommand, FromValue, Key, Value};
+use fred::types::{ClusterHash, ConnectHandle, CustomCommand, Expiration, FromValue, Key, SetOptions, Value};
 use session_core::{Error, Result};
 
 use crate::config::Built;
@@ -42,10 +43,20 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Redirections one command follows before its error is returned.
 const MAX_REDIRECTS: usize = 5;
 
-/// One command for a key: a plain command, or a script (`EVALSHA`, then `EVAL` on `NOSCRIPT`).
+/// One command for a key: `GET`, `SET`, `DEL`, or a script (`EVALSHA`, then `EVAL` on
+/// `NOSCRIPT`).
+///
+/// The plain commands go through fred's typed interface, not as custom commands: fred flushes
+/// its socket after every custom command (and every script), while typed commands sent
+/// together share one write (measured: one `writev` per `GET` as a custom command, one per
+/// ~20 as a typed one, at 64 tasks).
 pub(crate) enum Cmd<'a> {
-    /// `name args…`.
-    Plain(&'static str, Vec<Value>),
+    /// `GET key`.
+    Get(Key),
+    /// `SET key value PXAT deadline [NX|XX]`.
+    Set(Key, Bytes, i64, Option<SetOptions>),
+    /// `DEL key`.
+    Del(Key),
     /// A script on `keys` with `args`.
     Script(&'a Script, &'a [Key], Vec<Value>),
 }
@@ -54,7 +65,21 @@ impl Cmd<'_> {
     /// `name` and the arguments as sent (a script's SHA-1, or its body for `EVAL`).
     fn parts(&self, body: bool) -> (&'static str, Vec<Value>) {
         match self {
-            Cmd::Plain(name, args) => (name, args.clone()),
+            Cmd::Get(key) => ("GET", vec![Value::from(key.clone())]),
+            Cmd::Del(key) => ("DEL", vec![Value::from(key.clone())]),
+            Cmd::Set(key, value, at, condition) => {
+                let mut args = Vec::with_capacity(5);
+                args.push(Value::from(key.clone()));
+                args.push(Value::Bytes(value.clone()));
+                args.push(Value::from_static_str("PXAT"));
+                args.push(Value::Integer(*at));
+                match condition {
+                    Some(SetOptions::NX) => args.push(Value::from_static_str("NX")),
+                    Some(SetOptions::XX) => args.push(Value::from_static_str("XX")),
+                    None => {}
+                }
+                ("SET", args)
+            }
             Cmd::Script(script, keys, args) => {
                 let mut full = Vec::with_capacity(2 + keys.len() + args.len());
                 let (name, head) = match (body, script.lua()) {
@@ -77,7 +102,12 @@ impl Cmd<'_> {
         conn: &WithOptions<Client>,
     ) -> std::result::Result<R, FredError> {
         match self {
-            Cmd::Plain(name, args) => send_one(conn, false, name, args).await,
+            Cmd::Get(key) => conn.get(key).await,
+            Cmd::Set(key, value, at, condition) => {
+                conn.set(key, value, Some(Expiration::PXAT(at)), condition, false)
+                    .await
+            }
+            Cmd::Del(key) => conn.del(key).await,
             script => script.send_on(conn, false).await,
         }
     }
@@ -89,6 +119,24 @@ impl Cmd<'_> {
         conn: &WithOptions<Client>,
         asking: bool,
     ) -> std::result::Result<R, FredError> {
+        if !asking {
+            match self {
+                Cmd::Get(key) => return conn.get(key.clone()).await,
+                Cmd::Set(key, value, at, condition) => {
+                    return conn
+                        .set(
+                            key.clone(),
+                            value.clone(),
+                            Some(Expiration::PXAT(*at)),
+                            condition.clone(),
+                            false,
+                        )
+                        .await
+                }
+                Cmd::Del(key) => return conn.del(key.clone()).await,
+                Cmd::Script(..) => {}
+            }
+        }
         let (name, args) = self.parts(false);
         let first = send_one(conn, asking, name, args).await;
         match first {

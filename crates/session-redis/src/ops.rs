@@ -8,7 +8,7 @@ use bytes::Bytes;
 use fred::clients::Client;
 use fred::error::{Error as FredError, ErrorKind as FredKind};
 use fred::interfaces::{ClientLike, KeysInterface};
-use fred::types::{InfoKind, Key, Value};
+use fred::types::{InfoKind, Key, SetOptions, Value};
 use session_core::backend::{
     check_size, decode_entry, encode_tombstone, now_ms, stamp, Change, Entry, Reconciled, Record, Tombstone,
     FLAGS_OFFSET, FLAG_TOMBSTONE, FORMAT_OFFSET, FORMAT_VERSION, MAGIC,
@@ -74,12 +74,12 @@ impl RedisStore {
         let value = record.encode_with(&meta);
         let options = match how {
             Plain::Save => None,
-            Plain::Create => Some("NX"),
+            Plain::Create => Some(SetOptions::NX),
             Plain::Update if self.keeps_tombstones() => {
                 let script = &self.inner.scripts.update_live;
                 return self.written_if(key, how, script, value, meta).await;
             }
-            Plain::Update => Some("XX"),
+            Plain::Update => Some(SetOptions::XX),
         };
         // Kept for a `create` that finds the key taken (a refcount, not a copy).
         let again = matches!(how, Plain::Create).then(|| value.clone());
@@ -104,20 +104,11 @@ impl RedisStore {
         how: Plain,
         value: Bytes,
         meta: Meta,
-        condition: Option<&'static str>,
+        condition: Option<SetOptions>,
     ) -> Result<bool> {
         let k = self.key(key);
-        let mut args = Vec::with_capacity(5);
-        args.push(Value::from(k.clone()));
-        args.push(Value::Bytes(value));
-        args.push(Value::from_static_str("PXAT"));
-        args.push(Value::Integer(pxat(meta.expires_at)));
-        if let Some(c) = condition {
-            args.push(Value::from_static_str(c));
-        }
-        let reply: Value = self
-            .write(&k, how.op(), key.ns(), Cmd::Plain("SET", args))
-            .await?;
+        let set = Cmd::Set(k.clone(), value, pxat(meta.expires_at), condition);
+        let reply: Value = self.write(&k, how.op(), key.ns(), set).await?;
         Ok(!reply.is_null())
     }
 
@@ -144,10 +135,7 @@ impl RedisStore {
     /// `delete` of a store that keeps no tombstones: `DEL`.
     async fn delete_plain(&self, key: &SessionKey) -> Result<bool> {
         let k = self.key(key);
-        let args = vec![Value::from(k.clone())];
-        let n: i64 = self
-            .write(&k, "delete", key.ns(), Cmd::Plain("DEL", args))
-            .await?;
+        let n: i64 = self.write(&k, "delete", key.ns(), Cmd::Del(k.clone())).await?;
         Ok(n > 0)
     }
 
@@ -247,7 +235,7 @@ impl RedisStore {
         let (old_k, new_k) = (self.key(key), self.key(&new_key));
         let scripts = &self.inner.scripts;
         for _ in 0..ROTATE_ATTEMPTS {
-            let get = Cmd::Plain("GET", vec![Value::from(old_k.clone())]);
+            let get = Cmd::Get(old_k.clone());
             let value: Option<Bytes> = self.read(&old_k, "rotate", key.ns(), get).await?;
             let Some(bytes) = value else {
                 return Err(Error::not_found(key.ns()));
@@ -448,7 +436,7 @@ impl SessionStore for RedisStore {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let k = self.key(key);
-        let get = Cmd::Plain("GET", vec![Value::from(k.clone())]);
+        let get = Cmd::Get(k.clone());
         let value: Option<Bytes> = self.read(&k, "load", key.ns(), get).await?;
         self.decode_loaded(value, key.ns())
     }
@@ -624,7 +612,7 @@ impl SessionStore for RedisStore {
         for batch in keys.chunks(self.inner.batch) {
             let replies = futures::future::join_all(batch.iter().map(|key| async move {
                 let k = self.key(key);
-                let get = Cmd::Plain("GET", vec![Value::from(k.clone())]);
+                let get = Cmd::Get(k.clone());
                 let value: Result<Option<Bytes>> = self.read(&k, "load_many", key.ns(), get).await;
                 value
             }))
