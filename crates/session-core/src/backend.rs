@@ -1,6 +1,7 @@
 //! What a backend implements a [`SessionStore`](crate::SessionStore) with:
 //! the record it stores, the envelope's byte layout (for scripts that read
-//! or compare header fields in place), and the rules every store shares.
+//! or compare header fields in place), the rules every store shares, and the
+//! [`Partition`] a store made of independent parts names each key's part with.
 //!
 //! Applications rarely need this module; [`Sessions`](crate::Sessions) and the
 //! crate root are their API.
@@ -12,5 +13,6 @@ pub use crate::envelope::{
     HEADER_LEN, MAGIC, MAX_EXPIRES_AT_OFFSET, PAYLOAD_LEN_OFFSET, UPDATED_AT_OFFSET, VERSION_OFFSET,
 };
 pub use crate::expiry::now_ms;
+pub use crate::partition::Partition;
 pub use crate::reconcile::{decide, Change, Decision, Reconciled, Stored, Tombstone};
 pub use crate::store::{check_size, stamp};

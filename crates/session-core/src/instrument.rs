@@ -24,6 +24,7 @@ use crate::envelope::{Meta, Record};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
+use crate::partition::Partition;
 use crate::reconcile::{Change, Reconciled, Tombstone};
 use crate::store::{Health, HealthStatus, SessionStore, StoreStats};
 use crate::version::Version;
@@ -395,6 +396,14 @@ impl<S: SessionStore> SessionStore for Instrumented<S> {
 
     fn evicts(&self) -> bool {
         self.inner.evicts()
+    }
+
+    fn partition(&self, key: &SessionKey) -> Partition {
+        self.inner.partition(key)
+    }
+
+    async fn partition_health(&self, partition: Partition) -> Health {
+        self.inner.partition_health(partition).await
     }
 }
 

@@ -42,7 +42,9 @@
 //! configuration, the [`Clock`], and the [`SessionStore`] trait it holds as
 //! `Arc<dyn SessionStore>`. A backend implements [`SessionStore`] with what
 //! [`backend`] holds: [`backend::Record`], the envelope's layout and the
-//! rules every store shares ([`backend::stamp`], [`backend::check_size`]).
+//! rules every store shares ([`backend::stamp`], [`backend::check_size`]),
+//! and [`backend::Partition`] for a store made of parts that fail
+//! independently (a Redis Cluster's nodes: see the trait's **Partitions**).
 //! It follows the trait's `# Contract` and runs the conformance suite
 //! against itself with `conformance_tests!` (feature `testing`).
 
@@ -57,6 +59,7 @@ mod error;
 mod expiry;
 mod id;
 mod key;
+mod partition;
 mod reconcile;
 mod store;
 mod typed;

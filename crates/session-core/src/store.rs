@@ -9,6 +9,7 @@ use crate::envelope::{Meta, Record};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
+use crate::partition::Partition;
 use crate::reconcile::{Change, Reconciled, Tombstone};
 use crate::version::Version;
 
@@ -74,6 +75,27 @@ pub const DEFAULT_MAX_SESSION_BYTES: usize = 1024 * 1024;
 /// A backend that is down or slow gives [`Error::Unavailable`] or
 /// [`Error::Timeout`] (temporary: [`Error::is_temporary`]); a timed-out write
 /// has an unknown outcome, which a fencing store makes final (see **Fencing**).
+///
+/// **Partitions.** A store made of parts that fail independently (a Redis Cluster's nodes)
+/// names the part serving each key with [`partition`](Self::partition) and probes one part
+/// with [`partition_health`](Self::partition_health), so that a wrapper such as a fallback
+/// keeps one circuit per part: one node down then costs only its own keys. A store that is
+/// one unit keeps the defaults ([`Partition::WHOLE`] for every key, `health()` as the probe).
+/// A partitioned store guarantees:
+/// * `partition(key)` is cheap and does no I/O: it reads what the store already knows (a
+///   slot map). It may change over time — a failover moves keys to another part — and a
+///   wrapper asks again whenever it routes or replays a key;
+/// * keys of different partitions fail independently: an outage of one part does not make
+///   calls on another's keys fail, and calls on one part's keys succeed or fail together
+///   (as far as the part is concerned);
+/// * `partition_health(p)` checks the server that serves `p` *now* (reading the store's view
+///   of its topology again if needed), never just any server, and answers up or degraded
+///   only when calls on `p`'s keys would be served. A partition no key maps to any more (a
+///   node that was failed over or removed) answers [`HealthStatus::Up`], so that a circuit
+///   kept for it ends and its keys are handled under their current partition;
+/// * [`Partition::WHOLE`] is the store as a whole: keyless calls (`count`, `stats`) belong
+///   to it, a key the store cannot place yet may map to it, and `partition_health(WHOLE)`
+///   answers as `health()` does.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// A short backend name for metrics and logs: `"memory"`, `"redis"`, ...
@@ -227,6 +249,23 @@ pub trait SessionStore: Send + Sync + 'static {
     /// outage — must not, and says so at construction. Default `false`.
     fn evicts(&self) -> bool {
         false
+    }
+
+    /// The partition serving `key` now: the part of the store that fails and recovers with
+    /// it (see **Partitions** in the trait docs). Cheap, no I/O, never fails. Default
+    /// [`Partition::WHOLE`]: the store is one unit.
+    fn partition(&self, key: &SessionKey) -> Partition {
+        let _ = key;
+        Partition::WHOLE
+    }
+
+    /// Whether calls on the keys of `partition` would be served now: the probe of one
+    /// partition's circuit. Checks the server serving that partition now; a partition no key
+    /// maps to any more answers [`HealthStatus::Up`]; [`Partition::WHOLE`] answers as
+    /// [`health`](Self::health). Never fails. Default: [`health`](Self::health).
+    async fn partition_health(&self, partition: Partition) -> Health {
+        let _ = partition;
+        self.health().await
     }
 }
 
@@ -519,6 +558,16 @@ macro_rules! forward_store {
             }
             fn evicts(&self) -> bool {
                 (**self).evicts()
+            }
+            fn partition(&self, key: &SessionKey) -> Partition {
+                (**self).partition(key)
+            }
+            fn partition_health<'s, 'f>(&'s self, partition: Partition) -> StoreFuture<'f, Health>
+            where
+                's: 'f,
+                Self: 'f,
+            {
+                (**self).partition_health(partition)
             }
         }
     )*};

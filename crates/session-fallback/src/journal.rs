@@ -85,6 +85,17 @@ impl Journal {
         self.map().keys().cloned().collect()
     }
 
+    /// Calls `f` with every pending key, under the journal's lock (`f` must not touch the
+    /// journal).
+    pub(crate) fn for_each_key(&self, mut f: impl FnMut(&SessionKey)) {
+        if self.len() == 0 {
+            return;
+        }
+        for key in self.map().keys() {
+            f(key);
+        }
+    }
+
     /// Admits `key` for an operation about to be made on the secondary.
     /// Call with the key's lock held. A key already present is always
     /// admitted; a new key only below the bound, with a fresh generation and

@@ -1,15 +1,17 @@
-//! The background task: probes a down primary with backoff, replays the
-//! journal into it when it answers, then closes the circuit.
+//! The background task: probes each open partition of the primary with backoff, replays the
+//! journal into the primary where it answers, then closes those circuits.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
-use session_core::backend::{now_ms, Change, Reconciled, Tombstone};
+use session_core::backend::{now_ms, Change, Partition, Reconciled, Tombstone};
 use session_core::{Error, SessionKey, SessionStore};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
+use crate::circuits::Backoff;
 use crate::journal::PendingOp;
 use crate::state::{CircuitState, Field};
 use crate::store::{is_answering, Inner};
@@ -20,7 +22,9 @@ enum Pass {
     Drained,
     /// Entries were added while the pass ran: run another at once.
     Again,
-    /// The primary failed again; the circuit is open.
+    /// Every entry left waits for its partition's circuit to answer a probe.
+    Waiting,
+    /// The primary failed again on some partition (its circuit may be open again).
     PrimaryDown,
     /// Some entries failed with permanent errors; retry after a delay.
     Incomplete,
@@ -34,100 +38,75 @@ enum Outcome {
     Conflict,
     /// Not in the journal any more.
     Skipped,
-    /// The circuit is open (the primary failed, here or in a live call).
-    PrimaryDown,
+    /// The key's partition is open: it waits for its probe.
+    Waiting,
+    /// The primary failed on this partition (here or in a live call).
+    PrimaryDown(Partition),
     /// A permanent error or endless contention: the entry stays.
     Failed,
 }
 
-/// Exponential backoff with jitter.
-struct Backoff {
-    min: u64,
-    max: u64,
-    next: u64,
-    seed: u64,
-}
-
-impl Backoff {
-    fn new(min: u64, max: u64) -> Self {
-        let seed = now_ms() ^ (std::process::id() as u64).rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
-        Backoff {
-            min,
-            max,
-            next: min,
-            seed,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    /// The next delay: uniform in [d/2, d] for the current step d, which then doubles.
-    fn delay(&mut self) -> Duration {
-        let d = self.next.max(1);
-        self.next = d.saturating_mul(2).min(self.max);
-        // xorshift64*: enough for jitter, no dependency.
-        self.seed ^= self.seed >> 12;
-        self.seed ^= self.seed << 25;
-        self.seed ^= self.seed >> 27;
-        let r = self.seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        let half = d / 2;
-        Duration::from_millis(d - half + r % (half + 1))
-    }
-}
-
-/// Sleeps, or returns true if the store was dropped meanwhile.
-async fn sleep_or_shutdown(d: Duration, shutdown: &Notify) -> bool {
+/// How the task sleeps: until `until`, a wake-up or the store's end (true).
+async fn sleep_or_shutdown(until: Instant, wake: &Notify, shutdown: &Notify) -> bool {
     tokio::select! {
-        _ = tokio::time::sleep(d) => false,
+        _ = tokio::time::sleep_until(until) => false,
+        _ = wake.notified() => false,
         _ = shutdown.notified() => true,
     }
 }
 
-async fn run_worker<P: SessionStore, S: SessionStore>(weak: Weak<Inner<P, S>>, shutdown: Arc<Notify>) {
-    let Some(mut backoff) = weak
+/// The background task. Each round: probe the open partitions whose delay has passed (all at
+/// once), replay every journaled session whose partition answers, close the replaying
+/// circuits with nothing left to replay, then sleep until the next probe is due (or a retry
+/// delay, or a wake-up). Ends when every circuit is closed and the journal is empty, or with
+/// the store.
+async fn run_worker<P: SessionStore, S: SessionStore>(
+    weak: Weak<Inner<P, S>>,
+    shutdown: Arc<Notify>,
+    wake: Arc<Notify>,
+) {
+    let Some(mut retry) = weak
         .upgrade()
         .map(|i| Backoff::new(i.config.probe_min_ms, i.config.probe_max_ms))
     else {
         return;
     };
-    // Whether the delay before the next probe has been waited.
-    let mut waited = false;
     loop {
         let Some(inner) = weak.upgrade() else { return };
-        match inner.state.get() {
-            CircuitState::Open | CircuitState::Probing => {
-                if !waited {
-                    drop(inner);
-                    if sleep_or_shutdown(backoff.delay(), &shutdown).await {
-                        return;
-                    }
-                    waited = true;
-                    continue;
-                }
-                waited = false;
-                // The backoff is reset only once the journal drained, so a
-                // primary that answers probes but fails replay is not hammered.
-                inner.probe().await;
+        let due = inner.circuits.due(Instant::now());
+        if !due.is_empty() {
+            let mut probes = JoinSet::new();
+            for partition in due {
+                let inner = Arc::clone(&inner);
+                probes.spawn(async move { inner.probe(partition).await });
             }
-            CircuitState::Replaying | CircuitState::Closed => match inner.replay_pass().await {
-                Pass::Drained => {
-                    backoff.reset();
-                    inner.finish_recovery();
-                    if inner.worker_may_exit() {
-                        return;
-                    }
-                }
-                Pass::Again => {}
-                Pass::PrimaryDown if inner.state.get().is_open() => waited = false,
-                Pass::PrimaryDown | Pass::Incomplete => {
-                    drop(inner);
-                    if sleep_or_shutdown(backoff.delay(), &shutdown).await {
-                        return;
-                    }
-                }
-            },
+            while probes.join_next().await.is_some() {}
+        }
+        let mut delay = None;
+        let pass = inner.replay_pass().await;
+        inner.finish_recovery();
+        match pass {
+            Pass::Drained => retry.reset(),
+            Pass::Again => continue,
+            Pass::Waiting => {}
+            Pass::PrimaryDown | Pass::Incomplete => delay = Some(retry.delay()),
+        }
+        if inner.circuits.aggregate() == CircuitState::Closed && inner.journal.len() == 0 {
+            if inner.worker_may_exit() {
+                return;
+            }
+            continue;
+        }
+        let now = Instant::now();
+        let until = match (inner.circuits.next_due(), delay.map(|d| now + d)) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(t), None) | (None, Some(t)) => t,
+            // Nothing scheduled (a circuit replaying entries that wait): look again soon.
+            (None, None) => now + Duration::from_millis(inner.config.probe_min_ms.max(1)),
+        };
+        drop(inner);
+        if sleep_or_shutdown(until, &wake, &shutdown).await {
+            return;
         }
     }
 }
@@ -144,7 +123,11 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         }
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn(run_worker(self.me.clone(), Arc::clone(&self.shutdown)));
+                handle.spawn(run_worker(
+                    self.me.clone(),
+                    Arc::clone(&self.shutdown),
+                    Arc::clone(&self.wake),
+                ));
             }
             Err(_) => {
                 self.worker_running.store(false, Ordering::SeqCst);
@@ -161,7 +144,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
     /// is not stranded.
     fn worker_may_exit(&self) -> bool {
         self.worker_running.store(false, Ordering::SeqCst);
-        let work = self.state.get() != CircuitState::Closed || self.journal.len() > 0;
+        let work = self.circuits.aggregate() != CircuitState::Closed || self.journal.len() > 0;
         !(work
             && self
                 .worker_running
@@ -169,62 +152,58 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 .is_ok())
     }
 
-    /// Probes the primary once; true if it answered (the circuit is then replaying).
-    async fn probe(&self) -> bool {
-        if !self.state.transition(CircuitState::Open, CircuitState::Probing) {
-            return false;
-        }
+    /// Probes one open partition (moved to probing by [`Circuits::due`](crate::circuits::Circuits::due)):
+    /// replaying if it answered, open again with the next delay otherwise.
+    async fn probe(&self, partition: Partition) {
         self.counters.inc(Field::Probes);
-        let health = self.primary_health().await;
+        let health = self.partition_health(partition).await;
         let up = is_answering(&health);
-        *self.last_probe.lock().unwrap_or_else(PoisonError::into_inner) = Some(health);
-        if up
-            && self
-                .state
-                .transition(CircuitState::Probing, CircuitState::Replaying)
-        {
+        if self.circuits.probed(partition, health, up) {
             self.counters.inc(Field::Transitions);
-            self.failures.store(0, Ordering::Relaxed);
             tracing::info!(
                 primary = self.primary.backend(),
+                partition = %partition,
                 journal = self.journal.len(),
                 "session fallback: primary answered a probe, replaying the journal"
             );
-            return true;
+            return;
         }
         self.counters.inc(Field::ProbeFailures);
-        self.state.transition(CircuitState::Probing, CircuitState::Open);
-        false
     }
 
-    /// Closes the circuit after the journal drained.
+    /// Closes the circuit of every replaying partition no journaled session belongs to any
+    /// more (by its current partition).
     fn finish_recovery(&self) {
-        self.close_circuit();
-        if self.state.get() == CircuitState::Closed && self.journal.len() == 0 {
+        if self.circuits.any_replaying() {
+            let mut pending: Vec<Partition> = Vec::new();
+            self.journal.for_each_key(|key| {
+                let p = self.primary.partition(key);
+                if !pending.contains(&p) {
+                    pending.push(p);
+                }
+            });
+            for closed in self.circuits.close_drained(|p| pending.contains(&p)) {
+                self.counters.inc(Field::Transitions);
+                let c = self.counters.snapshot();
+                tracing::warn!(
+                    primary = self.primary.backend(),
+                    partition = %closed.partition,
+                    open_partitions = self.circuits.open_count(),
+                    outage_ms = now_ms().saturating_sub(closed.opened_at),
+                    error = *self.last_error.lock().unwrap_or_else(PoisonError::into_inner),
+                    replayed = c.replayed,
+                    conflicts = c.conflicts,
+                    "session fallback: primary recovered, journal replayed, circuit closed"
+                );
+            }
+        }
+        if self.circuits.aggregate() == CircuitState::Closed && self.journal.len() == 0 {
             metrics::gauge!(crate::state::metric::ACTIVE).set(0.0);
         }
     }
 
-    fn close_circuit(&self) {
-        if self
-            .state
-            .transition(CircuitState::Replaying, CircuitState::Closed)
-        {
-            self.counters.inc(Field::Transitions);
-            self.failures.store(0, Ordering::Relaxed);
-            let c = self.counters.snapshot();
-            tracing::warn!(
-                primary = self.primary.backend(),
-                outage_ms = now_ms().saturating_sub(self.opened_at.load(Ordering::Relaxed)),
-                error = *self.last_error.lock().unwrap_or_else(PoisonError::into_inner),
-                replayed = c.replayed,
-                conflicts = c.conflicts,
-                "session fallback: primary recovered, journal replayed, circuit closed"
-            );
-        }
-    }
-
-    /// Replays every key in the journal, `replay_concurrency` at a time.
+    /// Replays every journaled key whose partition answers, `replay_concurrency` at a time;
+    /// keys of open partitions wait (they stay in the journal, served by the secondary).
     async fn replay_pass(&self) -> Pass {
         let keys = self.journal.keys();
         if keys.is_empty() {
@@ -235,10 +214,17 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         };
         let mut tasks = JoinSet::new();
         let mut keys = keys.into_iter();
-        let (mut down, mut incomplete) = (false, false);
+        // Partitions that failed during this pass: their other keys wait for the next.
+        let mut down: Vec<Partition> = Vec::new();
+        let (mut waiting, mut incomplete) = (false, false);
         loop {
-            while !down && tasks.len() < self.config.replay_concurrency {
+            while tasks.len() < self.config.replay_concurrency {
                 let Some(key) = keys.next() else { break };
+                let p = self.primary.partition(&key);
+                if down.contains(&p) || self.circuits.is_open(p) {
+                    waiting = true;
+                    continue;
+                }
                 let inner = Arc::clone(&me);
                 tasks.spawn(async move { inner.replay_key(&key).await });
             }
@@ -247,16 +233,23 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             };
             match done {
                 Ok(Outcome::Replayed | Outcome::Conflict | Outcome::Skipped) => {}
-                Ok(Outcome::PrimaryDown) => down = true,
+                Ok(Outcome::Waiting) => waiting = true,
+                Ok(Outcome::PrimaryDown(p)) => {
+                    if !down.contains(&p) {
+                        down.push(p);
+                    }
+                }
                 Ok(Outcome::Failed) | Err(_) => incomplete = true,
             }
         }
-        if down {
+        if !down.is_empty() {
             Pass::PrimaryDown
         } else if incomplete {
             Pass::Incomplete
         } else if self.journal.len() == 0 {
             Pass::Drained
+        } else if waiting {
+            Pass::Waiting
         } else {
             Pass::Again
         }
@@ -269,8 +262,10 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
     /// leaves the journal only after the primary answered.
     async fn replay_key(&self, key: &SessionKey) -> Outcome {
         let _guard = self.locks.lock(key).await;
-        if self.state.get().is_open() {
-            return Outcome::PrimaryDown;
+        // Its partition now: a failover may have moved it since it was journaled.
+        let partition = self.primary.partition(key);
+        if self.circuits.is_open(partition) {
+            return Outcome::Waiting;
         }
         let Some(entry) = self.journal.get(key) else {
             return Outcome::Skipped;
@@ -310,11 +305,11 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 };
                 match fixed {
                     Ok(()) => Reconciled::Applied,
-                    Err(e) if e.is_temporary() => return self.replay_interrupted(&e),
+                    Err(e) if e.is_temporary() => return self.replay_interrupted(partition, &e),
                     Err(e) => return self.replay_error(key, "primary overwrite", &e),
                 }
             }
-            Err(e) if e.is_temporary() => return self.replay_interrupted(&e),
+            Err(e) if e.is_temporary() => return self.replay_interrupted(partition, &e),
             Err(e) => return self.replay_error(key, "primary reconcile", &e),
         };
         // The primary's state is now known when the replayed write is what it holds, or the
@@ -354,16 +349,17 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         }
     }
 
-    /// The primary failed during replay. While replaying, that reopens the
-    /// circuit at once; while closed (a journal left by failovers below the
-    /// threshold) it counts toward the threshold like a live failure.
-    fn replay_interrupted(&self, err: &Error) -> Outcome {
-        if self.state.get() == CircuitState::Replaying {
-            self.open_circuit(err);
+    /// The primary failed during replay of a key of `partition`. While that partition
+    /// replays, its circuit opens again at once; while closed (a journal left by failovers
+    /// below the threshold, or a key whose partition changed) it counts toward the threshold
+    /// like a live failure.
+    fn replay_interrupted(&self, partition: Partition, err: &Error) -> Outcome {
+        if self.circuits.state_of(partition) == CircuitState::Replaying {
+            self.open_circuit(partition, err);
         } else {
-            self.primary_failed(err);
+            self.primary_failed(Some(partition), err);
         }
-        Outcome::PrimaryDown
+        Outcome::PrimaryDown(partition)
     }
 
     fn replay_error(&self, key: &SessionKey, step: &'static str, err: &Error) -> Outcome {
@@ -377,22 +373,5 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             "session fallback: replay of a session failed; it stays in the journal and is retried"
         );
         Outcome::Failed
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_max() {
-        let mut b = Backoff::new(100, 1000);
-        let d: Vec<u64> = (0..6).map(|_| b.delay().as_millis() as u64).collect();
-        assert!((50..=100).contains(&d[0]), "{d:?}");
-        assert!((100..=200).contains(&d[1]), "{d:?}");
-        assert!((200..=400).contains(&d[2]), "{d:?}");
-        assert!(d[4] <= 1000 && d[5] >= 500, "{d:?}");
-        b.reset();
-        assert!(b.delay().as_millis() <= 100);
     }
 }

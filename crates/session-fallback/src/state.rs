@@ -1,8 +1,16 @@
 //! The circuit's states and the counters exposed for observability.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Where the circuit stands. See the crate docs for the transitions.
+/// Where a circuit stands. See the crate docs for the transitions.
+///
+/// The fallback keeps one circuit per partition of the primary
+/// ([`SessionStore::partition`](session_core::SessionStore::partition)), and
+/// [`FallbackStore::state`](crate::FallbackStore::state) reports their aggregate: open if any
+/// partition is open, else probing if any is being probed, else replaying if any is
+/// replaying, else closed. For a primary of one partition (the default) that is simply its
+/// circuit's state. The variant docs below describe one circuit: "the primary" is the part
+/// of it serving that partition's keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CircuitState {
@@ -42,7 +50,8 @@ impl CircuitState {
         }
     }
 
-    /// Whether calls skip the primary (open or probing).
+    /// Whether calls skip the primary (open or probing); for the aggregate: whether some
+    /// partition's calls do.
     pub fn is_open(self) -> bool {
         matches!(self, CircuitState::Open | CircuitState::Probing)
     }
@@ -83,19 +92,24 @@ pub struct FallbackCounters {
     /// Replay attempts of one entry that failed with a permanent error (the
     /// entry stays in the journal and is retried).
     pub replay_errors: u64,
-    /// Changes of [`CircuitState`] between closed, open and replaying (the
-    /// hops through probing are counted in `probes`).
+    /// Changes of [`CircuitState`] between closed, open and replaying, summed
+    /// over the partitions' circuits (the hops through probing are counted in
+    /// `probes`).
     pub transitions: u64,
-    /// Times the circuit opened.
+    /// Times a partition's circuit opened.
     pub opened: u64,
-    /// Probes of the primary made while the circuit was open.
+    /// Probes of the primary made while a circuit was open (one per open partition).
     pub probes: u64,
-    /// Probes that found the primary still down.
+    /// Probes that found the primary (that partition of it) still down.
     pub probe_failures: u64,
     /// Calls made while the primary was unreachable that were answered from
     /// the warm copy (or journaled against it): sessions that predate the
     /// outage, kept usable.
     pub warm_served: u64,
+    /// Partitions of the primary whose circuit is open (or being probed) right now — a
+    /// gauge, not a count since start. At most 1 for a primary of one partition; on a Redis
+    /// Cluster, the nodes whose keys are served by the secondary.
+    pub open_partitions: u64,
 }
 
 /// The live counters behind [`FallbackCounters`].
@@ -132,11 +146,16 @@ pub(crate) enum Field {
 
 /// Metric names published through the `metrics` facade (see `docs/operations.md`).
 pub mod metric {
-    /// Gauge: 1 while anything is served by the secondary (circuit not
+    /// Gauge: 1 while anything is served by the secondary (some circuit not
     /// closed, or journal not empty), else 0.
     pub const ACTIVE: &str = "session_fallback_active";
-    /// Gauge: 0 closed, 1 open, 2 probing, 3 replaying.
+    /// Gauge: 0 closed, 1 open, 2 probing, 3 replaying (the aggregate over partitions: see
+    /// [`CircuitState`](crate::CircuitState)).
     pub const STATE: &str = "session_fallback_state";
+    /// Gauge: partitions of the primary whose circuit is open or probing (their keys are
+    /// served by the secondary). 0 or 1 for a primary of one partition; on a Redis Cluster,
+    /// the nodes failed over to the secondary.
+    pub const OPEN_PARTITIONS: &str = "session_fallback_open_partitions";
     /// Gauge: sessions waiting to be replayed.
     pub const JOURNAL_LENGTH: &str = "session_fallback_journal_length";
     /// Counter: primary calls that failed and were served by the secondary.
@@ -151,9 +170,9 @@ pub mod metric {
     pub const JOURNAL_REJECTED: &str = "session_fallback_journal_rejected_total";
     /// Counter: replay attempts that failed and will be retried.
     pub const REPLAY_ERRORS: &str = "session_fallback_replay_errors_total";
-    /// Counter, label `to`: circuit transitions by new state.
+    /// Counter, label `to`: circuit transitions by new state, over all partitions.
     pub const TRANSITIONS: &str = "session_fallback_transitions_total";
-    /// Counter: probes of the down primary.
+    /// Counter: probes of the down primary (one per open partition).
     pub const PROBES: &str = "session_fallback_probes_total";
     /// Counter: probes that found the primary still down.
     pub const PROBE_FAILURES: &str = "session_fallback_probe_failures_total";
@@ -204,40 +223,8 @@ impl Counters {
             probes: get(&self.probes),
             probe_failures: get(&self.probe_failures),
             warm_served: get(&self.warm_served),
+            open_partitions: 0,
         }
-    }
-}
-
-/// The circuit state as an atomic.
-#[derive(Debug)]
-pub(crate) struct AtomicState(AtomicU8);
-
-impl AtomicState {
-    pub(crate) fn new(state: CircuitState) -> Self {
-        metrics::gauge!(metric::STATE).set(f64::from(state.code()));
-        metrics::gauge!(metric::ACTIVE).set(if state == CircuitState::Closed { 0.0 } else { 1.0 });
-        AtomicState(AtomicU8::new(state.code()))
-    }
-
-    pub(crate) fn get(&self) -> CircuitState {
-        CircuitState::from_code(self.0.load(Ordering::SeqCst))
-    }
-
-    /// Moves from `from` to `to`; false if the state was not `from`.
-    /// Publishes the new state and counts the transition.
-    pub(crate) fn transition(&self, from: CircuitState, to: CircuitState) -> bool {
-        let moved = self
-            .0
-            .compare_exchange(from.code(), to.code(), Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok();
-        if moved {
-            metrics::gauge!(metric::STATE).set(f64::from(to.code()));
-            if to != CircuitState::Closed {
-                metrics::gauge!(metric::ACTIVE).set(1.0);
-            }
-            metrics::counter!(metric::TRANSITIONS, "to" => to.as_str()).increment(1);
-        }
-        moved
     }
 }
 
@@ -255,9 +242,5 @@ mod tests {
         ] {
             assert_eq!(CircuitState::from_code(s.code()), s);
         }
-        let a = AtomicState::new(CircuitState::Closed);
-        assert!(a.transition(CircuitState::Closed, CircuitState::Open));
-        assert!(!a.transition(CircuitState::Closed, CircuitState::Open));
-        assert_eq!(a.get(), CircuitState::Open);
     }
 }

@@ -1,21 +1,22 @@
 //! [`FallbackStore`]: routing of live calls between the primary and the secondary.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use session_core::backend::{now_ms, Change, Reconciled, Record, Tombstone};
+use session_core::backend::{now_ms, Change, Partition, Reconciled, Record, Tombstone};
 use session_core::{
     Error, Health, HealthStatus, Meta, Namespace, Result, SessionId, SessionKey, SessionStore, StoreStats,
     Version,
 };
 use tokio::sync::Notify;
 
+use crate::circuits::Circuits;
 use crate::config::FallbackConfig;
 use crate::journal::{Journal, JournalFull, KeyGuard, KeyLocks, PendingOp};
-use crate::state::{AtomicState, CircuitState, Counters, FallbackCounters, Field};
+use crate::state::{CircuitState, Counters, FallbackCounters, Field};
 use crate::warm::{Known, WarmCopy};
 
 /// How often construction asks a primary that has not answered yet.
@@ -41,9 +42,8 @@ pub(crate) struct Inner<P, S> {
     pub(crate) secondary: S,
     pub(crate) config: FallbackConfig,
     pub(crate) timeout: Duration,
-    pub(crate) state: AtomicState,
-    /// Consecutive temporary failures of the primary.
-    pub(crate) failures: AtomicU32,
+    /// One circuit per partition of the primary, and their aggregate state.
+    pub(crate) circuits: Circuits,
     pub(crate) journal: Journal,
     /// Sessions served while healthy, for an outage.
     pub(crate) warm: WarmCopy,
@@ -51,12 +51,11 @@ pub(crate) struct Inner<P, S> {
     pub(crate) counters: Counters,
     pub(crate) worker_running: AtomicBool,
     pub(crate) shutdown: Arc<Notify>,
-    /// The primary's health at the last probe, reported while the circuit is open.
-    pub(crate) last_probe: Mutex<Option<Health>>,
+    /// Wakes the background task early: a circuit opened, or a session was journaled whose
+    /// partition is not open (so it can be replayed now).
+    pub(crate) wake: Arc<Notify>,
     /// The category of the last primary error, for logs and health.
     pub(crate) last_error: Mutex<&'static str>,
-    /// When the circuit last opened, ms.
-    pub(crate) opened_at: AtomicU64,
     /// A weak reference to this, for the background task.
     pub(crate) me: Weak<Inner<P, S>>,
 }
@@ -188,17 +187,15 @@ impl<P: SessionStore, S: SessionStore> FallbackStore<P, S> {
             primary,
             secondary,
             timeout,
-            state: AtomicState::new(CircuitState::Closed),
-            failures: AtomicU32::new(0),
+            circuits: Circuits::new(config.probe_min_ms, config.probe_max_ms),
             journal: Journal::new(config.max_journal_keys),
             warm: WarmCopy::new(config.warm_entries, config.warm_bytes),
             locks: KeyLocks::new(),
             counters: Counters::default(),
             worker_running: AtomicBool::new(false),
             shutdown: Arc::new(Notify::new()),
-            last_probe: Mutex::new(None),
+            wake: Arc::new(Notify::new()),
             last_error: Mutex::new("none"),
-            opened_at: AtomicU64::new(0),
             me: me.clone(),
             config,
         });
@@ -209,9 +206,23 @@ impl<P: SessionStore, S: SessionStore> FallbackStore<P, S> {
         Ok(FallbackStore { inner })
     }
 
-    /// The circuit's current state.
+    /// The circuits' aggregate state: open if the circuit of any partition of the primary is
+    /// open, else probing, replaying or closed likewise (see [`CircuitState`]). For a primary
+    /// of one partition, that circuit's state.
     pub fn state(&self) -> CircuitState {
-        self.inner.state.get()
+        self.inner.circuits.aggregate()
+    }
+
+    /// The state of one partition's circuit ([`SessionStore::partition`] of the primary names
+    /// a key's partition). Closed for a partition the store has seen no failure of.
+    pub fn partition_state(&self, partition: Partition) -> CircuitState {
+        self.inner.circuits.state_of(partition)
+    }
+
+    /// Partitions of the primary whose circuit is open or probing now: their keys are served
+    /// by the secondary. At most 1 for a primary of one partition.
+    pub fn open_partitions(&self) -> usize {
+        self.inner.circuits.open_count()
     }
 
     /// Sessions waiting in the journal for replay into the primary.
@@ -219,9 +230,9 @@ impl<P: SessionStore, S: SessionStore> FallbackStore<P, S> {
         self.inner.journal.len()
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters (and of the partitions open now).
     pub fn counters(&self) -> FallbackCounters {
-        self.inner.counters.snapshot()
+        self.inner.counters()
     }
 
     /// The configuration in force.
@@ -249,7 +260,8 @@ impl<P, S> Drop for FallbackStore<P, S> {
 impl<P, S> std::fmt::Debug for FallbackStore<P, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FallbackStore")
-            .field("state", &self.inner.state.get())
+            .field("state", &self.inner.circuits.aggregate())
+            .field("open_partitions", &self.inner.circuits.open_count())
             .field("journal", &self.inner.journal.len())
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
@@ -319,9 +331,33 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         }
     }
 
-    /// True when every call may go straight to the primary without a lock.
+    /// A snapshot of the counters, with the partitions open now.
+    pub(crate) fn counters(&self) -> FallbackCounters {
+        let mut c = self.counters.snapshot();
+        c.open_partitions = self.circuits.open_count() as u64;
+        c
+    }
+
+    /// The probe of one partition: the primary's `partition_health`, or `Down` if it does not
+    /// answer in time.
+    pub(crate) async fn partition_health(&self, partition: Partition) -> Health {
+        match tokio::time::timeout(self.timeout, self.primary.partition_health(partition)).await {
+            Ok(h) => h,
+            Err(_) => Health::new(self.primary.backend(), HealthStatus::Down)
+                .with_detail(format!("no answer within {} ms", self.timeout.as_millis())),
+        }
+    }
+
+    /// True when every call may go straight to the primary without a lock: every circuit
+    /// closed and the journal empty (two atomic loads, as with one circuit).
     fn fast_path(&self) -> bool {
-        self.state.get() == CircuitState::Closed && self.journal.len() == 0
+        self.circuits.aggregate() == CircuitState::Closed && self.journal.len() == 0
+    }
+
+    /// Whether `key`'s partition has its circuit open (calls on it skip the primary). The
+    /// key's partition is looked up only while some partition is open.
+    pub(crate) fn open_for(&self, key: &SessionKey) -> bool {
+        self.circuits.open_count() != 0 && self.circuits.is_open(self.primary.partition(key))
     }
 
     async fn route(&self, key: &SessionKey) -> Route<'_> {
@@ -329,7 +365,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             return Route::Primary;
         }
         let guard = self.locks.lock(key).await;
-        if self.journal.get(key).is_some() || self.state.get().is_open() {
+        if self.journal.get(key).is_some() || self.open_for(key) {
             self.counters.inc(Field::SecondaryCalls);
             Route::Secondary(guard)
         } else {
@@ -337,26 +373,58 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         }
     }
 
-    /// The primary answered (successfully or with a permanent error).
-    fn primary_answered(&self) {
-        if self.failures.load(Ordering::Relaxed) != 0 {
-            self.failures.store(0, Ordering::Relaxed);
+    /// The primary answered a call on `key` (successfully or with a permanent error): its
+    /// partition's consecutive failures start over. One atomic load while nothing is counted.
+    fn primary_answered(&self, key: &SessionKey) {
+        if self.circuits.tracked() {
+            self.circuits.answered(self.primary.partition(key));
         }
     }
 
-    /// The primary failed with a temporary error: count it, maybe open.
-    pub(crate) fn primary_failed(&self, err: &Error) {
-        let n = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+    /// [`primary_answered`](Self::primary_answered) for a call of many keys.
+    fn primary_answered_many<'k>(&self, keys: impl IntoIterator<Item = &'k SessionKey>) {
+        if self.circuits.tracked() {
+            let mut seen: Vec<Partition> = Vec::new();
+            for key in keys {
+                let p = self.primary.partition(key);
+                if !seen.contains(&p) {
+                    seen.push(p);
+                    self.circuits.answered(p);
+                }
+            }
+        }
+    }
+
+    /// [`primary_answered`](Self::primary_answered) for a call with no key (`count`, `stats`):
+    /// the store as a whole, [`Partition::WHOLE`].
+    fn primary_answered_whole(&self) {
+        if self.circuits.tracked() {
+            self.circuits.answered(Partition::WHOLE);
+        }
+    }
+
+    /// The primary failed with a temporary error on `partition`: count it, maybe open that
+    /// partition's circuit. `None`: the failing call spanned partitions and the error does not
+    /// say which failed (a `rotate` across two), so none is blamed.
+    pub(crate) fn primary_failed(&self, partition: Option<Partition>, err: &Error) {
         *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = err.kind().as_str();
-        if n >= self.config.failure_threshold {
-            self.open_circuit(err);
+        if let Some(p) = partition {
+            if self.circuits.failed(p, self.config.failure_threshold) {
+                self.open_circuit(p, err);
+            }
         }
     }
 
     /// A live call failed over: log it (no session id, a short hash) and count it.
-    fn failed_over(&self, op: &'static str, key: Option<&SessionKey>, err: &Error) {
+    fn failed_over(
+        &self,
+        op: &'static str,
+        key: Option<&SessionKey>,
+        partition: Option<Partition>,
+        err: &Error,
+    ) {
         self.counters.inc(Field::Failovers);
-        self.primary_failed(err);
+        self.primary_failed(partition, err);
         match key {
             Some(key) => tracing::warn!(
                 primary = self.primary.backend(),
@@ -377,41 +445,57 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         }
     }
 
-    /// Opens the circuit from closed or replaying.
-    pub(crate) fn open_circuit(&self, err: &Error) {
-        for from in [CircuitState::Closed, CircuitState::Replaying] {
-            if self.state.transition(from, CircuitState::Open) {
-                self.counters.inc(Field::Transitions);
-                self.counters.inc(Field::Opened);
-                self.opened_at.store(now_ms(), Ordering::Relaxed);
-                *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = err.kind().as_str();
-                tracing::warn!(
-                    primary = self.primary.backend(),
-                    from = from.as_str(),
-                    error = err.kind().as_str(),
-                    journal = self.journal.len(),
-                    "session fallback: circuit opened, serving from the secondary until the primary answers"
-                );
-                self.ensure_worker();
-                return;
-            }
-        }
+    /// Opens `partition`'s circuit from closed or replaying.
+    pub(crate) fn open_circuit(&self, partition: Partition, err: &Error) {
+        let Some(opened) = self.circuits.open(partition) else {
+            return;
+        };
+        self.counters.inc(Field::Transitions);
+        self.counters.inc(Field::Opened);
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = err.kind().as_str();
+        tracing::warn!(
+            primary = self.primary.backend(),
+            partition = %partition,
+            open_partitions = self.circuits.open_count(),
+            from = opened.from.as_str(),
+            error = err.kind().as_str(),
+            journal = self.journal.len(),
+            "session fallback: circuit opened, serving this partition's sessions from the secondary until \
+             the primary answers"
+        );
+        self.ensure_worker();
+        self.wake_worker();
     }
 
-    /// Starts with the circuit open (the primary was down at start-up).
+    /// Starts with the circuit of the whole primary open (it was down at start-up).
     fn start_open(&self, health: Health) {
-        if self.state.transition(CircuitState::Closed, CircuitState::Open) {
+        let detail = health.detail.clone();
+        if self.circuits.start_open(health) {
             self.counters.inc(Field::Transitions);
             self.counters.inc(Field::Opened);
-            self.opened_at.store(now_ms(), Ordering::Relaxed);
             *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = "unavailable";
             tracing::warn!(
                 primary = self.primary.backend(),
-                detail = health.detail.as_deref().unwrap_or(""),
+                detail = detail.as_deref().unwrap_or(""),
                 "session fallback: primary down at start-up, serving from the secondary and probing"
             );
-            *self.last_probe.lock().unwrap_or_else(PoisonError::into_inner) = Some(health);
             self.ensure_worker();
+        }
+    }
+
+    /// A session entered the journal: the background task replays it — at once if its
+    /// partition answers, else once that partition's probe does.
+    fn journaled(&self, key: &SessionKey) {
+        self.ensure_worker();
+        if !self.open_for(key) {
+            self.wake_worker();
+        }
+    }
+
+    /// Wakes the background task if it runs (it sleeps until the next probe otherwise).
+    fn wake_worker(&self) {
+        if self.worker_running.load(Ordering::SeqCst) {
+            self.wake.notify_one();
         }
     }
 
@@ -441,15 +525,17 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
     /// Runs one single-key operation wherever it belongs.
     async fn exec(&self, key: &SessionKey, op: Op<'_>) -> Result<Out> {
         match self.route(key).await {
-            Route::Secondary(guard) => self.on_secondary(key, op, None, guard).await,
+            // Boxed: the outage path is the larger future, and the healthy path should not
+            // carry (and copy) its size on every call.
+            Route::Secondary(guard) => Box::pin(self.on_secondary(key, op, None, guard)).await,
             Route::Primary => match self.on_primary(op.name(), apply(&self.primary, key, op)).await {
                 Err(e) if e.is_temporary() => {
-                    self.failed_over(op.name(), Some(key), &e);
+                    self.failed_over(op.name(), Some(key), Some(self.primary.partition(key)), &e);
                     let guard = self.locks.lock(key).await;
-                    self.on_secondary(key, op, Some(e), guard).await
+                    Box::pin(self.on_secondary(key, op, Some(e), guard)).await
                 }
                 other => {
-                    self.primary_answered();
+                    self.primary_answered(key);
                     self.keep_warm(key, op, &other);
                     other
                 }
@@ -555,7 +641,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 res.commit(PendingOp::Write, meta.updated_at);
                 self.warm.remove(key);
                 if new {
-                    self.ensure_worker();
+                    self.journaled(key);
                 }
                 Ok(Out::Meta(meta))
             }
@@ -601,7 +687,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 res.commit(PendingOp::Tombstone, at);
                 self.warm.remove(key);
                 if new {
-                    self.ensure_worker();
+                    self.journaled(key);
                 }
                 // A session this instance holds no copy of may well live in the primary: the
                 // delete is recorded and applied on recovery, so the logout happens.
@@ -624,7 +710,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         self.secondary.save(key, warm).await?;
         res.commit(PendingOp::Write, warm.meta.updated_at);
         self.warm.remove(key);
-        self.ensure_worker();
+        self.journaled(key);
         Ok(())
     }
 
@@ -686,7 +772,8 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         let meta = self.secondary.rotate(key, &new_key.id).await?;
         old_res.commit(PendingOp::Tombstone, now);
         new_res.commit(PendingOp::Write, meta.updated_at);
-        self.ensure_worker();
+        self.journaled(key);
+        self.journaled(new_key);
         Ok(meta)
     }
 
@@ -740,14 +827,148 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             out.push(meta);
         }
         self.ensure_worker();
+        if items.iter().any(|(k, _)| !self.open_for(k)) {
+            self.wake_worker();
+        }
         Ok(out)
+    }
+
+    /// The indexes of `keys` by the partition serving each now, in first-seen order.
+    fn by_partition<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k SessionKey>,
+    ) -> Vec<(Partition, Vec<usize>)> {
+        let mut groups: Vec<(Partition, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.into_iter().enumerate() {
+            let p = self.primary.partition(key);
+            match groups.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((p, vec![i])),
+            }
+        }
+        groups
+    }
+
+    /// `load_many` on the primary, failed over when it fails. A batch spanning partitions that
+    /// fails is sent again per partition, so that only the failing partitions' keys are
+    /// served by the secondary (one failing node must not cost the others' keys).
+    async fn load_many_on_primary(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
+        let e = match self
+            .on_primary_batch("load_many", keys.len(), self.primary.load_many(keys))
+            .await
+        {
+            Err(e) if e.is_temporary() => e,
+            other => {
+                self.primary_answered_many(keys);
+                if let Ok(found) = &other {
+                    self.keep_warm_many(keys, found);
+                }
+                return other;
+            }
+        };
+        let groups = self.by_partition(keys);
+        if groups.len() <= 1 {
+            let p = groups.first().map_or(Partition::WHOLE, |(p, _)| *p);
+            self.failed_over("load_many", None, Some(p), &e);
+            let _guards = self.locks.lock_many(keys).await;
+            return self.secondary_view(keys).await;
+        }
+        let mut out: Vec<Result<Option<Record>>> = Vec::with_capacity(keys.len());
+        out.resize_with(keys.len(), || Ok(None));
+        for (p, members) in groups {
+            let group: Vec<SessionKey> = members.iter().map(|&i| keys[i].clone()).collect();
+            let got = match self
+                .on_primary_batch("load_many", group.len(), self.primary.load_many(&group))
+                .await
+            {
+                Err(e) if e.is_temporary() => {
+                    self.failed_over("load_many", None, Some(p), &e);
+                    let _guards = self.locks.lock_many(&group).await;
+                    self.secondary_view(&group).await?
+                }
+                other => {
+                    self.primary_answered_many(&group);
+                    let got = other?;
+                    self.keep_warm_many(&group, &got);
+                    got
+                }
+            };
+            for (i, r) in members.into_iter().zip(got) {
+                out[i] = r;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `save_many` on the primary, failed over when it fails; a failed batch spanning
+    /// partitions is sent again per partition, as for [`load_many_on_primary`](Self::load_many_on_primary).
+    async fn save_many_on_primary(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
+        let e = match self
+            .on_primary_batch("save_many", items.len(), self.primary.save_many(items))
+            .await
+        {
+            Err(e) if e.is_temporary() => e,
+            other => {
+                self.primary_answered_many(items.iter().map(|(k, _)| k));
+                if let Ok(metas) = &other {
+                    self.keep_warm_saved(items, metas);
+                }
+                return other;
+            }
+        };
+        let groups = self.by_partition(items.iter().map(|(k, _)| k));
+        if groups.len() <= 1 {
+            let p = groups.first().map_or(Partition::WHOLE, |(p, _)| *p);
+            self.failed_over("save_many", None, Some(p), &e);
+            let _guards = self.locks.lock_many(items.iter().map(|(k, _)| k)).await;
+            return self.save_many_on_secondary(items).await;
+        }
+        let mut out: Vec<Option<Meta>> = vec![None; items.len()];
+        for (p, members) in groups {
+            let group: Vec<(SessionKey, Record)> = members.iter().map(|&i| items[i].clone()).collect();
+            let metas = match self
+                .on_primary_batch("save_many", group.len(), self.primary.save_many(&group))
+                .await
+            {
+                Err(e) if e.is_temporary() => {
+                    self.failed_over("save_many", None, Some(p), &e);
+                    let _guards = self.locks.lock_many(group.iter().map(|(k, _)| k)).await;
+                    self.save_many_on_secondary(&group).await?
+                }
+                other => {
+                    self.primary_answered_many(group.iter().map(|(k, _)| k));
+                    let metas = other?;
+                    self.keep_warm_saved(&group, &metas);
+                    metas
+                }
+            };
+            for (i, meta) in members.into_iter().zip(metas) {
+                out[i] = Some(meta);
+            }
+        }
+        out.into_iter().map(|m| m.ok_or_else(mismatch)).collect()
+    }
+
+    /// The warm copy after the primary stored `items` with `metas`.
+    fn keep_warm_saved(&self, items: &[(SessionKey, Record)], metas: &[Meta]) {
+        for ((k, r), meta) in items.iter().zip(metas) {
+            self.warm.put(
+                k,
+                &Record {
+                    meta: *meta,
+                    codec: r.codec,
+                    payload: r.payload.clone(),
+                },
+            );
+        }
     }
 
     fn extras(&self) -> Vec<(&'static str, u64)> {
         let c = self.counters.snapshot();
         vec![
             ("journal", self.journal.len() as u64),
-            ("state", u64::from(self.state.get().code())),
+            ("state", u64::from(self.circuits.aggregate().code())),
+            ("open_partitions", self.circuits.open_count() as u64),
             ("failovers", c.failovers),
             ("replayed", c.replayed),
             ("conflicts", c.conflicts),
@@ -803,7 +1024,7 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
         let inner = &*self.inner;
         if !inner.fast_path() {
             let _guard = inner.locks.lock(key).await;
-            if inner.state.get().is_open() || inner.journal.get(key).is_some() {
+            if inner.open_for(key) || inner.journal.get(key).is_some() {
                 return Err(inner.cannot_tell(key));
             }
         }
@@ -812,11 +1033,11 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             .await
         {
             Err(e) if e.is_temporary() => {
-                inner.primary_failed(&e);
+                inner.primary_failed(Some(inner.primary.partition(key)), &e);
                 Err(e)
             }
             other => {
-                inner.primary_answered();
+                inner.primary_answered(key);
                 other
             }
         }
@@ -835,7 +1056,7 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
         let new_key = SessionKey::new(key.namespace.clone(), new_id.clone());
         if !inner.fast_path() {
             let guards = inner.locks.lock_many([key, &new_key]).await;
-            if inner.journal.get(key).is_some() || inner.state.get().is_open() {
+            if inner.journal.get(key).is_some() || inner.open_for(key) || inner.open_for(&new_key) {
                 inner.counters.inc(Field::SecondaryCalls);
                 return inner.rotate_on_secondary(key, &new_key, None).await;
             }
@@ -853,12 +1074,15 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             .await
         {
             Err(e) if e.is_temporary() => {
-                inner.failed_over("rotate", Some(key), &e);
+                // Two keys: the failure is a partition's only when both are on it.
+                let p = inner.primary.partition(key);
+                let blamed = (inner.primary.partition(&new_key) == p).then_some(p);
+                inner.failed_over("rotate", Some(key), blamed, &e);
                 let _guards = inner.locks.lock_many([key, &new_key]).await;
                 inner.rotate_on_secondary(key, &new_key, Some(e)).await
             }
             other => {
-                inner.primary_answered();
+                inner.primary_answered(key);
                 // The copy moves with the session.
                 let moved = inner.warm.get(key, 0);
                 inner.warm.remove(key);
@@ -873,62 +1097,38 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
 
     async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
         let inner = &*self.inner;
-        let mut primary_slots: Vec<usize> = (0..keys.len()).collect();
-        let mut out: Vec<Result<Option<Record>>> = Vec::new();
-        if !inner.fast_path() {
-            let _guards = inner.locks.lock_many(keys).await;
-            if inner.state.get().is_open() {
-                inner.counters.inc(Field::SecondaryCalls);
-                return inner.secondary_view(keys).await;
-            }
-            // Replaying (or closed with a journal): pending keys from the
-            // secondary, the others from the primary.
-            out = inner.secondary_view(keys).await?;
-            primary_slots.retain(|&i| inner.journal.get(&keys[i]).is_none());
+        if inner.fast_path() {
+            return inner.load_many_on_primary(keys).await;
         }
-        if primary_slots.len() == keys.len() {
-            return match inner
-                .on_primary_batch("load_many", keys.len(), inner.primary.load_many(keys))
-                .await
-            {
-                Err(e) if e.is_temporary() => {
-                    inner.failed_over("load_many", None, &e);
-                    let _guards = inner.locks.lock_many(keys).await;
-                    inner.secondary_view(keys).await
+        let mut out;
+        let primary_slots: Vec<usize>;
+        {
+            let _guards = inner.locks.lock_many(keys).await;
+            // Keys of open partitions and journaled keys from the secondary, the others from
+            // the primary.
+            let mut open = false;
+            let mut slots = Vec::new();
+            for (i, k) in keys.iter().enumerate() {
+                if inner.journal.get(k).is_some() {
+                    continue;
                 }
-                other => {
-                    inner.primary_answered();
-                    if let Ok(found) = &other {
-                        inner.keep_warm_many(keys, found);
-                    }
-                    other
+                if inner.open_for(k) {
+                    open = true;
+                } else {
+                    slots.push(i);
                 }
-            };
+            }
+            if open {
+                inner.counters.inc(Field::SecondaryCalls);
+            }
+            out = inner.secondary_view(keys).await?;
+            primary_slots = slots;
         }
         if primary_slots.is_empty() {
             return Ok(out);
         }
         let primary_keys: Vec<SessionKey> = primary_slots.iter().map(|&i| keys[i].clone()).collect();
-        let got = match inner
-            .on_primary_batch(
-                "load_many",
-                primary_keys.len(),
-                inner.primary.load_many(&primary_keys),
-            )
-            .await
-        {
-            Err(e) if e.is_temporary() => {
-                inner.failed_over("load_many", None, &e);
-                let _guards = inner.locks.lock_many(&primary_keys).await;
-                inner.secondary_view(&primary_keys).await?
-            }
-            other => {
-                inner.primary_answered();
-                let got = other?;
-                inner.keep_warm_many(&primary_keys, &got);
-                got
-            }
-        };
+        let got = inner.load_many_on_primary(&primary_keys).await?;
         for (i, r) in primary_slots.into_iter().zip(got) {
             out[i] = r;
         }
@@ -942,7 +1142,10 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
         }
         if !inner.fast_path() {
             let guards = inner.locks.lock_many(items.iter().map(|(k, _)| k)).await;
-            if inner.state.get().is_open() || items.iter().any(|(k, _)| inner.journal.get(k).is_some()) {
+            if items
+                .iter()
+                .any(|(k, _)| inner.journal.get(k).is_some() || inner.open_for(k))
+            {
                 // The whole batch goes to the secondary, so a record over the
                 // size limit is refused before anything is written.
                 inner.counters.inc(Field::SecondaryCalls);
@@ -950,47 +1153,22 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             }
             drop(guards);
         }
-        match inner
-            .on_primary_batch("save_many", items.len(), inner.primary.save_many(items))
-            .await
-        {
-            Err(e) if e.is_temporary() => {
-                inner.failed_over("save_many", None, &e);
-                let _guards = inner.locks.lock_many(items.iter().map(|(k, _)| k)).await;
-                inner.save_many_on_secondary(items).await
-            }
-            other => {
-                inner.primary_answered();
-                if let Ok(metas) = &other {
-                    for ((k, r), meta) in items.iter().zip(metas) {
-                        inner.warm.put(
-                            k,
-                            &Record {
-                                meta: *meta,
-                                codec: r.codec,
-                                payload: r.payload.clone(),
-                            },
-                        );
-                    }
-                }
-                other
-            }
-        }
+        inner.save_many_on_primary(items).await
     }
 
     async fn count(&self, namespace: &Namespace) -> Result<u64> {
         let inner = &*self.inner;
-        if inner.state.get().is_open() {
+        if inner.circuits.is_open(Partition::WHOLE) {
             inner.counters.inc(Field::SecondaryCalls);
             return inner.secondary.count(namespace).await;
         }
         match inner.on_primary("count", inner.primary.count(namespace)).await {
             Err(e) if e.is_temporary() => {
-                inner.failed_over("count", None, &e);
+                inner.failed_over("count", None, Some(Partition::WHOLE), &e);
                 inner.secondary.count(namespace).await
             }
             other => {
-                inner.primary_answered();
+                inner.primary_answered_whole();
                 other
             }
         }
@@ -998,16 +1176,16 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
 
     async fn stats(&self) -> Result<StoreStats> {
         let inner = &*self.inner;
-        let base = if inner.state.get().is_open() {
+        let base = if inner.circuits.is_open(Partition::WHOLE) {
             inner.secondary.stats().await?
         } else {
             match inner.on_primary("stats", inner.primary.stats()).await {
                 Err(e) if e.is_temporary() => {
-                    inner.failed_over("stats", None, &e);
+                    inner.failed_over("stats", None, Some(Partition::WHOLE), &e);
                     inner.secondary.stats().await?
                 }
                 other => {
-                    inner.primary_answered();
+                    inner.primary_answered_whole();
                     other?
                 }
             }
@@ -1028,14 +1206,12 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
     async fn health(&self) -> Health {
         let inner = &*self.inner;
         let started = Instant::now();
-        let state = inner.state.get();
-        let primary = if state.is_open() {
+        let state = inner.circuits.aggregate();
+        let primary = if inner.circuits.is_open(Partition::WHOLE) {
             // No wait on a primary known to be down: report the last probe.
             inner
-                .last_probe
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
+                .circuits
+                .last_probe(Partition::WHOLE)
                 .unwrap_or_else(|| Health::new(inner.primary.backend(), HealthStatus::Down))
         } else {
             inner.primary_health().await
@@ -1054,6 +1230,7 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             HealthStatus::Down
         };
         let last_error = *inner.last_error.lock().unwrap_or_else(PoisonError::into_inner);
+        let open_ms = now_ms().saturating_sub(inner.circuits.open_since().unwrap_or_else(now_ms));
         let detail = match state {
             CircuitState::Closed if journal == 0 => {
                 format!("circuit closed; primary {}", primary.status.as_str())
@@ -1061,10 +1238,15 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             CircuitState::Closed | CircuitState::Replaying => {
                 format!("replaying {journal} journaled sessions into the primary")
             }
+            CircuitState::Open | CircuitState::Probing if inner.circuits.only_whole_open() => format!(
+                "circuit open for {open_ms} ms (last primary error: {last_error}); serving from the secondary, \
+                 {journal} sessions journaled"
+            ),
             CircuitState::Open | CircuitState::Probing => format!(
-                "circuit open for {} ms (last primary error: {last_error}); serving from the secondary, \
+                "circuit open on {} partitions of the primary for up to {open_ms} ms (last primary error: \
+                 {last_error}); their sessions are served from the secondary, the others by the primary; \
                  {journal} sessions journaled",
-                now_ms().saturating_sub(inner.opened_at.load(Ordering::Relaxed))
+                inner.circuits.open_count()
             ),
         };
         let mut health = Health::new(BACKEND, status)

@@ -1623,10 +1623,13 @@ async fn load_with_one_instance_cut_off(label: &str, cut_for: Duration) {
                 }
             }
             Outcome::Failed(_, true) => cant_tell += 1,
-            // B's own last word on it was a delete: known gone, a miss.
+            // B's own last word on it was a delete, and every load since found nothing: known
+            // gone, a miss. (A load of a session B deleted reads the delete's tombstone, or the
+            // delete's journal entry during an earlier failover: a miss that keeps it gone.)
             Outcome::Loaded(None)
                 if seen
                     .iter()
+                    .filter(|(x, _)| !matches!(x.outcome, Outcome::Loaded(None)))
                     .max_by_key(|(x, _)| x.end)
                     .is_some_and(|(x, _)| matches!(x.outcome, Outcome::Deleted(_))) =>
             {

@@ -11,6 +11,31 @@
 //! The map is read with `CLUSTER SLOTS` at start, after a `MOVED`, while a node is
 //! unreachable (so a failover's new master is found) and every [`REFRESH_EVERY`] otherwise;
 //! whole-keyspace calls (`count`, `stats`) read it first.
+//!
+//! # Partitions: one per node
+//!
+//! [`SessionStore::partition`](session_core::SessionStore::partition) of a key is the primary
+//! serving its slot in the map as this store knows it now (an id hashed from the node's
+//! address), and [`Partition::WHOLE`] for a slot no known node serves. A fallback keeps one
+//! circuit per partition, so this choice decides what one failure opens and what is probed.
+//!
+//! Per node rather than per slot, because a node is what fails: a master killed, paused or
+//! cut off takes all its slots with it, and only it. One failure on any of its keys opens all
+//! of them at once, so with a node that hangs one call waits for the timeout, not one per slot
+//! (up to 5461 of them on a three-master cluster), and one probe per node answers for all its
+//! keys. Slots would be stable ids, but would mean up to 16384 circuits, each opened by a
+//! failure of its own and probed on its own.
+//!
+//! The price is that a node's identity changes at a failover: the promoted replica is
+//! another node, so the old master's keys move to another partition (its, closed) once the
+//! map shows the promotion. So a partition must be able to end. [`Cluster::partition_health`]
+//! probes the node named by the partition if it still serves slots, reads the map again when
+//! that node does not answer, and answers *up* for a node that serves no slot any more (failed
+//! over or removed): nothing waits on it, so a fallback ends that circuit and replays the keys
+//! journaled meanwhile under their current partition — the new master's. Live calls route by
+//! the current map too: a key of the old master is served by the new one as soon as the map
+//! says so, with no probe in between. A key whose slot no node serves is [`Partition::WHOLE`]
+//! (probed by `health()`), so keys are never stranded on a partition nobody probes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +49,8 @@ use fred::interfaces::{ClientLike, ClusterInterface, KeysInterface};
 use fred::types::config::{Options, Server, ServerConfig};
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, ConnectHandle, CustomCommand, Expiration, FromValue, Key, SetOptions, Value};
-use session_core::{Error, Result};
+use session_core::backend::Partition;
+use session_core::{Error, Health, HealthStatus, Result};
 
 use crate::config::Built;
 use crate::error::map_connect_error;
@@ -324,6 +350,60 @@ impl Cluster {
                 ))
             }
         }
+    }
+
+    /// The partition of the key `key` (rendered with the store's prefix): the primary serving
+    /// its slot in the map as known now, or [`Partition::WHOLE`] when no known node serves it.
+    /// No I/O.
+    pub(crate) fn partition(&self, key: &[u8]) -> Partition {
+        let slot = fred::util::redis_keyslot(key);
+        self.view()
+            .map
+            .owner(slot)
+            .map_or(Partition::WHOLE, node_partition)
+    }
+
+    /// The primary the map names for `partition` now, with its node (`None` when this store
+    /// has no connections to it yet); `None` when no primary of the map has that partition.
+    fn serving(&self, partition: Partition) -> Option<(Server, Option<Arc<Node>>)> {
+        let view = self.view();
+        let server = view
+            .map
+            .primaries()
+            .iter()
+            .find(|s| node_partition(s) == partition)?;
+        Some((server.clone(), view.nodes.get(server).cloned()))
+    }
+
+    /// The probe of one node's partition: `PING` on the node serving it (every pooled
+    /// connection and the control connection). A node that does not answer may have been
+    /// failed over: the map is read again, and a partition whose node serves no slot any more
+    /// answers up ("serves no slot": its keys belong to another node's partition now).
+    /// Down while the node's writes are paused by its fence (a replay could not write there).
+    pub(crate) async fn partition_health(&self, partition: Partition) -> Health {
+        let started = Instant::now();
+        let Some((server, node)) = self.serving(partition) else {
+            return ended(partition, started);
+        };
+        let (status, detail) = match &node {
+            Some(node) => probe_node(node).await,
+            None => (
+                HealthStatus::Down,
+                "no connection to it yet (the slot map is being read again)".to_owned(),
+            ),
+        };
+        if status != HealthStatus::Down {
+            return Health::new(BACKEND, status)
+                .with_latency(started.elapsed())
+                .with_detail(format!("cluster node {}:{}: {detail}", server.host, server.port));
+        }
+        // Failed over or removed? Then the map says so now.
+        if self.refresh_now(true).await.is_ok() && self.serving(partition).is_none() {
+            return ended(partition, started);
+        }
+        Health::new(BACKEND, HealthStatus::Down)
+            .with_latency(started.elapsed())
+            .with_detail(format!("cluster node {}:{}: {detail}", server.host, server.port))
     }
 
     /// The node at `server`, connected in the background if it is new (an `ASK` target, or a
@@ -630,6 +710,61 @@ impl Cluster {
     }
 }
 
+/// The partition of the node at `server`: FNV-1a of its host and port (never
+/// [`Partition::WHOLE`]). The same address is the same partition, across map reads.
+fn node_partition(server: &Server) -> Partition {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in server
+        .host
+        .as_bytes()
+        .iter()
+        .chain(&[0])
+        .chain(&server.port.to_be_bytes())
+    {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Partition::new(hash.max(1))
+}
+
+/// The health of a partition whose node serves no slot (any more): nothing to wait for.
+fn ended(partition: Partition, started: Instant) -> Health {
+    Health::new(BACKEND, HealthStatus::Up)
+        .with_latency(started.elapsed())
+        .with_detail(format!(
+            "partition {partition}: its node serves no slot in the current map (failed over or removed); \
+             its keys belong to their new node's partition"
+        ))
+}
+
+/// `PING` on every connection of `node`: up when all answer, degraded when some pooled ones
+/// do, down when none does or while its writes are paused by its fence.
+async fn probe_node(node: &Node) -> (HealthStatus, String) {
+    let (pooled, control) = node.ping_all().await;
+    let answered = pooled.iter().filter(|r| r.is_ok()).count();
+    let first_error = pooled
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .map(ToString::to_string)
+        .or_else(|| control.as_ref().err().map(|e| format!("control connection: {e}")));
+    let summary = format!("{answered} of {} connections answered", pooled.len());
+    let detail = match first_error {
+        Some(e) => format!("{summary}; {e}"),
+        None => summary,
+    };
+    if answered == 0 {
+        (HealthStatus::Down, detail)
+    } else if !node.fence.writable() {
+        (
+            HealthStatus::Down,
+            format!("{detail}; writes paused until a timed-out write's connection is confirmed closed"),
+        )
+    } else if answered == pooled.len() && control.is_ok() {
+        (HealthStatus::Up, detail)
+    } else {
+        (HealthStatus::Degraded, detail)
+    }
+}
+
 /// A refusal that a moment later, or on the slot's next owner, may not be repeated: the
 /// command did not run.
 fn refused_for_now(e: &FredError) -> bool {
@@ -641,4 +776,22 @@ fn refused_for_now(e: &FredError) -> bool {
 fn is_unreachable(e: &FredError) -> bool {
     matches!(e.kind(), FredKind::IO | FredKind::Canceled | FredKind::Timeout)
         || e.details().starts_with("CLUSTERDOWN")
+}
+
+#[cfg(test)]
+mod partition_tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_one_partition_and_never_whole() {
+        let a = Server::new("127.0.0.1", 7000);
+        let b = Server::new("127.0.0.1", 7001);
+        assert_eq!(
+            node_partition(&a),
+            node_partition(&Server::new("127.0.0.1", 7000))
+        );
+        assert_ne!(node_partition(&a), node_partition(&b));
+        assert!(!node_partition(&a).is_whole() && !node_partition(&b).is_whole());
+        assert_eq!(ended(node_partition(&a), Instant::now()).status, HealthStatus::Up);
+    }
 }

@@ -752,4 +752,22 @@ impl SessionStore for RedisStore {
             .push(("fenced_connections", self.fenced_connections()));
         health
     }
+
+    /// Standalone and sentinel: one partition, `WHOLE`. Cluster: the primary serving the key's
+    /// slot in the map as known now (one partition per node; see `cluster.rs`). No I/O.
+    fn partition(&self, key: &SessionKey) -> session_core::backend::Partition {
+        match self.cluster() {
+            Some(cluster) => cluster.partition(self.inner.prefix.render(key).as_bytes()),
+            None => session_core::backend::Partition::WHOLE,
+        }
+    }
+
+    /// Cluster: `PING` on the node serving `partition` now (the map read again when it does not
+    /// answer; up for a node that serves no slot any more). Otherwise, and for `WHOLE`: `health()`.
+    async fn partition_health(&self, partition: session_core::backend::Partition) -> Health {
+        match self.cluster() {
+            Some(cluster) if !partition.is_whole() => cluster.partition_health(partition).await,
+            _ => self.health().await,
+        }
+    }
 }

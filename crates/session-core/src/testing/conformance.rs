@@ -1212,6 +1212,22 @@ pub async fn health_is_up(h: &dyn Harness) {
     assert!(matches!(health.status, HealthStatus::Up), "{health:?}");
 }
 
+/// `partition` of a key is stable while nothing changes, and the probe of a working store's
+/// partitions answers up: the key's own, and [`Partition::WHOLE`](crate::backend::Partition::WHOLE)
+/// (the store as a whole, as `health`). A store of one partition answers `WHOLE` for every key.
+pub async fn partitions_answer_when_healthy(h: &dyn Harness) {
+    let t = open(h).await;
+    for _ in 0..8 {
+        let k = new_key("task");
+        let p = t.store.partition(&k);
+        assert_eq!(t.store.partition(&k), p, "no change, no new partition");
+        let probe = t.store.partition_health(p).await;
+        assert!(matches!(probe.status, HealthStatus::Up), "{p}: {probe:?}");
+    }
+    let whole = t.store.partition_health(crate::backend::Partition::WHOLE).await;
+    assert_eq!(whole.status, t.store.health().await.status, "{whole:?}");
+}
+
 /// Expands the conformance suite into one `#[tokio::test]` per behaviour.
 ///
 /// `$make` is an `async fn() -> Option<H>` where `H:`[`Harness`]; `None`
@@ -1246,7 +1262,7 @@ macro_rules! conformance_tests {
             corrupt_value_in_load_many_is_per_key, corrupt_value_can_be_overwritten_and_deleted,
             cross_codec_reads, wrong_type_is_a_codec_error,
             load_many_keeps_order, empty_batches, save_many_then_load_many, typed_batches,
-            count_counts_live_sessions, stats_report, health_is_up,
+            count_counts_live_sessions, stats_report, health_is_up, partitions_answer_when_healthy,
             delete_leaves_a_tombstone_live_calls_see_as_absent,
             delete_of_an_unknown_session_leaves_a_bounded_tombstone, save_replaces_a_tombstone,
             reconcile_applies_on_its_base, reconcile_delete_wins_over_a_newer_write,

@@ -1,5 +1,6 @@
 //! Test support for backends (feature `testing`): the conformance suite every
-//! store runs, and test doubles that fail or hang on command.
+//! store runs, and test doubles that fail or hang on command (one store, or
+//! each partition of a partitioned one).
 //!
 //! # Running the suite against a store
 //!
@@ -39,7 +40,7 @@ use crate::store::SessionStore;
 pub mod conformance;
 mod doubles;
 
-pub use doubles::{FaultMode, FaultyStore};
+pub use doubles::{FaultMode, FaultyStore, Part, PartitionedStore};
 
 /// Direct access to a backend's stored bytes, bypassing the store's checks.
 /// The suite uses it to plant values that are not envelopes.
