@@ -427,6 +427,19 @@ impl Cluster {
         node
     }
 
+    /// The node at `server` for a whole-keyspace call (a node the slot map does not list yet:
+    /// the target of a migration, the new owner of a slot moved since the map was read): this
+    /// store's node for it, else a new one, waited for until connected (at most the connect
+    /// timeout; one still down then fails the call's first command on it).
+    pub(crate) async fn node_connected(&self, server: &Server) -> Arc<Node> {
+        let node = self.node_at(server);
+        let deadline = Instant::now() + self.built.connect_timeout;
+        while !node.is_connected() && Instant::now() < deadline {
+            tokio::time::sleep(crate::node::CONNECT_POLL).await;
+        }
+        node
+    }
+
     /// A `MOVED slot server`: the map says so from now on, and is read again soon.
     fn moved(&self, slot: u16, server: &Server) {
         let node = self.node_at(server);

@@ -23,9 +23,36 @@
 //! say) gets the same treatment from a drop guard.
 //!
 //! The kill goes to the server the write was sent to (a cluster store has a
-//! fence per primary, each on that node's connections). On sentinel, a
-//! master that has since been replaced is not asked: its writes are
-//! discarded when it rejoins as a replica.
+//! fence per primary, each on that node's connections).
+//!
+//! **Sentinel: a kill on a former master is settled by the switch.** When the
+//! store's watcher (`sentinel.rs`) has seen the sentinels switch to a new
+//! master M, a pending kill of a connection on another server X is dropped
+//! instead of retried (X may be dead, or cut off, and would keep writes
+//! paused on M for nothing). Why nothing X runs later can be seen:
+//!
+//! * the switch follows M's promotion (`SLAVEOF NO ONE`; the sentinels
+//!   announce `+switch-master` only after M reports itself a master). From
+//!   that instant M no longer applies X's replication stream, so whatever X
+//!   runs afterwards never reaches M; what X ran before reached M before the
+//!   switch; so what X ran before it either reached M before the store
+//!   reports the write's error or never will;
+//! * X itself keeps nothing it takes after the promotion: the sentinels make
+//!   it a replica of M (closing its clients: `CLIENT KILL TYPE normal` is part
+//!   of their reconfiguration), and its resync replaces its data set by M's,
+//!   so a held write that runs on X meanwhile is discarded with it; a
+//!   restarted X has no connection from before;
+//! * the store itself sends nothing more to X: after the switch it uses only
+//!   connections that are on M (`MasterView::serves`), for reads and writes.
+//!
+//! This applies only to a server the sentinels have replaced
+//! (`MasterView::superseded`): a kill on the current master — or on any
+//! server while no switch has been seen, and always on standalone and cluster
+//! nodes — is retried until Redis confirms it, as before. Likewise, when the
+//! control connection reconnects and lands on another server than the
+//! target's, the kill is settled only if that server is superseded; otherwise
+//! it is retried (the control may have reached a former master through a
+//! sentinel that has not switched yet).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -39,6 +66,7 @@ use fred::prelude::ClientInterface;
 use fred::types::config::{Options, Server};
 use fred::types::{ClusterHash, CustomCommand, Value};
 
+use crate::sentinel::MasterView;
 use crate::BACKEND;
 
 /// How often the background task retries kills that could not be confirmed.
@@ -74,11 +102,18 @@ pub(crate) struct Fence {
     settling: AtomicBool,
     /// Connections closed by a fence, since start.
     pub(crate) fenced: AtomicU64,
+    /// Sentinel only: which master the sentinels name (a kill on a replaced one is settled).
+    view: Option<Arc<MasterView>>,
     me: Weak<Fence>,
 }
 
 impl Fence {
-    pub(crate) fn new(clients: Vec<Client>, control: WithOptions<Client>, timeout: Duration) -> Arc<Fence> {
+    pub(crate) fn new(
+        clients: Vec<Client>,
+        control: WithOptions<Client>,
+        timeout: Duration,
+        view: Option<Arc<MasterView>>,
+    ) -> Arc<Fence> {
         let n = clients.len();
         let generations: Arc<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
         watch_reconnects(&clients, &generations);
@@ -95,6 +130,7 @@ impl Fence {
             in_progress: AtomicUsize::new(0),
             settling: AtomicBool::new(false),
             fenced: AtomicU64::new(0),
+            view,
             me: me.clone(),
         })
     }
@@ -245,13 +281,17 @@ impl Fence {
     /// `CLIENT KILL ID n` on the target's server. True when Redis answered (killed, or no
     /// such client: closed already).
     async fn kill(&self, t: &Target) -> bool {
+        if self.superseded(&t.server) {
+            // A server the sentinels have replaced: see the module docs.
+            self.settled_by_switch(t);
+            return true;
+        }
         let control: &Client = &self.control;
         if !control.connection_ids().contains_key(&t.server) {
             // The control connection is on another server than the write (a sentinel
             // failover, seen by one client before the other). Ask the sentinels again (a
             // reconnection resolves the master anew): if the control then lands on the
-            // write's server, kill there; if the sentinels name another master, the write's
-            // server is a replica-to-be whose writes are discarded.
+            // write's server, kill there.
             let again = control.force_reconnection();
             if !matches!(tokio::time::timeout(self.timeout, again).await, Ok(Ok(()))) {
                 return false;
@@ -261,7 +301,18 @@ impl Fence {
                 return false;
             }
             if !ids.contains_key(&t.server) {
-                return true;
+                if self.view.is_none() {
+                    // Standalone: the one configured server, reached under another name.
+                    return true;
+                }
+                // Sentinel: settled only once the switch away from the write's server is
+                // known; until then the control may be on a former master (a sentinel that
+                // has not switched yet), and the write's server the real one.
+                if self.superseded(&t.server) {
+                    self.settled_by_switch(t);
+                    return true;
+                }
+                return false;
             }
         }
         let on = control.with_options(&Options {
@@ -291,6 +342,41 @@ impl Fence {
             tracing::debug!(backend = BACKEND, client_id = t.id, "redis: fenced a connection");
         }
         answered
+    }
+
+    /// Whether `server` is a master the sentinels have replaced (never on standalone or
+    /// cluster nodes, and never before a switch has been seen).
+    fn superseded(&self, server: &Server) -> bool {
+        self.view.as_ref().is_some_and(|v| v.superseded(server))
+    }
+
+    fn settled_by_switch(&self, t: &Target) {
+        tracing::debug!(
+            backend = BACKEND,
+            client_id = t.id,
+            "redis: a connection on a replaced master needs no kill (the sentinels switched the master)"
+        );
+    }
+
+    /// After a sentinel switch: drops every pending kill of a connection on a server other
+    /// than the new master (see the module docs), so writes on the new master do not wait for
+    /// a server that is gone or replaced. Kills on the new master stay pending.
+    pub(crate) fn settle_superseded(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = pending.len();
+        pending.retain(|t| !self.superseded(&t.server));
+        self.pending_len.store(pending.len(), Ordering::Release);
+        let settled = before - pending.len();
+        let left = pending.len();
+        drop(pending);
+        if settled > 0 {
+            tracing::info!(
+                backend = BACKEND,
+                settled,
+                left,
+                "redis: connections on the replaced master need no kill; writes wait only for the new master's"
+            );
+        }
     }
 
     fn ensure_settler(&self) {

@@ -9,6 +9,7 @@ mod node;
 mod ops;
 mod replies;
 mod scripts;
+mod sentinel;
 mod slots;
 mod store;
 

@@ -14,9 +14,10 @@ use fred::types::config::{Options, ReconnectError, Server, ServerConfig};
 use fred::types::{ClusterHash, ConnectHandle, CustomCommand, Value};
 use session_core::{Error, Result};
 
-use crate::config::Built;
+use crate::config::{Built, Topology};
 use crate::error::map_command_error;
 use crate::fence::{outcome_unknown, Armed, Fence};
+use crate::sentinel::MasterView;
 use crate::BACKEND;
 
 /// How often a connect waits look whether the connection is up.
@@ -31,6 +32,9 @@ pub(crate) struct Node {
     next: AtomicUsize,
     tasks: Mutex<Vec<ConnectHandle>>,
     pub(crate) fence: Arc<Fence>,
+    /// Sentinel only: the failover state the store's watcher keeps (`sentinel.rs`): writes
+    /// paused while a failover is in progress, and the master connections must be on.
+    pub(crate) view: Option<Arc<MasterView>>,
     timeout: Duration,
 }
 
@@ -70,10 +74,12 @@ impl Node {
             .map(|_| new_client().with_options(options))
             .collect();
         let control = new_client().with_options(options);
+        let view = (built.topology == Topology::Sentinel && server.is_none()).then(MasterView::new);
         let fence = Fence::new(
             conns.iter().map(|c| (**c).clone()).collect(),
             control,
             built.timeout,
+            view.clone(),
         );
         Node {
             server,
@@ -81,6 +87,7 @@ impl Node {
             next: AtomicUsize::new(0),
             tasks: Mutex::new(Vec::new()),
             fence,
+            view,
             timeout: built.timeout,
         }
     }
@@ -136,18 +143,23 @@ impl Node {
     }
 
     /// The next usable pooled connection: its index, the client, and whether it is up.
+    /// Usable: connected, not quarantined by the fence, and (sentinel) on the master the
+    /// sentinels name — a connection still on a former master is being made again.
     pub(crate) fn pick(&self) -> (usize, &WithOptions<Client>, bool) {
         let conns = &self.conns;
         let fence = &self.fence;
+        let usable = |i: usize, c: &WithOptions<Client>| {
+            c.is_connected() && fence.usable(i) && self.view.as_ref().is_none_or(|v| v.serves(c))
+        };
         let n = conns.len();
         if n == 1 {
             let only = &conns[0];
-            return (0, only, only.is_connected() && fence.usable(0));
+            return (0, only, usable(0, only));
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
         (0..n)
             .map(|i| (start + i) % n)
-            .find(|&i| conns[i].is_connected() && fence.usable(i))
+            .find(|&i| usable(i, &conns[i]))
             .map_or((start, &conns[start], false), |i| (i, &conns[i], true))
     }
 
@@ -175,6 +187,9 @@ impl Node {
     /// several KiB, and an `async fn` taking one as an argument holds it twice (rustc keeps
     /// the argument and its moved copy), so every write's boxed future would double.
     pub(crate) fn begin_write(&self, i: usize) -> Result<Armed> {
+        if self.view.as_ref().is_some_and(|v| v.paused()) {
+            return Err(failover_in_progress());
+        }
         if !self.fence.writable() {
             return Err(writes_fenced_off());
         }
@@ -340,6 +355,16 @@ pub(crate) fn not_connected() -> Error {
     Error::unavailable(
         BACKEND,
         "not connected to Redis (the client reconnects in the background)",
+    )
+}
+
+/// What a write gets while a sentinel failover of the master is in progress.
+fn failover_in_progress() -> Error {
+    Error::unavailable(
+        BACKEND,
+        "writes are paused: a sentinel failover of the master is in progress (a write to the old master \
+         now could be discarded when it rejoins as a replica); they resume once the store is connected to \
+         the new master, reads go on",
     )
 }
 

@@ -71,6 +71,22 @@ pub(crate) fn parse_scan_page(page: Value) -> Result<(String, Vec<String>), Fred
     Ok((cursor, keys))
 }
 
+/// `[keys...]` of `CLUSTER GETKEYSINSLOT` (keys that are not UTF-8 are left out: no session
+/// key is one).
+pub(crate) fn parse_key_list(reply: Value) -> Result<Vec<String>, FredError> {
+    match reply {
+        Value::Array(keys) => Ok(keys
+            .into_iter()
+            .filter_map(|k| k.as_str().map(|s| s.into_owned()))
+            .collect()),
+        Value::Null => Ok(Vec::new()),
+        _ => Err(FredError::new(
+            FredKind::Parse,
+            "CLUSTER GETKEYSINSLOT returned an unexpected reply",
+        )),
+    }
+}
+
 /// `used_memory` from an `INFO memory` reply.
 pub(crate) fn parse_used_memory(info: &str) -> Option<u64> {
     info.lines()
@@ -118,5 +134,12 @@ mod tests {
             Some(12345)
         );
         assert_eq!(parse_used_memory("nothing"), None);
+        let keys = Value::Array(vec![Value::from("a"), Value::from("b")]);
+        assert_eq!(
+            parse_key_list(keys).unwrap(),
+            vec!["a".to_owned(), "b".to_owned()]
+        );
+        assert!(parse_key_list(Value::Null).unwrap().is_empty());
+        assert!(parse_key_list(Value::from("x")).is_err());
     }
 }

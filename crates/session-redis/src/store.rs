@@ -130,7 +130,7 @@ impl RedisStore {
         let connect_timeout = built.connect_timeout;
         let tls = built.tls;
         let servers = server_list(&built.fred.server);
-        let store = RedisStore::from_built(built);
+        let store = RedisStore::from_built(built.clone());
         let started = Instant::now();
         match &store.inner.nodes {
             Nodes::One(node) => {
@@ -144,6 +144,7 @@ impl RedisStore {
                     .await
                     .map_err(|e| naming(map_connect_error(e, tls, connect_timeout), &servers))?;
                 node.check_fencing().await?;
+                crate::sentinel::spawn_watch(&store.inner, &built);
             }
             Nodes::Cluster(cluster) => {
                 cluster
@@ -180,11 +181,12 @@ impl RedisStore {
             ));
         }
         let built = config.build(false)?;
-        let store = RedisStore::from_built(built);
+        let store = RedisStore::from_built(built.clone());
         match &store.inner.nodes {
             Nodes::One(node) => {
                 node.connect_lazy();
                 store.check_fencing_when_connected();
+                crate::sentinel::spawn_watch(&store.inner, &built);
             }
             Nodes::Cluster(cluster) => cluster.connect_lazy(),
         }

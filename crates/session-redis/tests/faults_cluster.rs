@@ -12,7 +12,11 @@
 //!   never sent, a `Corrupt` or "unexpected reply" error);
 //! * `errors_healthy` / `errors_affected`: failed calls on keys of shards the scenario did not
 //!   touch, and on those it did (by kind);
-//! * `redirects`: `MOVED` and `ASK` answered by the servers (`INFO errorstats`).
+//! * `redirects`: `MOVED` and `ASK` answered by the servers (`INFO errorstats`);
+//! * in `cluster-reshard`, `count_during` / `exact` / `min` / `max` / `of`: `count` of a
+//!   namespace nothing writes, called over and over while slots migrate; every answer must
+//!   be `of` (`count_is_exact_while_a_slot_migrates` asserts the same while one slot holding
+//!   all the sessions moves key by key, and prints `FIGURES cluster-count-migrating`).
 //!
 //! Pass: 0 lost, 0 wrong, no error on a key of a healthy shard. Run only with
 //! `SESSION_TEST_FAULTS=1` (the `faults` cell of `cargo xtask test`).
@@ -40,6 +44,8 @@ use testkit_redis::{faults_enabled, Cluster, TopologyOptions};
 const TIMEOUT_MS: u64 = 1_000;
 const TASKS: usize = 16;
 const HOUR_MS: u64 = 3_600_000;
+/// Sessions of the namespace nothing writes during the resharding, for `count`.
+const UNTOUCHED: usize = 500;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -289,6 +295,97 @@ fn reset_stats(ports: &[u16]) {
     }
 }
 
+/// Sessions in a namespace of their own that nothing writes during the scenario: `count` of
+/// that namespace must be exact whatever the load does elsewhere.
+async fn create_untouched(store: &RedisStore, n: usize) -> Namespace {
+    let ns = Namespace::new("untouched").unwrap();
+    let items: Vec<(SessionKey, Record)> = (0..n)
+        .map(|i| {
+            let key = SessionKey::new(ns.clone(), SessionId::generate().unwrap());
+            (key, record(i, 0, 64))
+        })
+        .collect();
+    for chunk in items.chunks(200) {
+        store.save_many(chunk).await.expect("untouched sessions written");
+    }
+    ns
+}
+
+/// One `count` call: when it ran and what it answered.
+struct Counted {
+    started: Instant,
+    ended: Instant,
+    result: Result<u64, Error>,
+}
+
+/// Calls `count` on `ns` over and over, `pause` apart, until stopped.
+struct Counter {
+    stop: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<Vec<Counted>>,
+}
+
+impl Counter {
+    fn start(store: &RedisStore, ns: &Namespace, pause: Duration) -> Counter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (store, ns, flag) = (store.clone(), ns.clone(), Arc::clone(&stop));
+        let handle = tokio::spawn(async move {
+            let mut calls = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let result = store.count(&ns).await;
+                calls.push(Counted {
+                    started,
+                    ended: Instant::now(),
+                    result,
+                });
+                tokio::time::sleep(pause).await;
+            }
+            calls
+        });
+        Counter { stop, handle }
+    }
+
+    async fn stop(self) -> Vec<Counted> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.await.unwrap()
+    }
+}
+
+/// The `count` calls that overlapped one of `windows` (slots migrating): how many, how many
+/// answered exactly `of`, the smallest and largest answers, and the failures by kind.
+struct CountFigures {
+    calls: usize,
+    exact: usize,
+    min: Option<u64>,
+    max: Option<u64>,
+    errors: BTreeMap<&'static str, usize>,
+}
+
+fn count_figures(calls: &[Counted], windows: &[(Instant, Instant)], of: u64) -> CountFigures {
+    let mut f = CountFigures {
+        calls: 0,
+        exact: 0,
+        min: None,
+        max: None,
+        errors: BTreeMap::new(),
+    };
+    let during = calls
+        .iter()
+        .filter(|c| windows.iter().any(|&(a, b)| c.started <= b && c.ended >= a));
+    for c in during {
+        f.calls += 1;
+        match &c.result {
+            Ok(n) => {
+                f.exact += usize::from(*n == of);
+                f.min = Some(f.min.map_or(*n, |m| m.min(*n)));
+                f.max = Some(f.max.map_or(*n, |m| m.max(*n)));
+            }
+            Err(e) => *f.errors.entry(e.kind().as_str()).or_default() += 1,
+        }
+    }
+    f
+}
+
 /// The figures of one scenario, checked.
 struct Verdict {
     calls: usize,
@@ -488,7 +585,9 @@ async fn a_graceful_failover_loses_nothing() {
 
 /// A master is added and slots are rebalanced onto it, then it is drained and removed, all
 /// under load: keys move with their slots (MIGRATE, ASK, MOVED). No call fails, nothing is
-/// lost or crossed, and `count` is exact afterwards.
+/// lost or crossed, and `count` is exact afterwards. Meanwhile `count` of a namespace whose
+/// sessions nothing writes is called over and over: every answer while slots migrate must be
+/// exact (`count_during`: calls overlapping a migration, `exact`: those that answered `of`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn resharding_under_load_fails_nothing() {
     if !faults_enabled() {
@@ -500,12 +599,17 @@ async fn resharding_under_load_fails_nothing() {
     let store = RedisStore::connect(config.clone()).await.expect("connects");
     let sessions = Arc::new(Sessions::create(&store, &config, 3_000, 512).await);
     let ns = Namespace::new("shard").unwrap();
+    let untouched = create_untouched(&store, UNTOUCHED).await;
     let load = Load::start(&store, &sessions);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let added = cluster.add_master().expect("a fourth master joins");
     let ports = cluster.ports();
     reset_stats(&ports);
+    // 100 ms apart: each call scans every key of every primary; more often would add load the
+    // two cores cannot spare (a busy core times calls out, and slows the migration).
+    let counter = Counter::start(&store, &untouched, Duration::from_millis(100));
+    let rebalance_began = Instant::now();
     if let Err(e) = cluster.rebalance(Duration::from_secs(120)) {
         for port in cluster.ports() {
             println!("LOG {port}:\n{}", cluster.node(port).unwrap().log_tail(15));
@@ -516,24 +620,41 @@ async fn resharding_under_load_fails_nothing() {
         .iter()
         .map(|&(a, b)| usize::from(b - a) + 1)
         .sum::<usize>();
+    let rebalanced = (rebalance_began, Instant::now());
     let count_after_add = store.count(&ns).await.expect("count after add");
     let redirects_in = redirects(&ports);
+    let remove_began = Instant::now();
     cluster
         .remove_master(added, Duration::from_secs(120))
         .expect("drained and removed");
+    let removed = (remove_began, Instant::now());
     let count_after_remove = store.count(&ns).await.expect("count after remove");
+    let counted = counter.stop().await;
+    let untouched_after = store
+        .count(&untouched)
+        .await
+        .expect("count of the untouched namespace");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let logs = load.stop().await;
+    let during = count_figures(&counted, &[rebalanced, removed], UNTOUCHED as u64);
 
     let remaining: Vec<u16> = cluster.ports();
     let redirects_out = redirects(&remaining);
     let v = verdict(&cluster.url(), &config, &sessions, logs, |_| false).await;
     let extra = format!(
         " slots_moved_in={moved_in} count_after_add={count_after_add} count_after_remove={count_after_remove} \
-         of={} redirects_in=({},{})",
+         of={} redirects_in=({},{}) count_during={} exact={} min={} max={} of={UNTOUCHED} count_errors={:?} \
+         count_untouched_after={untouched_after} rebalance_ms={} remove_ms={}",
         sessions.keys.len(),
         redirects_in.0,
-        redirects_in.1
+        redirects_in.1,
+        during.calls,
+        during.exact,
+        during.min.map_or("none".to_owned(), |n| n.to_string()),
+        during.max.map_or("none".to_owned(), |n| n.to_string()),
+        during.errors,
+        (rebalanced.1 - rebalanced.0).as_millis(),
+        (removed.1 - removed.0).as_millis(),
     );
     print("reshard", &v, redirects_out, &extra);
     assert!(moved_in > 0, "slots moved onto the new master");
@@ -553,6 +674,111 @@ async fn resharding_under_load_fails_nothing() {
         count_after_remove,
         sessions.keys.len() as u64,
         "count exact after the removal"
+    );
+    assert_eq!(
+        untouched_after, UNTOUCHED as u64,
+        "count of the untouched namespace exact after"
+    );
+    assert!(during.calls > 0, "count was called while slots migrated");
+    assert!(
+        during.errors.is_empty(),
+        "count did not fail while slots migrated: {:?}",
+        during.errors
+    );
+    assert_eq!(
+        during.exact, during.calls,
+        "count exact on every call while slots migrated (min {:?}, max {:?}, of {UNTOUCHED})",
+        during.min, during.max
+    );
+}
+
+/// `count` of a namespace nothing writes, called over and over while the one slot holding all
+/// its 200 sessions is migrated key by key (`MIGRATE`) from its owner to another master and
+/// back, several times: every answer must be 200.
+///
+/// Scanning each primary on its own is not enough: a key `MIGRATE`d from the source to the
+/// target after the source's scan passed it and before the target's scan reached it would be
+/// counted twice, one moved the other way round not at all. `count` reads the slot's keys on
+/// the source, then on the target, and counts them once by name (see `count_cluster` in
+/// session-redis's `ops.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn count_is_exact_while_a_slot_migrates() {
+    if !faults_enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let cluster = start_cluster(5000);
+    let config = config(cluster.url(), &random_prefix());
+    let store = RedisStore::connect(config.clone()).await.expect("connects");
+    let sessions = Sessions::create_in_one_slot(&store, &config, 200, 64).await;
+    let ns = Namespace::new("shard").unwrap();
+    let of = sessions.keys.len() as u64;
+    assert_eq!(store.count(&ns).await.expect("count before"), of);
+    let slot = sessions.slot(0);
+    let masters = cluster.masters().expect("masters");
+    let first = *masters
+        .iter()
+        .find(|&&m| slots_of(m).iter().any(|&(a, b)| (a..=b).contains(&slot)))
+        .expect("the slot's owner");
+    let second = *masters.iter().find(|&&m| m != first).expect("another master");
+    let ids = (cluster.node_id(first).unwrap(), cluster.node_id(second).unwrap());
+
+    let counter = Counter::start(&store, &ns, Duration::from_millis(5));
+    let began = Instant::now();
+    let full = sessions.full.clone();
+    let rounds = 6;
+    tokio::task::spawn_blocking(move || {
+        let ok = |port: u16, args: &[&str]| {
+            let reply = resp::command(port, args).expect("command sent");
+            assert!(!matches!(reply, Reply::Error(_)), "{args:?} on {port}: {reply:?}");
+        };
+        let slot = slot.to_string();
+        for round in 0..rounds {
+            let ((source, source_id), (target, target_id)) = if round % 2 == 0 {
+                ((first, &ids.0), (second, &ids.1))
+            } else {
+                ((second, &ids.1), (first, &ids.0))
+            };
+            ok(target, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", source_id]);
+            ok(source, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", target_id]);
+            for key in &full {
+                ok(
+                    source,
+                    &["MIGRATE", "127.0.0.1", &target.to_string(), key, "0", "5000"],
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            for &m in &masters {
+                ok(m, &["CLUSTER", "SETSLOT", &slot, "NODE", target_id]);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let migrating = (began, Instant::now());
+    let counted = counter.stop().await;
+    let after = store.count(&ns).await.expect("count after");
+    let during = count_figures(&counted, &[migrating], of);
+    println!(
+        "FIGURES cluster-count-migrating: count_during={} exact={} min={} max={} of={of} count_errors={:?} \
+         count_after={after} migrations={rounds} migrating_ms={}",
+        during.calls,
+        during.exact,
+        during.min.map_or("none".to_owned(), |n| n.to_string()),
+        during.max.map_or("none".to_owned(), |n| n.to_string()),
+        during.errors,
+        (migrating.1 - migrating.0).as_millis(),
+    );
+    assert_eq!(after, of, "count exact after the migrations");
+    assert!(
+        during.errors.is_empty(),
+        "count did not fail: {:?}",
+        during.errors
+    );
+    assert_eq!(
+        during.exact, during.calls,
+        "count exact on every call while the slot migrated (min {:?}, max {:?}, of {of})",
+        during.min, during.max
     );
 }
 

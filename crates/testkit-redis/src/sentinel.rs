@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{role_of, Role};
+use crate::cluster::{role_from, role_of, Role};
 use crate::env::{Topology, SENTINEL_SERVICE_NAME, SENTINEL_URL_ENV, TOPOLOGY_ENV};
 use crate::options::{ServerOptions, TopologyOptions};
 use crate::resp::Reply;
@@ -189,6 +189,126 @@ impl Sentinel {
             },
         )?;
         promoted.ok_or_else(|| io::Error::other("no master after failover"))
+    }
+
+    /// The ports of the two data nodes: the server started as master, then the one started
+    /// as replica (roles change after a failover; see [`Self::current_master`]).
+    pub fn data_ports(&self) -> [u16; 2] {
+        [self.master.port(), self.replica.port()]
+    }
+
+    /// The data node other than the one on `port` (the replica of a master, the master of a
+    /// replica, in a topology of two data nodes).
+    ///
+    /// # Errors
+    ///
+    /// When `port` is not one of the two data nodes.
+    pub fn other_data_node(&self, port: u16) -> io::Result<u16> {
+        match self.data_ports() {
+            [a, b] if a == port => Ok(b),
+            [a, b] if b == port => Ok(a),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no data node on port {port}"),
+            )),
+        }
+    }
+
+    /// The replication role of the data node on `port`, asked with `ROLE`, and for a replica
+    /// the port of its master.
+    ///
+    /// # Errors
+    ///
+    /// When `port` is not a data node or it does not answer (killed, paused).
+    pub fn role(&self, port: u16) -> io::Result<(Role, Option<u16>)> {
+        let node = self.data_node(port)?;
+        role_of(node)
+    }
+
+    /// Kills (SIGKILL) the master the sentinels name and returns its port. Without AOF its
+    /// data is gone; the sentinels promote the replica (see [`Self::wait_for_failover`]).
+    ///
+    /// # Errors
+    ///
+    /// When no sentinel answers, or the master is not running.
+    pub fn kill_master(&mut self) -> io::Result<u16> {
+        let port = self.current_master()?;
+        self.data_node_mut(port)
+            .ok_or_else(|| io::Error::other(format!("the sentinels name an unknown master on port {port}")))?
+            .kill9()?;
+        Ok(port)
+    }
+
+    /// A graceful failover: `SENTINEL FAILOVER` on the first answering sentinel (retried while
+    /// the sentinels answer `NOGOODSLAVE`, i.e. have not yet seen the replica as fit), then
+    /// [`Self::wait_for_failover`]. Returns the new master's port.
+    ///
+    /// The sentinels do not wait for the replica to catch up, and the old master stays a
+    /// writable master until they reconfigure it as a replica (seconds later): writes it takes
+    /// meanwhile are discarded by its resync, unless `min-replicas-to-write` refuses them.
+    ///
+    /// # Errors
+    ///
+    /// When the command fails otherwise, or the failover does not complete within `timeout`.
+    pub fn failover(&self, timeout: Duration) -> io::Result<u16> {
+        let deadline = Instant::now() + timeout;
+        let old = self.current_master()?;
+        let sentinel = self
+            .answering_sentinels()
+            .next()
+            .ok_or_else(|| io::Error::other("no sentinel answers"))?;
+        poll_until(
+            "a sentinel to accept SENTINEL FAILOVER",
+            left(deadline),
+            || match sentinel.cmd(&["SENTINEL", "FAILOVER", SENTINEL_SERVICE_NAME])? {
+                Reply::Error(e) if e.starts_with("NOGOODSLAVE") => Ok(false),
+                Reply::Error(e) => Err(io::Error::other(format!("SENTINEL FAILOVER: {e}"))),
+                _ => Ok(true),
+            },
+        )?;
+        self.wait_for_failover(old, left(deadline))
+    }
+
+    /// Starts the data node on `port` again (same port, directory and arguments), e.g. the
+    /// old master after [`Self::kill_master`]. Without AOF it comes back empty; a former
+    /// master comes back as a master, which the sentinels turn into a replica of the current
+    /// master after a few seconds (see [`Self::wait_replica_of`]).
+    ///
+    /// # Errors
+    ///
+    /// When `port` is not a data node, or the server does not start.
+    pub fn restart_data_node(&mut self, port: u16) -> io::Result<()> {
+        self.data_node_mut(port)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no data node on port {port}")))?
+            .restart()
+    }
+
+    /// Waits until the data node on `port` says (`ROLE`) it is a replica of the master on
+    /// `master` with its replication link up (`connected`: the initial sync is done).
+    ///
+    /// # Errors
+    ///
+    /// When that does not happen within `timeout`.
+    pub fn wait_replica_of(&self, port: u16, master: u16, timeout: Duration) -> io::Result<()> {
+        let node = self.data_node(port)?;
+        poll_until(
+            &format!("127.0.0.1:{port} to replicate 127.0.0.1:{master} with its link up"),
+            timeout,
+            || {
+                let reply = node.cmd(&["ROLE"])?.into_result()?;
+                let items = reply.items();
+                Ok(role_from(items) == Some(Role::Replica)
+                    && items.get(2).and_then(Reply::integer) == Some(i64::from(master))
+                    && items.get(3).and_then(Reply::text).as_deref() == Some("connected"))
+            },
+        )
+    }
+
+    fn data_node(&self, port: u16) -> io::Result<&RedisServer> {
+        [&self.master, &self.replica]
+            .into_iter()
+            .find(|n| n.port() == port)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no data node on port {port}")))
     }
 
     fn answering_sentinels(&self) -> impl Iterator<Item = &RedisServer> {
