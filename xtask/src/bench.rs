@@ -1,35 +1,71 @@
-//! `cargo xtask bench [--quick] [--rounds N] [--keys N] [--footprint-entries N] [--no-doc]`:
-//! side-by-side benchmarks of the stores and their anchors (SPEC §9).
+//! `cargo xtask bench [--quick] [--rounds N] [--keys N] [--footprint-entries N] [--no-cluster]
+//! [--no-scale] [--scale-sizes N,N,…] [--no-doc]`: side-by-side benchmarks of the stores and
+//! their anchors (SPEC §9).
 //!
 //! Builds `crates/session-bench` in release mode (it is not a default member, and `cargo xtask
-//! test` never builds it), starts a throw-away `redis-server` on a free loopback port (no
-//! persistence), runs the benchmark binary against it and stops the server by pid. The binary
-//! prints the ratios and every case, and writes `docs/benchmarks.md` (the part between its
-//! markers) unless `--no-doc`. A full run takes 3–5 minutes after the build; `--quick` (one
-//! short round) under a minute. A benchmark, never a test: it fails only if something could
-//! not be run.
+//! test` never builds it), then starts, all on free loopback ports and without persistence:
+//!
+//! * a standalone `redis-server`, for every Redis subject and anchor;
+//! * a Redis Cluster of 3 masters and 3 replicas (unless `--no-cluster`), for the `RedisStore`
+//!   cluster subjects measured beside the standalone ones. Its nodes get
+//!   `--cluster-node-timeout 15000` (a node starved of CPU on a busy machine is not failed
+//!   over mid-run) and `--client-output-buffer-limit replica 0 0 0` (a replica lagging behind
+//!   the pre-fill is not disconnected into a full resync, which forks the master);
+//! * a cluster of 3 masters without replicas (unless `--no-scale`), empty, for the scale curve
+//!   the binary takes after its rounds: `RedisStore` load and save at 10k, 1M and 5M sessions
+//!   (`--quick`: 10k and 200k; `--scale-sizes` to choose). Without replicas, 5M sessions take
+//!   ~7 GB instead of ~14; each master gets `--maxmemory` (60 % of the memory available at
+//!   start over the three, at most 4 GiB) with `noeviction`, so a fill that outgrows the machine
+//!   fails its writes instead of exhausting the memory other processes need.
+//!
+//! It runs the benchmark binary against them and stops every server by pid when the binary
+//! ends, however it ends (an error, a failed run, Ctrl-C). The binary prints the ratios and
+//! every case, and writes `docs/benchmarks.md` (the part between its markers) unless
+//! `--no-doc`. A full run takes about 10 minutes after the build; `--quick` (one short round,
+//! a small curve) about 2. A benchmark, never a test: it fails only if something could not be
+//! run.
 
 use std::fs;
 use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use testkit_redis::{RedisServer, ServerOptions};
+use testkit_redis::{Cluster, RedisServer, RedisTopology, ServerOptions, TopologyOptions};
 
 use crate::{exec, project_root, target_dir, tools};
 
-const USAGE: &str =
-    "usage: cargo xtask bench [--quick] [--rounds N] [--keys N] [--footprint-entries N] [--no-doc]";
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--rounds N] [--keys N] [--footprint-entries N] \
+                     [--no-cluster] [--no-scale] [--scale-sizes N,N,…] [--no-doc]\n  \
+                     --no-cluster         no Redis Cluster subjects (and no control for the scale curve)\n  \
+                     --no-scale           no scale curve\n  \
+                     --scale-sizes LIST   the curve's sizes, e.g. 10k,1M,5M (the default; --quick: 10k,200k)";
+
+/// Masters of the scale curve's cluster.
+const SCALE_MASTERS: usize = 3;
+/// The most `maxmemory` a scale master gets.
+const SCALE_MAXMEMORY_CAP: u64 = 4 << 30;
 
 struct Args {
     /// Arguments passed on to the benchmark binary.
     forward: Vec<String>,
     doc: bool,
+    /// Start the 3+3 cluster.
+    cluster: bool,
+    /// Start the scale curve's cluster.
+    scale: bool,
+}
+
+/// A count as `--scale-sizes` takes it: `10000`, `10k`, `1M`.
+fn valid_count(text: &str) -> bool {
+    let digits = text.strip_suffix(['k', 'K', 'm', 'M']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn parse(args: &[String]) -> crate::Result<Args> {
     let mut parsed = Args {
         forward: Vec::new(),
         doc: true,
+        cluster: true,
+        scale: true,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -42,6 +78,15 @@ fn parse(args: &[String]) -> crate::Result<Args> {
                     .map_err(|e| format!("{flag} {value}: {e}"))?;
                 parsed.forward.extend([flag.clone(), value.clone()]);
             }
+            "--scale-sizes" => {
+                let value = it.next().ok_or_else(|| format!("{flag} needs a list"))?;
+                if !value.split(',').all(valid_count) {
+                    return Err(format!("{flag} {value}: expected counts such as 10k,1M,5M").into());
+                }
+                parsed.forward.extend([flag.clone(), value.clone()]);
+            }
+            "--no-cluster" => parsed.cluster = false,
+            "--no-scale" => parsed.scale = false,
             "--no-doc" => parsed.doc = false,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}").into()),
@@ -80,21 +125,51 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
     }
     println!("bench: built in {:.0}s", began.elapsed().as_secs_f64());
 
+    // Dropped in reverse order when this function returns, whichever way: each stops its
+    // servers by pid (the interrupt handler stops them on Ctrl-C).
     let server = RedisServer::start_with(ServerOptions::new())?;
     println!(
         "bench: redis-server on 127.0.0.1:{} (no persistence), pid {}",
         server.port(),
         server.pid().map_or_else(|| "?".to_owned(), |p| p.to_string())
     );
+    let cluster = if parsed.cluster {
+        let cluster = Cluster::start_with(&cluster_options())?;
+        println!(
+            "bench: Redis Cluster, 3 masters + 3 replicas, on ports {:?} (ready in {:.1}s)",
+            cluster.ports(),
+            cluster.ready_after().as_secs_f64()
+        );
+        Some(cluster)
+    } else {
+        None
+    };
+    let scale = if parsed.scale {
+        let maxmemory = scale_maxmemory();
+        let cluster = Cluster::start_masters(&scale_options(maxmemory), SCALE_MASTERS)?;
+        println!(
+            "bench: scale-curve cluster, {SCALE_MASTERS} masters without replicas, on ports {:?} (maxmemory {:.1} GiB each)",
+            cluster.ports(),
+            maxmemory as f64 / f64::from(1u32 << 30)
+        );
+        Some(cluster)
+    } else {
+        None
+    };
 
     let mut shown = vec!["cargo xtask bench".to_owned()];
     shown.extend(args.iter().cloned());
     let mut bench = Command::new(target_dir().join("release").join("session-bench"));
     bench
         .current_dir(project_root())
-        .args(["run", "--redis-url", &server.url()])
-        .args(&parsed.forward)
-        .args(["--command", &shown.join(" ")]);
+        .args(["run", "--redis-url", &server.url()]);
+    if let Some(cluster) = &cluster {
+        bench.args(["--cluster-url", &cluster.url()]);
+    }
+    if let Some(scale) = &scale {
+        bench.args(["--scale-url", &scale.url()]);
+    }
+    bench.args(&parsed.forward).args(["--command", &shown.join(" ")]);
     if parsed.doc {
         bench
             .arg("--doc")
@@ -103,6 +178,8 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
     let log = logs.join("bench.log");
     let _ = fs::remove_file(&log);
     let outcome = exec::run_logged(&mut bench, &log, |line| println!("{line}"));
+    drop(scale);
+    drop(cluster);
     drop(server);
     let outcome = outcome?;
     println!(
@@ -122,6 +199,46 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
     })
 }
 
+/// The 3+3 cluster's options: no failover of a node starved of CPU, no replica disconnected
+/// for lagging behind a pre-fill.
+fn cluster_options() -> TopologyOptions {
+    TopologyOptions::new()
+        .ready_timeout(Duration::from_secs(60))
+        .arg("--cluster-node-timeout")
+        .arg("15000")
+        .arg("--client-output-buffer-limit")
+        .arg("replica")
+        .arg("0")
+        .arg("0")
+        .arg("0")
+}
+
+/// The scale cluster's options: as the 3+3 one, and a memory bound per master.
+fn scale_options(maxmemory: u64) -> TopologyOptions {
+    TopologyOptions::new()
+        .ready_timeout(Duration::from_secs(60))
+        .arg("--cluster-node-timeout")
+        .arg("15000")
+        .arg("--maxmemory")
+        .arg(maxmemory.to_string())
+        .arg("--maxmemory-policy")
+        .arg("noeviction")
+}
+
+/// Each scale master's `maxmemory`: 60 % of the memory available now, shared by the masters,
+/// at most [`SCALE_MAXMEMORY_CAP`] (and at least 256 MiB).
+fn scale_maxmemory() -> u64 {
+    let available = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(8 << 30, |kb| kb * 1024);
+    (available / 10 * 6 / SCALE_MASTERS as u64).clamp(256 << 20, SCALE_MAXMEMORY_CAP)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +252,18 @@ mod tests {
         let a = parse(&args(&["--quick", "--rounds", "5", "--no-doc"])).unwrap();
         assert_eq!(a.forward, ["--quick", "--rounds", "5"]);
         assert!(!a.doc);
+        assert!(a.cluster && a.scale);
+        let a = parse(&args(&[
+            "--no-scale",
+            "--no-cluster",
+            "--scale-sizes",
+            "10k,1M,5000000",
+        ]))
+        .unwrap();
+        assert_eq!(a.forward, ["--scale-sizes", "10k,1M,5000000"]);
+        assert!(!a.cluster && !a.scale && a.doc);
+        assert!(parse(&args(&["--scale-sizes", "10x"])).is_err());
+        assert!(parse(&args(&["--scale-sizes", "1M,"])).is_err());
         assert!(parse(&args(&["--rounds"])).is_err());
         assert!(parse(&args(&["--rounds", "x"])).is_err());
         assert!(parse(&args(&["--frobnicate"])).is_err());

@@ -4,7 +4,7 @@
 //! cargo xtask test [--keep-going] [--skip-fmt] [--skip-clippy] [--only <cell>[,<cell>…]]
 //! cargo xtask redis up <standalone|cluster|sentinel|tls> [--mtls]
 //! cargo xtask redis down [<topology>|all]
-//! cargo xtask bench [--quick] [--rounds N] [--no-doc]
+//! cargo xtask bench [--quick] [--rounds N] [--no-cluster] [--no-scale] [--scale-sizes 10k,1M,5M] [--no-doc]
 //! cargo xtask demo | load
 //! ```
 //!
@@ -51,7 +51,8 @@ const COMMANDS: &[Command] = &[
     (
         "bench",
         bench::run,
-        "stores against raw fred, redis-benchmark, DashMap, tower-sessions; writes docs/benchmarks.md: [--quick]",
+        "stores against raw fred, redis-benchmark, DashMap, tower-sessions, on standalone and cluster, and a \
+         cluster scale curve; writes docs/benchmarks.md: [--quick] [--no-scale] [--no-doc]",
     ),
     (
         "demo",

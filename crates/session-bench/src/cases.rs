@@ -22,7 +22,7 @@ use session_redis::fred::clients::{Client, Pool};
 use session_redis::fred::interfaces::{ClientLike, KeysInterface};
 use session_redis::fred::types::config::Config as FredConfig;
 use session_redis::fred::types::{CustomCommand, Expiration, Key, SetOptions, Value};
-use session_redis::{RedisConfig, RedisStore, DEFAULT_POOL_SIZE};
+use session_redis::{RedisConfig, RedisStore};
 use tower_sessions_core::session::{Id as TowerId, Record as TowerRecord};
 use tower_sessions_core::SessionStore as TowerStore;
 
@@ -42,8 +42,12 @@ const CAS_VERSION: Version = Version::from_u64(0x5345_5353_494f_4e31);
 const CREATE_NAMESPACE: &str = "new";
 /// The Redis database of the `create` cases.
 const CREATE_DB: u8 = 1;
-/// Keys per `load_many` call.
+/// Keys per `load_many` and `save_many` call.
 pub(crate) const MANY: usize = 16;
+/// Connections of the `(pool 2)` subjects: fred's `Pool` of the raw anchors, and
+/// `redis.pool_size` of the stores (per node on a cluster). The store's default is 1
+/// (`session_redis::DEFAULT_POOL_SIZE`), which the `(1 connection)` subjects measure.
+pub(crate) const POOL: usize = 2;
 
 /// Where a case runs, which decides its cell length and latency sampling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,6 +220,30 @@ impl Op for StoreLoadMany {
             }
         }
     }
+}
+
+/// `SessionStore::save_many` of [`MANY`] pre-filled keys (their items built once, at set-up:
+/// the call is what is measured, not assembling its argument).
+struct StoreSaveMany {
+    store: Arc<dyn SessionStore>,
+    items: Arc<[(SessionKey, Record)]>,
+}
+
+impl Op for StoreSaveMany {
+    fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+        async move {
+            let start = idx.min(self.items.len().saturating_sub(MANY));
+            self.store
+                .save_many(&self.items[start..start + MANY])
+                .await
+                .is_ok()
+        }
+    }
+}
+
+/// Every key of `keys` with `record`, as `save_many` takes them.
+fn save_items(keys: &Keys, record: &Record) -> Arc<[(SessionKey, Record)]> {
+    keys.keys.iter().map(|k| (k.clone(), record.clone())).collect()
 }
 
 /// `Sessions<T>::load`: the store's load and the payload's decoding.
@@ -488,9 +516,11 @@ fn check<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
-/// Saves `record` (with a payload buffer of its own per key, as sessions really have) under every key.
+/// Saves `record` (with a payload buffer of its own per key, as sessions really have) under every
+/// key. A chunk that fails (a timeout on a busy machine: the stores keep their default 250 ms)
+/// is saved again, up to four more times.
 async fn prefill(store: &dyn SessionStore, keys: &Keys, record: &Record, own_payloads: bool) {
-    for chunk in keys.keys.chunks(1000) {
+    for chunk in keys.keys.chunks(500) {
         let items: Vec<(SessionKey, Record)> = chunk
             .iter()
             .map(|k| {
@@ -501,7 +531,17 @@ async fn prefill(store: &dyn SessionStore, keys: &Keys, record: &Record, own_pay
                 (k.clone(), r)
             })
             .collect();
-        check("pre-filling a store", store.save_many(&items).await);
+        let mut attempt = 0;
+        loop {
+            match store.save_many(&items).await {
+                Ok(_) => break,
+                Err(e) if attempt < 4 && e.is_temporary() => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+                Err(e) => panic!("pre-filling a store: {e}"),
+            }
+        }
     }
 }
 
@@ -725,7 +765,7 @@ pub(crate) async fn redis_cases(
     };
     let connect = |pool_size: usize, database: Option<u8>| connect_with(pool_size, database, 0);
     // A fallback's primary keeps tombstones (an hour here), as the facade configures it.
-    let connect_tombstoned = |database: Option<u8>| connect_with(DEFAULT_POOL_SIZE, database, 3_600_000);
+    let connect_tombstoned = |database: Option<u8>| connect_with(POOL, database, 3_600_000);
     let fred_config = |database: Option<u8>| {
         let mut config = check("fred config", FredConfig::from_url(url));
         config.database = database;
@@ -741,7 +781,7 @@ pub(crate) async fn redis_cases(
     let raw_pool = |database: Option<u8>| {
         let pool = check(
             "fred pool",
-            Pool::new(fred_config(database), None, None, None, DEFAULT_POOL_SIZE),
+            Pool::new(fred_config(database), None, None, None, POOL),
         );
         async move {
             check("fred pool connect", pool.init().await);
@@ -761,7 +801,7 @@ pub(crate) async fn redis_cases(
     };
 
     let single: Arc<dyn SessionStore> = Arc::new(connect(1, None).await);
-    let pooled_store = connect(DEFAULT_POOL_SIZE, None).await;
+    let pooled_store = connect(POOL, None).await;
     let pooled: Arc<dyn SessionStore> = Arc::new(pooled_store.clone());
     let fall = fallback(connect_tombstoned(None).await).await;
     let tombstoned: Arc<dyn SessionStore> = Arc::new(connect_tombstoned(None).await);
@@ -773,7 +813,7 @@ pub(crate) async fn redis_cases(
     let tower = tower_sessions_redis_store::RedisStore::new(tower_pool);
 
     let c_single: Arc<dyn SessionStore> = Arc::new(connect(1, Some(CREATE_DB)).await);
-    let c_pooled: Arc<dyn SessionStore> = Arc::new(connect(DEFAULT_POOL_SIZE, Some(CREATE_DB)).await);
+    let c_pooled: Arc<dyn SessionStore> = Arc::new(connect(POOL, Some(CREATE_DB)).await);
     let c_fall = fallback(connect_tombstoned(Some(CREATE_DB)).await).await;
     let c_raw1 = raw_client(Some(CREATE_DB)).await;
     let c_rawp = raw_pool(Some(CREATE_DB)).await;
@@ -847,6 +887,7 @@ pub(crate) async fn redis_cases(
         })
     };
     let create_prefix = format!("session:{CREATE_NAMESPACE}:");
+    let many_items = save_items(keys, record);
 
     let mut cases = Vec::new();
     for &tasks in task_counts {
@@ -1023,6 +1064,19 @@ pub(crate) async fn redis_cases(
             }));
         }
 
+        // save_many(16) (the main key space; 64 tasks only: the cluster's counterpart)
+        if tasks > 1 {
+            let (s, items) = (Arc::clone(&pooled), Arc::clone(&many_items));
+            let mut many = case("RedisStore (pool 2)", "save_many(16)", tasks, g, move |_| {
+                StoreSaveMany {
+                    store: Arc::clone(&s),
+                    items: Arc::clone(&items),
+                }
+            });
+            many.items = MANY as u32;
+            cases.push(many);
+        }
+
         // create (database 1, flushed after each cell)
         let mut creates = Vec::new();
         let (c, p, v) = (c_raw1.clone(), create_prefix.clone(), envelope.clone());
@@ -1093,4 +1147,116 @@ async fn used_memory(client: &Client) -> u64 {
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The subject of the Redis Cluster cases.
+pub(crate) const CLUSTER_SUBJECT: &str = "RedisStore cluster (pool 2)";
+/// The cluster's raw anchors: fred's cluster client.
+pub(crate) const CLUSTER_RAW_GET: &str = "raw fred cluster GET (pool 2)";
+pub(crate) const CLUSTER_RAW_SET: &str = "raw fred cluster SET PXAT (pool 2)";
+
+/// The subjects on a Redis Cluster: `RedisStore` given the cluster's URL, with a pool of
+/// [`POOL`] connections per primary (its own router: each command goes to its key's slot
+/// owner), its key spaces pre-filled as the standalone ones: the same keys and records, on
+/// other servers. `load` and `save` at every task count; `save_if`, `save_many(16)` and
+/// `load_many(16)` at 64 tasks.
+pub(crate) async fn cluster_cases(
+    url: &str,
+    keys: &Keys,
+    record: &Record,
+    task_counts: &[usize],
+) -> Vec<Case> {
+    let mut config = RedisConfig::new(url);
+    config.pool_size = POOL;
+    let store: Arc<dyn SessionStore> = Arc::new(check(
+        "RedisStore::connect (cluster)",
+        RedisStore::connect(config).await,
+    ));
+    prefill(store.as_ref(), keys, record, false).await;
+    let cas_keys = Keys::in_namespace(CAS_NAMESPACE, keys.len());
+    let mut cas_record = record.clone();
+    cas_record.meta.version = CAS_VERSION;
+    prefill(store.as_ref(), &cas_keys, &cas_record, false).await;
+    if let Some(key) = cas_keys.keys.first() {
+        let stored = check("loading a save_if key (cluster)", store.load(key).await);
+        let version = stored.map(|r| r.meta.version);
+        assert!(
+            version == Some(CAS_VERSION),
+            "the cluster's save_if key space was pre-filled with version {CAS_VERSION}, it holds {version:?}"
+        );
+    }
+    let many_items = save_items(keys, record);
+    // The anchor: fred's own cluster client (its router: one connection per node), a pool of
+    // POOL of them, sending the store's commands with the same bytes.
+    let raw = check(
+        "fred cluster pool",
+        Pool::new(
+            check("fred cluster config", FredConfig::from_url(url)),
+            None,
+            None,
+            None,
+            POOL,
+        ),
+    );
+    check("fred cluster pool connect", raw.init().await);
+    let envelope = record.encode();
+    let deadline = i64::try_from(record.meta.expires_at).unwrap_or(i64::MAX);
+
+    let mut cases = Vec::new();
+    for &tasks in task_counts {
+        let g = Group::Redis;
+        let (c, k) = (raw.clone(), Arc::clone(&keys.redis));
+        cases.push(case(CLUSTER_RAW_GET, "load", tasks, g, move |_| RawGet {
+            client: c.clone(),
+            keys: Arc::clone(&k),
+        }));
+        let (c, k, v) = (raw.clone(), Arc::clone(&keys.redis), envelope.clone());
+        cases.push(case(CLUSTER_RAW_SET, "save", tasks, g, move |_| RawSet {
+            client: c.clone(),
+            keys: Arc::clone(&k),
+            value: v.clone(),
+            deadline,
+            options: None,
+        }));
+        let (s, k) = (Arc::clone(&store), Arc::clone(&keys.keys));
+        cases.push(case(CLUSTER_SUBJECT, "load", tasks, g, move |_| StoreLoad {
+            store: Arc::clone(&s),
+            keys: Arc::clone(&k),
+        }));
+        let (s, k, r) = (Arc::clone(&store), Arc::clone(&keys.keys), record.clone());
+        cases.push(case(CLUSTER_SUBJECT, "save", tasks, g, move |_| StoreSave {
+            store: Arc::clone(&s),
+            keys: Arc::clone(&k),
+            record: r.clone(),
+            fresh: None,
+        }));
+        if tasks == 1 {
+            continue;
+        }
+        let (s, k, r) = (Arc::clone(&store), Arc::clone(&cas_keys.keys), cas_record.clone());
+        cases.push(case(CLUSTER_SUBJECT, "save_if", tasks, g, move |_| StoreSaveIf {
+            store: Arc::clone(&s),
+            keys: Arc::clone(&k),
+            record: r.clone(),
+        }));
+        let (s, items) = (Arc::clone(&store), Arc::clone(&many_items));
+        let mut many = case(CLUSTER_SUBJECT, "save_many(16)", tasks, g, move |_| {
+            StoreSaveMany {
+                store: Arc::clone(&s),
+                items: Arc::clone(&items),
+            }
+        });
+        many.items = MANY as u32;
+        cases.push(many);
+        let (s, k) = (Arc::clone(&store), Arc::clone(&keys.keys));
+        let mut many = case(CLUSTER_SUBJECT, "load_many(16)", tasks, g, move |_| {
+            StoreLoadMany {
+                store: Arc::clone(&s),
+                keys: Arc::clone(&k),
+            }
+        });
+        many.items = MANY as u32;
+        cases.push(many);
+    }
+    cases
 }

@@ -1,10 +1,17 @@
 //! `session-bench`: the benchmark behind `cargo xtask bench` (SPEC §9). Run it through xtask,
-//! which builds it in release mode, starts a throw-away `redis-server` and passes its address:
+//! which builds it in release mode, starts a throw-away `redis-server`, a 3+3 Redis Cluster and
+//! an empty cluster of 3 masters, and passes their addresses:
 //!
 //! ```text
-//! session-bench run --redis-url redis://127.0.0.1:PORT [--quick] [--rounds N] [--doc PATH] [--command TEXT]
+//! session-bench run --redis-url redis://127.0.0.1:PORT [--cluster-url redis-cluster://…]
+//!                   [--scale-url redis-cluster://…] [--no-scale] [--scale-sizes 10k,1M,5M]
+//!                   [--quick] [--rounds N] [--doc PATH] [--command TEXT]
 //! session-bench footprint memory|dashmap ENTRIES PAYLOAD_BYTES      (used by `run`, in a child process)
 //! ```
+//!
+//! With `--cluster-url` (a 3+3 Redis Cluster) it adds `RedisStore` cluster subjects, measured
+//! beside the standalone ones; with `--scale-url` (an empty cluster of masters) it takes, after
+//! the rounds, the scale curve: load and save at 10k, 1M and 5M sessions (`scale.rs`).
 //!
 //! It measures, on one ~1 KiB session payload, a 100k-key space and 1 and 64 concurrent Tokio
 //! tasks, the ops/s and p50/p99 latency of this workspace's stores and of their anchors (raw
@@ -25,16 +32,19 @@ mod codec;
 mod commandstats;
 mod footprint;
 mod harness;
+mod nodes;
 mod payload;
 mod redis_benchmark;
 mod report;
+mod scale;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::cases::{Case, Group, Keys};
 use crate::harness::Plan;
-use crate::report::{Results, Run};
+use crate::report::{ClusterCheck, Results, Run};
+use crate::scale::ScaleOptions;
 
 /// Options of `run`.
 #[derive(Debug, Clone)]
@@ -49,11 +59,35 @@ struct Options {
     /// Only cases whose name contains one of these (for working on one store); no report file.
     only: Vec<String>,
     footprint: bool,
+    /// A 3+3 Redis Cluster for the cluster subjects.
+    cluster_url: Option<String>,
+    /// An empty cluster of masters for the scale curve.
+    scale_url: Option<String>,
+    /// Take the scale curve (when there is a `scale_url`).
+    scale: bool,
+    /// Its sizes; empty: 10k, 1M, 5M (`--quick`: 10k, 200k).
+    scale_sizes: Vec<usize>,
 }
 
-const USAGE: &str = "usage: session-bench run --redis-url URL [--quick] [--rounds N] [--keys N] \
-                     [--footprint-entries N] [--doc PATH] [--command TEXT] [--only PREFIX|…] [--no-footprint]\n       \
+const USAGE: &str = "usage: session-bench run --redis-url URL [--cluster-url URL] [--scale-url URL] [--no-scale] \
+                     [--scale-sizes N,N,…] [--quick] [--rounds N] [--keys N] [--footprint-entries N] [--doc PATH] \
+                     [--command TEXT] [--only PREFIX|…] [--no-footprint]\n       \
+                     session-bench scale --scale-url URL [--scale-sizes N,N,…] [--quick]\n       \
                      session-bench footprint memory|dashmap ENTRIES PAYLOAD_BYTES";
+
+/// `10000`, `10k`, `1M`.
+fn parse_count(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (digits, factor) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1_000),
+        Some((i, 'm' | 'M')) => (&t[..i], 1_000_000),
+        _ => (t, 1),
+    };
+    digits
+        .parse::<usize>()
+        .map(|n| n * factor)
+        .map_err(|e| format!("`{text}`: {e}"))
+}
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
@@ -66,6 +100,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
         command: "session-bench run".to_owned(),
         only: Vec::new(),
         footprint: true,
+        cluster_url: None,
+        scale_url: None,
+        scale: true,
+        scale_sizes: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -84,12 +122,23 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--command" => o.command = value()?,
             "--only" => o.only.extend(value()?.split('|').map(str::to_owned)),
             "--no-footprint" => o.footprint = false,
+            "--cluster-url" => o.cluster_url = Some(value()?),
+            "--scale-url" => o.scale_url = Some(value()?),
+            "--no-scale" => o.scale = false,
+            "--scale-sizes" => {
+                o.scale_sizes = value()?
+                    .split(',')
+                    .map(parse_count)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("--scale-sizes: {e}"))?;
+                o.scale_sizes.sort_unstable();
+            }
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
     }
-    if o.redis_url.is_empty() && !o.only.iter().all(|f| f.starts_with("mem:")) {
+    if o.redis_url.is_empty() && o.scale_url.is_none() && !o.only.iter().all(|f| f.starts_with("mem:")) {
         return Err(format!(
-            "--redis-url is required (unless every --only filter starts with mem:)\n{USAGE}"
+            "--redis-url is required (unless every --only filter starts with mem:, or for `scale`)\n{USAGE}"
         ));
     }
     if o.rounds == 0 {
@@ -97,6 +146,13 @@ fn parse(args: &[String]) -> Result<Options, String> {
     }
     if o.footprint_entries == 0 {
         o.footprint_entries = if o.quick { 200_000 } else { 1_000_000 };
+    }
+    if o.scale_sizes.is_empty() {
+        o.scale_sizes = if o.quick {
+            vec![10_000, 200_000]
+        } else {
+            vec![10_000, 1_000_000, 5_000_000]
+        };
     }
     o.keyspace = o.keyspace.max(cases::MANY);
     Ok(o)
@@ -107,6 +163,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("footprint") => footprint_command(&args[1..]),
         Some("run") => parse(&args[1..]).and_then(run),
+        Some("scale") => parse(&args[1..]).and_then(scale_command),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -115,6 +172,38 @@ fn main() -> ExitCode {
             eprintln!("session-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `scale --scale-url URL [--scale-sizes LIST] [--quick]`: the scale curve alone, without a
+/// control (for working on it; nothing else runs and no report file is written).
+fn scale_command(options: Options) -> Result<(), String> {
+    let url = options
+        .scale_url
+        .clone()
+        .ok_or_else(|| format!("scale needs --scale-url\n{USAGE}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let record = payload::record(payload::payload());
+    let report = runtime.block_on(scale::run(&url, &record, &scale_options(&options), None))?;
+    print!("{}", report.table(false));
+    Ok(())
+}
+
+/// The scale curve's sizes and slices.
+fn scale_options(options: &Options) -> ScaleOptions {
+    let (slices, slice) = if options.quick {
+        (4, Duration::from_millis(300))
+    } else {
+        (6, Duration::from_millis(500))
+    };
+    ScaleOptions {
+        sizes: options.scale_sizes.clone(),
+        slices,
+        slice,
     }
 }
 
@@ -145,6 +234,37 @@ fn plan(case: &Case, options: &Options, warmup: bool) -> Plan {
         keyspace: options.keyspace,
         sample_every: if case.group == Group::Memory { 16 } else { 1 },
     }
+}
+
+/// Slices per side of a paired ratio, and how long each runs.
+fn slicing(options: &Options) -> (usize, Duration) {
+    if options.quick {
+        (4, Duration::from_millis(150))
+    } else {
+        (8, Duration::from_millis(250))
+    }
+}
+
+/// One round's figure of a target ratio: its two cases run in alternating slices (A B B A A B B
+/// A …), so that slow and fast moments of a shared machine fall on both sides alike; the ratio
+/// of their summed rates (items per second of `a` over those of `b`).
+async fn paired(a: &Case, b: &Case, options: &Options) -> f64 {
+    let (slices, length) = slicing(options);
+    let slice = |case: &Case| Plan {
+        duration: length,
+        ..plan(case, options, false)
+    };
+    let (mut sum_a, mut sum_b) = (0.0, 0.0);
+    for i in 0..slices {
+        let a_first = matches!(i % 4, 0 | 3);
+        let (first, second) = if a_first { (a, b) } else { (b, a) };
+        let x = first.run(slice(first)).await.ops_per_sec;
+        let y = second.run(slice(second)).await.ops_per_sec;
+        let (ra, rb) = if a_first { (x, y) } else { (y, x) };
+        sum_a += ra;
+        sum_b += rb;
+    }
+    sum_a * f64::from(a.items) / (sum_b * f64::from(b.items))
 }
 
 fn run(options: Options) -> Result<(), String> {
@@ -193,6 +313,9 @@ fn run(options: Options) -> Result<(), String> {
             all.extend(redis);
             memory = m;
             stats = Some(s);
+        }
+        if let Some(url) = &options.cluster_url {
+            all.extend(cases::cluster_cases(url, &keys, &record, &task_counts).await);
         }
         (all, memory, stats)
     });
@@ -250,6 +373,12 @@ fn run(options: Options) -> Result<(), String> {
                 let cell = case.run(plan(case, &options, false)).await;
                 results.record(case, cell);
             }
+            for (label, num, den) in report::paired_defs() {
+                let find = |id: &str| cases.iter().find(|c| c.id() == id);
+                if let (Some(a), Some(b)) = (find(num), find(den)) {
+                    results.record_paired(label, paired(a, b, &options).await);
+                }
+            }
         });
         if let Some(stats) = &server_stats {
             for &(probe, case) in &probes {
@@ -274,6 +403,41 @@ fn run(options: Options) -> Result<(), String> {
             started.elapsed().as_secs_f64()
         );
     }
+    // The scale curve, after the rounds, with the 3+3 cluster's load and save as its control.
+    let scale = match (&options.scale_url, options.scale && options.only.is_empty()) {
+        (Some(url), true) => {
+            let scale_options = scale_options(&options);
+            let slice = scale_options.slice;
+            let control_of = |op: &str| {
+                let case = cases
+                    .iter()
+                    .find(|c| c.id() == format!("{} {op} @64", cases::CLUSTER_SUBJECT))?;
+                let plan = Plan {
+                    duration: slice,
+                    ..plan(case, &options, false)
+                };
+                Some((case, plan))
+            };
+            let control = control_of("load").zip(control_of("save")).map(|(l, s)| [l, s]);
+            println!("scale curve: {:?} sessions on {url}…", scale_options.sizes);
+            let started = Instant::now();
+            let report = runtime.block_on(scale::run(url, &record, &scale_options, control));
+            println!("scale curve took {:.0}s", started.elapsed().as_secs_f64());
+            Some(report)
+        }
+        _ => None,
+    };
+    // What the cluster's nodes say after all that: keys per master, redirections answered.
+    let cluster = options
+        .cluster_url
+        .as_ref()
+        .and_then(|url| match runtime.block_on(cluster_check(url)) {
+            Ok(check) => Some(check),
+            Err(e) => {
+                eprintln!("session-bench: reading the cluster's nodes after the run: {e}");
+                None
+            }
+        });
     drop(probes);
     drop(server_stats);
     drop(cases);
@@ -291,6 +455,9 @@ fn run(options: Options) -> Result<(), String> {
         redis_memory,
         command: options.command.clone(),
         elapsed: began.elapsed(),
+        slices: slicing(&options),
+        cluster,
+        scale,
     };
     print!("{}", run.console());
     if let Some(path) = options.doc.as_ref().filter(|_| options.only.is_empty()) {
@@ -298,4 +465,20 @@ fn run(options: Options) -> Result<(), String> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Keys per master and the `MOVED`/`ASK` errors every node of the cluster at `url` answered.
+async fn cluster_check(url: &str) -> Result<ClusterCheck, String> {
+    let mut check = ClusterCheck::default();
+    for node in nodes::NodeConn::connect_all(url).await? {
+        let (moved, ask) = node.redirections().await?;
+        check.moved += moved;
+        check.ask += ask;
+        if node.is_master().await? {
+            check.masters.push((node.addr.clone(), node.dbsize().await?));
+        } else {
+            check.replicas += 1;
+        }
+    }
+    Ok(check)
 }

@@ -5,11 +5,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::cases::{Case, Group, RedisMemory};
+use crate::cases::{Case, Group, RedisMemory, CLUSTER_RAW_GET, CLUSTER_RAW_SET, CLUSTER_SUBJECT};
 use crate::codec::CodecCell;
 use crate::commandstats::{CmdStat, PROBES, PROBE_RATIOS};
 use crate::footprint::Footprint;
 use crate::harness::{median, Cell};
+use crate::scale::{ScaleReport, FLAT};
 
 /// One case's figures, one per round.
 struct Entry {
@@ -29,6 +30,8 @@ pub(crate) struct Results {
     codecs: Vec<(String, Vec<CodecCell>)>,
     /// Per probe label, per round: the command's statistics and the cell's failed operations.
     server: Vec<(String, Vec<(CmdStat, u64)>)>,
+    /// Per target ratio's label, per round: the ratio from alternating slices (see [`paired_defs`]).
+    paired: Vec<(&'static str, Vec<f64>)>,
 }
 
 impl Results {
@@ -114,21 +117,45 @@ impl Results {
             .unwrap_or_default()
     }
 
+    /// Adds a round's paired ratio of a target (both sides measured in alternating slices).
+    pub(crate) fn record_paired(&mut self, label: &'static str, ratio: f64) {
+        match self.paired.iter_mut().find(|(n, _)| *n == label) {
+            Some((_, v)) => v.push(ratio),
+            None => self.paired.push((label, vec![ratio])),
+        }
+    }
+
     fn get(&self, id: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.id == id)
     }
 
-    /// Items per second of `num` over ops per second of `den`, per round, then the median.
+    /// A target's paired ratio per round, and their median.
+    fn paired_ratio(&self, label: &str) -> Option<(f64, Vec<f64>)> {
+        let (_, rounds) = self.paired.iter().find(|(n, _)| *n == label)?;
+        Some((median(rounds), rounds.clone()))
+    }
+
+    /// Items per second of `num` over items per second of `den`, per round, then the median.
     fn ratio(&self, num: &str, den: &str) -> Option<(f64, Vec<f64>)> {
         let (n, d) = (self.get(num)?, self.get(den)?);
         let per_round: Vec<f64> = n
             .rounds
             .iter()
             .zip(&d.rounds)
-            .map(|(a, b)| a.ops_per_sec * f64::from(n.items) / b.ops_per_sec)
+            .map(|(a, b)| a.ops_per_sec * f64::from(n.items) / (b.ops_per_sec * f64::from(d.items)))
             .collect();
         Some((median(&per_round), per_round))
     }
+}
+
+/// The targets whose two sides are both cases: `(label, numerator case id, denominator case id)`.
+/// Each round measures them once more in alternating slices (A B B A …), so that both sides
+/// see the same state of a noisy machine; the report takes their ratio from those slices.
+pub(crate) fn paired_defs() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    RATIOS
+        .iter()
+        .filter(|d| d.target.is_some())
+        .map(|d| (d.label, d.num, d.den))
 }
 
 /// A ratio the report shows; a target when the issue sets one.
@@ -225,6 +252,30 @@ const RATIOS: &[RatioDef] = &[
         0.95,
     ),
     target(
+        "RedisStore cluster load / standalone load (pool 2, 64 tasks)",
+        "RedisStore cluster (pool 2) load @64",
+        "RedisStore (pool 2) load @64",
+        0.8,
+    ),
+    target(
+        "RedisStore cluster save / standalone save (pool 2, 64 tasks)",
+        "RedisStore cluster (pool 2) save @64",
+        "RedisStore (pool 2) save @64",
+        0.8,
+    ),
+    target(
+        "RedisStore cluster save_if / standalone save_if (pool 2, 64 tasks)",
+        "RedisStore cluster (pool 2) save_if @64",
+        "RedisStore (pool 2) save_if @64",
+        0.8,
+    ),
+    target(
+        "RedisStore cluster save_many(16) / standalone save_many(16) (pool 2, 64 tasks)",
+        "RedisStore cluster (pool 2) save_many(16) @64",
+        "RedisStore (pool 2) save_many(16) @64",
+        0.8,
+    ),
+    target(
         "MemoryStore load / DashMap get (64 tasks)",
         "MemoryStore load @64",
         "DashMap<String, Bytes> load @64",
@@ -275,6 +326,46 @@ const RATIOS: &[RatioDef] = &[
         "RedisStore save / raw fred SET PXAT (pool 2, 1 task)",
         "RedisStore (pool 2) save @1",
         "raw fred SET PXAT (pool 2) save @1",
+    ),
+    info(
+        "RedisStore cluster load / raw fred cluster GET (pool 2, 64 tasks)",
+        "RedisStore cluster (pool 2) load @64",
+        "raw fred cluster GET (pool 2) load @64",
+    ),
+    info(
+        "RedisStore cluster save / raw fred cluster SET PXAT (pool 2, 64 tasks)",
+        "RedisStore cluster (pool 2) save @64",
+        "raw fred cluster SET PXAT (pool 2) save @64",
+    ),
+    info(
+        "RedisStore cluster load / raw fred cluster GET (pool 2, 1 task)",
+        "RedisStore cluster (pool 2) load @1",
+        "raw fred cluster GET (pool 2) load @1",
+    ),
+    info(
+        "raw fred cluster GET / raw fred GET, standalone (pool 2, 64 tasks)",
+        "raw fred cluster GET (pool 2) load @64",
+        "raw fred GET (pool 2) load @64",
+    ),
+    info(
+        "raw fred cluster SET PXAT / raw fred SET PXAT, standalone (pool 2, 64 tasks)",
+        "raw fred cluster SET PXAT (pool 2) save @64",
+        "raw fred SET PXAT (pool 2) save @64",
+    ),
+    info(
+        "RedisStore cluster load / standalone load (pool 2, 1 task)",
+        "RedisStore cluster (pool 2) load @1",
+        "RedisStore (pool 2) load @1",
+    ),
+    info(
+        "RedisStore cluster save / standalone save (pool 2, 1 task)",
+        "RedisStore cluster (pool 2) save @1",
+        "RedisStore (pool 2) save @1",
+    ),
+    info(
+        "RedisStore cluster load_many(16) / standalone load_many(16) (pool 2, 64 tasks)",
+        "RedisStore cluster (pool 2) load_many(16) @64",
+        "RedisStore (pool 2) load_many(16) @64",
     ),
     info(
         "tower-sessions-redis-store load / raw fred GET (pool 2, 64 tasks)",
@@ -384,7 +475,82 @@ pub(crate) struct Run {
     pub(crate) redis_memory: RedisMemory,
     pub(crate) command: String,
     pub(crate) elapsed: Duration,
+    /// Slices per side of a paired target ratio, and each slice's length.
+    pub(crate) slices: (usize, Duration),
+    /// What the cluster's nodes said after the rounds, when the run had a cluster.
+    pub(crate) cluster: Option<ClusterCheck>,
+    /// The scale curve, or why it could not be taken; `None` when it was not asked for.
+    pub(crate) scale: Option<Result<ScaleReport, String>>,
 }
+
+/// The 3+3 cluster's nodes after the rounds: keys per master and the redirections answered.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClusterCheck {
+    /// Each master's address and `DBSIZE`.
+    pub(crate) masters: Vec<(String, u64)>,
+    /// Nodes that are replicas.
+    pub(crate) replicas: usize,
+    /// `MOVED` and `ASK` errors answered by all nodes since they started (`INFO errorstats`).
+    pub(crate) moved: u64,
+    pub(crate) ask: u64,
+}
+
+/// The cluster table's rows: `(what, standalone subject, cluster subject, op, tasks)`.
+const CLUSTER_ROWS: &[(&str, &str, &str, &str, usize)] = &[
+    ("RedisStore", "RedisStore (pool 2)", CLUSTER_SUBJECT, "load", 1),
+    ("RedisStore", "RedisStore (pool 2)", CLUSTER_SUBJECT, "load", 64),
+    ("RedisStore", "RedisStore (pool 2)", CLUSTER_SUBJECT, "save", 1),
+    ("RedisStore", "RedisStore (pool 2)", CLUSTER_SUBJECT, "save", 64),
+    (
+        "RedisStore",
+        "RedisStore (pool 2)",
+        CLUSTER_SUBJECT,
+        "save_if",
+        64,
+    ),
+    (
+        "RedisStore",
+        "RedisStore (pool 2)",
+        CLUSTER_SUBJECT,
+        "save_many(16)",
+        64,
+    ),
+    (
+        "RedisStore",
+        "RedisStore (pool 2)",
+        CLUSTER_SUBJECT,
+        "load_many(16)",
+        64,
+    ),
+    (
+        "raw fred GET",
+        "raw fred GET (pool 2)",
+        CLUSTER_RAW_GET,
+        "load",
+        1,
+    ),
+    (
+        "raw fred GET",
+        "raw fred GET (pool 2)",
+        CLUSTER_RAW_GET,
+        "load",
+        64,
+    ),
+    (
+        "raw fred SET PXAT",
+        "raw fred SET PXAT (pool 2)",
+        CLUSTER_RAW_SET,
+        "save",
+        1,
+    ),
+    (
+        "raw fred SET PXAT",
+        "raw fred SET PXAT (pool 2)",
+        CLUSTER_RAW_SET,
+        "save",
+        64,
+    ),
+];
 
 fn verdict(value: f64, target: f64, higher_is_better: bool) -> String {
     if !value.is_finite() {
@@ -407,7 +573,7 @@ fn verdict(value: f64, target: f64, higher_is_better: bool) -> String {
     }
 }
 
-fn fmt_ops(v: f64) -> String {
+pub(crate) fn fmt_ops(v: f64) -> String {
     if !v.is_finite() {
         return "–".to_owned();
     }
@@ -436,6 +602,11 @@ fn fmt_us(v: f64) -> String {
 }
 
 impl Run {
+    /// Whether any cluster case ran.
+    fn has_cluster_cases(&self) -> bool {
+        self.results.entries.iter().any(|e| e.subject == CLUSTER_SUBJECT)
+    }
+
     /// Instrumentation overhead in nanoseconds per load at one task (from ops/s).
     fn instrument_ns(&self, subject: &str) -> f64 {
         let ops = |id: &str| {
@@ -456,7 +627,8 @@ impl Run {
         for def in RATIOS {
             let (value, rounds) = self
                 .results
-                .ratio(def.num, def.den)
+                .paired_ratio(def.label)
+                .or_else(|| self.results.ratio(def.num, def.den))
                 .unwrap_or((f64::NAN, Vec::new()));
             let rounds: Vec<String> = rounds.iter().map(|r| format!("{r:.2}")).collect();
             let (target, status) = match def.target {
@@ -499,6 +671,122 @@ impl Run {
                 verdict(overhead, MEMORY_TARGET, false).replace("**", "")
             );
         }
+        if let Some(Ok(scale)) = &self.scale {
+            let (worst, _) = scale.verdict();
+            let sizes: Vec<String> = scale.points.iter().map(|p| fmt_ops(p.sessions as f64)).collect();
+            let label = format!(
+                "Cluster scale curve ({} sessions): worst smallest/largest of ops/s, p99, bytes per session",
+                sizes.join(" / ")
+            );
+            if markdown {
+                let _ = writeln!(
+                    out,
+                    "| {label} | {worst:.2} | | ≥ {FLAT:.2} | {} |",
+                    verdict(worst, FLAT, true)
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  {label:<76} {worst:>6.2}  ≥ {FLAT:.2} {}",
+                    verdict(worst, FLAT, true).replace("**", "")
+                );
+            }
+        }
+        out
+    }
+
+    /// A ratio by its two case ids: paired when it is a target, else from the rounds' cells.
+    fn ratio_of(&self, num: &str, den: &str) -> Option<(f64, Vec<f64>, Option<f64>)> {
+        match RATIOS.iter().find(|d| d.num == num && d.den == den) {
+            Some(def) => {
+                let (v, r) = self
+                    .results
+                    .paired_ratio(def.label)
+                    .or_else(|| self.results.ratio(num, den))?;
+                Some((v, r, def.target))
+            }
+            None => self.results.ratio(num, den).map(|(v, r)| (v, r, None)),
+        }
+    }
+
+    /// The cluster subjects beside the standalone one: ops/s, p99 and their ratio per row.
+    fn cluster_table(&self, markdown: bool) -> String {
+        let mut out = String::new();
+        if markdown {
+            out.push_str(
+                "| subject | op | tasks | standalone ops/s | standalone p99 µs | cluster ops/s | cluster p99 µs | cluster / standalone | rounds | target | status |\n",
+            );
+            out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|\n");
+        }
+        let figures = |id: &str| {
+            self.results.get(id).map(|e| {
+                let ops = median(&e.rounds.iter().map(|c| c.ops_per_sec).collect::<Vec<_>>());
+                let p99 = median(&e.rounds.iter().map(|c| c.p99_us).collect::<Vec<_>>());
+                let errors: u64 = e.rounds.iter().map(|c| c.errors).sum();
+                (ops, p99, errors)
+            })
+        };
+        for &(what, standalone, cluster, op, tasks) in CLUSTER_ROWS {
+            let standalone = format!("{standalone} {op} @{tasks}");
+            let cluster = format!("{cluster} {op} @{tasks}");
+            let (Some(s), Some(c)) = (figures(&standalone), figures(&cluster)) else {
+                continue;
+            };
+            let (value, rounds, target) =
+                self.ratio_of(&cluster, &standalone)
+                    .unwrap_or((f64::NAN, Vec::new(), None));
+            let rounds: Vec<String> = rounds.iter().map(|r| format!("{r:.2}")).collect();
+            let (target, status) = match target {
+                Some(t) => (format!("≥ {t:.2}"), verdict(value, t, true)),
+                None => (String::new(), String::new()),
+            };
+            let errors = |e: u64| {
+                if e > 0 {
+                    format!(" ({e} errors)")
+                } else {
+                    String::new()
+                }
+            };
+            if markdown {
+                let _ = writeln!(
+                    out,
+                    "| {what} | {op} | {tasks} | {}{} | {} | {}{} | {} | {value:.2} | {} | {target} | {status} |",
+                    fmt_ops(s.0),
+                    errors(s.2),
+                    fmt_us(s.1),
+                    fmt_ops(c.0),
+                    errors(c.2),
+                    fmt_us(c.1),
+                    rounds.join(" ")
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  {what:<17} {op:<13} {tasks:>3}  standalone {:>8}{} p99 {:>6} µs  cluster {:>8}{} p99 {:>6} µs  {value:>5.2}  [{}] {target} {}",
+                    fmt_ops(s.0),
+                    errors(s.2),
+                    fmt_us(s.1),
+                    fmt_ops(c.0),
+                    errors(c.2),
+                    fmt_us(c.1),
+                    rounds.join(" "),
+                    status.replace("**", "")
+                );
+            }
+        }
+        if let Some(check) = &self.cluster {
+            let keys: Vec<String> = check.masters.iter().map(|(_, n)| fmt_ops(*n as f64)).collect();
+            let _ = writeln!(
+                out,
+                "{}Redirections answered by the cluster's nodes over the whole run (`INFO errorstats`): MOVED {}, ASK {}. \
+                 Keys per master (`DBSIZE`): {}; {} replicas.",
+                if markdown { "\n" } else { "  " },
+                check.moved,
+                check.ask,
+                keys.join(" / "),
+                check.replicas
+            );
+        }
         out
     }
 
@@ -515,10 +803,11 @@ impl Run {
             "load" | "GET" => 0,
             "load_many(16)" => 1,
             "save" | "SET" => 2,
-            "update" => 3,
-            "save_if" => 4,
-            "create" => 5,
-            _ => 6,
+            "save_many(16)" => 3,
+            "update" => 4,
+            "save_if" => 5,
+            "create" => 6,
+            _ => 7,
         };
         entries.sort_by_key(|e| (e.group, e.tasks, op_rank(&e.op)));
         for e in entries {
@@ -750,6 +1039,22 @@ impl Run {
             self.instrument_ns("Instrumented<MemoryStore>, no recorder"),
             self.instrument_ns("Instrumented<MemoryStore>, Prometheus")
         );
+        if self.has_cluster_cases() {
+            let _ = writeln!(
+                out,
+                "\nRedis Cluster (RedisStore cluster vs standalone, pool 2; ratio [per round], paired for targets):\n{}",
+                self.cluster_table(false)
+            );
+        }
+        match &self.scale {
+            Some(Ok(scale)) => {
+                let _ = writeln!(out, "\n{}:\n{}", scale_title(scale), scale.table(false));
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(out, "\nscale curve: not taken: {e}");
+            }
+            None => {}
+        }
         let _ = writeln!(
             out,
             "\nServer-side cost per call (INFO commandstats; CONFIG RESETSTAT, the cell, INFO; [per round]):\n{}  \
@@ -770,12 +1075,16 @@ impl Run {
         let _ = writeln!(
             out,
             "Generated by `{}` on {} ({} round(s){}, {:.0} s). Figures are medians over the rounds; a ratio is \
-             the median of the per-round ratios (both sides measured minutes apart at most).\n",
+             the median of the per-round ratios. A target's per-round ratio comes from {} alternating slices \
+             of each side (A B B A …, {} s each) run back to back; other ratios from the round's cells (both \
+             sides measured a minute apart at most).\n",
             self.command,
             m.date,
             self.rounds,
             if self.quick { ", `--quick`" } else { "" },
-            self.elapsed.as_secs_f64()
+            self.elapsed.as_secs_f64(),
+            self.slices.0,
+            self.slices.1.as_secs_f64(),
         );
         out.push_str("### Machine\n\n");
         let _ = writeln!(out, "| | |\n|---|---|");
@@ -802,6 +1111,31 @@ impl Run {
             self.instrument_ns("Instrumented<MemoryStore>, no recorder"),
             self.instrument_ns("Instrumented<MemoryStore>, Prometheus")
         );
+        if self.has_cluster_cases() {
+            out.push_str("### Redis Cluster beside standalone\n\n");
+            out.push_str(
+                "`RedisStore` on a cluster of 3 masters and 3 replicas (its own router, a pool of 2 per \
+                 master) against `RedisStore` (pool 2) on the standalone server, in the same run: the same \
+                 keys, records and cells. Ops/s and p99 are medians over the rounds; a ratio with a target \
+                 comes from the paired slices, the others from the rounds' cells. Six servers share the \
+                 machine's cores with the client, so the ratio measures what routing costs, not how a \
+                 cluster scales.\n\n",
+            );
+            out.push_str(&self.cluster_table(true));
+            out.push('\n');
+        }
+        match &self.scale {
+            Some(Ok(scale)) => {
+                let _ = writeln!(out, "### {}\n", scale_title(scale));
+                out.push_str(&scale_prose(scale));
+                out.push_str(&scale.table(true));
+                out.push('\n');
+            }
+            Some(Err(e)) => {
+                let _ = writeln!(out, "### Scale curve\n\nNot taken: {e}\n");
+            }
+            None => {}
+        }
         out.push_str("### Server-side cost per call (INFO commandstats)\n\n");
         out.push_str(
             "`CONFIG RESETSTAT` before the cell, `INFO commandstats` after it, each round after the cases; server execution time only (no I/O, no parsing). A script's time includes the commands it calls (they are also counted under their own `cmdstat`, so the `save_if` cell is read under `evalsha` only). redis-benchmark is not run on the script: the envelope (binary, with NUL bytes) cannot go on its command line, and `-x` supplies only the last argument, while the envelope is the script's first of three.\n\n",
@@ -830,6 +1164,20 @@ impl Run {
             "session-bench footprint memory|dashmap {} {}   (child process; RSS growth / entries)",
             self.memory_footprint.entries, self.payload_len
         );
+        if self.has_cluster_cases() {
+            out.push_str(
+                "redis-cli --cluster create <6 nodes> --cluster-replicas 1   (cases; nodes: --cluster-node-timeout 15000 \
+                 --client-output-buffer-limit replica 0 0 0)\n",
+            );
+        }
+        if let Some(Ok(scale)) = &self.scale {
+            let _ = writeln!(
+                out,
+                "redis-cli --cluster create <{} nodes> --cluster-replicas 0   (scale curve; nodes: --cluster-node-timeout 15000 \
+                 --maxmemory {} --maxmemory-policy noeviction)",
+                scale.masters, scale.maxmemory
+            );
+        }
         out.push_str("```\n");
         out
     }
@@ -853,6 +1201,43 @@ impl Run {
         };
         std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
+}
+
+/// The scale section's title.
+fn scale_title(scale: &ScaleReport) -> String {
+    let sizes: Vec<String> = scale.points.iter().map(|p| fmt_ops(p.sessions as f64)).collect();
+    format!(
+        "Scale curve: RedisStore on a cluster of {} masters without replicas, {} sessions",
+        scale.masters,
+        sizes.join(" / ")
+    )
+}
+
+/// What the scale table's columns are.
+fn scale_prose(scale: &ScaleReport) -> String {
+    let control = match &scale.control {
+        Some((load, save)) => format!(
+            " Each slice is paired with one of a control, `{load}` / `{save}` on the 3+3 cluster's fixed \
+             key space (A B B A …); \"÷ control\" is the ratio of their summed rates, which a slow \
+             moment of the shared machine moves less than the raw figures."
+        ),
+        None => String::new(),
+    };
+    format!(
+        "The cluster grows in steps (filled to a size, measured, filled on). `load` and `save` at 64 \
+         tasks on keys drawn from all the sessions held; ops/s and p99 are medians of {} slices of {:.1} s \
+         each.{control} Bytes per session: each master's `used_memory` growth since it was empty over its \
+         `DBSIZE`; the mean, then each master. Flat: for each figure, its smallest over its largest \
+         value across the sizes is at least {FLAT:.2} (for p99, the largest is then at most 11 % above \
+         the smallest). Masters' `maxmemory`: {}.\n\n",
+        scale.slices,
+        scale.slice.as_secs_f64(),
+        if scale.maxmemory > 0 {
+            format!("{:.1} GiB each", scale.maxmemory as f64 / f64::from(1u32 << 30))
+        } else {
+            "none".to_owned()
+        }
+    )
 }
 
 /// What the report says about the machine.

@@ -503,3 +503,78 @@ pub(crate) fn role_from(items: &[Reply]) -> Option<Role> {
         _ => None,
     }
 }
+
+impl Cluster {
+    /// Starts a cluster of `masters` masters and no replicas (`redis-cli --cluster create …
+    /// --cluster-replicas 0`), for measurements where replicas would only double the memory
+    /// (`cargo xtask bench`'s scale curve). At least 3 masters, as `redis-cli` requires.
+    ///
+    /// Ready when every node reports `cluster_state:ok` with all 16384 slots covered and knows
+    /// all `masters` nodes. The failover helpers have nothing to promote on it.
+    ///
+    /// # Errors
+    ///
+    /// When `masters` is below 3, a node does not start, `redis-cli --cluster create` fails,
+    /// or the cluster is not ready in time.
+    pub fn start_masters(options: &TopologyOptions, masters: usize) -> io::Result<Self> {
+        if masters < 3 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a Redis Cluster needs at least 3 masters, not {masters}"),
+            ));
+        }
+        let began = Instant::now();
+        let deadline = began + options.ready_timeout;
+        let root = Scratch::new(options.base_dir.as_deref(), "cluster")?;
+        let mut cluster = Cluster {
+            nodes: Vec::with_capacity(masters),
+            ready_after: Duration::ZERO,
+            root,
+            options: options.clone(),
+        };
+        for i in 1..=masters {
+            let node = options
+                .node(&cluster.root, &format!("node-{i}"))
+                .cluster(true)
+                .ready_timeout(left(deadline));
+            cluster.nodes.push(RedisServer::start_with(node)?);
+        }
+        cluster.cluster_cli_create_masters(left(deadline))?;
+        let known = masters.to_string();
+        poll_until(
+            &format!("every cluster node to report cluster_state:ok and know {masters} nodes"),
+            left(deadline),
+            || {
+                for node in &cluster.nodes {
+                    let info = cluster_info(node)?;
+                    if info_field(&info, "cluster_known_nodes").as_deref() != Some(known.as_str())
+                        || !state_ok(node)?
+                    {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            },
+        )?;
+        cluster.ready_after = began.elapsed();
+        Ok(cluster)
+    }
+
+    /// `redis-cli --cluster create <every node> --cluster-replicas 0 --cluster-yes`.
+    fn cluster_cli_create_masters(&self, timeout: Duration) -> io::Result<()> {
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        create.args(self.ports().iter().map(|p| format!("127.0.0.1:{p}")));
+        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        let output = output_with_timeout(&mut create, timeout)?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "redis-cli --cluster create failed ({}): {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(())
+    }
+}
