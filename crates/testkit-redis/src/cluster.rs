@@ -52,6 +52,25 @@ impl Cluster {
         Self::start_with(&TopologyOptions::new())
     }
 
+    /// `n` cluster-enabled servers in a fresh scratch directory, not yet joined into a cluster.
+    fn start_nodes(options: &TopologyOptions, n: usize, deadline: Instant) -> io::Result<Self> {
+        let root = Scratch::new(options.base_dir.as_deref(), "cluster")?;
+        let mut cluster = Cluster {
+            nodes: Vec::with_capacity(n),
+            ready_after: Duration::ZERO,
+            root,
+            options: options.clone(),
+        };
+        for i in 1..=n {
+            let node = options
+                .node(&cluster.root, &format!("node-{i}"))
+                .cluster(true)
+                .ready_timeout(left(deadline));
+            cluster.nodes.push(RedisServer::start_with(node)?);
+        }
+        Ok(cluster)
+    }
+
     /// Starts it with `options`.
     ///
     /// # Errors
@@ -60,20 +79,7 @@ impl Cluster {
     pub fn start_with(options: &TopologyOptions) -> io::Result<Self> {
         let began = Instant::now();
         let deadline = began + options.ready_timeout;
-        let root = Scratch::new(options.base_dir.as_deref(), "cluster")?;
-        let mut cluster = Cluster {
-            nodes: Vec::with_capacity(NODES),
-            ready_after: Duration::ZERO,
-            root,
-            options: options.clone(),
-        };
-        for i in 1..=NODES {
-            let node = options
-                .node(&cluster.root, &format!("node-{i}"))
-                .cluster(true)
-                .ready_timeout(left(deadline));
-            cluster.nodes.push(RedisServer::start_with(node)?);
-        }
+        let mut cluster = Cluster::start_nodes(options, NODES, deadline)?;
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
         create.args(cluster.ports().iter().map(|p| format!("127.0.0.1:{p}")));
@@ -525,20 +531,7 @@ impl Cluster {
         }
         let began = Instant::now();
         let deadline = began + options.ready_timeout;
-        let root = Scratch::new(options.base_dir.as_deref(), "cluster")?;
-        let mut cluster = Cluster {
-            nodes: Vec::with_capacity(masters),
-            ready_after: Duration::ZERO,
-            root,
-            options: options.clone(),
-        };
-        for i in 1..=masters {
-            let node = options
-                .node(&cluster.root, &format!("node-{i}"))
-                .cluster(true)
-                .ready_timeout(left(deadline));
-            cluster.nodes.push(RedisServer::start_with(node)?);
-        }
+        let mut cluster = Cluster::start_nodes(options, masters, deadline)?;
         cluster.cluster_cli_create_masters(left(deadline))?;
         let known = masters.to_string();
         poll_until(
