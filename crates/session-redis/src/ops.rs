@@ -395,9 +395,25 @@ impl RedisStore {
     /// together they must stay within the client's command queue: a full queue stalls fred's
     /// cluster client until the commands time out).
     async fn scan_count(&self, node: &Node, pattern: &str, chunk: usize) -> Result<u64> {
+        let mut count = 0u64;
+        self.scan_sessions(node, pattern, chunk, |_| true, |_| count += 1)
+            .await?;
+        Ok(count)
+    }
+
+    /// SCANs `node` for `pattern` (`{prefix}{ns}:*`) and calls `found` with every key `keep`
+    /// accepts that holds a session: its rest is a session id (see
+    /// [`scan_count`](Self::scan_count)) and it is not a tombstone.
+    async fn scan_sessions(
+        &self,
+        node: &Node,
+        pattern: &str,
+        chunk: usize,
+        keep: impl Fn(&str) -> bool,
+        mut found: impl FnMut(&str),
+    ) -> Result<()> {
         let base = pattern.len() - 1;
         let mut cursor = String::from("0");
-        let mut count = 0u64;
         loop {
             let (_, conn) = node.up()?;
             let page: Value = conn
@@ -407,12 +423,16 @@ impl RedisStore {
             let (next, keys) = parse_scan_page(page).map_err(|e| node.err(e, "count", None))?;
             let sessions: Vec<String> = keys
                 .into_iter()
-                .filter(|k| k.get(base..).is_some_and(|id| SessionId::parse(id).is_ok()))
+                .filter(|k| k.get(base..).is_some_and(|id| SessionId::parse(id).is_ok()) && keep(k))
                 .collect();
             let counted = self.counted_heads(node, &sessions, chunk).await?;
-            count += counted.iter().filter(|&&c| c).count() as u64;
+            for (key, counts) in sessions.iter().zip(counted) {
+                if counts {
+                    found(key);
+                }
+            }
             if next == "0" {
-                return Ok(count);
+                return Ok(());
             }
             cursor = next;
         }
@@ -584,36 +604,17 @@ impl RedisStore {
         chunk: usize,
         layout: &Layout,
     ) -> Result<HashMap<u16, u64>> {
-        let base = pattern.len() - 1;
-        let mut cursor = String::from("0");
         let mut per_slot: HashMap<u16, u64> = HashMap::new();
-        loop {
-            let (_, conn) = node.up()?;
-            let page: Value = conn
-                .scan_page(cursor.clone(), pattern.to_owned(), Some(SCAN_COUNT), None)
-                .await
-                .map_err(|e| node.err(e, "count", None))?;
-            let (next, keys) = parse_scan_page(page).map_err(|e| node.err(e, "count", None))?;
-            let (sessions, slots): (Vec<String>, Vec<u16>) = keys
-                .into_iter()
-                .filter(|k| k.get(base..).is_some_and(|id| SessionId::parse(id).is_ok()))
-                .map(|k| {
-                    let slot = fred::util::redis_keyslot(k.as_bytes());
-                    (k, slot)
-                })
-                .filter(|(_, slot)| !layout.migrating(*slot))
-                .unzip();
-            let counted = self.counted_heads(node, &sessions, chunk).await?;
-            for (slot, counts) in slots.into_iter().zip(counted) {
-                if counts {
-                    *per_slot.entry(slot).or_default() += 1;
-                }
-            }
-            if next == "0" {
-                return Ok(per_slot);
-            }
-            cursor = next;
-        }
+        let slot_of = |k: &str| fred::util::redis_keyslot(k.as_bytes());
+        self.scan_sessions(
+            node,
+            pattern,
+            chunk,
+            |k| !layout.migrating(slot_of(k)),
+            |k| *per_slot.entry(slot_of(k)).or_default() += 1,
+        )
+        .await?;
+        Ok(per_slot)
     }
 
     /// Step 4 of [`count_cluster`](Self::count_cluster): the sessions of namespace prefix

@@ -89,6 +89,10 @@ const SWITCH: &str = "+switch-master";
 pub(crate) struct MasterView {
     paused: AtomicBool,
     master: RwLock<Option<Server>>,
+    /// Every connection of the node was last seen connected to `master`: the hot path's
+    /// [`serves`](Self::serves) then answers without reading connection ids. Cleared when the
+    /// master changes; set again by the watcher once it has checked every connection.
+    settled: AtomicBool,
 }
 
 impl MasterView {
@@ -113,14 +117,31 @@ impl MasterView {
     }
 
     fn set_master(&self, server: Server) {
-        *self.master.write().unwrap_or_else(PoisonError::into_inner) = Some(server);
+        let mut master = self.master.write().unwrap_or_else(PoisonError::into_inner);
+        if master.as_ref() != Some(&server) {
+            self.settled.store(false, Ordering::Release);
+        }
+        *master = Some(server);
     }
 
     /// Whether `client` may be used: connected to the master the sentinels name (or no master
     /// known yet). A connection still on a former master would read stale sessions, and what
-    /// it wrote would be discarded.
+    /// it wrote would be discarded. Per call, so it reads connection ids only while some
+    /// connection has not been seen on the current master (see `settled`).
     #[inline]
     pub(crate) fn serves(&self, client: &Client) -> bool {
+        self.settled.load(Ordering::Acquire) || self.on_master(client)
+    }
+
+    /// Records whether every one of `clients` is connected to the master (the watcher's
+    /// check, every tick).
+    fn settle(&self, clients: &[Client]) {
+        let all = clients.iter().all(|c| c.is_connected() && self.on_master(c));
+        self.settled.store(all, Ordering::Release);
+    }
+
+    /// [`serves`](Self::serves) without the shortcut: `client`'s connection is to the master.
+    fn on_master(&self, client: &Client) -> bool {
         let master = self.master.read().unwrap_or_else(PoisonError::into_inner);
         match &*master {
             None => true,
@@ -429,7 +450,7 @@ impl Watch {
         // Writes wait for a pooled connection on the new master (fred may already have made
         // one through a sentinel that switched first).
         self.switching = true;
-        if !node.conns.iter().any(|c| c.is_connected() && view.serves(c)) {
+        if !node.conns.iter().any(|c| c.is_connected() && view.on_master(c)) {
             self.pause(view, SWITCH);
         }
         tracing::info!(
@@ -448,7 +469,7 @@ impl Watch {
             self.reconnecting.push(Arc::new(AtomicBool::new(false)));
         }
         for (client, busy) in clients.into_iter().zip(&self.reconnecting) {
-            if !client.is_connected() || view.serves(&client) || busy.swap(true, Ordering::AcqRel) {
+            if !client.is_connected() || view.on_master(&client) || busy.swap(true, Ordering::AcqRel) {
                 continue;
             }
             let busy = Arc::clone(busy);
@@ -463,12 +484,13 @@ impl Watch {
     fn tick(&mut self, node: &Node, view: &MasterView) {
         if view.master().is_some() {
             self.follow(node, view);
+            view.settle(&node.all_clients());
         }
         if !view.paused() {
             self.switching = false;
             return;
         }
-        if self.switching && node.conns.iter().any(|c| c.is_connected() && view.serves(c)) {
+        if self.switching && node.conns.iter().any(|c| c.is_connected() && view.on_master(c)) {
             self.resume(view, "connected to the new master");
             return;
         }
