@@ -1,6 +1,6 @@
 //! `cargo xtask bench [--quick] [--rounds N] [--keys N] [--footprint-entries N] [--no-cluster]
 //! [--no-scale] [--scale-sizes N,N,…] [--no-doc]`: side-by-side benchmarks of the stores and
-//! their anchors (SPEC §9).
+//! their anchors.
 //!
 //! Builds `crates/session-bench` in release mode (it is not a default member, and `cargo xtask
 //! test` never builds it), then starts, all on free loopback ports and without persistence:

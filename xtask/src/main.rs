@@ -22,6 +22,7 @@ mod bench;
 mod demo;
 mod exec;
 mod load;
+mod metadata;
 mod redis;
 mod serve;
 mod test;
@@ -41,7 +42,8 @@ const COMMANDS: &[Command] = &[
     (
         "test",
         test::run,
-        "fmt, clippy, unit tests, then Redis standalone/cluster/sentinel/tls and fault cells",
+        "fmt, clippy, doc, msrv, unit tests, feature combinations, packaging, then Redis \
+         standalone/cluster/sentinel/tls and fault cells",
     ),
     (
         "redis",

@@ -1,8 +1,27 @@
 //! `cargo xtask test`: the whole matrix, one line per step, then a summary.
 //!
-//! Steps, in order: `fmt`, `clippy` and `doc` (cell `lint`), `unit` (`cargo test
-//! --workspace` without Redis), one cell per topology (`standalone`,
-//! `cluster`, `sentinel`, `tls`) and `faults`.
+//! Steps, in order: `fmt`, `clippy`, `doc` and `msrv` (cell `lint`), `unit`
+//! (`cargo test --workspace` without Redis), `features` (every feature
+//! combination of each published crate, alone), `package` (`cargo package`
+//! of the published crates), one cell per topology (`standalone`, `cluster`,
+//! `sentinel`, `tls`) and `faults`.
+//!
+//! `msrv` fails when a dependency in `Cargo.lock` that a workspace member
+//! builds (its normal, build and dev dependencies, for the platforms in
+//! [`metadata::PLATFORMS`]) declares a newer `rust-version` than the member.
+//!
+//! `features` takes every library crate that is published (no `publish =
+//! false`) and, for `--no-default-features`, each feature alone on top of it,
+//! and the default features: `cargo clippy --lib` (what a user builds: no
+//! dev-dependency adds features), `cargo clippy --all-targets` (tests and
+//! examples under the same features), both `-D warnings`, then `cargo test
+//! --lib` and `cargo test --doc`. No Redis is needed. It goes through every
+//! combination and lists each that failed.
+//!
+//! `package` runs `cargo package` for the published crates in one command,
+//! so crates that depend on each other are verified against each other's
+//! packaged sources (cargo puts them in a temporary local registry) before
+//! any is on crates.io.
 //!
 //! A topology cell starts that topology, then runs every test target named
 //! `redis*` (`crates/*/tests/redis*.rs`) with the topology's variables,
@@ -23,6 +42,7 @@ use std::time::{Duration, Instant};
 use testkit_redis::{Topology, TopologyOptions, FAULTS_ENV, REQUIRE_REDIS_ENV};
 
 use crate::exec::{self, Counts};
+use crate::metadata::{self, Metadata};
 use crate::{project_root, target_dir, tools};
 
 /// The benchmark crate: built only by `cargo xtask bench`, never by a test step, so its anchors
@@ -38,17 +58,23 @@ enum Step {
     Fmt,
     Clippy,
     Doc,
+    Msrv,
     Unit,
+    Features,
+    Package,
     Redis(Topology),
     Faults,
 }
 
 impl Step {
-    const ALL: [Step; 9] = [
+    const ALL: [Step; 12] = [
         Step::Fmt,
         Step::Clippy,
         Step::Doc,
+        Step::Msrv,
         Step::Unit,
+        Step::Features,
+        Step::Package,
         Step::Redis(Topology::Standalone),
         Step::Redis(Topology::Cluster),
         Step::Redis(Topology::Sentinel),
@@ -61,7 +87,10 @@ impl Step {
             Step::Fmt => "fmt",
             Step::Clippy => "clippy",
             Step::Doc => "doc",
+            Step::Msrv => "msrv",
             Step::Unit => "unit",
+            Step::Features => "features",
+            Step::Package => "package",
             Step::Redis(topology) => topology.name(),
             Step::Faults => "faults",
         }
@@ -69,20 +98,24 @@ impl Step {
 
     /// Whether the step starts redis-server (or runs tests that may).
     fn needs_redis(self) -> bool {
-        !matches!(self, Step::Fmt | Step::Clippy | Step::Doc)
+        !matches!(
+            self,
+            Step::Fmt | Step::Clippy | Step::Doc | Step::Msrv | Step::Features | Step::Package
+        )
     }
 }
 
-/// The steps a `--only` name selects (`lint` is fmt and clippy).
+/// The steps a `--only` name selects (`lint` is fmt, clippy, doc and msrv).
 fn cell(name: &str) -> Option<Vec<Step>> {
     match name {
-        "lint" => Some(vec![Step::Fmt, Step::Clippy, Step::Doc]),
+        "lint" => Some(vec![Step::Fmt, Step::Clippy, Step::Doc, Step::Msrv]),
         "redis" => Some(Topology::ALL.into_iter().map(Step::Redis).collect()),
         _ => Step::ALL.into_iter().find(|s| s.name() == name).map(|s| vec![s]),
     }
 }
 
-const CELLS: &str = "lint, fmt, clippy, doc, unit, standalone, cluster, sentinel, tls, faults, redis";
+const CELLS: &str =
+    "lint, fmt, clippy, doc, msrv, unit, features, package, standalone, cluster, sentinel, tls, faults, redis";
 
 struct Options {
     keep_going: bool,
@@ -252,6 +285,7 @@ fn run_step(step: Step, log: &Path) -> Report {
             command.env("RUSTDOCFLAGS", "-D warnings");
             cargo_step(command, log, false, |_| {})
         }
+        Step::Msrv => msrv_step(log),
         Step::Unit => {
             let mut command = test_command(&["test", "--workspace", "--exclude", BENCH_PACKAGE]);
             command.env(REQUIRE_REDIS_ENV, "1");
@@ -259,9 +293,275 @@ fn run_step(step: Step, log: &Path) -> Report {
             command.arg("--").args(skip_topologies(None));
             cargo_step(command, log, true, |_| {})
         }
+        Step::Features => features_step(log),
+        Step::Package => package_step(log),
         Step::Redis(topology) => redis_step(topology, log),
         Step::Faults => faults_step(log),
     }
+}
+
+/// Every locked dependency a member builds needs at most the member's `rust-version`.
+fn msrv_step(log: &Path) -> Report {
+    let metadata = match Metadata::load() {
+        Ok(metadata) => metadata,
+        Err(e) => return error_report(e.to_string(), log),
+    };
+    let metadata::MsrvCheck {
+        mut lines,
+        too_new,
+        highest,
+    } = metadata.msrv_check();
+    lines.extend(too_new.iter().map(|line| format!("TOO NEW: {line}")));
+    let _ = fs::write(log, lines.join("\n") + "\n");
+    let note = highest.map_or_else(String::new, |(v, chain)| format!("highest need {v}: {chain}"));
+    if too_new.is_empty() {
+        Report {
+            ok: true,
+            counts: None,
+            note,
+            failure: None,
+        }
+    } else {
+        let mut tail = too_new;
+        tail.push(
+            "raise `rust-version` in the root Cargo.toml, or pin the dependency to an older version \
+             (`cargo update -p <name> --precise <version>`)"
+                .to_owned(),
+        );
+        Report {
+            ok: false,
+            counts: None,
+            note,
+            failure: Some(Failure {
+                command: None,
+                log: log.to_path_buf(),
+                tail,
+            }),
+        }
+    }
+}
+
+/// `--no-default-features`, then each feature alone on top of it, then the defaults; a set that
+/// turns on the same as an earlier one (say `default = ["tls"]` and `tls`) is left out.
+fn feature_sets(package: &metadata::Package) -> Vec<Vec<String>> {
+    let mut seen = BTreeSet::new();
+    let mut sets = Vec::new();
+    let no_default = "--no-default-features".to_owned();
+    if seen.insert(package.enabled(&[], false)) {
+        sets.push(vec![no_default.clone()]);
+    }
+    for feature in &package.features {
+        if seen.insert(package.enabled(std::slice::from_ref(feature), false)) {
+            sets.push(vec![no_default.clone(), "--features".to_owned(), feature.clone()]);
+        }
+    }
+    if package.has_default && seen.insert(package.enabled(&[], true)) {
+        sets.push(Vec::new());
+    }
+    sets
+}
+
+/// Clippy and the unit and doc tests of every published library crate, under every feature set.
+fn features_step(log: &Path) -> Report {
+    let metadata = match Metadata::load() {
+        Ok(metadata) => metadata,
+        Err(e) => return error_report(e.to_string(), log),
+    };
+    let mut counts = Counts::default();
+    let mut combinations = 0;
+    let mut failed: Vec<String> = Vec::new();
+    let mut first_failure: Option<Failure> = None;
+    let mut timings = Vec::new();
+    for package in metadata.members().filter(|p| p.publishable && p.has_lib) {
+        for set in feature_sets(package) {
+            combinations += 1;
+            let label = if set.is_empty() {
+                format!("{} (default)", package.name)
+            } else {
+                format!("{} {}", package.name, set.join(" "))
+            };
+            let select = |args: &[&str]| {
+                let mut command = test_command(args);
+                command.args(["-p", &package.name]).args(&set);
+                command
+            };
+            for what in ["clippy --lib", "clippy --all-targets", "test --lib", "test --doc"] {
+                let args: Vec<&str> = what.split(' ').collect();
+                let mut command = select(&args);
+                let tests = args[0] == "test";
+                if !tests {
+                    command.args(["--", "-D", "warnings"]);
+                }
+                let started = Instant::now();
+                let report = cargo_step(command, log, tests, |_| {});
+                timings.push(format!(
+                    "{:>7.1}s  {:<6}  {label}: {what}",
+                    started.elapsed().as_secs_f64(),
+                    if report.ok { "ok" } else { "FAILED" }
+                ));
+                if let Some(c) = report.counts {
+                    counts.add(c);
+                }
+                if !report.ok {
+                    failed.push(format!("{label}: {what}"));
+                    if first_failure.is_none() {
+                        first_failure = report.failure;
+                    }
+                }
+            }
+        }
+    }
+    append_lines(log, "# time per command", &timings);
+    let note = format!("{combinations} feature sets");
+    match first_failure {
+        None => Report {
+            ok: true,
+            counts: Some(counts),
+            note,
+            failure: None,
+        },
+        Some(mut failure) => {
+            failure.tail.push(format!("{} command(s) failed:", failed.len()));
+            failure.tail.extend(failed.into_iter().map(|f| format!("  {f}")));
+            Report {
+                ok: false,
+                counts: Some(counts),
+                note,
+                failure: Some(failure),
+            }
+        }
+    }
+}
+
+/// Appends a `heading` line and `lines` to the log.
+fn append_lines(log: &Path, heading: &str, lines: &[String]) {
+    use std::io::Write as _;
+    if let Ok(mut file) = fs::File::options().create(true).append(true).open(log) {
+        let _ = writeln!(file, "{heading}");
+        for line in lines {
+            let _ = writeln!(file, "{line}");
+        }
+    }
+}
+
+/// `cargo package` of every published crate, in one command.
+fn package_step(log: &Path) -> Report {
+    let metadata = match Metadata::load() {
+        Ok(metadata) => metadata,
+        Err(e) => return error_report(e.to_string(), log),
+    };
+    let published: Vec<&metadata::Package> = metadata.members().filter(|p| p.publishable).collect();
+    if published.is_empty() {
+        return Report {
+            ok: true,
+            counts: None,
+            note: "no published crates".to_owned(),
+            failure: None,
+        };
+    }
+    // The verification builds go to a target directory of their own, where only they build
+    // these packages from the temporary registry; their dependencies stay built between runs.
+    let verify_dir = target_dir().join("package-verify");
+    let removed = forget_unpacked_packages(&published) + forget_built_packages(&verify_dir, &published);
+    // --allow-dirty: the check is of the working tree, committed or not.
+    let mut command = cargo(&["package", "--locked", "--allow-dirty", "--target-dir"]);
+    command.arg(&verify_dir);
+    for package in &published {
+        command.args(["-p", &package.name]);
+    }
+    let mut report = cargo_step(command, log, false, |_| {});
+    if let Some(failure) = &mut report.failure {
+        // Cargo names every test target left out of a package (`include` keeps tests in the
+        // repository); on a failure those lines would only push the error out of view.
+        failure
+            .tail
+            .retain(|line| !line.contains("warning: ignoring test"));
+    }
+    let names: Vec<&str> = published.iter().map(|p| p.name.as_str()).collect();
+    report.note = format!("{} crates: {}", names.len(), names.join(", "));
+    if removed > 0 {
+        let _ = write!(report.note, "; {removed} stale copies removed first");
+    }
+    report
+}
+
+/// Removes what an earlier verification built of `packages` in `verify_dir`.
+///
+/// Cargo fingerprints a registry crate by name, version and features, not by its files, so a
+/// verification build would otherwise link a workspace dependency as it was at the previous
+/// run. Only `packages` are removed (their `.fingerprint` entries and `deps` files); the
+/// dependencies from crates.io stay built. Returns how many entries were removed.
+fn forget_built_packages(verify_dir: &Path, packages: &[&metadata::Package]) -> usize {
+    let Ok(profiles) = fs::read_dir(verify_dir) else {
+        return 0;
+    };
+    let ours = |file: &str| {
+        // `<name>-<hash>` in .fingerprint; `lib<name>-<hash>.rlib`, `.rmeta`, `<name>-<hash>.d` in deps.
+        let stem = file.split('.').next().unwrap_or(file);
+        let Some((name, _hash)) = stem.rsplit_once('-') else {
+            return false;
+        };
+        let name = name
+            .strip_prefix("lib")
+            .filter(|_| file.contains('.'))
+            .unwrap_or(name);
+        packages
+            .iter()
+            .any(|p| p.name == name || p.name.replace('-', "_") == name)
+    };
+    let mut removed = 0;
+    for profile in profiles.flatten().map(|entry| entry.path()) {
+        for folder in [".fingerprint", "deps"] {
+            let Ok(entries) = fs::read_dir(profile.join(folder)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if !ours(&entry.file_name().to_string_lossy()) {
+                    continue;
+                }
+                let path = entry.path();
+                let gone = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                removed += usize::from(gone.is_ok());
+            }
+        }
+    }
+    removed
+}
+
+/// Removes the copies of `packages` that an earlier `cargo package` unpacked from its temporary
+/// local registry into `$CARGO_HOME/registry/src/-<hash>/<name>-<version>`.
+///
+/// Cargo unpacks a registry crate once and then trusts the directory, so without this the
+/// verification build of a crate would compile against the sources its workspace dependencies
+/// had at the previous run (same name and version, older contents). Registries reached through
+/// a `file://` URL, like that temporary one, are the source directories named `-<hash>`; crates
+/// from crates.io (`index.crates.io-<hash>`) are never touched. Returns how many were removed.
+fn forget_unpacked_packages(packages: &[&metadata::Package]) -> usize {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let Some(Ok(registries)) = cargo_home.map(|home| fs::read_dir(home.join("registry").join("src"))) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for registry in registries.flatten() {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for package in packages {
+            let unpacked = registry
+                .path()
+                .join(format!("{}-{}", package.name, package.version));
+            if unpacked.is_dir() && fs::remove_dir_all(&unpacked).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 fn redis_step(topology: Topology, log: &Path) -> Report {
@@ -513,12 +813,18 @@ mod tests {
     #[test]
     fn only_selects_cells_and_skips_apply() {
         let all = parse(&[]).unwrap();
-        assert_eq!(all.steps.len(), 9);
+        assert_eq!(all.steps.len(), 12);
         let lint = parse(&args(&["--only", "lint", "--skip-fmt"])).unwrap();
         assert_eq!(
             lint.steps.into_iter().collect::<Vec<_>>(),
-            [Step::Clippy, Step::Doc]
+            [Step::Clippy, Step::Doc, Step::Msrv]
         );
+        let publish = parse(&args(&["--only", "features,package"])).unwrap();
+        assert_eq!(
+            publish.steps.into_iter().collect::<Vec<_>>(),
+            [Step::Features, Step::Package]
+        );
+        assert!(!Step::Features.needs_redis() && !Step::Package.needs_redis());
         let some = parse(&args(&["--only", "tls,faults", "--only", "unit"])).unwrap();
         assert_eq!(
             some.steps.into_iter().collect::<Vec<_>>(),
@@ -538,6 +844,51 @@ mod tests {
         );
         assert_eq!(figure_line("test kill::under_load ... ok"), None);
         assert_eq!(figure_line("running 3 tests"), None);
+    }
+
+    #[test]
+    fn feature_sets_of_session_core() {
+        let metadata = Metadata::load().unwrap();
+        let core = metadata.members().find(|p| p.name == "session-core").unwrap();
+        let sets: Vec<String> = feature_sets(core).iter().map(|set| set.join(" ")).collect();
+        assert_eq!(sets.first().map(String::as_str), Some("--no-default-features"));
+        assert!(sets.contains(&"--no-default-features --features json".to_owned()));
+        assert_eq!(
+            sets.last().map(String::as_str),
+            Some(""),
+            "the defaults come last"
+        );
+        assert_eq!(sets.len(), core.features.len() + 2);
+    }
+
+    #[test]
+    fn forgets_only_the_packaged_crates_builds() {
+        let dir = std::env::temp_dir().join(format!("xtask-forget-{}", std::process::id()));
+        let files = [
+            ("debug/.fingerprint/session-core-0123abcd", true),
+            ("debug/.fingerprint/session-core-fred-0123abcd", false),
+            ("debug/.fingerprint/tokio-0123abcd", false),
+            ("debug/deps/libsession_core-0123abcd.rlib", true),
+            ("debug/deps/libsession_core-0123abcd.rmeta", true),
+            ("debug/deps/session_core-0123abcd.d", true),
+            ("debug/deps/libtokio-0123abcd.rlib", false),
+        ];
+        for (file, _) in files {
+            let path = dir.join(file);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            if file.contains("/.fingerprint/") {
+                fs::create_dir_all(&path).unwrap();
+            } else {
+                fs::write(&path, b"").unwrap();
+            }
+        }
+        let metadata = Metadata::load().unwrap();
+        let core = metadata.members().find(|p| p.name == "session-core").unwrap();
+        assert_eq!(forget_built_packages(&dir, &[core]), 4);
+        for (file, removed) in files {
+            assert_eq!(!dir.join(file).exists(), removed, "{file}");
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

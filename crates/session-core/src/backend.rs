@@ -12,6 +12,7 @@ pub use crate::envelope::{
     CREATED_AT_OFFSET, EXPIRES_AT_OFFSET, FLAGS_OFFSET, FLAG_TOMBSTONE, FORMAT_OFFSET, FORMAT_VERSION,
     HEADER_LEN, MAGIC, MAX_EXPIRES_AT_OFFSET, PAYLOAD_LEN_OFFSET, UPDATED_AT_OFFSET, VERSION_OFFSET,
 };
+pub use crate::error::{clip, clip_to};
 pub use crate::expiry::now_ms;
 pub use crate::partition::Partition;
 pub use crate::reconcile::{decide, Change, Decision, Reconciled, Stored, Tombstone};

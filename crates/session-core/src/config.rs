@@ -1,4 +1,6 @@
 //! Configuration shared by every backend: TTLs, expiry mode, key prefix, codec, size limit.
+//! This is the one home of these keys; backends get what they need of it as
+//! [`StoreOptions`] at construction.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use crate::codec::CodecKind;
 use crate::error::{Error, Result};
 use crate::expiry::{ExpiryMode, ExpiryPolicy};
 use crate::key::{KeyPrefix, Namespace, DEFAULT_KEY_PREFIX};
+use crate::options::StoreOptions;
 use crate::store::{SessionStore, DEFAULT_MAX_SESSION_BYTES};
 use crate::typed::Sessions;
 
@@ -31,7 +34,7 @@ pub struct CoreConfig {
     pub max_lifetime_secs: Option<u64>,
     /// Prefix of every key. Default `session:`.
     pub key_prefix: String,
-    /// Codec for writing: `bincode` (default when built) or `json`. Reads decode both.
+    /// Codec for writing: `json` (default) or `bincode`. Reads decode both.
     pub codec: CodecKind,
     /// Largest encoded session in bytes. Default 1 MiB.
     pub max_session_bytes: usize,
@@ -95,12 +98,7 @@ impl CoreConfig {
                 ),
             ));
         }
-        if self.max_session_bytes < crate::envelope::HEADER_LEN + 1 {
-            return Err(Error::config(
-                "max_session_bytes",
-                "must be more than the 52-byte envelope header",
-            ));
-        }
+        crate::options::check_max_session_bytes(self.max_session_bytes)?;
         for (name, ns) in &self.namespaces {
             let key = format!("namespaces.{name}");
             Namespace::new(name).map_err(|e| Error::Config {
@@ -134,6 +132,14 @@ impl CoreConfig {
             message: e.to_string(),
             source: None,
         })
+    }
+
+    /// The key prefix and size limit every backend is built with.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for `key_prefix` or `max_session_bytes`.
+    pub fn store_options(&self) -> Result<StoreOptions> {
+        StoreOptions::new(self.key_prefix()?).with_max_session_bytes(self.max_session_bytes)
     }
 
     /// The expiry policy of a namespace, overrides applied.
@@ -195,6 +201,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(any(feature = "json", feature = "bincode"))]
     fn defaults_validate() {
         CoreConfig::default().validate().unwrap();
     }
@@ -215,6 +222,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(any(feature = "json", feature = "bincode"))]
     fn bad_values_name_their_key() {
         let mut c = CoreConfig {
             ttl_secs: 0,

@@ -325,14 +325,21 @@ impl Error {
     }
 }
 
-/// Cuts a rejected input for inclusion in an error message.
-pub(crate) fn clip(s: &str) -> String {
+/// Cuts a rejected input for inclusion in an error message: at most 40 characters (then
+/// `…`), control characters replaced.
+pub fn clip(s: &str) -> String {
+    clip_to(s, 40)
+}
+
+/// Cuts text for an error message or a log line: at most `max` characters (then `…`),
+/// control characters (line breaks included) replaced, so the text stays on one line.
+pub fn clip_to(s: &str, max: usize) -> String {
     let mut out: String = s
         .chars()
-        .take(40)
+        .take(max)
         .map(|c| if c.is_control() { '\u{fffd}' } else { c })
         .collect();
-    if s.chars().count() > 40 {
+    if s.chars().count() > max {
         out.push('…');
     }
     out

@@ -2,11 +2,23 @@
 //!
 //! [`Instrumented`] wraps a store — a backend of this workspace or your own —
 //! and records every call through the [`metrics`] facade and a [`tracing`]
-//! span. No exporter is forced on you: install any `metrics` recorder (the
-//! demo uses Prometheus) **before the first operation**, because handles are
-//! registered on first use.
+//! span. No exporter is forced on you: install any `metrics` recorder
+//! **before the first operation**, because handles are registered on first
+//! use. With Prometheus, give [`OPERATION_DURATION`] the buckets
+//! [`LATENCY_BUCKETS`] — without buckets the exporter publishes a summary and
+//! no `_bucket` series (the demo's `session_demo::metrics::install_prometheus`
+//! does this; `docs/operations.md` shows it).
 //!
-//! [`spawn_stats_reporter`] refreshes gauges (entries, bytes, per-namespace
+//! One counter, [`OPERATIONS_TOTAL`], counts every call by `backend`,
+//! `store`, `op` and `outcome`: `ok`, `hit` or `miss` (single loads), or the
+//! error's kind. Hit ratios and error rates are ratios of its outcomes.
+//!
+//! Every series carries the label [`STORE_LABEL`] (`store`): the store's
+//! name, [`Instrumented::with_name`], by default its backend name. Give each
+//! store of a process its own name, or their series are one.
+//!
+//! [`Instrumented::spawn_stats_reporter`] (or [`spawn_stats_reporter`] for a
+//! store without the layer) refreshes gauges (entries, bytes, per-namespace
 //! session counts, health) on an interval in the background, never per request.
 //!
 //! Metric names and labels are listed in `docs/operations.md`. No label or
@@ -17,7 +29,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use metrics::{Counter, Histogram};
+use metrics::{Counter, Histogram, SharedString};
 use tracing::Instrument as _;
 
 use crate::envelope::{Meta, Record};
@@ -29,37 +41,38 @@ use crate::reconcile::{Change, Reconciled, Tombstone};
 use crate::store::{Health, HealthStatus, SessionStore, StoreStats};
 use crate::version::Version;
 
-/// Counter: store operations, labels `backend`, `op`, `outcome`.
+/// The label naming the store on every series: [`Instrumented::name`].
+pub const STORE_LABEL: &str = "store";
+/// Counter: store operations, labels `backend`, `store`, `op`, `outcome` (`ok`; `hit` or
+/// `miss` for `load`; or the error's [`kind`](crate::ErrorKind::as_str)). A `load_many`
+/// counts once, `ok`, whatever it found.
 pub const OPERATIONS_TOTAL: &str = "session_store_operations_total";
-/// Histogram (seconds): operation latency, labels `backend`, `op`.
+/// Histogram (seconds): operation latency, labels `backend`, `store`, `op`. Give it
+/// [`LATENCY_BUCKETS`] in a Prometheus exporter.
 pub const OPERATION_DURATION: &str = "session_store_operation_duration_seconds";
-/// Counter: loads that found a session, label `backend`.
-pub const HITS_TOTAL: &str = "session_store_hits_total";
-/// Counter: loads that found nothing, label `backend`.
-pub const MISSES_TOTAL: &str = "session_store_misses_total";
-/// Counter: failed operations, labels `backend`, `op`, `kind`.
-pub const ERRORS_TOTAL: &str = "session_store_errors_total";
-/// Counter: sessions created, labels `backend`, `namespace`.
+/// Counter: sessions created, labels `backend`, `store`, `namespace` (the only series by
+/// namespace: the successful `create`s of [`OPERATIONS_TOTAL`], split by namespace).
 pub const SESSIONS_CREATED_TOTAL: &str = "session_store_sessions_created_total";
-/// Gauge: stored sessions as reported by `stats`, label `backend`.
+/// Gauge: stored sessions as reported by `stats`, labels `backend`, `store`.
 pub const ENTRIES: &str = "session_store_entries";
-/// Gauge: bytes used as reported by `stats`, label `backend`.
+/// Gauge: bytes used as reported by `stats`, labels `backend`, `store`.
 pub const BYTES: &str = "session_store_bytes";
-/// Counter (absolute): sessions evicted at a bound, label `backend`.
+/// Counter (absolute): sessions evicted at a bound, labels `backend`, `store`.
 pub const EVICTED_TOTAL: &str = "session_store_evicted_total";
-/// Counter (absolute): writes rejected at a bound, label `backend`.
+/// Counter (absolute): writes rejected at a bound, labels `backend`, `store`.
 pub const REJECTED_TOTAL: &str = "session_store_rejected_total";
-/// Counter (absolute): expired sessions reclaimed, label `backend`.
+/// Counter (absolute): expired sessions reclaimed, labels `backend`, `store`.
 pub const EXPIRED_TOTAL: &str = "session_store_expired_total";
-/// Gauge: live sessions per namespace (SCAN on Redis), labels `backend`, `namespace`.
+/// Gauge: live sessions per namespace (SCAN on Redis), labels `backend`, `store`, `namespace`.
 pub const SESSIONS: &str = "session_store_sessions";
-/// Gauge: 1 when the backend's health check answers, 0 otherwise, label `backend`.
+/// Gauge: 1 when the backend's health check answers, 0 otherwise, labels `backend`, `store`.
 pub const UP: &str = "session_store_up";
-/// Gauge (seconds): latency of the last health check, label `backend`.
+/// Gauge (seconds): latency of the last health check, labels `backend`, `store`.
 pub const HEALTH_LATENCY: &str = "session_store_health_latency_seconds";
 
-/// Histogram buckets (seconds) fine enough for sub-millisecond calls; use
-/// them when configuring an exporter.
+/// Histogram buckets (seconds) fine enough for sub-millisecond calls, for
+/// [`OPERATION_DURATION`]: give them to the exporter (a Prometheus exporter
+/// publishes `_bucket` series only for a histogram it has buckets for).
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
     0.5, 1.0, 2.5,
@@ -131,29 +144,37 @@ struct OpHandles {
 
 struct Handles {
     ops: Vec<OpHandles>,
-    hits: Counter,
-    misses: Counter,
 }
 
 impl Handles {
-    fn register(backend: &'static str) -> Self {
+    fn register(backend: &'static str, store: &SharedString) -> Self {
         let ops = OPS
             .iter()
             .map(|op| {
                 let op = op.name();
+                let ops_total = |outcome: &'static str| {
+                    metrics::counter!(
+                        OPERATIONS_TOTAL,
+                        "backend" => backend,
+                        STORE_LABEL => store.clone(),
+                        "op" => op,
+                        "outcome" => outcome
+                    )
+                };
                 OpHandles {
-                    ok: metrics::counter!(OPERATIONS_TOTAL, "backend" => backend, "op" => op, "outcome" => "ok"),
-                    hit: metrics::counter!(OPERATIONS_TOTAL, "backend" => backend, "op" => op, "outcome" => "hit"),
-                    miss: metrics::counter!(OPERATIONS_TOTAL, "backend" => backend, "op" => op, "outcome" => "miss"),
-                    duration: metrics::histogram!(OPERATION_DURATION, "backend" => backend, "op" => op),
+                    ok: ops_total("ok"),
+                    hit: ops_total("hit"),
+                    miss: ops_total("miss"),
+                    duration: metrics::histogram!(
+                        OPERATION_DURATION,
+                        "backend" => backend,
+                        STORE_LABEL => store.clone(),
+                        "op" => op
+                    ),
                 }
             })
             .collect();
-        Handles {
-            ops,
-            hits: metrics::counter!(HITS_TOTAL, "backend" => backend),
-            misses: metrics::counter!(MISSES_TOTAL, "backend" => backend),
-        }
+        Handles { ops }
     }
 
     fn op(&self, op: Op) -> &OpHandles {
@@ -167,29 +188,46 @@ enum Outcome {
     Ok,
     Hit,
     Miss,
-    /// A batch load: hits and misses.
-    Batch {
-        hits: u64,
-        misses: u64,
-    },
 }
 
 /// A store wearing metrics and tracing. See the [module docs](self).
 pub struct Instrumented<S> {
     inner: S,
     backend: &'static str,
+    name: SharedString,
     handles: OnceLock<Handles>,
 }
 
 impl<S: SessionStore> Instrumented<S> {
-    /// Wraps a store; metrics carry its [`backend`](SessionStore::backend) name.
+    /// Wraps a store; metrics carry its [`backend`](SessionStore::backend) name as `backend`
+    /// and, until [`with_name`](Self::with_name), as `store` too.
     pub fn new(inner: S) -> Self {
         let backend = inner.backend();
         Instrumented {
             inner,
             backend,
+            name: SharedString::const_str(backend),
             handles: OnceLock::new(),
         }
+    }
+
+    /// Names the store in its metrics: the value of the label [`STORE_LABEL`] (`store`) on
+    /// every series, so that several stores of one process (two memory stores, two
+    /// fallbacks) publish separate series. Use a short fixed name, never a secret or
+    /// anything per request; an empty name keeps the default (the backend name).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        if !name.is_empty() {
+            self.name = SharedString::from(Arc::<str>::from(name));
+            // Handles registered under the old name (none before the first call) go.
+            self.handles = OnceLock::new();
+        }
+        self
+    }
+
+    /// The store's name in its metrics: the `store` label.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The wrapped store.
@@ -197,8 +235,33 @@ impl<S: SessionStore> Instrumented<S> {
         &self.inner
     }
 
+    /// Publishes one round of gauges for this store, labelled with its
+    /// [`name`](Self::name): see [`report_stats_once`].
+    ///
+    /// # Errors
+    /// The first error from `stats` or `count`; health never fails.
+    pub async fn report_stats_once(&self, namespaces: &[Namespace]) -> Result<()> {
+        report(self, self.backend, &self.name, namespaces).await
+    }
+
+    /// Refreshes the gauges of [`report_stats_once`](Self::report_stats_once) every
+    /// `interval` on the current tokio runtime, until the store is dropped. Needs a tokio
+    /// runtime.
+    pub fn spawn_stats_reporter(
+        self: &Arc<Self>,
+        namespaces: Vec<Namespace>,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        S: 'static,
+    {
+        let store: Arc<dyn SessionStore> = Arc::clone(self) as Arc<dyn SessionStore>;
+        spawn_reporter(Arc::downgrade(&store), self.name.clone(), namespaces, interval)
+    }
+
     fn handles(&self) -> &Handles {
-        self.handles.get_or_init(|| Handles::register(self.backend))
+        self.handles
+            .get_or_init(|| Handles::register(self.backend, &self.name))
     }
 
     async fn observe<T, F>(
@@ -214,6 +277,7 @@ impl<S: SessionStore> Instrumented<S> {
         let span = tracing::debug_span!(
             "session_store",
             backend = self.backend,
+            store = &*self.name,
             op = op.name(),
             namespace = key.map(SessionKey::ns),
             sid = key.map(|k| k.id.short_hash()),
@@ -234,27 +298,23 @@ impl<S: SessionStore> Instrumented<S> {
                 }
                 Outcome::Hit => {
                     oh.hit.increment(1);
-                    h.hits.increment(1);
                     "hit"
                 }
                 Outcome::Miss => {
                     oh.miss.increment(1);
-                    h.misses.increment(1);
                     "miss"
-                }
-                Outcome::Batch { hits, misses } => {
-                    oh.ok.increment(1);
-                    h.hits.increment(hits);
-                    h.misses.increment(misses);
-                    "ok"
                 }
             },
             Err(e) => {
                 let kind = e.kind().as_str();
-                metrics::counter!(OPERATIONS_TOTAL, "backend" => self.backend, "op" => op.name(), "outcome" => kind)
-                    .increment(1);
-                metrics::counter!(ERRORS_TOTAL, "backend" => self.backend, "op" => op.name(), "kind" => kind)
-                    .increment(1);
+                metrics::counter!(
+                    OPERATIONS_TOTAL,
+                    "backend" => self.backend,
+                    STORE_LABEL => self.name.clone(),
+                    "op" => op.name(),
+                    "outcome" => kind
+                )
+                .increment(1);
                 if e.is_temporary() {
                     tracing::debug!(parent: &span, backend = self.backend, op = op.name(), error.kind = kind, "backend unavailable");
                 }
@@ -263,8 +323,13 @@ impl<S: SessionStore> Instrumented<S> {
         };
         if op == Op::Create && result.is_ok() {
             if let Some(k) = key {
-                metrics::counter!(SESSIONS_CREATED_TOTAL, "backend" => self.backend, "namespace" => k.namespace.shared())
-                    .increment(1);
+                metrics::counter!(
+                    SESSIONS_CREATED_TOTAL,
+                    "backend" => self.backend,
+                    STORE_LABEL => self.name.clone(),
+                    "namespace" => k.namespace.shared()
+                )
+                .increment(1);
             }
         }
         span.record("outcome", label);
@@ -362,12 +427,8 @@ impl<S: SessionStore> SessionStore for Instrumented<S> {
     }
 
     async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
-        self.observe(Op::LoadMany, None, self.inner.load_many(keys), |v| {
-            let hits = v.iter().filter(|r| matches!(r, Ok(Some(_)))).count() as u64;
-            let misses = v.iter().filter(|r| matches!(r, Ok(None))).count() as u64;
-            Outcome::Batch { hits, misses }
-        })
-        .await
+        self.observe(Op::LoadMany, None, self.inner.load_many(keys), ok)
+            .await
     }
 
     async fn save_many(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
@@ -408,20 +469,48 @@ impl<S: SessionStore> SessionStore for Instrumented<S> {
 }
 
 /// Publishes one round of gauges for `store`: entries, bytes, bound counters,
-/// sessions per namespace in `namespaces`, and health.
+/// sessions per namespace in `namespaces`, and health, labelled `backend` and
+/// `store`, both the store's backend name. For an [`Instrumented`] store with
+/// a [name](Instrumented::with_name), use [`Instrumented::report_stats_once`].
 ///
 /// # Errors
 /// The first error from `stats` or `count`; health never fails.
 pub async fn report_stats_once(store: &dyn SessionStore, namespaces: &[Namespace]) -> Result<()> {
     let backend = store.backend();
+    report(store, backend, &SharedString::const_str(backend), namespaces).await
+}
+
+/// Refreshes the gauges of [`report_stats_once`] every `interval` on the
+/// current tokio runtime, until the store is dropped. Needs a tokio runtime.
+/// For an [`Instrumented`] store with a [name](Instrumented::with_name), use
+/// [`Instrumented::spawn_stats_reporter`].
+pub fn spawn_stats_reporter(
+    store: &Arc<dyn SessionStore>,
+    namespaces: Vec<Namespace>,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let name = SharedString::const_str(store.backend());
+    spawn_reporter(Arc::downgrade(store), name, namespaces, interval)
+}
+
+/// One round of gauges for `store`, labelled `backend` and `store` (`name`).
+async fn report(
+    store: &dyn SessionStore,
+    backend: &'static str,
+    name: &SharedString,
+    namespaces: &[Namespace],
+) -> Result<()> {
     let health = store.health().await;
-    metrics::gauge!(UP, "backend" => backend).set(if health.status == HealthStatus::Down {
-        0.0
-    } else {
-        1.0
-    });
+    metrics::gauge!(UP, "backend" => backend, STORE_LABEL => name.clone()).set(
+        if health.status == HealthStatus::Down {
+            0.0
+        } else {
+            1.0
+        },
+    );
     if let Some(latency) = health.latency {
-        metrics::gauge!(HEALTH_LATENCY, "backend" => backend).set(latency.as_secs_f64());
+        metrics::gauge!(HEALTH_LATENCY, "backend" => backend, STORE_LABEL => name.clone())
+            .set(latency.as_secs_f64());
     }
     if health.status == HealthStatus::Down {
         return Err(Error::unavailable(
@@ -431,38 +520,47 @@ pub async fn report_stats_once(store: &dyn SessionStore, namespaces: &[Namespace
     }
     let stats = store.stats().await?;
     if let Some(entries) = stats.entries {
-        metrics::gauge!(ENTRIES, "backend" => backend).set(entries as f64);
+        metrics::gauge!(ENTRIES, "backend" => backend, STORE_LABEL => name.clone()).set(entries as f64);
     }
     if let Some(bytes) = stats.bytes {
-        metrics::gauge!(BYTES, "backend" => backend).set(bytes as f64);
+        metrics::gauge!(BYTES, "backend" => backend, STORE_LABEL => name.clone()).set(bytes as f64);
     }
-    metrics::counter!(EVICTED_TOTAL, "backend" => backend).absolute(stats.evicted);
-    metrics::counter!(REJECTED_TOTAL, "backend" => backend).absolute(stats.rejected);
-    metrics::counter!(EXPIRED_TOTAL, "backend" => backend).absolute(stats.expired);
+    metrics::counter!(EVICTED_TOTAL, "backend" => backend, STORE_LABEL => name.clone())
+        .absolute(stats.evicted);
+    metrics::counter!(REJECTED_TOTAL, "backend" => backend, STORE_LABEL => name.clone())
+        .absolute(stats.rejected);
+    metrics::counter!(EXPIRED_TOTAL, "backend" => backend, STORE_LABEL => name.clone())
+        .absolute(stats.expired);
     for ns in namespaces {
         let n = store.count(ns).await?;
-        metrics::gauge!(SESSIONS, "backend" => backend, "namespace" => ns.shared()).set(n as f64);
+        metrics::gauge!(
+            SESSIONS,
+            "backend" => backend,
+            STORE_LABEL => name.clone(),
+            "namespace" => ns.shared()
+        )
+        .set(n as f64);
     }
     Ok(())
 }
 
-/// Refreshes the gauges of [`report_stats_once`] every `interval` on the
-/// current tokio runtime, until the store is dropped. Needs a tokio runtime.
-pub fn spawn_stats_reporter(
-    store: &Arc<dyn SessionStore>,
+/// The task of [`spawn_stats_reporter`]: a round every `interval` while the store lives.
+fn spawn_reporter(
+    weak: Weak<dyn SessionStore>,
+    name: SharedString,
     namespaces: Vec<Namespace>,
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    let weak: Weak<dyn SessionStore> = Arc::downgrade(store);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let Some(store) = weak.upgrade() else { return };
-            if let Err(e) = report_stats_once(&*store, &namespaces).await {
+            if let Err(e) = report(&*store, store.backend(), &name, &namespaces).await {
                 tracing::debug!(
                     backend = store.backend(),
+                    store = &*name,
                     error.kind = e.kind().as_str(),
                     "stats refresh failed"
                 );

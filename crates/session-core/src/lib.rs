@@ -59,6 +59,7 @@ mod error;
 mod expiry;
 mod id;
 mod key;
+mod options;
 mod partition;
 mod reconcile;
 mod store;
@@ -82,8 +83,9 @@ pub use error::{BoxError, Error, ErrorClass, ErrorKind, Result};
 pub use expiry::{ExpiryMode, ExpiryPolicy, DEFAULT_TTL};
 pub use id::{SessionId, MAX_ID_LEN, MIN_ID_LEN};
 pub use key::{KeyPrefix, Namespace, SessionKey, DEFAULT_KEY_PREFIX, MAX_NAMESPACE_LEN, MAX_PREFIX_LEN};
+pub use options::StoreOptions;
 pub use store::{Health, HealthStatus, SessionStore, StoreStats, DEFAULT_MAX_SESSION_BYTES};
-pub use typed::{Session, Sessions};
+pub use typed::{Session, Sessions, Undecodable};
 pub use version::{ParseVersionError, Version};
 
 pub use async_trait::async_trait;

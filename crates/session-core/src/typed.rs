@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -58,6 +59,35 @@ impl<T: fmt::Debug> fmt::Debug for Session<T> {
     }
 }
 
+/// What [`Sessions`] does when a stored session cannot be decoded into its
+/// type: after a deploy that changed the type incompatibly, after a codec
+/// feature was dropped from the build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Undecodable {
+    /// The default: the session reads as absent (`Ok(None)`), as if it had
+    /// expired. The user starts a new session instead of getting an error on
+    /// every request until the old one expires. The stored value is left in
+    /// place (a rollback of the deploy can read it again) and expires with its
+    /// TTL. Each occurrence is counted ([`Sessions::undecodable_count`] and,
+    /// with the `instrument` feature, `session_undecodable_total{namespace}`);
+    /// the first per handle is logged at WARN with the namespace, the codec
+    /// and the decoder's message (quoted values removed).
+    #[default]
+    Miss,
+    /// The load fails with [`Error::Codec`] (or [`Error::Corrupt`] when the
+    /// codec is not built into this binary).
+    Error,
+}
+
+/// Shared by a handle's clones: how many undecodable sessions were seen, and
+/// whether the first was logged.
+#[derive(Default)]
+struct UndecodableLog {
+    count: AtomicU64,
+    logged: AtomicBool,
+}
+
 /// Typed access to one namespace of a store: encodes `T` with the configured
 /// codec, applies the namespace's expiry policy and size limit, and decodes
 /// whatever codec a stored value was written with.
@@ -85,6 +115,8 @@ pub struct Sessions<T> {
     policy: ExpiryPolicy,
     max_bytes: usize,
     clock: Clock,
+    on_undecodable: Undecodable,
+    undecodable: Arc<UndecodableLog>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -97,6 +129,8 @@ impl<T> Clone for Sessions<T> {
             policy: self.policy,
             max_bytes: self.max_bytes,
             clock: self.clock.clone(),
+            on_undecodable: self.on_undecodable,
+            undecodable: Arc::clone(&self.undecodable),
             _type: PhantomData,
         }
     }
@@ -110,6 +144,7 @@ impl<T> fmt::Debug for Sessions<T> {
             .field("codec", &self.codec)
             .field("policy", &self.policy)
             .field("max_bytes", &self.max_bytes)
+            .field("on_undecodable", &self.on_undecodable)
             .finish()
     }
 }
@@ -125,6 +160,8 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             policy: ExpiryPolicy::default(),
             max_bytes: DEFAULT_MAX_SESSION_BYTES,
             clock: Clock::system(),
+            on_undecodable: Undecodable::default(),
+            undecodable: Arc::default(),
             _type: PhantomData,
         }
     }
@@ -151,6 +188,19 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Sets what a load does with a stored session that no longer decodes
+    /// into `T` (default [`Undecodable::Miss`]).
+    pub fn with_undecodable(mut self, policy: Undecodable) -> Self {
+        self.on_undecodable = policy;
+        self
+    }
+
+    /// How many stored sessions this handle (and its clones) could not decode
+    /// and read as absent under [`Undecodable::Miss`].
+    pub fn undecodable_count(&self) -> u64 {
+        self.undecodable.count.load(Ordering::Relaxed)
     }
 
     /// The namespace.
@@ -208,13 +258,37 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         })
     }
 
-    fn decode(&self, id: SessionId, record: Record) -> Result<Session<T>> {
-        let value = decode_payload(record.codec, &record.payload, self.namespace.as_str())?;
-        Ok(Session {
-            id,
-            value,
-            meta: record.meta,
-        })
+    /// Decodes a loaded record; under [`Undecodable::Miss`] a payload that is
+    /// not a `T` (or whose codec this binary lacks) is a miss.
+    fn decode(&self, id: SessionId, record: Record) -> Result<Option<Session<T>>> {
+        match decode_payload(record.codec, &record.payload, self.namespace.as_str()) {
+            Ok(value) => Ok(Some(Session {
+                id,
+                value,
+                meta: record.meta,
+            })),
+            Err(e) if self.on_undecodable == Undecodable::Miss => {
+                self.note_undecodable(record.codec.name(), &e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn note_undecodable(&self, codec: &'static str, error: &Error) {
+        self.undecodable.count.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "instrument")]
+        metrics::counter!("session_undecodable_total", "namespace" => self.namespace.as_str().to_owned())
+            .increment(1);
+        if !self.undecodable.logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                namespace = self.namespace.as_str(),
+                codec,
+                error = %without_quoted(&error_chain(error)),
+                "a stored session does not decode into this session type (changed incompatibly, or its \
+                 codec is not built in): it reads as absent; further ones are counted, not logged"
+            );
+        }
     }
 
     /// Creates a session under a new random id.
@@ -251,15 +325,20 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     }
 
     /// Loads a session; with a sliding policy this also moves its deadline.
+    /// A stored value that does not decode into `T` reads as absent unless
+    /// the handle was built [`with_undecodable(Undecodable::Error)`](Self::with_undecodable).
     ///
     /// # Errors
-    /// [`Error::Corrupt`], [`Error::Codec`] (the stored value is not a `T`), store errors.
+    /// [`Error::Corrupt`] (a damaged envelope), store errors; with
+    /// [`Undecodable::Error`], [`Error::Codec`] when the stored value is not a `T`.
     pub async fn load(&self, id: &SessionId) -> Result<Option<Session<T>>> {
         let key = self.key(id);
         let Some(record) = self.store.load(&key).await? else {
             return Ok(None);
         };
-        let mut session = self.decode(id.clone(), record)?;
+        let Some(mut session) = self.decode(id.clone(), record)? else {
+            return Ok(None);
+        };
         if let Some(deadline) = self.policy.slide(&session.meta, self.clock.now_ms()) {
             if self.store.touch(&key, deadline).await? {
                 session.meta.expires_at = cap_deadline(deadline, session.meta.max_expires_at);
@@ -358,7 +437,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             .into_iter()
             .zip(ids)
             .map(|(r, id)| match r {
-                Ok(Some(record)) => self.decode(id.clone(), record).map(Some),
+                Ok(Some(record)) => self.decode(id.clone(), record),
                 Ok(None) => Ok(None),
                 Err(e) => Err(e),
             })
@@ -390,4 +469,37 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     pub async fn count(&self) -> Result<u64> {
         self.store.count(&self.namespace).await
     }
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// `text` with every double-quoted part replaced by `"…"`: decoders quote the
+/// offending value (`invalid type: string "…", expected u64`), which is session
+/// data and stays out of logs.
+fn without_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut parts = text.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut inside = true;
+    for part in parts {
+        if inside {
+            out.push_str("\"…\"");
+        } else {
+            out.push_str(part);
+        }
+        inside = !inside;
+    }
+    out
 }

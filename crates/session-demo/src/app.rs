@@ -311,6 +311,8 @@ async fn remove(
     }
 }
 
+/// `GET /health`: the store's health as JSON; 200 while it serves sessions (up or
+/// degraded), 503 when it is down.
 async fn health(State(state): State<AppState>) -> Response {
     let h = state.store.health().await;
     let extra = |name: &str| h.extra.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
@@ -321,6 +323,13 @@ async fn health(State(state): State<AppState>) -> Response {
         .map(|(_, p)| p.status)
         .unwrap_or(h.status);
     let fallback_active = state.backend == "fallback" && h.status != HealthStatus::Up;
+    // Ready while the store serves sessions: `degraded` does (a fallback serving from its
+    // secondary, a cluster with a node down), `down` serves none.
+    let status = if h.status == HealthStatus::Down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     let body = json!({
         "backend": state.backend,
         "status": h.status.as_str(),
@@ -330,7 +339,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "latency_ms": h.latency.map(|d| d.as_secs_f64() * 1000.0),
         "detail": h.detail,
     });
-    (StatusCode::OK, Json(body)).into_response()
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

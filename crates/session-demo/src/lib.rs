@@ -7,8 +7,8 @@
 //! | `GET /api/sessions/{kind}/{id}` | load | 200 session JSON, 404 |
 //! | `PUT /api/sessions/{kind}/{id}` | replace; `If-Match: <version>` makes it compare-and-set | 204, 404, 412 |
 //! | `DELETE /api/sessions/{kind}/{id}` | delete | 204, 404 |
-//! | `GET /health` | backend, primary up/down, fallback state, journal length | 200 JSON |
-//! | `GET /metrics` | Prometheus text | 200 |
+//! | `GET /health` | backend, primary up/down, fallback state, journal length | 200 JSON; 503, same body, when the store can serve no session |
+//! | `GET /metrics` | Prometheus text ([`metrics::install_prometheus`]) | 200 |
 //!
 //! `kind` is `task` or `orchestrator`. Responses to session requests carry
 //! `ETag: "<version>"`, the session's opaque version token as 16 lowercase
@@ -20,8 +20,14 @@
 //! A bad id, body or `If-Match` is a 400 with a JSON error, a body over the
 //! size limit a 413, a store that is unavailable or refuses the write (out
 //! of memory, read-only, no permission) a 503.
+//!
+//! `/health` is a readiness probe: 503 when the store's health is `down` —
+//! memory never; Redis when it does not answer; a fallback store only when
+//! neither the primary nor the secondary answers (during a Redis outage it
+//! serves from memory, `degraded`, and answers 200).
 
 pub mod app;
+pub mod metrics;
 pub mod model;
 pub mod simulator;
 

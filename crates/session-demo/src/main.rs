@@ -11,9 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use session_demo::{router, AppState, MetricsRender};
-use session_store::{instrument, Settings};
+use session_store::Settings;
 
 /// The demo's defaults, overridden by the file and the environment.
 const DEMO_DEFAULTS: &str = r#"
@@ -87,11 +86,7 @@ async fn serve(args: Args) -> Result<(), String> {
         Settings::load_with_defaults(DEMO_DEFAULTS, args.config.as_deref()).map_err(|e| e.to_string())?;
 
     // The recorder must be installed before the store registers its metrics.
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), instrument::LATENCY_BUCKETS)
-        .map_err(|e| format!("metrics: {e}"))?
-        .install_recorder()
-        .map_err(|e| format!("metrics: {e}"))?;
+    let handle = session_demo::metrics::install_prometheus().map_err(|e| format!("metrics: {e}"))?;
     let render: MetricsRender = Arc::new(move || handle.render());
 
     let built = session_store::build(&settings).await.map_err(|e| e.to_string())?;
@@ -102,7 +97,7 @@ async fn serve(args: Args) -> Result<(), String> {
         Some(render),
     )
     .map_err(|e| e.to_string())?;
-    let app = router(state, settings.max_session_bytes);
+    let app = router(state, settings.core.max_session_bytes);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -390,7 +390,7 @@ async fn run_user(s: Arc<Shared>, user: usize, config: Arc<SimConfig>) -> Option
             tokio::time::sleep(config.pause).await;
         }
     }
-    if config.delete_every > 0 && user % config.delete_every == 0 {
+    if config.delete_every > 0 && user.is_multiple_of(config.delete_every) {
         let target = creator + 1;
         if s.delete(target, "task", &exp.task_id).await {
             exp.messages = None;

@@ -18,7 +18,8 @@ use session_core::{
     Sessions, StoreStats, Version,
 };
 use session_demo::{router, AppState, MetricsRender};
-use session_memory::MemoryStore;
+use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
+use session_store::fallback::{FallbackConfig, FallbackStore};
 use tower::ServiceExt;
 
 const MAX_BODY: usize = 4096;
@@ -31,8 +32,12 @@ fn core() -> CoreConfig {
 }
 
 fn app_with(store: Arc<dyn SessionStore>) -> Router {
+    app_for(store, "memory")
+}
+
+fn app_for(store: Arc<dyn SessionStore>, backend: &'static str) -> Router {
     let render: MetricsRender = Arc::new(|| "# metrics\n".to_string());
-    let state = AppState::new(store, "memory", &core(), Some(render)).unwrap();
+    let state = AppState::new(store, backend, &core(), Some(render)).unwrap();
     router(state, MAX_BODY)
 }
 
@@ -496,6 +501,7 @@ async fn health_and_metrics() {
     let app = app();
     let r = call(&app, Method::GET, "/health", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "up");
     assert_eq!(r.body["backend"], "memory");
     assert_eq!(r.body["primary"], "up");
     assert_eq!(r.body["fallback_active"], false);
@@ -516,9 +522,58 @@ async fn unavailable_store_is_503_json() {
     assert_eq!(r.body["error"], "store_unavailable");
     let r = call(&app, Method::POST, "/api/sessions/task", bytes(&task()), None).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    // A store that serves no session is not ready: 503, with the same body.
+    let r = call(&app, Method::GET, "/health", None, None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.body["status"], "down");
+    assert_eq!(r.body["primary"], "down");
+    assert_eq!(r.body["backend"], "memory");
+    faulty.set_mode(FaultMode::Pass);
     let r = call(&app, Method::GET, "/health", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "up");
+}
+
+/// A fallback store whose primary is down still serves sessions (from its secondary): ready,
+/// 200, `degraded`. Only with the secondary down too is it 503.
+#[tokio::test]
+async fn fallback_health_is_503_only_when_neither_store_answers() {
+    let primary = FaultyStore::new(
+        MemoryStore::new(MemoryConfig::default().with_tombstones(Duration::from_secs(3600))).unwrap(),
+    );
+    let secondary = FaultyStore::new(
+        MemoryStore::new(MemoryConfig::default().with_at_capacity(AtCapacity::Reject)).unwrap(),
+    );
+    let config =
+        FallbackConfig::default().with_probe_backoff(Duration::from_secs(3600), Duration::from_secs(3600));
+    let fallback = FallbackStore::new(Arc::clone(&primary), Arc::clone(&secondary), config)
+        .await
+        .unwrap();
+    let app = app_for(Arc::new(fallback), "fallback");
+    let r = call(&app, Method::GET, "/health", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "up");
+    assert_eq!(r.body["fallback_active"], false);
+
+    primary.set_mode(FaultMode::Fail);
+    // Served by the secondary (and journaled): the circuit opens.
+    let id = create(&app, "task", &task()).await;
+    let r = call(&app, Method::GET, &format!("/api/sessions/task/{id}"), None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = call(&app, Method::GET, "/health", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["status"], "degraded");
     assert_eq!(r.body["primary"], "down");
+    assert_eq!(r.body["fallback_active"], true);
+    assert_eq!(r.body["journal"], 1);
+
+    secondary.set_mode(FaultMode::Fail);
+    let r = call(&app, Method::GET, "/health", None, None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.body["status"], "down");
+    assert_eq!(r.body["backend"], "fallback");
+    assert_eq!(r.body["fallback_active"], true);
+    assert_eq!(r.body["journal"], 1);
 }
 
 /// A store that answers reads but refuses every write, the way Redis does when

@@ -14,14 +14,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use session_core::backend::{now_ms, Partition};
 use session_core::Health;
 use tokio::time::Instant;
 
-use crate::state::{metric, CircuitState};
+use crate::state::{CircuitState, Metrics};
 
 /// Exponential backoff with jitter.
 pub(crate) struct Backoff {
@@ -99,13 +99,13 @@ pub(crate) struct Circuits {
     map: Mutex<HashMap<Partition, Circuit>>,
     probe_min_ms: u64,
     probe_max_ms: u64,
+    /// The gauges this publishes (state, active, open partitions) and the transitions.
+    metrics: Arc<Metrics>,
 }
 
 impl Circuits {
-    pub(crate) fn new(probe_min_ms: u64, probe_max_ms: u64) -> Self {
-        metrics::gauge!(metric::STATE).set(f64::from(CircuitState::Closed.code()));
-        metrics::gauge!(metric::ACTIVE).set(0.0);
-        metrics::gauge!(metric::OPEN_PARTITIONS).set(0.0);
+    /// Every circuit closed (the gauges start so: [`Metrics::register`]).
+    pub(crate) fn new(probe_min_ms: u64, probe_max_ms: u64, metrics: Arc<Metrics>) -> Self {
         Circuits {
             aggregate: AtomicU8::new(CircuitState::Closed.code()),
             open: AtomicUsize::new(0),
@@ -113,6 +113,7 @@ impl Circuits {
             map: Mutex::new(HashMap::new()),
             probe_min_ms,
             probe_max_ms,
+            metrics,
         }
     }
 
@@ -203,7 +204,7 @@ impl Circuits {
         circuit.state = CircuitState::Open;
         circuit.opened_at = now_ms();
         circuit.next_probe = Instant::now() + circuit.backoff.delay();
-        transition_metric(CircuitState::Open);
+        self.metrics.transition(CircuitState::Open);
         self.publish(&map);
         Some(Opened { from })
     }
@@ -230,7 +231,7 @@ impl Circuits {
         for (p, c) in map.iter_mut() {
             if c.state == CircuitState::Open && c.next_probe <= now {
                 c.state = CircuitState::Probing;
-                transition_metric(CircuitState::Probing);
+                self.metrics.transition(CircuitState::Probing);
                 due.push(*p);
             }
         }
@@ -254,12 +255,12 @@ impl Circuits {
         let replaying = if up {
             c.state = CircuitState::Replaying;
             c.failures = 0;
-            transition_metric(CircuitState::Replaying);
+            self.metrics.transition(CircuitState::Replaying);
             true
         } else {
             c.state = CircuitState::Open;
             c.next_probe = Instant::now() + c.backoff.delay();
-            transition_metric(CircuitState::Open);
+            self.metrics.transition(CircuitState::Open);
             false
         };
         self.publish(&map);
@@ -289,7 +290,7 @@ impl Circuits {
         let mut closed = Vec::with_capacity(done.len());
         for partition in done {
             if let Some(c) = map.remove(&partition) {
-                transition_metric(CircuitState::Closed);
+                self.metrics.transition(CircuitState::Closed);
                 closed.push(Closed {
                     partition,
                     opened_at: c.opened_at,
@@ -349,13 +350,13 @@ impl Circuits {
         }
         self.tracked.store(map.len(), Ordering::SeqCst);
         if self.open.swap(open, Ordering::SeqCst) != open {
-            metrics::gauge!(metric::OPEN_PARTITIONS).set(open as f64);
+            self.metrics.open_partitions.set(open as f64);
         }
         let before = self.aggregate.swap(aggregate.code(), Ordering::SeqCst);
         if before != aggregate.code() {
-            metrics::gauge!(metric::STATE).set(f64::from(aggregate.code()));
+            self.metrics.state.set(f64::from(aggregate.code()));
             if aggregate != CircuitState::Closed {
-                metrics::gauge!(metric::ACTIVE).set(1.0);
+                self.metrics.active.set(1.0);
             }
         }
     }
@@ -374,10 +375,6 @@ fn severer(a: CircuitState, b: CircuitState) -> CircuitState {
     } else {
         a
     }
-}
-
-fn transition_metric(to: CircuitState) {
-    metrics::counter!(metric::TRANSITIONS, "to" => to.as_str()).increment(1);
 }
 
 #[cfg(test)]
@@ -399,7 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn partitions_open_and_close_alone_and_aggregate() {
-        let c = Circuits::new(10, 40);
+        let c = Circuits::new(10, 40, Arc::new(Metrics::register("test")));
         let (a, b) = (Partition::new(1), Partition::new(2));
         assert_eq!(c.aggregate(), CircuitState::Closed);
         assert!(!c.failed(a, 2), "below the threshold");

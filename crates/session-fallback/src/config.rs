@@ -24,6 +24,9 @@ use session_core::{Error, Result};
 /// | `warm_entries` | `10000` | sessions kept from healthy traffic, readable and writable during an outage (0: off) |
 /// | `warm_bytes` | `67108864` | bytes those may take (64 MiB) |
 ///
+/// One field is not a configuration key: [`name`](Self::name), the store's name in its
+/// metrics, set in code with [`with_name`](Self::with_name).
+///
 /// ```
 /// let config: session_fallback::FallbackConfig =
 ///     serde_json::from_str(r#"{"primary_timeout_ms": 200}"#).unwrap();
@@ -82,6 +85,17 @@ pub struct FallbackConfig {
     /// The bytes the warm copy may take (keys, headers, payloads). Default
     /// `67108864` (64 MiB).
     pub warm_bytes: u64,
+    /// The store's name in its metrics: the value of the label `store` on every
+    /// `session_fallback_*` series ([`metric`](crate::metric)). Default `"fallback"`. Give
+    /// each fallback store of a process its own name, or their series are one; use a short
+    /// fixed name (the same as the `store` label of the
+    /// `session_core::instrument::Instrumented` layer around it, if any), never a secret or
+    /// anything per request.
+    ///
+    /// Not a configuration key (`fallback.name` is refused as unknown): set it with
+    /// [`with_name`](Self::with_name).
+    #[serde(skip, default = "default_name")]
+    pub name: String,
 }
 
 impl Default for FallbackConfig {
@@ -98,11 +112,25 @@ impl Default for FallbackConfig {
             tombstone_ttl_ms: 86_400_000,
             warm_entries: 10_000,
             warm_bytes: 64 << 20,
+            name: default_name(),
         }
     }
 }
 
+/// The default [`FallbackConfig::name`]: the fallback's backend name.
+const DEFAULT_NAME: &str = crate::store::BACKEND;
+
+fn default_name() -> String {
+    DEFAULT_NAME.to_owned()
+}
+
 impl FallbackConfig {
+    /// Sets [`name`](Self::name): the `store` label of this store's metrics.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Sets [`failure_threshold`](Self::failure_threshold).
     pub fn with_failure_threshold(mut self, n: u32) -> Self {
         self.failure_threshold = n;
@@ -218,6 +246,12 @@ impl FallbackConfig {
                 ),
             ));
         }
+        if self.name.is_empty() {
+            return Err(Error::config(
+                "fallback.name",
+                "must not be empty (the `store` label of this store's metrics; default \"fallback\")",
+            ));
+        }
         if self.batch_keys_per_deadline == 0 {
             return Err(Error::config(
                 "fallback.batch_keys_per_deadline",
@@ -256,6 +290,11 @@ mod tests {
     fn unknown_keys_are_refused() {
         let e = serde_json::from_str::<FallbackConfig>(r#"{"primary_timeout": 5}"#).unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
+        // The metrics name is set in code, not read as `fallback.name`.
+        let e = serde_json::from_str::<FallbackConfig>(r#"{"name": "eu"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        assert_eq!(FallbackConfig::default().name, "fallback");
+        assert_eq!(FallbackConfig::default().with_name("eu").name, "eu");
     }
 
     #[test]
@@ -293,6 +332,7 @@ mod tests {
                 FallbackConfig::default().with_replay_concurrency(5000),
                 "fallback.replay_concurrency",
             ),
+            (FallbackConfig::default().with_name(""), "fallback.name"),
         ];
         for (config, key) in cases {
             match config.validate() {

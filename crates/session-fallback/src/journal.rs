@@ -8,9 +8,11 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use session_core::{SessionKey, Version};
+
+use crate::state::Metrics;
 
 /// What replay must make the primary reflect for one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,15 +54,19 @@ pub(crate) struct Journal {
     len: AtomicUsize,
     max: usize,
     next_generation: AtomicU64,
+    /// The length and "active" gauges this publishes.
+    metrics: Arc<Metrics>,
 }
 
 impl Journal {
-    pub(crate) fn new(max: usize) -> Self {
+    /// An empty journal of at most `max` keys.
+    pub(crate) fn new(max: usize, metrics: Arc<Metrics>) -> Self {
         Journal {
             map: Mutex::new(HashMap::new()),
             len: AtomicUsize::new(0),
             max,
             next_generation: AtomicU64::new(1),
+            metrics,
         }
     }
 
@@ -132,8 +138,8 @@ impl Journal {
             },
         );
         self.len.store(map.len(), Ordering::SeqCst);
-        metrics::gauge!(crate::state::metric::JOURNAL_LENGTH).set(map.len() as f64);
-        metrics::gauge!(crate::state::metric::ACTIVE).set(1.0);
+        self.metrics.journal_length.set(map.len() as f64);
+        self.metrics.active.set(1.0);
         Ok(Reservation {
             journal: self,
             key: key.clone(),
@@ -158,7 +164,7 @@ impl Journal {
         if map.get(key).is_some_and(|e| e.generation == generation) {
             map.remove(key);
             self.len.store(map.len(), Ordering::SeqCst);
-            metrics::gauge!(crate::state::metric::JOURNAL_LENGTH).set(map.len() as f64);
+            self.metrics.journal_length.set(map.len() as f64);
         }
     }
 }
@@ -262,7 +268,7 @@ mod tests {
 
     #[test]
     fn uncommitted_new_key_is_rolled_back() {
-        let j = Journal::new(10);
+        let j = Journal::new(10, Arc::new(Metrics::register("test")));
         let k = key();
         drop(j.admit(&k, PendingOp::Write, 1, Version::NONE).unwrap());
         assert_eq!(j.len(), 0);
@@ -282,7 +288,7 @@ mod tests {
 
     #[test]
     fn bound_refuses_only_new_keys() {
-        let j = Journal::new(2);
+        let j = Journal::new(2, Arc::new(Metrics::register("test")));
         let (a, b, c) = (key(), key(), key());
         j.admit(&a, PendingOp::Write, 1, Version::NONE)
             .unwrap()
@@ -302,7 +308,7 @@ mod tests {
 
     #[test]
     fn generations_are_fresh_per_residency() {
-        let j = Journal::new(2);
+        let j = Journal::new(2, Arc::new(Metrics::register("test")));
         let k = key();
         let r = j.admit(&k, PendingOp::Write, 1, Version::NONE).unwrap();
         let g1 = r.generation();

@@ -3,8 +3,8 @@
 //! happened during the outage back into the primary.
 //!
 //! It wraps any two [`SessionStore`](session_core::SessionStore)s and knows
-//! nothing of Redis or memory. Unlike the fallback of the .NET guide this
-//! workspace replaces, it keeps checking the primary after start-up, makes
+//! nothing of Redis or memory. Unlike a naive "check Redis at start-up, else
+//! use memory" fallback, it keeps checking the primary after start-up, makes
 //! outage writes visible once the primary is back, never undoes a delete made
 //! during an outage, and does not make every call wait for a primary timeout.
 //!
@@ -202,6 +202,10 @@
 //! [`FallbackStore::counters`] ([`FallbackCounters`]: failovers, replayed,
 //! conflicts, journal_rejected, transitions, probes, open_partitions, ...), and the
 //! metrics in [`metric`] (among them the gauge `session_fallback_open_partitions`).
+//! Every series carries the label `store`: [`FallbackConfig::name`], `"fallback"` unless
+//! set with [`FallbackConfig::with_name`] — give each fallback store of a process its own
+//! name. The handles are registered by [`FallbackStore::new`]: install the `metrics`
+//! recorder before it.
 //! Failovers, circuit changes and recovery are logged with `tracing::warn!` with the
 //! error category (`err.kind().as_str()`) and the partition, never a full session id.
 //!
@@ -224,13 +228,19 @@
 //!   primary restarted without persistence comes back empty. Replay restores
 //!   what was written during the outage, not what was lost before it.
 
+mod batch;
 mod circuits;
 mod config;
 mod journal;
+mod ops;
+mod outage;
+mod primary;
 mod recovery;
+mod route;
 mod state;
 mod store;
 mod warm;
+mod whole;
 
 pub use config::FallbackConfig;
 pub use state::metric;

@@ -1,5 +1,6 @@
 //! The background task: probes each open partition of the primary with backoff, replays the
-//! journal into the primary where it answers, then closes those circuits.
+//! journal into the primary where it answers, then closes those circuits; and how live calls
+//! start and wake it.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
@@ -139,6 +140,22 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         }
     }
 
+    /// A session entered the journal: the background task replays it — at once if its
+    /// partition answers, else once that partition's probe does.
+    pub(crate) fn journaled(&self, key: &SessionKey) {
+        self.ensure_worker();
+        if !self.open_for(key) {
+            self.wake_worker();
+        }
+    }
+
+    /// Wakes the background task if it runs (it sleeps until the next probe otherwise).
+    pub(crate) fn wake_worker(&self) {
+        if self.worker_running.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
     /// Called when the task has nothing left to do: true if it may end.
     /// Re-checks after giving up the role, so work that arrived in between
     /// is not stranded.
@@ -198,7 +215,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             }
         }
         if self.circuits.aggregate() == CircuitState::Closed && self.journal.len() == 0 {
-            metrics::gauge!(crate::state::metric::ACTIVE).set(0.0);
+            self.counters.metrics().active.set(0.0);
         }
     }
 

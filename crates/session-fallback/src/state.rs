@@ -1,6 +1,9 @@
 //! The circuit's states and the counters exposed for observability.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use metrics::{Counter, Gauge};
 
 /// Where a circuit stands. See the crate docs for the transitions.
 ///
@@ -112,8 +115,7 @@ pub struct FallbackCounters {
     pub open_partitions: u64,
 }
 
-/// The live counters behind [`FallbackCounters`].
-#[derive(Debug, Default)]
+/// The live counters behind [`FallbackCounters`], each also counted in its metric.
 pub(crate) struct Counters {
     pub(crate) failovers: AtomicU64,
     pub(crate) secondary_calls: AtomicU64,
@@ -126,6 +128,7 @@ pub(crate) struct Counters {
     pub(crate) probes: AtomicU64,
     pub(crate) probe_failures: AtomicU64,
     pub(crate) warm_served: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// One of the [`Counters`], with its metric name.
@@ -145,7 +148,16 @@ pub(crate) enum Field {
 }
 
 /// Metric names published through the `metrics` facade (see `docs/operations.md`).
+///
+/// Every series carries the label [`STORE_LABEL`](metric::STORE_LABEL) (`store`): the store's
+/// [`name`](crate::FallbackConfig::name), `"fallback"` unless set, so that several fallback
+/// stores in one process publish separate series. [`TRANSITIONS`](metric::TRANSITIONS) also carries `to`.
+///
+/// The handles are registered when the store is built: install the recorder before
+/// [`FallbackStore::new`](crate::FallbackStore::new).
 pub mod metric {
+    /// The label naming the store on every series: [`FallbackConfig::name`](crate::FallbackConfig::name).
+    pub const STORE_LABEL: &str = "store";
     /// Gauge: 1 while anything is served by the secondary (some circuit not
     /// closed, or journal not empty), else 0.
     pub const ACTIVE: &str = "session_fallback_active";
@@ -170,7 +182,8 @@ pub mod metric {
     pub const JOURNAL_REJECTED: &str = "session_fallback_journal_rejected_total";
     /// Counter: replay attempts that failed and will be retried.
     pub const REPLAY_ERRORS: &str = "session_fallback_replay_errors_total";
-    /// Counter, label `to`: circuit transitions by new state, over all partitions.
+    /// Counter, label `to` (`open`, `probing`, `replaying`, `closed`): circuit transitions by
+    /// new state, over all partitions.
     pub const TRANSITIONS: &str = "session_fallback_transitions_total";
     /// Counter: probes of the down primary (one per open partition).
     pub const PROBES: &str = "session_fallback_probes_total";
@@ -180,33 +193,125 @@ pub mod metric {
     pub const WARM_SERVED: &str = "session_fallback_warm_served_total";
 }
 
+/// A fallback store's metric handles, registered once when it is built, each labelled
+/// [`metric::STORE_LABEL`] with the store's name.
+pub(crate) struct Metrics {
+    pub(crate) active: Gauge,
+    pub(crate) state: Gauge,
+    pub(crate) open_partitions: Gauge,
+    pub(crate) journal_length: Gauge,
+    failovers: Counter,
+    secondary_calls: Counter,
+    replayed: Counter,
+    conflicts: Counter,
+    journal_rejected: Counter,
+    replay_errors: Counter,
+    probes: Counter,
+    probe_failures: Counter,
+    warm_served: Counter,
+    /// By [`CircuitState::code`] of the new state.
+    transitions: [Counter; 4],
+}
+
+impl Metrics {
+    /// Registers the handles of a store named `store` with the installed recorder (no-ops
+    /// without one), and publishes the gauges' starting values: closed, inactive, empty.
+    pub(crate) fn register(store: &str) -> Self {
+        let gauge = |name: &'static str| metrics::gauge!(name, metric::STORE_LABEL => store.to_owned());
+        let counter = |name: &'static str| metrics::counter!(name, metric::STORE_LABEL => store.to_owned());
+        let transition = |to: CircuitState| {
+            metrics::counter!(
+                metric::TRANSITIONS,
+                metric::STORE_LABEL => store.to_owned(),
+                "to" => to.as_str()
+            )
+        };
+        let m = Metrics {
+            active: gauge(metric::ACTIVE),
+            state: gauge(metric::STATE),
+            open_partitions: gauge(metric::OPEN_PARTITIONS),
+            journal_length: gauge(metric::JOURNAL_LENGTH),
+            failovers: counter(metric::FAILOVERS),
+            secondary_calls: counter(metric::SECONDARY_CALLS),
+            replayed: counter(metric::REPLAYED),
+            conflicts: counter(metric::CONFLICTS),
+            journal_rejected: counter(metric::JOURNAL_REJECTED),
+            replay_errors: counter(metric::REPLAY_ERRORS),
+            probes: counter(metric::PROBES),
+            probe_failures: counter(metric::PROBE_FAILURES),
+            warm_served: counter(metric::WARM_SERVED),
+            // In code order: closed 0, open 1, probing 2, replaying 3.
+            transitions: [
+                transition(CircuitState::Closed),
+                transition(CircuitState::Open),
+                transition(CircuitState::Probing),
+                transition(CircuitState::Replaying),
+            ],
+        };
+        m.state.set(f64::from(CircuitState::Closed.code()));
+        m.active.set(0.0);
+        m.open_partitions.set(0.0);
+        m.journal_length.set(0.0);
+        m
+    }
+
+    /// Counts a circuit's move to `to`.
+    pub(crate) fn transition(&self, to: CircuitState) {
+        self.transitions[usize::from(to.code())].increment(1);
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
 impl Counters {
+    /// Counters at zero, counting also in `metrics`.
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Counters {
+            failovers: AtomicU64::new(0),
+            secondary_calls: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            journal_rejected: AtomicU64::new(0),
+            replay_errors: AtomicU64::new(0),
+            transitions: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
+            probe_failures: AtomicU64::new(0),
+            warm_served: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
     /// Counts one event in the snapshot counters and in its metric.
     pub(crate) fn inc(&self, field: Field) {
-        let (atomic, name): (&AtomicU64, Option<&'static str>) = match field {
-            Field::Failovers => (&self.failovers, Some(metric::FAILOVERS)),
-            Field::SecondaryCalls => (&self.secondary_calls, Some(metric::SECONDARY_CALLS)),
-            Field::Replayed => (&self.replayed, Some(metric::REPLAYED)),
-            Field::Conflicts => (&self.conflicts, Some(metric::CONFLICTS)),
-            Field::JournalRejected => (&self.journal_rejected, Some(metric::JOURNAL_REJECTED)),
-            Field::ReplayErrors => (&self.replay_errors, Some(metric::REPLAY_ERRORS)),
-            // Published with their labels where they happen.
-            Field::Transitions | Field::Opened => (
-                if field == Field::Opened {
-                    &self.opened
-                } else {
-                    &self.transitions
-                },
-                None,
-            ),
-            Field::Probes => (&self.probes, Some(metric::PROBES)),
-            Field::ProbeFailures => (&self.probe_failures, Some(metric::PROBE_FAILURES)),
-            Field::WarmServed => (&self.warm_served, Some(metric::WARM_SERVED)),
+        let m = &*self.metrics;
+        let (atomic, counter): (&AtomicU64, Option<&Counter>) = match field {
+            Field::Failovers => (&self.failovers, Some(&m.failovers)),
+            Field::SecondaryCalls => (&self.secondary_calls, Some(&m.secondary_calls)),
+            Field::Replayed => (&self.replayed, Some(&m.replayed)),
+            Field::Conflicts => (&self.conflicts, Some(&m.conflicts)),
+            Field::JournalRejected => (&self.journal_rejected, Some(&m.journal_rejected)),
+            Field::ReplayErrors => (&self.replay_errors, Some(&m.replay_errors)),
+            // Published by the circuits, by new state (`Metrics::transition`).
+            Field::Transitions => (&self.transitions, None),
+            Field::Opened => (&self.opened, None),
+            Field::Probes => (&self.probes, Some(&m.probes)),
+            Field::ProbeFailures => (&self.probe_failures, Some(&m.probe_failures)),
+            Field::WarmServed => (&self.warm_served, Some(&m.warm_served)),
         };
         atomic.fetch_add(1, Ordering::Relaxed);
-        if let Some(name) = name {
-            metrics::counter!(name).increment(1);
+        if let Some(counter) = counter {
+            counter.increment(1);
         }
+    }
+
+    /// The store's metric handles.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub(crate) fn snapshot(&self) -> FallbackCounters {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::testing::{Harness, TestStore};
-use session_core::KeyPrefix;
+use session_core::{KeyPrefix, StoreOptions};
 use session_fallback::{FallbackConfig, FallbackStore};
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
 
@@ -24,9 +24,13 @@ impl Harness for MemoryOverMemory {
     }
 
     async fn open_tombstoned(&self, prefix: KeyPrefix, ttl: Duration) -> TestStore {
-        let config = MemoryConfig::default().with_key_prefix(prefix.as_str());
-        let primary = Arc::new(MemoryStore::new(config.clone().with_tombstones(ttl)).unwrap());
-        let secondary = MemoryStore::new(config.with_at_capacity(AtCapacity::Reject)).unwrap();
+        let options = StoreOptions::new(prefix);
+        let config = MemoryConfig::default();
+        let primary = Arc::new(
+            MemoryStore::with_options(config.clone().with_tombstones(ttl), options.clone()).unwrap(),
+        );
+        let secondary =
+            MemoryStore::with_options(config.with_at_capacity(AtCapacity::Reject), options).unwrap();
         let store = FallbackStore::new(Arc::clone(&primary), secondary, FallbackConfig::default())
             .await
             .unwrap();

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use session_core::backend::{now_ms, Change, CodecId, Reconciled, Record, Tombstone};
 use session_core::{
-    async_trait, Error, Health, Meta, Namespace, Result, SessionId, SessionKey, SessionStore, StoreStats,
-    Version,
+    async_trait, Error, Health, KeyPrefix, Meta, Namespace, Result, SessionId, SessionKey, SessionStore,
+    StoreOptions, StoreStats, Version,
 };
 use session_fallback::{CircuitState, FallbackConfig, FallbackStore};
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
@@ -64,10 +64,9 @@ struct Recorder {
 
 impl Recorder {
     fn new(prefix: &str) -> Arc<Recorder> {
-        let inner = MemoryStore::new(
-            MemoryConfig::default()
-                .with_key_prefix(prefix)
-                .with_at_capacity(AtCapacity::Reject),
+        let inner = MemoryStore::with_options(
+            MemoryConfig::default().with_at_capacity(AtCapacity::Reject),
+            StoreOptions::new(KeyPrefix::new(prefix).unwrap()),
         )
         .unwrap();
         Arc::new(Recorder {
@@ -166,20 +165,27 @@ fn start_cluster() -> Cluster {
     Cluster::start_with(&options).expect("cluster starts")
 }
 
-fn redis_config(url: String, prefix: &str) -> RedisConfig {
+fn redis_config(url: String) -> RedisConfig {
     let mut c = RedisConfig::new(url);
     c.timeout_ms = REDIS_TIMEOUT_MS;
     c.connect_timeout_ms = 5_000;
     c.unresponsive_timeout_ms = 5_000;
     c.reconnect.min_delay_ms = 20;
     c.reconnect.max_delay_ms = 200;
-    c.key_prefix = prefix.to_owned();
     c.tombstone_ttl_ms = TOMBSTONE_TTL_MS;
     c
 }
 
-async fn fallback(config: &RedisConfig, secondary: &Arc<Recorder>) -> Store {
-    let redis = RedisStore::connect(config.clone()).await.expect("redis connects");
+/// A store on `config` whose keys start with `prefix`.
+async fn connect(config: &RedisConfig, prefix: &str) -> session_core::Result<RedisStore> {
+    RedisStore::builder(config.clone())
+        .options(StoreOptions::new(KeyPrefix::new(prefix).unwrap()))
+        .connect()
+        .await
+}
+
+async fn fallback(config: &RedisConfig, prefix: &str, secondary: &Arc<Recorder>) -> Store {
+    let redis = connect(config, prefix).await.expect("redis connects");
     let mut fb = FallbackConfig::default()
         .with_primary_timeout(PRIMARY_TIMEOUT)
         .with_probe_backoff(Duration::from_millis(50), Duration::from_millis(400))
@@ -311,10 +317,10 @@ async fn run_task(t: usize, store: Arc<Store>, rig: Arc<Rig>, stop: Arc<AtomicBo
     let mut n = t;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        if n % 64 == 0 {
+        if n.is_multiple_of(64) {
             tokio::task::yield_now().await;
         }
-        if n % 7 == 0 {
+        if n.is_multiple_of(7) {
             // A session this instance never wrote: Redis serves it on a healthy shard.
             let index = (n * 31 + t) % rig.foreign.len();
             let key = &rig.foreign[index];
@@ -348,7 +354,7 @@ async fn run_task(t: usize, store: Arc<Store>, rig: Arc<Rig>, stop: Arc<AtomicBo
         let kind = match model.acked {
             _ if model.delete_unknown => Kind::Save,
             Acked::Deleted(_) => {
-                if n % 3 == 0 {
+                if n.is_multiple_of(3) {
                     Kind::Load
                 } else {
                     Kind::Create
@@ -456,9 +462,9 @@ async fn a_killed_master_fails_over_only_its_own_sessions() {
     let _serial = SERIAL.lock().await;
     let mut cluster = start_cluster();
     let prefix = random_prefix();
-    let config = redis_config(cluster.url(), &prefix);
+    let config = redis_config(cluster.url());
     let secondary = Recorder::new(&prefix);
-    let store = Arc::new(fallback(&config, &secondary).await);
+    let store = Arc::new(fallback(&config, &prefix, &secondary).await);
     assert_eq!(store.state(), CircuitState::Closed);
 
     // The sessions: written through the fallback (so this instance has a warm copy), and
@@ -470,7 +476,7 @@ async fn a_killed_master_fails_over_only_its_own_sessions() {
     for (i, key) in sessions.iter().enumerate() {
         store.create(key, &record(i, 0)).await.expect("session written");
     }
-    let other = RedisStore::connect(config.clone()).await.expect("other instance");
+    let other = connect(&config, &prefix).await.expect("other instance");
     let foreign: Vec<SessionKey> = (0..FOREIGN)
         .map(|_| SessionKey::new(ns.clone(), SessionId::generate().unwrap()))
         .collect();
@@ -483,7 +489,7 @@ async fn a_killed_master_fails_over_only_its_own_sessions() {
     let rig = Arc::new(Rig {
         sessions,
         foreign,
-        prefix: config.key_prefix().unwrap(),
+        prefix: KeyPrefix::new(&prefix).unwrap(),
     });
     assert!(
         secondary.calls().is_empty(),
@@ -601,9 +607,7 @@ async fn a_killed_master_fails_over_only_its_own_sessions() {
     let p99_healthy_ms = percentile(&healthy_latencies, 0.99);
 
     // Every session read directly from the cluster, through a fresh store.
-    let fresh = RedisStore::connect(config.clone())
-        .await
-        .expect("a fresh store connects");
+    let fresh = connect(&config, &prefix).await.expect("a fresh store connects");
     let (mut lost, mut resurrected) = (0usize, 0usize);
     let mut lost_affected = 0usize;
     let mut samples = Vec::new();

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_core::backend::{now_ms, CodecId, Record};
-use session_core::{Bytes, Error, KeyPrefix, Namespace, SessionId, SessionKey, SessionStore};
+use session_core::{Bytes, Error, KeyPrefix, Namespace, SessionId, SessionKey, SessionStore, StoreOptions};
 use session_fallback::{CircuitState, FallbackConfig, FallbackStore};
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
 use session_redis::{RedisConfig, RedisStore};
@@ -44,9 +44,8 @@ fn prefix() -> KeyPrefix {
     session_core::testing::random_prefix()
 }
 
-fn redis_config(port: u16, prefix: &KeyPrefix) -> RedisConfig {
+fn redis_config(port: u16) -> RedisConfig {
     let mut c = RedisConfig::new(format!("redis://127.0.0.1:{port}"));
-    c.key_prefix = prefix.as_str().to_owned();
     c.timeout_ms = REDIS_TIMEOUT_MS;
     c.tombstone_ttl_ms = 600_000;
     c.connect_timeout_ms = 500;
@@ -57,13 +56,15 @@ fn redis_config(port: u16, prefix: &KeyPrefix) -> RedisConfig {
 }
 
 async fn build(port: u16, prefix: &KeyPrefix, max_journal_keys: usize) -> Arc<Store> {
-    let redis = RedisStore::connect_lazy(redis_config(port, prefix)).unwrap();
+    let redis = RedisStore::builder(redis_config(port))
+        .options(StoreOptions::new(prefix.clone()))
+        .connect_lazy()
+        .unwrap();
     // Give a live server a moment to accept the lazy connections.
     redis.wait_connected(Duration::from_millis(500)).await;
-    let memory = MemoryStore::new(
-        MemoryConfig::default()
-            .with_key_prefix(prefix.as_str())
-            .with_at_capacity(AtCapacity::Reject),
+    let memory = MemoryStore::with_options(
+        MemoryConfig::default().with_at_capacity(AtCapacity::Reject),
+        StoreOptions::new(prefix.clone()),
     )
     .unwrap();
     let config = FallbackConfig::default()

@@ -49,7 +49,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use session_core::backend::{decode_entry, now_ms, CodecId, Entry, Record};
-use session_core::{Error, Meta, Namespace, SessionId, SessionKey, SessionStore};
+use session_core::{Error, KeyPrefix, Meta, Namespace, SessionId, SessionKey, SessionStore, StoreOptions};
 use session_fallback::{CircuitState, FallbackConfig, FallbackStore};
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
 use session_redis::{RedisConfig, RedisStore};
@@ -83,19 +83,19 @@ fn redis_config(url: String) -> RedisConfig {
     c.unresponsive_timeout_ms = 1_000;
     c.reconnect.min_delay_ms = 20;
     c.reconnect.max_delay_ms = 200;
-    c.key_prefix = PREFIX.into();
     c.tombstone_ttl_ms = TOMBSTONE_TTL_MS;
     c
 }
 
 async fn fallback(url: String) -> Store {
-    let redis = RedisStore::connect(redis_config(url))
+    let redis = RedisStore::builder(redis_config(url))
+        .options(StoreOptions::new(KeyPrefix::new(PREFIX).unwrap()))
+        .connect()
         .await
         .expect("redis connects");
-    let memory = MemoryStore::new(
-        MemoryConfig::default()
-            .with_key_prefix(PREFIX)
-            .with_at_capacity(AtCapacity::Reject),
+    let memory = MemoryStore::with_options(
+        MemoryConfig::default().with_at_capacity(AtCapacity::Reject),
+        StoreOptions::new(KeyPrefix::new(PREFIX).unwrap()),
     )
     .unwrap();
     let mut config = FallbackConfig::default()

@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use session_core::backend::{now_ms, CodecId, Record};
-use session_core::{Error, Namespace, SessionId, SessionKey, SessionStore};
+use session_core::{Error, KeyPrefix, Namespace, SessionId, SessionKey, SessionStore, StoreOptions};
 use session_fallback::{CircuitState, FallbackConfig, FallbackStore};
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
 use session_redis::{RedisConfig, RedisStore};
@@ -38,18 +38,18 @@ fn redis_config(url: String) -> RedisConfig {
     c.tombstone_ttl_ms = 600_000;
     c.reconnect.min_delay_ms = 20;
     c.reconnect.max_delay_ms = 200;
-    c.key_prefix = PREFIX.into();
     c
 }
 
 async fn fallback(url: String) -> FallbackStore<RedisStore, MemoryStore> {
-    let redis = RedisStore::connect(redis_config(url))
+    let redis = RedisStore::builder(redis_config(url))
+        .options(StoreOptions::new(KeyPrefix::new(PREFIX).unwrap()))
+        .connect()
         .await
         .expect("redis connects");
-    let memory = MemoryStore::new(
-        MemoryConfig::default()
-            .with_key_prefix(PREFIX)
-            .with_at_capacity(AtCapacity::Reject),
+    let memory = MemoryStore::with_options(
+        MemoryConfig::default().with_at_capacity(AtCapacity::Reject),
+        StoreOptions::new(KeyPrefix::new(PREFIX).unwrap()),
     )
     .unwrap();
     let config = FallbackConfig::default()

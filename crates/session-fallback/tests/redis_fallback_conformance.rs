@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::testing::{Harness, RawAccess, TestStore};
-use session_core::{async_trait, Bytes, KeyPrefix, Result, SessionKey};
+use session_core::{async_trait, Bytes, KeyPrefix, Result, SessionKey, StoreOptions};
 use session_fallback::{FallbackConfig, FallbackStore};
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
 use session_redis::fred::interfaces::KeysInterface;
@@ -85,13 +85,16 @@ impl Harness for RedisOverMemory {
 
     async fn open_tombstoned(&self, prefix: KeyPrefix, ttl: Duration) -> TestStore {
         let mut config = self.config.clone();
-        config.key_prefix = prefix.as_str().to_owned();
         config.tombstone_ttl_ms = u64::try_from(ttl.as_millis()).unwrap();
-        let redis = RedisStore::connect(config.clone()).await.expect("Redis connects");
-        let memory = MemoryStore::new(
-            MemoryConfig::default()
-                .with_key_prefix(prefix.as_str())
-                .with_at_capacity(AtCapacity::Reject),
+        let options = StoreOptions::new(prefix.clone());
+        let redis = RedisStore::builder(config.clone())
+            .options(options.clone())
+            .connect()
+            .await
+            .expect("Redis connects");
+        let memory = MemoryStore::with_options(
+            MemoryConfig::default().with_at_capacity(AtCapacity::Reject),
+            options.clone(),
         )
         .unwrap();
         let fallback = FallbackConfig::default()
@@ -99,7 +102,11 @@ impl Harness for RedisOverMemory {
             .with_probe_backoff(Duration::from_millis(50), Duration::from_millis(1000));
         let store = FallbackStore::new(redis, memory, fallback).await.unwrap();
         let raw = RawRedis {
-            client: RedisStore::connect(config).await.expect("raw client connects"),
+            client: RedisStore::builder(config)
+                .options(options)
+                .connect()
+                .await
+                .expect("raw client connects"),
             prefix,
         };
         TestStore {

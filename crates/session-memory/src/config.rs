@@ -1,13 +1,11 @@
-//! [`MemoryConfig`]: bounds, key prefix, sweep interval, the policy at the bound and
-//! tombstone mode.
+//! [`MemoryConfig`]: bounds, sweep interval, the policy at the bound and tombstone mode.
+//! The key prefix and the per-session size limit are shared settings, given to the store
+//! as [`StoreOptions`](session_core::StoreOptions).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use session_core::backend::HEADER_LEN;
-use session_core::{
-    Error, KeyPrefix, Result, DEFAULT_KEY_PREFIX, DEFAULT_MAX_SESSION_BYTES, MAX_ID_LEN, MAX_NAMESPACE_LEN,
-};
+use session_core::{Error, Result, StoreOptions, MAX_ID_LEN, MAX_NAMESPACE_LEN};
 
 /// Bytes charged per entry on top of its key (prefix included) and envelope
 /// (52-byte header + payload), so that `max_bytes` tracks resident memory: an
@@ -58,18 +56,14 @@ pub enum AtCapacity {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct MemoryConfig {
-    /// Prefix of every key. Default `session:`.
-    pub key_prefix: String,
     /// Most sessions stored at once, expired-but-unreclaimed ones included.
     /// Default 1,000,000 ([`DEFAULT_MAX_ENTRIES`]). At least 1.
     pub max_entries: u64,
     /// Most bytes stored at once, counted per entry as key length + envelope
     /// length + [`ENTRY_OVERHEAD_BYTES`]. Default 1 GiB ([`DEFAULT_MAX_BYTES`]).
-    /// Must hold at least one session of `max_session_bytes` with the longest key.
+    /// Must hold at least one session of the shared `max_session_bytes` under
+    /// the longest key.
     pub max_bytes: u64,
-    /// Largest encoded session (envelope) in bytes; larger writes are
-    /// `TooLarge`. Default 1 MiB.
-    pub max_session_bytes: usize,
     /// How often the background sweeper reclaims expired entries, in
     /// milliseconds. Default 1000. At least 1.
     pub sweep_interval_ms: u64,
@@ -91,10 +85,8 @@ pub struct MemoryConfig {
 impl Default for MemoryConfig {
     fn default() -> Self {
         MemoryConfig {
-            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             max_entries: DEFAULT_MAX_ENTRIES,
             max_bytes: DEFAULT_MAX_BYTES,
-            max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
             sweep_interval_ms: DEFAULT_SWEEP_INTERVAL_MS,
             at_capacity: AtCapacity::default(),
             tombstone_ttl_ms: 0,
@@ -103,12 +95,6 @@ impl Default for MemoryConfig {
 }
 
 impl MemoryConfig {
-    /// Sets [`key_prefix`](Self::key_prefix).
-    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.key_prefix = prefix.into();
-        self
-    }
-
     /// Sets [`max_entries`](Self::max_entries).
     pub fn with_max_entries(mut self, max_entries: u64) -> Self {
         self.max_entries = max_entries;
@@ -118,12 +104,6 @@ impl MemoryConfig {
     /// Sets [`max_bytes`](Self::max_bytes).
     pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
-        self
-    }
-
-    /// Sets [`max_session_bytes`](Self::max_session_bytes).
-    pub fn with_max_session_bytes(mut self, max_session_bytes: usize) -> Self {
-        self.max_session_bytes = max_session_bytes;
         self
     }
 
@@ -154,31 +134,26 @@ impl MemoryConfig {
         self.tombstone_ttl_ms > 0
     }
 
-    /// The smallest `max_bytes` accepted with these settings: one session of
-    /// `max_session_bytes` under the longest possible key, plus the overhead.
-    pub fn min_max_bytes(&self) -> u64 {
-        let longest_key = self.key_prefix.len() + MAX_NAMESPACE_LEN + 1 + MAX_ID_LEN;
-        (self.max_session_bytes as u64)
+    /// The smallest `max_bytes` accepted with these shared settings: one
+    /// session of `max_session_bytes` under the longest possible key, plus the
+    /// overhead.
+    pub fn min_max_bytes(options: &StoreOptions) -> u64 {
+        let longest_key = options.key_prefix().as_str().len() + MAX_NAMESPACE_LEN + 1 + MAX_ID_LEN;
+        (options.max_session_bytes() as u64)
             .saturating_add(longest_key as u64)
             .saturating_add(ENTRY_OVERHEAD_BYTES)
     }
 
-    /// Checks every value, naming the key of the first bad one.
+    /// Checks every value against the shared settings the store is built
+    /// with, naming the key of the first bad one.
     ///
     /// # Errors
     /// [`Error::Config`] naming the key, e.g. `memory.max_entries`.
-    pub fn validate(&self) -> Result<()> {
-        self.parsed_prefix()?;
+    pub fn validate(&self, options: &StoreOptions) -> Result<()> {
         if self.max_entries == 0 {
             return Err(Error::config("memory.max_entries", "must be at least 1"));
         }
-        if self.max_session_bytes <= HEADER_LEN {
-            return Err(Error::config(
-                "memory.max_session_bytes",
-                format!("must be more than the {HEADER_LEN}-byte envelope header"),
-            ));
-        }
-        let min = self.min_max_bytes();
+        let min = Self::min_max_bytes(options);
         if self.max_bytes < min {
             return Err(Error::config(
                 "memory.max_bytes",
@@ -186,7 +161,8 @@ impl MemoryConfig {
                     "is {} but must be at least {min}: one session of max_session_bytes ({}) \
                      under the longest key, plus {ENTRY_OVERHEAD_BYTES} bytes of overhead; \
                      raise memory.max_bytes or lower max_session_bytes",
-                    self.max_bytes, self.max_session_bytes
+                    self.max_bytes,
+                    options.max_session_bytes()
                 ),
             ));
         }
@@ -207,15 +183,6 @@ impl MemoryConfig {
         }
         Ok(())
     }
-
-    /// The validated key prefix.
-    pub(crate) fn parsed_prefix(&self) -> Result<KeyPrefix> {
-        KeyPrefix::new(&self.key_prefix).map_err(|e| Error::Config {
-            key: "memory.key_prefix".into(),
-            message: e.to_string(),
-            source: Some(Box::new(e)),
-        })
-    }
 }
 
 #[cfg(test)]
@@ -231,16 +198,16 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        MemoryConfig::default().validate().unwrap();
+        MemoryConfig::default()
+            .validate(&StoreOptions::default())
+            .unwrap();
     }
 
     #[test]
     fn each_bad_value_names_its_key() {
         let d = MemoryConfig::default;
         let cases = [
-            (d().with_key_prefix("a b"), "memory.key_prefix"),
             (d().with_max_entries(0), "memory.max_entries"),
-            (d().with_max_session_bytes(HEADER_LEN), "memory.max_session_bytes"),
             (d().with_max_bytes(1000), "memory.max_bytes"),
             (
                 d().with_sweep_interval(Duration::ZERO),
@@ -252,7 +219,10 @@ mod tests {
             ),
         ];
         for (config, key) in cases {
-            assert_eq!(key_of(config.validate().unwrap_err()), key);
+            assert_eq!(
+                key_of(config.validate(&StoreOptions::default()).unwrap_err()),
+                key
+            );
         }
     }
 
@@ -263,11 +233,11 @@ mod tests {
         let on = d().with_tombstones(Duration::from_secs(600));
         assert_eq!(on.tombstone_ttl_ms, 600_000);
         assert!(on.keeps_tombstones());
-        on.validate().unwrap();
+        on.validate(&StoreOptions::default()).unwrap();
         assert_eq!(d().with_tombstones(Duration::from_micros(10)).tombstone_ttl_ms, 1);
         assert!(!on.with_tombstones(Duration::ZERO).keeps_tombstones());
         d().with_tombstones(Duration::from_millis(MAX_TOMBSTONE_TTL_MS))
-            .validate()
+            .validate(&StoreOptions::default())
             .unwrap();
         let parsed: MemoryConfig = serde_json::from_str(r#"{"tombstone_ttl_ms": 5000}"#).unwrap();
         assert_eq!(parsed.tombstone_ttl_ms, 5000);

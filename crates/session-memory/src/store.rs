@@ -12,7 +12,7 @@ use session_core::backend::{
 };
 use session_core::{
     async_trait, Clock, Error, Health, HealthStatus, KeyPrefix, Meta, Namespace, Result, SessionId,
-    SessionKey, SessionStore, StoreStats, Version, MAX_ID_LEN, MAX_NAMESPACE_LEN,
+    SessionKey, SessionStore, StoreOptions, StoreStats, Version, MAX_ID_LEN, MAX_NAMESPACE_LEN,
 };
 
 use crate::config::{AtCapacity, MemoryConfig};
@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     mask: usize,
     hasher: RandomState,
     prefix: KeyPrefix,
+    /// The shared size limit (`max_session_bytes`).
+    max_session_bytes: usize,
     config: MemoryConfig,
     /// The clock expiry is judged by.
     pub(crate) clock: Clock,
@@ -101,20 +103,32 @@ impl MemoryStore {
     /// when a write or load meets them, when a write needs room, or by
     /// [`sweep_now`](Self::sweep_now).
     ///
+    /// The key prefix and the size limit are the defaults (`session:`, 1 MiB);
+    /// [`with_options`](Self::with_options) sets them.
+    ///
     /// # Errors
     /// [`Error::Config`] naming the bad key, e.g. `memory.max_entries`.
     pub fn new(config: MemoryConfig) -> Result<Self> {
-        MemoryStore::with_clock(config, Clock::system())
+        MemoryStore::with_clock(config, StoreOptions::default(), Clock::system())
     }
 
-    /// As [`new`](Self::new), judging expiry by `clock` instead of the system
-    /// clock (tests of skew and expiry without sleeping).
+    /// As [`new`](Self::new), with the shared key prefix and size limit.
     ///
     /// # Errors
     /// As [`new`](Self::new).
-    pub fn with_clock(config: MemoryConfig, clock: Clock) -> Result<Self> {
-        config.validate()?;
-        let prefix = config.parsed_prefix()?;
+    pub fn with_options(config: MemoryConfig, options: StoreOptions) -> Result<Self> {
+        MemoryStore::with_clock(config, options, Clock::system())
+    }
+
+    /// As [`with_options`](Self::with_options), judging expiry by `clock`
+    /// instead of the system clock (tests of skew and expiry without sleeping).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_clock(config: MemoryConfig, options: StoreOptions, clock: Clock) -> Result<Self> {
+        config.validate(&options)?;
+        let prefix = options.key_prefix().clone();
+        let max_session_bytes = options.max_session_bytes();
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let n = cores
             .saturating_mul(4)
@@ -127,6 +141,7 @@ impl MemoryStore {
             mask: n - 1,
             hasher,
             prefix,
+            max_session_bytes,
             config,
             clock,
             usage: Usage {
@@ -998,12 +1013,12 @@ impl SessionStore for MemoryStore {
     }
 
     async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        check_size(key, record, self.inner.config.max_session_bytes)?;
+        check_size(key, record, self.inner.max_session_bytes)?;
         self.inner.apply(key, save_decision(record))
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        check_size(key, record, self.inner.config.max_session_bytes)?;
+        check_size(key, record, self.inner.max_session_bytes)?;
         self.inner.apply(key, |state, _| match state {
             State::Live(_) | State::Corrupt(_) => Err(Error::AlreadyExists {
                 namespace: key.ns().to_owned(),
@@ -1017,7 +1032,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        check_size(key, record, self.inner.config.max_session_bytes)?;
+        check_size(key, record, self.inner.max_session_bytes)?;
         self.inner.apply(key, |state, _| match state {
             State::Live(_) => {
                 let meta = stamp(record);
@@ -1029,7 +1044,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn save_if(&self, key: &SessionKey, expected_version: Version, record: &Record) -> Result<Meta> {
-        check_size(key, record, self.inner.config.max_session_bytes)?;
+        check_size(key, record, self.inner.max_session_bytes)?;
         self.inner.apply(key, |state, _| match state {
             State::Live(old) if old.version == expected_version => {
                 let meta = stamp(record);
@@ -1077,7 +1092,7 @@ impl SessionStore for MemoryStore {
 
     async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled> {
         if let Change::Write(record) = change {
-            check_size(key, record, self.inner.config.max_session_bytes)?;
+            check_size(key, record, self.inner.max_session_bytes)?;
         }
         self.inner.reconcile(key, base, change)
     }
@@ -1092,7 +1107,7 @@ impl SessionStore for MemoryStore {
 
     async fn save_many(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
         for (key, record) in items {
-            check_size(key, record, self.inner.config.max_session_bytes)?;
+            check_size(key, record, self.inner.max_session_bytes)?;
         }
         items
             .iter()

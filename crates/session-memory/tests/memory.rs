@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::backend::{now_ms, CodecId, Record, HEADER_LEN};
-use session_core::{Error, Namespace, SessionId, SessionKey, SessionStore, StoreStats};
+use session_core::{
+    Error, KeyPrefix, Namespace, SessionId, SessionKey, SessionStore, StoreOptions, StoreStats,
+};
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore, ENTRY_OVERHEAD_BYTES};
 
 const HOUR_MS: u64 = 3_600_000;
@@ -166,15 +168,16 @@ fn expired_entries_are_reclaimed_before_rejecting() {
 
 #[test]
 fn max_bytes_counts_keys_envelopes_and_overhead() {
-    let small = MemoryConfig::default().with_max_session_bytes(1000);
-    let probe = MemoryStore::new(small.clone()).unwrap();
+    let small = MemoryConfig::default();
+    let options = StoreOptions::default().with_max_session_bytes(1000).unwrap();
+    let probe = MemoryStore::with_options(small.clone(), options.clone()).unwrap();
     let per_entry = charge(&probe, &key("task"), 500);
     for policy in [AtCapacity::EvictSoonestExpiring, AtCapacity::Reject] {
         let config = small
             .clone()
             .with_max_bytes(3 * per_entry)
             .with_at_capacity(policy);
-        let store = MemoryStore::new(config).unwrap();
+        let store = MemoryStore::with_options(config, options.clone()).unwrap();
         runtime().block_on(async {
             let keys: Vec<SessionKey> = (0..3).map(|_| key("task")).collect();
             for k in &keys {
@@ -216,10 +219,10 @@ fn max_bytes_counts_keys_envelopes_and_overhead() {
 
 #[test]
 fn a_write_never_evicts_its_own_session() {
-    let config = MemoryConfig::default().with_max_session_bytes(1000);
+    let options = StoreOptions::default().with_max_session_bytes(1000).unwrap();
     // Room for one session of 900 bytes, not for two of 100.
-    let config = config.clone().with_max_bytes(config.min_max_bytes());
-    let store = MemoryStore::new(config).unwrap();
+    let config = MemoryConfig::default().with_max_bytes(MemoryConfig::min_max_bytes(&options));
+    let store = MemoryStore::with_options(config, options).unwrap();
     runtime().block_on(async {
         let k = key("task");
         let j = key("task");
@@ -432,14 +435,6 @@ fn config_errors_name_their_keys() {
         (MemoryConfig::default().with_max_entries(0), "memory.max_entries"),
         (MemoryConfig::default().with_max_bytes(10), "memory.max_bytes"),
         (
-            MemoryConfig::default().with_key_prefix("has space"),
-            "memory.key_prefix",
-        ),
-        (
-            MemoryConfig::default().with_max_session_bytes(52),
-            "memory.max_session_bytes",
-        ),
-        (
             MemoryConfig::default().with_sweep_interval(Duration::ZERO),
             "memory.sweep_interval_ms",
         ),
@@ -457,15 +452,16 @@ fn config_errors_name_their_keys() {
 
 #[test]
 fn config_deserializes_with_defaults_and_refuses_unknown_keys() {
-    let c: MemoryConfig = serde_json::from_str(
-        r#"{"max_entries": 5000, "at_capacity": "reject", "key_prefix": "omnia:session:"}"#,
-    )
-    .unwrap();
+    let c: MemoryConfig = serde_json::from_str(r#"{"max_entries": 5000, "at_capacity": "reject"}"#).unwrap();
     assert_eq!(c.max_entries, 5000);
     assert_eq!(c.at_capacity, AtCapacity::Reject);
     assert_eq!(c.max_bytes, MemoryConfig::default().max_bytes);
-    let store = MemoryStore::new(c).unwrap();
+    let options = StoreOptions::new(KeyPrefix::new("omnia:session:").unwrap());
+    let store = MemoryStore::with_options(c, options).unwrap();
     assert_eq!(store.key_prefix().as_str(), "omnia:session:");
+    // The key prefix and the size limit are shared settings, not the memory section's.
+    assert!(serde_json::from_str::<MemoryConfig>(r#"{"key_prefix": "a:"}"#).is_err());
+    assert!(serde_json::from_str::<MemoryConfig>(r#"{"max_session_bytes": 100}"#).is_err());
     let empty: MemoryConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(empty, MemoryConfig::default());
     assert!(serde_json::from_str::<MemoryConfig>(r#"{"max_entires": 5}"#).is_err());

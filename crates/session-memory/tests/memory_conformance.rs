@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::testing::{Harness, TestStore};
-use session_core::KeyPrefix;
+use session_core::{KeyPrefix, StoreOptions};
 use session_memory::{MemoryConfig, MemoryStore};
 
 struct MemoryHarness;
 
-fn test_store(config: MemoryConfig) -> TestStore {
-    let store = Arc::new(MemoryStore::new(config).unwrap());
+fn test_store(config: MemoryConfig, prefix: KeyPrefix) -> TestStore {
+    let store = Arc::new(MemoryStore::with_options(config, StoreOptions::new(prefix)).unwrap());
     TestStore {
         store: store.clone(),
         raw: store,
@@ -22,15 +22,11 @@ fn test_store(config: MemoryConfig) -> TestStore {
 #[session_core::async_trait]
 impl Harness for MemoryHarness {
     async fn open(&self, prefix: KeyPrefix) -> TestStore {
-        test_store(MemoryConfig::default().with_key_prefix(prefix.as_str()))
+        test_store(MemoryConfig::default(), prefix)
     }
 
     async fn open_tombstoned(&self, prefix: KeyPrefix, ttl: Duration) -> TestStore {
-        test_store(
-            MemoryConfig::default()
-                .with_key_prefix(prefix.as_str())
-                .with_tombstones(ttl),
-        )
+        test_store(MemoryConfig::default().with_tombstones(ttl), prefix)
     }
 }
 

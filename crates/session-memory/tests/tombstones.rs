@@ -10,7 +10,8 @@ use session_core::backend::{
 };
 use session_core::testing::RawAccess;
 use session_core::{
-    Clock, Error, ManualClock, Meta, Namespace, SessionId, SessionKey, SessionStore, StoreStats, Version,
+    Clock, Error, ManualClock, Meta, Namespace, SessionId, SessionKey, SessionStore, StoreOptions,
+    StoreStats, Version,
 };
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore, ENTRY_OVERHEAD_BYTES};
 
@@ -52,7 +53,10 @@ async fn tombstone(store: &MemoryStore, key: &SessionKey) -> Meta {
 /// A store judged by a manual clock, built outside a runtime (no sweeper: `sweep_now` reclaims).
 fn manual(config: MemoryConfig) -> (MemoryStore, ManualClock) {
     let (clock, hand) = Clock::manual(now_ms());
-    (MemoryStore::with_clock(config, clock).unwrap(), hand)
+    (
+        MemoryStore::with_clock(config, StoreOptions::default(), clock).unwrap(),
+        hand,
+    )
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -358,7 +362,10 @@ async fn a_reconciled_write_is_stamped_like_a_save() {
     );
     assert_eq!(tombstone(&store, &k).await.expires_at, r.meta.max_expires_at);
     // An oversized write is refused before anything, even where a tombstone would keep it out.
-    let small = MemoryStore::new(MemoryConfig::default().with_max_session_bytes(HEADER_LEN + 10)).unwrap();
+    let options = StoreOptions::default()
+        .with_max_session_bytes(HEADER_LEN + 10)
+        .unwrap();
+    let small = MemoryStore::with_options(MemoryConfig::default(), options).unwrap();
     let big = rec_at(&[0u8; 11], now_ms() + HOUR_MS);
     assert!(matches!(
         small.reconcile(&k, Version::NONE, Change::Write(&big)).await,

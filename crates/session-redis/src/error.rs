@@ -62,17 +62,7 @@ fn reply_code(details: &str) -> &str {
 
 /// A shortened, single-line copy of an error's details for a message.
 fn clip(details: &str) -> String {
-    let one_line: String = details
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if one_line.chars().count() > 200 {
-        let mut s: String = one_line.chars().take(200).collect();
-        s.push('…');
-        s
-    } else {
-        one_line
-    }
+    session_core::backend::clip_to(details, 200)
 }
 
 fn unavailable(message: String, e: FredError) -> Error {
@@ -155,6 +145,7 @@ pub(crate) fn map_command_error(
             "Redis refused the credentials; check redis.username and redis.password".to_owned(),
             e,
         ),
+        #[cfg(feature = "tls")]
         FredKind::Tls => backend(format!("TLS error: {}", clip(e.details())), e),
         FredKind::Parse => backend(format!("unexpected reply from Redis: {}", clip(e.details())), e),
         _ => backend(format!("Redis answered {}", clip(e.details())), e),
@@ -240,6 +231,7 @@ pub(crate) fn map_connect_error(e: FredError, tls: bool, connect_timeout: Durati
             };
             unavailable(message, e)
         }
+        #[cfg(feature = "tls")]
         FredKind::Tls => config(
             "redis.tls",
             format!(

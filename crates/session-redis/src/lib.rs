@@ -19,7 +19,7 @@ pub use config::{
     DEFAULT_RECONNECT_MAX_DELAY_MS, DEFAULT_RECONNECT_MIN_DELAY_MS, DEFAULT_TIMEOUT_MS,
     DEFAULT_TOMBSTONE_TTL_MS, DEFAULT_UNRESPONSIVE_TIMEOUT_MS, DEFAULT_URL, MAX_TOMBSTONE_TTL_MS,
 };
-pub use store::RedisStore;
+pub use store::{RedisStore, RedisStoreBuilder};
 
 /// The fred version this crate is built on, so users name the same types.
 pub use fred;

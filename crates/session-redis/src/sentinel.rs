@@ -198,6 +198,7 @@ pub(crate) fn spawn_watch(inner: &Arc<Inner>, built: &Built) {
         },
         username: username.clone(),
         password: password.clone(),
+        #[cfg(feature = "tls")]
         tls: built.fred.tls.clone(),
         fail_fast: false,
         ..FredConfig::default()

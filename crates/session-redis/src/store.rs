@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use fred::clients::Client;
 use fred::interfaces::ClientLike;
+use fred::types::config::Config as FredConfig;
 use fred::types::config::Options;
 use fred::types::{FromValue, Key, Value};
-use session_core::{Error, KeyPrefix, Result, SessionKey};
+use session_core::{Error, KeyPrefix, Result, SessionKey, StoreOptions};
 
 use crate::cluster::{Cluster, Cmd};
 use crate::config::{Built, RedisConfig, Topology};
@@ -57,6 +58,84 @@ const MAX_BATCH: usize = 1024;
 #[derive(Clone)]
 pub struct RedisStore {
     pub(crate) inner: Arc<Inner>,
+}
+
+/// Builds a [`RedisStore`] ([`RedisStore::builder`]).
+///
+/// ```no_run
+/// # async fn demo() -> session_core::Result<()> {
+/// use session_core::{KeyPrefix, StoreOptions};
+/// use session_redis::{RedisConfig, RedisStore};
+///
+/// // The application already has a fred client (or pool: pass `pool.next()`).
+/// let client = session_redis::fred::prelude::Builder::default_centralized().build()
+///     .map_err(|e| session_core::Error::config("redis", e.to_string()))?;
+/// let store = RedisStore::builder(RedisConfig::default())
+///     .options(StoreOptions::new(KeyPrefix::new("app:session:")?))
+///     .fred_client(&client)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until connect or connect_lazy"]
+pub struct RedisStoreBuilder {
+    config: RedisConfig,
+    options: StoreOptions,
+    fred: Option<FredConfig>,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("config", &self.config)
+            .field("options", &self.options)
+            .field("fred_client", &self.fred.is_some())
+            .finish()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The key prefix and the largest session accepted (default `session:` and 1 MiB).
+    pub fn options(mut self, options: StoreOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Takes the connection settings — servers, topology (standalone, sentinel, cluster),
+    /// credentials, database, TLS — from an application's fred client (for a fred `Pool`,
+    /// `pool.next()`), so Redis is described once. The store still opens its own connections
+    /// with them: it closes a connection whose write timed out (fencing, see [`RedisStore`]),
+    /// which must never be one the application's other commands use. Timeouts, pool size,
+    /// reconnection and tombstones come from the [`RedisConfig`]; its connection keys (`url`,
+    /// `username`, `password`, `database`, `tls`, `sentinel`) must be left unset.
+    pub fn fred_client<C: ClientLike>(mut self, client: &C) -> Self {
+        self.fred = Some(client.client_config());
+        self
+    }
+
+    fn built(&self, verify: bool) -> Result<Built> {
+        match &self.fred {
+            Some(fred) => self.config.build_from_fred(fred.clone(), &self.options, verify),
+            None => self.config.build(&self.options, verify),
+        }
+    }
+
+    /// Connects as [`RedisStore::connect`] does.
+    ///
+    /// # Errors
+    /// As [`RedisStore::connect`]; [`Error::Config`] naming a connection key that is set
+    /// together with [`fred_client`](Self::fred_client).
+    pub async fn connect(self) -> Result<RedisStore> {
+        RedisStore::connect_built(self.built(true)?).await
+    }
+
+    /// Returns at once and connects in the background, as [`RedisStore::connect_lazy`] does.
+    ///
+    /// # Errors
+    /// As [`RedisStore::connect_lazy`].
+    pub fn connect_lazy(self) -> Result<RedisStore> {
+        RedisStore::connect_lazy_built(self.built(false)?)
+    }
 }
 
 /// One write on pooled connection `$i` of node `$node` under the fence, as a future of
@@ -126,7 +205,20 @@ impl RedisStore {
     ///   answer in time (including a TLS client on a plaintext port: "TLS handshake did not
     ///   complete: is the server TLS?").
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let built = config.build(true)?;
+        RedisStore::builder(config).connect().await
+    }
+
+    /// A builder: the shared key prefix and size limit ([`StoreOptions`]), or the connection
+    /// settings of an application's own fred client.
+    pub fn builder(config: RedisConfig) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            config,
+            options: StoreOptions::default(),
+            fred: None,
+        }
+    }
+
+    async fn connect_built(built: Built) -> Result<Self> {
         let connect_timeout = built.connect_timeout;
         let tls = built.tls;
         let servers = server_list(&built.fred.server);
@@ -174,13 +266,16 @@ impl RedisStore {
     /// [`Error::Config`] for a bad configuration value (nothing is connected then), or when
     /// called outside a Tokio runtime.
     pub fn connect_lazy(config: RedisConfig) -> Result<Self> {
+        RedisStore::builder(config).connect_lazy()
+    }
+
+    fn connect_lazy_built(built: Built) -> Result<Self> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::config(
                 "redis",
                 "RedisStore::connect_lazy must be called from within a Tokio runtime",
             ));
         }
-        let built = config.build(false)?;
         let store = RedisStore::from_built(built.clone());
         match &store.inner.nodes {
             Nodes::One(node) => {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_core::backend::{now_ms, CodecId, Record};
-use session_core::{Error, Namespace, SessionId, SessionKey, SessionStore};
+use session_core::{Error, KeyPrefix, Namespace, SessionId, SessionKey, SessionStore, StoreOptions};
 use session_redis::fred::util::redis_keyslot;
 use session_redis::{RedisConfig, RedisStore};
 use testkit_redis::resp::{self, info_field, Reply};
@@ -63,13 +63,17 @@ fn start_cluster(node_timeout_ms: u64) -> Cluster {
     Cluster::start_with(&options).expect("cluster starts")
 }
 
-fn config(url: String, prefix: &str) -> RedisConfig {
+fn config(url: String) -> RedisConfig {
     let mut c = RedisConfig::new(url);
     c.timeout_ms = TIMEOUT_MS;
     c.connect_timeout_ms = 5_000;
     c.unresponsive_timeout_ms = 5_000;
-    c.key_prefix = prefix.to_owned();
     c
+}
+
+async fn connect(config: RedisConfig, prefix: &str) -> session_core::Result<RedisStore> {
+    let options = StoreOptions::new(KeyPrefix::new(prefix).unwrap());
+    RedisStore::builder(config).options(options).connect().await
 }
 
 fn random_prefix() -> String {
@@ -102,24 +106,25 @@ fn record(index: usize, counter: u64, size: usize) -> Record {
 
 /// The sessions of one scenario.
 struct Sessions {
+    prefix: KeyPrefix,
     keys: Vec<SessionKey>,
     full: Vec<String>,
     size: usize,
 }
 
 impl Sessions {
-    async fn create(store: &RedisStore, config: &RedisConfig, n: usize, size: usize) -> Sessions {
+    async fn create(store: &RedisStore, n: usize, size: usize) -> Sessions {
         let ns = Namespace::new("shard").unwrap();
         let keys: Vec<SessionKey> = (0..n)
             .map(|_| SessionKey::new(ns.clone(), SessionId::generate().unwrap()))
             .collect();
-        Sessions::write(store, config, keys, size).await
+        Sessions::write(store, keys, size).await
     }
 
     /// `n` sessions whose keys all hash to one slot (random ids, kept when they land there).
-    async fn create_in_one_slot(store: &RedisStore, config: &RedisConfig, n: usize, size: usize) -> Sessions {
+    async fn create_in_one_slot(store: &RedisStore, n: usize, size: usize) -> Sessions {
         let ns = Namespace::new("shard").unwrap();
-        let prefix = config.key_prefix().unwrap();
+        let prefix = store.key_prefix();
         let first = SessionKey::new(ns.clone(), SessionId::generate().unwrap());
         let slot = redis_keyslot(prefix.render(&first).as_bytes());
         let mut keys = vec![first];
@@ -129,11 +134,11 @@ impl Sessions {
                 keys.push(key);
             }
         }
-        Sessions::write(store, config, keys, size).await
+        Sessions::write(store, keys, size).await
     }
 
-    async fn write(store: &RedisStore, config: &RedisConfig, keys: Vec<SessionKey>, size: usize) -> Sessions {
-        let prefix = config.key_prefix().unwrap();
+    async fn write(store: &RedisStore, keys: Vec<SessionKey>, size: usize) -> Sessions {
+        let prefix = store.key_prefix().clone();
         let full = keys.iter().map(|k| prefix.render(k)).collect();
         let items: Vec<(SessionKey, Record)> = keys
             .iter()
@@ -143,7 +148,12 @@ impl Sessions {
         for chunk in items.chunks(200) {
             store.save_many(chunk).await.expect("sessions written");
         }
-        Sessions { keys, full, size }
+        Sessions {
+            prefix,
+            keys,
+            full,
+            size,
+        }
     }
 
     fn slot(&self, index: usize) -> u16 {
@@ -210,7 +220,7 @@ async fn run_task(t: usize, store: &RedisStore, sessions: &Sessions, stop: &Atom
                 let counter = log.sent[&index] + 1;
                 log.sent.insert(index, counter);
                 let rec = record(index, counter, sessions.size);
-                let written = if n % 3 == 0 {
+                let written = if n.is_multiple_of(3) {
                     store.save(key, &rec).await
                 } else {
                     store.update(key, &rec).await
@@ -248,7 +258,7 @@ async fn run_task(t: usize, store: &RedisStore, sessions: &Sessions, stop: &Atom
         }
         log.outcomes.push(Outcome { index, error });
         n += 1;
-        if n % 64 == 0 {
+        if n.is_multiple_of(64) {
             tokio::task::yield_now().await;
         }
     }
@@ -408,7 +418,7 @@ async fn verdict(
 ) -> Verdict {
     let mut fresh_config = config.clone();
     fresh_config.url = url.to_owned();
-    let fresh = RedisStore::connect(fresh_config)
+    let fresh = connect(fresh_config, sessions.prefix.as_str())
         .await
         .expect("a fresh store connects");
     let mut v = Verdict {
@@ -481,9 +491,9 @@ async fn a_killed_master_costs_only_its_slots() {
     }
     let _serial = SERIAL.lock().await;
     let mut cluster = start_cluster(1000);
-    let config = config(cluster.url(), &random_prefix());
-    let store = RedisStore::connect(config.clone()).await.expect("connects");
-    let sessions = Arc::new(Sessions::create(&store, &config, 3_000, 512).await);
+    let config = config(cluster.url());
+    let store = connect(config.clone(), &random_prefix()).await.expect("connects");
+    let sessions = Arc::new(Sessions::create(&store, 3_000, 512).await);
     let load = Load::start(&store, &sessions);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -546,9 +556,9 @@ async fn a_graceful_failover_loses_nothing() {
     }
     let _serial = SERIAL.lock().await;
     let cluster = start_cluster(1000);
-    let config = config(cluster.url(), &random_prefix());
-    let store = RedisStore::connect(config.clone()).await.expect("connects");
-    let sessions = Arc::new(Sessions::create(&store, &config, 3_000, 512).await);
+    let config = config(cluster.url());
+    let store = connect(config.clone(), &random_prefix()).await.expect("connects");
+    let sessions = Arc::new(Sessions::create(&store, 3_000, 512).await);
     let ports = cluster.ports();
     reset_stats(&ports);
     let load = Load::start(&store, &sessions);
@@ -595,9 +605,9 @@ async fn resharding_under_load_fails_nothing() {
     }
     let _serial = SERIAL.lock().await;
     let mut cluster = start_cluster(5000);
-    let config = config(cluster.url(), &random_prefix());
-    let store = RedisStore::connect(config.clone()).await.expect("connects");
-    let sessions = Arc::new(Sessions::create(&store, &config, 3_000, 512).await);
+    let config = config(cluster.url());
+    let store = connect(config.clone(), &random_prefix()).await.expect("connects");
+    let sessions = Arc::new(Sessions::create(&store, 3_000, 512).await);
     let ns = Namespace::new("shard").unwrap();
     let untouched = create_untouched(&store, UNTOUCHED).await;
     let load = Load::start(&store, &sessions);
@@ -708,9 +718,9 @@ async fn count_is_exact_while_a_slot_migrates() {
     }
     let _serial = SERIAL.lock().await;
     let cluster = start_cluster(5000);
-    let config = config(cluster.url(), &random_prefix());
-    let store = RedisStore::connect(config.clone()).await.expect("connects");
-    let sessions = Sessions::create_in_one_slot(&store, &config, 200, 64).await;
+    let config = config(cluster.url());
+    let store = connect(config.clone(), &random_prefix()).await.expect("connects");
+    let sessions = Sessions::create_in_one_slot(&store, 200, 64).await;
     let ns = Namespace::new("shard").unwrap();
     let of = sessions.keys.len() as u64;
     assert_eq!(store.count(&ns).await.expect("count before"), of);
@@ -793,9 +803,9 @@ async fn a_migration_held_open_serves_every_key() {
     }
     let _serial = SERIAL.lock().await;
     let cluster = start_cluster(5000);
-    let config = config(cluster.url(), &random_prefix());
-    let store = RedisStore::connect(config.clone()).await.expect("connects");
-    let sessions = Arc::new(Sessions::create_in_one_slot(&store, &config, 48, 64 * 1024).await);
+    let config = config(cluster.url());
+    let store = connect(config.clone(), &random_prefix()).await.expect("connects");
+    let sessions = Arc::new(Sessions::create_in_one_slot(&store, 48, 64 * 1024).await);
     let slot = sessions.slot(0);
     let masters = cluster.masters().expect("masters");
     let source = *masters
@@ -840,7 +850,7 @@ async fn a_migration_held_open_serves_every_key() {
     // A new session and a rotate in the half-moved slot.
     let extra_key = loop {
         let key = SessionKey::new(Namespace::new("shard").unwrap(), SessionId::generate().unwrap());
-        if redis_keyslot(config.key_prefix().unwrap().render(&key).as_bytes()) == slot {
+        if redis_keyslot(store.key_prefix().render(&key).as_bytes()) == slot {
             break key;
         }
     };

@@ -41,8 +41,15 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn config(url: String) -> RedisConfig {
     let mut c = RedisConfig::new(url);
     c.timeout_ms = TIMEOUT_MS;
-    c.key_prefix = format!("f{}:", &SessionId::generate().unwrap().as_str()[..8]).replace(['-', '_'], "x");
     c
+}
+
+/// A store with a key prefix of its own.
+fn builder(config: RedisConfig) -> session_redis::RedisStoreBuilder {
+    let prefix = format!("f{}:", &SessionId::generate().unwrap().as_str()[..8]).replace(['-', '_'], "x");
+    RedisStore::builder(config).options(session_core::StoreOptions::new(
+        session_core::KeyPrefix::new(&prefix).unwrap(),
+    ))
 }
 
 fn record(payload: &[u8]) -> Record {
@@ -222,7 +229,7 @@ async fn sigstop_calls_time_out_then_recover() {
     }
     let _serial = SERIAL.lock().await;
     let server = Standalone::start().expect("redis-server starts");
-    let store = RedisStore::connect(config(server.url())).await.expect("connects");
+    let store = builder(config(server.url())).connect().await.expect("connects");
     assert_works(&store).await;
 
     let load = Load::start(&store, 4);
@@ -276,7 +283,7 @@ async fn kill_and_restart_reconnects_by_itself() {
     }
     let _serial = SERIAL.lock().await;
     let mut server = Standalone::start().expect("redis-server starts");
-    let store = RedisStore::connect(config(server.url())).await.expect("connects");
+    let store = builder(config(server.url())).connect().await.expect("connects");
     assert_works(&store).await;
 
     let load = Load::start(&store, 4);
@@ -368,9 +375,7 @@ async fn cluster_master_killed_fails_over() {
     }
     let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start().expect("cluster starts");
-    let store = RedisStore::connect(config(cluster.url()))
-        .await
-        .expect("connects");
+    let store = builder(config(cluster.url())).connect().await.expect("connects");
     assert_works(&store).await;
 
     let load = Load::start(&store, 4);
@@ -398,9 +403,7 @@ async fn sentinel_master_killed_store_follows() {
     }
     let _serial = SERIAL.lock().await;
     let mut sentinel = Sentinel::start().expect("sentinel topology starts");
-    let store = RedisStore::connect(config(sentinel.url()))
-        .await
-        .expect("connects");
+    let store = builder(config(sentinel.url())).connect().await.expect("connects");
     assert_works(&store).await;
 
     let load = Load::start(&store, 4);
@@ -428,7 +431,9 @@ async fn lazy_start_fails_fast_then_serves() {
     }
     let _serial = SERIAL.lock().await;
     let port = find_free_port().expect("free port");
-    let store = RedisStore::connect_lazy(config(format!("redis://127.0.0.1:{port}"))).expect("lazy store");
+    let store = builder(config(format!("redis://127.0.0.1:{port}")))
+        .connect_lazy()
+        .expect("lazy store");
     let key = new_key();
     let mut worst = Duration::ZERO;
     let mut down_calls = 0;

@@ -78,12 +78,11 @@ const ROTATE_RETRY: Duration = Duration::from_secs(3);
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn config(url: String, prefix: &str) -> RedisConfig {
+fn config(url: String) -> RedisConfig {
     let mut c = RedisConfig::new(url);
     c.timeout_ms = TIMEOUT_MS;
     c.connect_timeout_ms = 5_000;
     c.unresponsive_timeout_ms = 5_000;
-    c.key_prefix = prefix.to_owned();
     c
 }
 
@@ -276,7 +275,7 @@ async fn run_task(t: usize, store: &RedisStore, stop: &AtomicBool) -> TaskLog {
         if failed {
             // Calls fail at once while the store has no master: don't spin the two cores.
             tokio::time::sleep(Duration::from_millis(5)).await;
-        } else if n % 64 == 0 {
+        } else if n.is_multiple_of(64) {
             tokio::task::yield_now().await;
         }
     }
@@ -856,7 +855,11 @@ async fn scenario(name: &str, fault: Fault, options: TopologyOptions) -> Verdict
     let began = Instant::now();
     let mut sentinel = Sentinel::start_with(&options).expect("sentinel topology starts");
     let prefix = random_prefix();
-    let store = RedisStore::connect(config(sentinel.url(), &prefix))
+    let store = RedisStore::builder(config(sentinel.url()))
+        .options(session_core::StoreOptions::new(
+            session_core::KeyPrefix::new(&prefix).unwrap(),
+        ))
+        .connect()
         .await
         .expect("connects");
     let load = Load::start(&store);

@@ -40,8 +40,13 @@ fn config(url: String) -> RedisConfig {
     c.unresponsive_timeout_ms = 2_000;
     c.reconnect.min_delay_ms = 20;
     c.reconnect.max_delay_ms = 200;
-    c.key_prefix = "w:".into();
     c
+}
+
+/// Connects a store whose keys start with `w:`.
+async fn connect(config: RedisConfig) -> session_core::Result<RedisStore> {
+    let options = session_core::StoreOptions::new(session_core::KeyPrefix::new("w:").unwrap());
+    RedisStore::builder(config).options(options).connect().await
 }
 
 fn record(payload: &[u8]) -> Record {
@@ -83,9 +88,7 @@ async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool
 async fn behind_proxy() -> (RedisServer, FaultProxy, RedisStore) {
     let server = RedisServer::start().expect("redis-server starts");
     let proxy = FaultProxy::start(([127, 0, 0, 1], server.port()).into()).expect("proxy starts");
-    let store = RedisStore::connect(config(proxy.url()))
-        .await
-        .expect("store connects");
+    let store = connect(config(proxy.url())).await.expect("store connects");
     (server, proxy, store)
 }
 
@@ -253,7 +256,7 @@ async fn rotate_under_client_pause_keeps_the_session() {
     }
     let _serial = SERIAL.lock().await;
     let server = RedisServer::start().expect("redis-server starts");
-    let store = RedisStore::connect(config(server.url())).await.unwrap();
+    let store = connect(config(server.url())).await.unwrap();
     let mut runs = Vec::new();
     for _ in 0..5 {
         let key = new_key();
@@ -344,7 +347,7 @@ async fn oom_refuses_writes_and_serves_reads() {
     }
     let _serial = SERIAL.lock().await;
     let server = RedisServer::start().expect("redis-server starts");
-    let store = RedisStore::connect(config(server.url())).await.unwrap();
+    let store = connect(config(server.url())).await.unwrap();
     let keys: Vec<SessionKey> = (0..200).map(|_| new_key()).collect();
     for k in &keys {
         store.save(k, &record(&[7u8; 1000])).await.unwrap();
@@ -414,7 +417,7 @@ async fn plain_writes_are_one_native_command() {
     }
     let _serial = SERIAL.lock().await;
     let server = RedisServer::start().expect("redis-server starts");
-    let store = RedisStore::connect(config(server.url())).await.unwrap();
+    let store = connect(config(server.url())).await.unwrap();
     assert!(!store.keeps_tombstones());
     server.cmd(&["CONFIG", "RESETSTAT"]).unwrap();
     let n = 100;
@@ -442,7 +445,7 @@ async fn plain_writes_are_one_native_command() {
 
     let mut c = config(server.url());
     c.tombstone_ttl_ms = 60_000;
-    let tombstoned = RedisStore::connect(c).await.unwrap();
+    let tombstoned = connect(c).await.unwrap();
     assert!(tombstoned.keeps_tombstones());
     server.cmd(&["CONFIG", "RESETSTAT"]).unwrap();
     let mut late_updates = 0u64;
@@ -495,7 +498,7 @@ async fn redis_clock_alone_decides_expiry() {
     }
     let _serial = SERIAL.lock().await;
     let server = RedisServer::start().expect("redis-server starts");
-    let store = RedisStore::connect(config(server.url())).await.unwrap();
+    let store = connect(config(server.url())).await.unwrap();
     let key = new_key();
     // Header deadline 2 s ago by this host's clock; Redis's own expiry 60 s from now.
     let mut r = record(b"skewed");

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use common::{config_for, RawRedis};
 use session_core::backend::{now_ms, CodecId, Record, FORMAT_VERSION};
-use session_core::{Bytes, Error, Namespace, SessionId, SessionKey, SessionStore, Version};
+use session_core::{
+    Bytes, Error, KeyPrefix, Namespace, SessionId, SessionKey, SessionStore, StoreOptions, Version,
+};
 use session_redis::fred::interfaces::ClientLike;
 use session_redis::fred::types::{CustomCommand, Value};
 use session_redis::{RedisConfig, RedisStore};
@@ -31,13 +33,22 @@ fn current_target() -> Option<TestTarget> {
 }
 
 /// A store on the topology under test with a random key prefix, and raw access to it.
-async fn open() -> Option<(RedisStore, RawRedis, RedisConfig)> {
+async fn open() -> Option<(RedisStore, RawRedis, KeyPrefix)> {
     let target = current_target()?;
-    let mut config = config_for(&target);
-    config.key_prefix = session_core::testing::random_prefix().as_str().to_owned();
-    let store = RedisStore::connect(config.clone()).await.expect("store connects");
+    let config = config_for(&target);
+    let prefix = session_core::testing::random_prefix();
+    let store = connect_with_prefix(config.clone(), prefix.clone())
+        .await
+        .expect("store connects");
     let raw = RawRedis::connect(&config).await;
-    Some((store, raw, config))
+    Some((store, raw, prefix))
+}
+
+async fn connect_with_prefix(config: RedisConfig, prefix: KeyPrefix) -> session_core::Result<RedisStore> {
+    RedisStore::builder(config)
+        .options(StoreOptions::new(prefix))
+        .connect()
+        .await
 }
 
 fn rec(payload: &[u8]) -> Record {
@@ -52,8 +63,8 @@ fn new_key(namespace: &str) -> SessionKey {
     SessionKey::new(ns(namespace), SessionId::generate().unwrap())
 }
 
-fn full_key(config: &RedisConfig, key: &SessionKey) -> String {
-    config.key_prefix().unwrap().render(key)
+fn full_key(prefix: &KeyPrefix, key: &SessionKey) -> String {
+    prefix.render(key)
 }
 
 fn assert_corrupt<T: std::fmt::Debug>(r: session_core::Result<T>, what: &str, key: &SessionKey) {
@@ -72,7 +83,7 @@ fn assert_corrupt<T: std::fmt::Debug>(r: session_core::Result<T>, what: &str, ke
 /// value, for the plain writes `save` and `update`), leaves the planted bytes and their TTL alone, and the store keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_values_are_corrupt_and_left_alone() {
-    let Some((store, raw, config)) = open().await else {
+    let Some((store, raw, prefix)) = open().await else {
         return;
     };
     let envelope = rec(b"0123456789").encode();
@@ -91,7 +102,7 @@ async fn foreign_values_are_corrupt_and_left_alone() {
     ];
     for (what, bytes) in cases {
         let key = new_key("task");
-        let full = full_key(&config, &key);
+        let full = full_key(&prefix, &key);
         raw.set(&full, bytes.clone(), HOUR_MS).await;
         assert_corrupt(store.load(&key).await, what, &key);
         let many = store.load_many(std::slice::from_ref(&key)).await.unwrap();
@@ -134,14 +145,14 @@ async fn foreign_values_are_corrupt_and_left_alone() {
 /// value back under the old id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_codec_is_corrupt_and_rotate_puts_it_back() {
-    let Some((store, raw, config)) = open().await else {
+    let Some((store, raw, prefix)) = open().await else {
         return;
     };
     let mut v = rec(b"x").encode().to_vec();
     v[5] = 0xee;
     let bytes = Bytes::from(v);
     let key = new_key("task");
-    let full = full_key(&config, &key);
+    let full = full_key(&prefix, &key);
     raw.set(&full, bytes.clone(), HOUR_MS).await;
     assert_corrupt(store.load(&key).await, "unknown codec", &key);
     let new_id = SessionId::generate().unwrap();
@@ -159,11 +170,11 @@ async fn unknown_codec_is_corrupt_and_rotate_puts_it_back() {
 /// temporary error; delete removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_redis_type_is_corrupt() {
-    let Some((store, _raw, config)) = open().await else {
+    let Some((store, _raw, prefix)) = open().await else {
         return;
     };
     let key = new_key("task");
-    let full = full_key(&config, &key);
+    let full = full_key(&prefix, &key);
     let client = store.clients().remove(0);
     let _: Value = client
         .custom(
@@ -191,7 +202,7 @@ async fn other_redis_type_is_corrupt() {
 /// not a sibling namespace, a longer prefix or keys planted next to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_cannot_inject_and_count_is_not_fooled() {
-    let Some((store, raw, config)) = open().await else {
+    let Some((store, raw, prefix)) = open().await else {
         return;
     };
     for bad in [
@@ -209,7 +220,7 @@ async fn ids_cannot_inject_and_count_is_not_fooled() {
             "{bad:?} accepted"
         );
     }
-    let prefix = config.key_prefix.clone();
+    let prefix = prefix.as_str().to_owned();
     for _ in 0..3 {
         store.save(&new_key("task"), &rec(b"t")).await.unwrap();
     }
@@ -232,13 +243,8 @@ async fn ids_cannot_inject_and_count_is_not_fooled() {
     assert_eq!(store.count(&ns("orchestrator")).await.unwrap(), 1);
     // Prefixes and namespaces with glob characters are refused before any key exists.
     for bad_prefix in ["t*:", "t?:", "t[ab]:", "{t}:", "a b:"] {
-        let mut c = config.clone();
-        c.key_prefix = bad_prefix.into();
-        let e = RedisStore::connect(c).await.unwrap_err();
-        assert!(
-            matches!(e, Error::Config { ref key, .. } if key == "redis.key_prefix"),
-            "{e}"
-        );
+        let e = KeyPrefix::new(bad_prefix).unwrap_err();
+        assert!(matches!(e, Error::InvalidKeyPrefix { .. }), "{e}");
     }
     for bad_ns in ["task*", "ta?k", "task:x", "Task"] {
         assert!(Namespace::new(bad_ns).is_err(), "{bad_ns:?} accepted");
@@ -404,9 +410,10 @@ async fn huge_batches_fit_a_small_command_queue() {
         return;
     };
     let mut config = config_for(&target);
-    config.key_prefix = session_core::testing::random_prefix().as_str().to_owned();
     config.max_pending_commands = 16;
-    let store = RedisStore::connect(config).await.unwrap();
+    let store = connect_with_prefix(config, session_core::testing::random_prefix())
+        .await
+        .unwrap();
     let items: Vec<(SessionKey, Record)> = (0..600u32)
         .map(|i| (new_key("task"), rec(&i.to_be_bytes())))
         .collect();
@@ -458,7 +465,6 @@ async fn a_user_without_client_id_gets_no_unfenceable_writes() {
         "redis://{user}:pw-noid@{}",
         admin.url.trim_start_matches("redis://")
     );
-    c.key_prefix = session_core::testing::random_prefix().as_str().to_owned();
 
     let e = RedisStore::connect(c.clone()).await.unwrap_err();
     assert_eq!(config_key(&e), Some("redis.username"), "{e}");

@@ -65,9 +65,13 @@ mod cluster {
         };
         let nodes = ports(&target.url);
         assert_eq!(nodes.len(), 6, "six cluster nodes in {}", target.url);
-        let mut config = config_for(&target);
-        config.key_prefix = session_core::testing::random_prefix().as_str().to_owned();
-        let store = RedisStore::connect(config).await.expect("store connects");
+        let store = RedisStore::builder(config_for(&target))
+            .options(session_core::StoreOptions::new(
+                session_core::testing::random_prefix(),
+            ))
+            .connect()
+            .await
+            .expect("store connects");
         let ns = Namespace::new("route").unwrap();
         let keys: Vec<SessionKey> = (0..KEYS)
             .map(|_| SessionKey::new(ns.clone(), SessionId::generate().unwrap()))

@@ -18,25 +18,31 @@ use std::time::Duration;
 
 use common::{config_for, RawRedis};
 use session_core::backend::{decode_entry, now_ms, Change, CodecId, Entry, Record, Tombstone, HEADER_LEN};
-use session_core::{Bytes, Error, Namespace, SessionId, SessionKey, SessionStore, Version};
+use session_core::{
+    Bytes, Error, KeyPrefix, Namespace, SessionId, SessionKey, SessionStore, StoreOptions, Version,
+};
 use session_redis::fred::interfaces::ClientLike;
 use session_redis::fred::types::{ClusterHash, CustomCommand, Value};
-use session_redis::{RedisConfig, RedisStore};
+use session_redis::RedisStore;
 use testkit_redis::{topology_url, Topology};
 
 const HOUR_MS: u64 = 3_600_000;
 const TOMBSTONE_TTL_MS: u64 = 600_000;
 
 /// A store on the topology under test with a random key prefix (`tombstone_ttl_ms` as given),
-/// raw access to it, and its configuration.
-async fn open(tombstone_ttl_ms: u64) -> Option<(RedisStore, RawRedis, RedisConfig)> {
+/// raw access to it, and its key prefix.
+async fn open(tombstone_ttl_ms: u64) -> Option<(RedisStore, RawRedis, KeyPrefix)> {
     let target = Topology::ALL.into_iter().find_map(topology_url)?;
     let mut config = config_for(&target);
-    config.key_prefix = session_core::testing::random_prefix().as_str().to_owned();
+    let prefix = session_core::testing::random_prefix();
     config.tombstone_ttl_ms = tombstone_ttl_ms;
-    let store = RedisStore::connect(config.clone()).await.expect("store connects");
+    let store = RedisStore::builder(config.clone())
+        .options(StoreOptions::new(prefix.clone()))
+        .connect()
+        .await
+        .expect("store connects");
     let raw = RawRedis::connect(&config).await;
-    Some((store, raw, config))
+    Some((store, raw, prefix))
 }
 
 fn rec(payload: &[u8]) -> Record {
@@ -47,13 +53,13 @@ fn new_key() -> SessionKey {
     SessionKey::new(Namespace::new("task").unwrap(), SessionId::generate().unwrap())
 }
 
-fn full_key(config: &RedisConfig, key: &SessionKey) -> String {
-    config.key_prefix().unwrap().render(key)
+fn full_key(prefix: &KeyPrefix, key: &SessionKey) -> String {
+    prefix.render(key)
 }
 
 /// What Redis holds under `key`, read around the store.
-async fn entry(raw: &RawRedis, config: &RedisConfig, key: &SessionKey) -> Option<Entry> {
-    let bytes = raw.get(&full_key(config, key)).await?;
+async fn entry(raw: &RawRedis, prefix: &KeyPrefix, key: &SessionKey) -> Option<Entry> {
+    let bytes = raw.get(&full_key(prefix, key)).await?;
     Some(decode_entry(&bytes, "task").expect("an envelope"))
 }
 
@@ -75,33 +81,33 @@ async fn memory_usage(store: &RedisStore, full: &str) -> i64 {
 /// against a session key with a 1 KiB payload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tombstone_costs_a_header_and_a_key() {
-    let Some((store, raw, config)) = open(TOMBSTONE_TTL_MS).await else {
+    let Some((store, raw, prefix)) = open(TOMBSTONE_TTL_MS).await else {
         return;
     };
     let session = new_key();
     store.save(&session, &rec(&[7u8; 1024])).await.unwrap();
     let deleted = new_key();
     store.save(&deleted, &rec(&[7u8; 1024])).await.unwrap();
-    let before = memory_usage(&store, &full_key(&config, &deleted)).await;
+    let before = memory_usage(&store, &full_key(&prefix, &deleted)).await;
     assert!(store.delete(&deleted).await.unwrap());
     let unknown = new_key();
     assert!(!store.delete(&unknown).await.unwrap());
 
-    let session_bytes = memory_usage(&store, &full_key(&config, &session)).await;
-    let tombstone_bytes = memory_usage(&store, &full_key(&config, &deleted)).await;
-    let unknown_bytes = memory_usage(&store, &full_key(&config, &unknown)).await;
-    let value_len = raw.get(&full_key(&config, &deleted)).await.unwrap().len();
+    let session_bytes = memory_usage(&store, &full_key(&prefix, &session)).await;
+    let tombstone_bytes = memory_usage(&store, &full_key(&prefix, &deleted)).await;
+    let unknown_bytes = memory_usage(&store, &full_key(&prefix, &unknown)).await;
+    let value_len = raw.get(&full_key(&prefix, &deleted)).await.unwrap().len();
     println!(
         "FIGURES tombstone-memory: topology={} key_len={} tombstone_value_bytes={value_len} \
          tombstone_memory_usage={tombstone_bytes} unknown_id_tombstone_memory_usage={unknown_bytes} \
          session_1kib_memory_usage={session_bytes} same_session_before_delete={before} ratio={:.3}",
         store.topology(),
-        full_key(&config, &deleted).len(),
+        full_key(&prefix, &deleted).len(),
         tombstone_bytes as f64 / session_bytes as f64,
     );
     assert_eq!(value_len, HEADER_LEN, "a tombstone is the header alone");
     assert!(matches!(
-        entry(&raw, &config, &deleted).await,
+        entry(&raw, &prefix, &deleted).await,
         Some(Entry::Tombstone(_))
     ));
     assert_eq!(before, session_bytes);
@@ -117,7 +123,7 @@ async fn a_tombstone_costs_a_header_and_a_key() {
 /// be a revived session; there are none, and the key holds the tombstone afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn update_never_revives_a_tombstone() {
-    let Some((store, raw, config)) = open(TOMBSTONE_TTL_MS).await else {
+    let Some((store, raw, prefix)) = open(TOMBSTONE_TTL_MS).await else {
         return;
     };
     // After the delete, in order.
@@ -127,7 +133,7 @@ async fn update_never_revives_a_tombstone() {
     let e = store.update(&key, &rec(b"late")).await.unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
     assert!(matches!(
-        entry(&raw, &config, &key).await,
+        entry(&raw, &prefix, &key).await,
         Some(Entry::Tombstone(_))
     ));
 
@@ -168,7 +174,7 @@ async fn update_never_revives_a_tombstone() {
             updates_before += w.await.unwrap();
         }
         assert!(matches!(
-            entry(&raw, &config, &key).await,
+            entry(&raw, &prefix, &key).await,
             Some(Entry::Tombstone(_))
         ));
         assert_eq!(store.load(&key).await.unwrap(), None);
@@ -185,7 +191,7 @@ async fn update_never_revives_a_tombstone() {
 /// clock; a second delete replaces the tombstone with its own, never shortening its deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstone_deadlines() {
-    let Some((store, raw, config)) = open(TOMBSTONE_TTL_MS).await else {
+    let Some((store, raw, prefix)) = open(TOMBSTONE_TTL_MS).await else {
         return;
     };
     let key = new_key();
@@ -194,7 +200,7 @@ async fn tombstone_deadlines() {
     let m = store.create(&key, &r).await.unwrap();
     assert_eq!(m.deadline(), r.meta.max_expires_at);
     assert!(store.delete(&key).await.unwrap());
-    let full = full_key(&config, &key);
+    let full = full_key(&prefix, &key);
     let first = raw.get(&full).await.unwrap();
     match decode_entry(&first, "task").unwrap() {
         Entry::Tombstone(meta) => assert_eq!(meta.expires_at, r.meta.max_expires_at),
@@ -230,7 +236,7 @@ async fn tombstone_deadlines() {
 
     let unknown = new_key();
     assert!(!store.delete(&unknown).await.unwrap());
-    let pttl = raw.pttl(&full_key(&config, &unknown)).await;
+    let pttl = raw.pttl(&full_key(&prefix, &unknown)).await;
     assert!(
         pttl > TOMBSTONE_TTL_MS as i64 - 10_000 && pttl <= TOMBSTONE_TTL_MS as i64,
         "PTTL {pttl}: tombstone_ttl_ms"
@@ -244,7 +250,7 @@ async fn tombstone_deadlines() {
         let mut r = rec(b"stale");
         r.meta.version = Version::generate();
         r.meta.expires_at = now_ms() - 2_000;
-        raw.set(&full_key(&config, &stale), r.encode(), 60_000).await;
+        raw.set(&full_key(&prefix, &stale), r.encode(), 60_000).await;
         if replayed {
             let now = now_ms();
             let t = Tombstone::new(now, now + TOMBSTONE_TTL_MS);
@@ -260,13 +266,13 @@ async fn tombstone_deadlines() {
         } else {
             assert!(!store.delete(&stale).await.unwrap(), "no live session was there");
         }
-        let pttl = raw.pttl(&full_key(&config, &stale)).await;
+        let pttl = raw.pttl(&full_key(&prefix, &stale)).await;
         assert!(
             pttl > TOMBSTONE_TTL_MS as i64 - 10_000,
             "PTTL {pttl}: the tombstone must outlive a session past its deadline"
         );
         assert!(matches!(
-            entry(&raw, &config, &stale).await,
+            entry(&raw, &prefix, &stale).await,
             Some(Entry::Tombstone(_))
         ));
     }
@@ -275,14 +281,14 @@ async fn tombstone_deadlines() {
     // its place (as the memory store does).
     let foreign = new_key();
     let bytes = Bytes::from_static(b"not an envelope");
-    raw.set(&full_key(&config, &foreign), bytes.clone(), HOUR_MS)
+    raw.set(&full_key(&prefix, &foreign), bytes.clone(), HOUR_MS)
         .await;
     assert!(store.delete(&foreign).await.unwrap());
     assert!(matches!(
-        entry(&raw, &config, &foreign).await,
+        entry(&raw, &prefix, &foreign).await,
         Some(Entry::Tombstone(_))
     ));
-    let pttl = raw.pttl(&full_key(&config, &foreign)).await;
+    let pttl = raw.pttl(&full_key(&prefix, &foreign)).await;
     assert!(
         pttl > 0 && pttl <= HOUR_MS as i64,
         "PTTL {pttl}: the key's own deadline"
@@ -294,7 +300,7 @@ async fn tombstone_deadlines() {
 /// the id again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode_reads_a_tombstone_as_absent() {
-    let Some((store, raw, config)) = open(0).await else {
+    let Some((store, raw, prefix)) = open(0).await else {
         return;
     };
     assert!(!store.keeps_tombstones());
@@ -313,7 +319,7 @@ async fn every_mode_reads_a_tombstone_as_absent() {
         .unwrap();
     assert_eq!(r, session_core::backend::Reconciled::Applied);
     assert!(matches!(
-        entry(&raw, &config, &key).await,
+        entry(&raw, &prefix, &key).await,
         Some(Entry::Tombstone(_))
     ));
     assert_eq!(store.load(&key).await.unwrap(), None);
@@ -332,7 +338,7 @@ async fn every_mode_reads_a_tombstone_as_absent() {
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        entry(&raw, &config, &key).await,
+        entry(&raw, &prefix, &key).await,
         Some(Entry::Tombstone(_))
     ));
     // A session rotated onto a tombstoned id replaces the tombstone.

@@ -40,7 +40,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -49,7 +48,7 @@ pub use session_core::*;
 
 mod settings;
 
-pub use settings::{Backend, MetricsSettings, Settings, ENV_PREFIX};
+pub use settings::{Backend, Loader, MetricsSettings, Settings, ENV_PREFIX};
 
 /// The in-memory backend.
 #[cfg(feature = "memory")]
@@ -129,14 +128,31 @@ impl Built {
 /// from memory); for `fallback` as for `redis`, [`Error::Config`] naming the
 /// key when Redis refuses the credentials, the ACL, the TLS settings or the
 /// database.
+#[cfg_attr(
+    not(any(feature = "memory", feature = "redis")),
+    allow(
+        unreachable_code,
+        unused_variables,
+        reason = "a build without a backend can only refuse"
+    )
+)]
 pub async fn build(settings: &Settings) -> Result<Built> {
     settings.validate()?;
-    let core = settings.core();
+    let core = settings.core.clone();
+    let options = core.store_options()?;
     let store: Arc<dyn SessionStore> = match settings.backend {
         #[cfg(feature = "memory")]
-        Backend::Memory => Arc::new(session_memory::MemoryStore::new(settings.memory_config())?),
+        Backend::Memory => Arc::new(session_memory::MemoryStore::with_options(
+            settings.memory.clone(),
+            options,
+        )?),
         #[cfg(feature = "redis")]
-        Backend::Redis => Arc::new(session_redis::RedisStore::connect(settings.redis_config()).await?),
+        Backend::Redis => Arc::new(
+            session_redis::RedisStore::builder(settings.redis.clone())
+                .options(options)
+                .connect()
+                .await?,
+        ),
         #[cfg(all(feature = "fallback", feature = "redis", feature = "memory"))]
         Backend::Fallback => {
             // Connected first, so that a healthy Redis serves the first request and a permanent
@@ -145,27 +161,33 @@ pub async fn build(settings: &Settings) -> Result<Built> {
             // Several instances share the Redis: deletes leave tombstones that outlive every
             // write another instance might still replay.
             let longest = u64::try_from(core.longest_lifetime().as_millis()).unwrap_or(u64::MAX);
-            let mut redis = settings.redis_config();
+            let mut redis = settings.redis.clone();
             if redis.tombstone_ttl_ms == 0 {
                 redis.tombstone_ttl_ms = longest;
             }
             let mut fallback = settings.fallback.clone();
             fallback.tombstone_ttl_ms = redis.tombstone_ttl_ms;
-            let primary = match session_redis::RedisStore::connect(redis.clone()).await {
+            if let Some(name) = &settings.metrics.name {
+                fallback = fallback.with_name(name.clone());
+            }
+            let builder = |redis| session_redis::RedisStore::builder(redis).options(options.clone());
+            let primary = match builder(redis.clone()).connect().await {
                 Ok(store) => store,
                 Err(e) if e.is_temporary() => {
                     tracing::warn!(
                         error = %e,
                         "session store: Redis is unreachable at start-up; serving from memory until it answers"
                     );
-                    session_redis::RedisStore::connect_lazy(redis)?
+                    builder(redis).connect_lazy()?
                 }
                 Err(e) => return Err(e),
             };
-            let secondary = session_memory::MemoryStore::new(
+            let secondary = session_memory::MemoryStore::with_options(
                 settings
-                    .memory_config()
+                    .memory
+                    .clone()
                     .with_at_capacity(session_memory::AtCapacity::Reject),
+                options.clone(),
             )?;
             Arc::new(session_fallback::FallbackStore::new(primary, secondary, fallback).await?)
         }
@@ -190,9 +212,14 @@ fn instrument(store: Arc<dyn SessionStore>, settings: &Settings) -> Arc<dyn Sess
     if !settings.metrics.enabled {
         return store;
     }
-    let store: Arc<dyn SessionStore> = Arc::new(session_core::instrument::Instrumented::new(store));
+    let mut layer = session_core::instrument::Instrumented::new(store);
+    if let Some(name) = &settings.metrics.name {
+        layer = layer.with_name(name.clone());
+    }
+    let layer = Arc::new(layer);
     if settings.metrics.refresh_secs > 0 && tokio::runtime::Handle::try_current().is_ok() {
         let mut namespaces: Vec<Namespace> = settings
+            .core
             .namespaces
             .keys()
             .chain(&settings.metrics.namespaces)
@@ -200,13 +227,12 @@ fn instrument(store: Arc<dyn SessionStore>, settings: &Settings) -> Arc<dyn Sess
             .collect();
         namespaces.sort();
         namespaces.dedup();
-        let _reporter = session_core::instrument::spawn_stats_reporter(
-            &store,
+        let _reporter = layer.spawn_stats_reporter(
             namespaces,
-            Duration::from_secs(settings.metrics.refresh_secs),
+            std::time::Duration::from_secs(settings.metrics.refresh_secs),
         );
     }
-    store
+    layer
 }
 
 #[cfg(not(feature = "instrument"))]

@@ -1,6 +1,8 @@
 //! Configuration: file + environment, defaults, errors that name the key,
 //! redaction of secrets, and switching backend by configuration alone.
 
+// Every test here builds or configures the memory backend (the default one).
+#![cfg(feature = "memory")]
 #![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
 #![allow(
     clippy::result_large_err,
@@ -21,10 +23,10 @@ fn config_key(e: Error) -> String {
 fn defaults() {
     let s = Settings::from_toml("").unwrap();
     assert_eq!(s.backend, Backend::Memory);
-    assert_eq!(s.ttl_secs, 3600);
-    assert_eq!(s.key_prefix, "session:");
-    assert_eq!(s.max_session_bytes, 1024 * 1024);
-    assert_eq!(s.expiry, ExpiryMode::Absolute);
+    assert_eq!(s.core.ttl_secs, 3600);
+    assert_eq!(s.core.key_prefix, "session:");
+    assert_eq!(s.core.max_session_bytes, 1024 * 1024);
+    assert_eq!(s.core.expiry, ExpiryMode::Absolute);
 }
 
 #[test]
@@ -50,11 +52,11 @@ fn file_then_environment() {
         // Not configuration: ignored, not an unknown-key error.
         jail.set_env("SESSION_TEST_REDIS_URL", "redis://127.0.0.1:1");
         let s = Settings::load(Some("sessions.toml".as_ref())).unwrap();
-        assert_eq!(s.key_prefix, "omnia:session:");
-        assert_eq!(s.codec, CodecKind::Json);
-        assert_eq!(s.ttl_secs, 200);
+        assert_eq!(s.core.key_prefix, "omnia:session:");
+        assert_eq!(s.core.codec, CodecKind::Json);
+        assert_eq!(s.core.ttl_secs, 200);
         assert_eq!(s.memory.max_entries, 20);
-        let core = s.core();
+        let core = &s.core;
         let task = core.policy_for(&Namespace::new("task").unwrap());
         assert_eq!(task.mode, ExpiryMode::Sliding);
         assert_eq!(task.ttl.as_secs(), 60);
@@ -99,6 +101,7 @@ fn bad_values_name_their_key() {
         ("[namespaces.Task]\nttl_secs = 5", "namespaces.Task"),
         ("[memory]\nmax_entries = 0", "memory.max_entries"),
         ("[metrics]\nrefresh_secs = -1", "metrics.refresh_secs"),
+        ("[metrics]\nname = \" \"", "metrics.name"),
     ];
     for (toml, key) in cases {
         let e = Settings::from_toml(toml).unwrap_err();
@@ -224,4 +227,130 @@ mod fallback {
         // The rule is the fallback's: with `backend = "redis"` the fallback section is not used.
         Settings::from_toml("backend = \"redis\"\n[redis]\ntimeout_ms = 1000").unwrap();
     }
+}
+
+#[test]
+fn shared_settings_have_one_home() {
+    for section in ["memory", "redis", "fallback"] {
+        let toml = format!("[{section}]\nkey_prefix = \"app:\"");
+        let Err(e) = Settings::from_toml(&toml) else {
+            panic!("{toml} accepted");
+        };
+        let text = e.to_string();
+        if cfg!(feature = "memory") && section == "memory"
+            || cfg!(feature = "redis") && section == "redis"
+            || cfg!(feature = "fallback") && section == "fallback"
+        {
+            assert_eq!(config_key(e), format!("{section}.key_prefix"));
+            assert!(
+                text.contains("shared setting") && text.contains("top level"),
+                "{text}"
+            );
+        }
+    }
+    let s = Settings::from_toml("key_prefix = \"app:\"\nmax_session_bytes = 4096").unwrap();
+    let options = s.core.store_options().unwrap();
+    assert_eq!(options.key_prefix().as_str(), "app:");
+    assert_eq!(options.max_session_bytes(), 4096);
+}
+
+#[cfg(not(feature = "redis"))]
+#[test]
+fn a_section_of_a_backend_not_built_says_so() {
+    let e = Settings::from_toml("[redis]\nurl = \"redis://127.0.0.1:6379\"").unwrap_err();
+    let text = e.to_string();
+    assert_eq!(config_key(e), "redis");
+    assert!(text.contains("built without the redis backend"), "{text}");
+    assert!(!text.contains("unknown"), "{text}");
+}
+
+#[test]
+fn settings_from_an_applications_own_figment() {
+    use figment::providers::{Format, Toml};
+    let app = figment::Figment::new().merge(Toml::string(
+        "[server]\nport = 8080\n[sessions]\nttl_secs = 90\n[sessions.namespaces.task]\nttl_secs = 30",
+    ));
+    let s = Settings::from_figment(&app.focus("sessions")).unwrap();
+    assert_eq!(s.core.ttl_secs, 90);
+    assert_eq!(
+        s.core.policy_for(&Namespace::new("task").unwrap()).ttl.as_secs(),
+        30
+    );
+    let e = Settings::from_figment(&app).unwrap_err();
+    assert_eq!(
+        config_key(e),
+        "server",
+        "the application's other keys are not session settings"
+    );
+}
+
+#[test]
+fn another_environment_prefix() {
+    Jail::expect_with(|jail| {
+        jail.set_env("MYAPP_SESSION_TTL_SECS", "42");
+        jail.set_env("SESSION_TTL_SECS", "7");
+        let s = Settings::loader().env_prefix("MYAPP_SESSION_").load().unwrap();
+        assert_eq!(s.core.ttl_secs, 42);
+        assert_eq!(Settings::load(None).unwrap().core.ttl_secs, 7);
+        let none = Settings::loader().env_prefix("").load().unwrap();
+        assert_eq!(none.core.ttl_secs, 3600);
+        Ok(())
+    });
+}
+
+#[test]
+fn misspelt_environment_variables_are_named() {
+    Jail::expect_with(|jail| {
+        jail.set_env("SESSION_BAKEND", "redis");
+        jail.set_env("SESSION_TTL_SEC", "5");
+        jail.set_env("SESSION_TEST_REDIS_URL", "redis://127.0.0.1:1");
+        let warnings = Settings::env_warnings("SESSION_");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings
+            .iter()
+            .any(|w| w.contains("SESSION_BAKEND") && w.contains("SESSION_BACKEND")));
+        assert!(warnings
+            .iter()
+            .any(|w| w.contains("SESSION_TTL_SEC ") && w.contains("SESSION_TTL_SECS")));
+        // Still ignored, as before: the typo does not pick a backend.
+        assert_eq!(Settings::load(None).unwrap().backend, Backend::Memory);
+        Ok(())
+    });
+}
+
+#[test]
+fn messages_name_the_source_in_words() {
+    Jail::expect_with(|jail| {
+        jail.create_file("bad.toml", "ttl_secs = \"soon\"")?;
+        let e = Settings::load(Some("bad.toml".as_ref())).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("bad.toml"), "names the file: {text}");
+        assert!(text.contains("whole number"), "in words: {text}");
+        assert!(!text.contains("u64"), "no Rust type names: {text}");
+
+        jail.create_file("broken.toml", "ttl_secs = = 5")?;
+        let e = Settings::load(Some("broken.toml".as_ref())).unwrap_err();
+        let key = config_key(e);
+        assert!(
+            key.ends_with("broken.toml"),
+            "a syntax error names the file: {key}"
+        );
+
+        jail.set_env("SESSION_MAX_SESSION_BYTES", "big");
+        let e = Settings::load(None).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("SESSION_MAX_SESSION_BYTES"),
+            "names the variable: {text}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_top_level_keys_suggest_the_closest() {
+    let e = Settings::from_toml("bakend = \"memory\"").unwrap_err();
+    let text = e.to_string();
+    assert_eq!(config_key(e), "bakend");
+    assert!(text.contains("did you mean backend"), "{text}");
 }

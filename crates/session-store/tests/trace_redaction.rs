@@ -3,6 +3,8 @@
 //! process-wide, and a test running on another thread without a subscriber
 //! can race the scoped subscriber installed here.
 
+// Every test here builds or configures the memory backend (the default one).
+#![cfg(feature = "memory")]
 #![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
 
 use std::io::Write;

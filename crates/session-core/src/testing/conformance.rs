@@ -20,7 +20,9 @@ use crate::store::{HealthStatus, SessionStore, DEFAULT_MAX_SESSION_BYTES};
 use crate::typed::{Session, Sessions};
 use crate::version::Version;
 
+mod evolution;
 mod tombstones;
+pub use evolution::*;
 pub use tombstones::*;
 
 /// The session type the suite stores: shaped like the demo's task session.
@@ -1084,14 +1086,21 @@ pub async fn cross_codec_reads(h: &dyn Harness) {
     assert_eq!(json.load(&a).await.unwrap().unwrap().value.n, 3);
 }
 
-/// A stored value of another type is a `Codec` error, not a panic.
-pub async fn wrong_type_is_a_codec_error(h: &dyn Harness) {
+/// A stored value of another type is a miss by default and a `Codec` error
+/// on request, never a panic.
+pub async fn wrong_type_is_a_miss_or_a_codec_error(h: &dyn Harness) {
     let t = open(h).await;
     let strings: Sessions<Vec<String>> =
         Sessions::new(Arc::clone(&t.store), ns("task")).with_codec(CodecKind::Json);
     let id = strings.create(vec!["a".to_string()]).await.unwrap().id;
     let s = typed(&t.store, CodecKind::Json);
-    let e = s.load(&id).await.unwrap_err();
+    assert!(s.load(&id).await.unwrap().is_none());
+    assert_eq!(s.undecodable_count(), 1);
+    let e = s
+        .with_undecodable(crate::typed::Undecodable::Error)
+        .load(&id)
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Codec { .. }), "{e}");
 }
 
@@ -1260,7 +1269,10 @@ macro_rules! conformance_tests {
             record_at_the_limit_is_accepted, typed_handle_enforces_its_limit,
             corrupt_plain_text, corrupt_truncated_envelope, corrupt_unknown_format_version, corrupt_unknown_codec,
             corrupt_value_in_load_many_is_per_key, corrupt_value_can_be_overwritten_and_deleted,
-            cross_codec_reads, wrong_type_is_a_codec_error,
+            cross_codec_reads, wrong_type_is_a_miss_or_a_codec_error,
+            default_codec_is_json, added_field_keeps_old_sessions_loadable, untagged_enum_round_trips,
+            internally_tagged_enum_round_trips, flattened_fields_round_trip, map_of_json_values_round_trips,
+            bincode_sessions_load_under_the_default_codec, undecodable_session_is_a_counted_miss,
             load_many_keeps_order, empty_batches, save_many_then_load_many, typed_batches,
             count_counts_live_sessions, stats_report, health_is_up, partitions_answer_when_healthy,
             delete_leaves_a_tombstone_live_calls_see_as_absent,

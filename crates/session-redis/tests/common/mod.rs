@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::testing::{Harness, RawAccess, TestStore};
-use session_core::{async_trait, Bytes, KeyPrefix, Result, SessionKey};
+use session_core::{async_trait, Bytes, KeyPrefix, Result, SessionKey, StoreOptions};
 use session_redis::fred::interfaces::KeysInterface;
 use session_redis::fred::types::Expiration;
 use session_redis::{RedisConfig, RedisStore};
@@ -106,9 +106,12 @@ impl RedisHarness {
     /// raw access to its keys.
     async fn open_with(&self, prefix: KeyPrefix, tombstone_ttl_ms: u64) -> TestStore {
         let mut config = self.config.clone();
-        config.key_prefix = prefix.as_str().to_owned();
         config.tombstone_ttl_ms = tombstone_ttl_ms;
-        let store = RedisStore::connect(config.clone()).await.expect("store connects");
+        let store = RedisStore::builder(config.clone())
+            .options(StoreOptions::new(prefix.clone()))
+            .connect()
+            .await
+            .expect("store connects");
         let raw = RawRedis::connect(&config).await;
         TestStore {
             store: Arc::new(store),

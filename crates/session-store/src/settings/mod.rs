@@ -1,0 +1,179 @@
+//! [`Settings`]: the whole configuration — the shared settings ([`CoreConfig`]), which
+//! backend to build, each backend's own section and metrics — read with figment
+//! (`load`: a TOML file and `SESSION_*` environment variables; `from_figment`: an
+//! application's own figment).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use session_core::{CoreConfig, Error, Result};
+
+mod load;
+mod messages;
+
+pub use load::{Loader, ENV_PREFIX};
+
+/// Which store [`crate::build`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Backend {
+    /// `MemoryStore`: one process, no persistence.
+    #[default]
+    Memory,
+    /// `RedisStore`: shared by every instance of the service.
+    Redis,
+    /// `FallbackStore` of Redis over memory: Redis, and memory during an outage.
+    Fallback,
+}
+
+impl Backend {
+    /// `"memory"`, `"redis"` or `"fallback"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Redis => "redis",
+            Backend::Fallback => "fallback",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Metrics settings (used when the `instrument` feature is on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsSettings {
+    /// Wrap the store in `Instrumented` (metrics and tracing). Default true.
+    pub enabled: bool,
+    /// How often gauges (entries, bytes, sessions per namespace, health) are
+    /// refreshed in the background, in seconds. Default 15; 0 turns it off.
+    pub refresh_secs: u64,
+    /// Namespaces whose live session count is published (SCAN on Redis), in
+    /// addition to those under `namespaces`. Default none.
+    pub namespaces: Vec<String>,
+    /// The `store` label of every series this store exports, for a process with several
+    /// stores. Default: the backend's name (`memory`, `redis`, `fallback`).
+    pub name: Option<String>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            enabled: true,
+            refresh_secs: 15,
+            namespaces: Vec::new(),
+            name: None,
+        }
+    }
+}
+
+/// The whole configuration; see `docs/configuration.md` for every key with its default.
+///
+/// The shared settings (`ttl_secs`, `expiry`, `max_lifetime_secs`, `key_prefix`, `codec`,
+/// `max_session_bytes`, `namespaces`) are top-level keys, read into [`core`](Self::core): their
+/// one home. Backend sections hold only what is their own; the backends get the shared
+/// settings at construction ([`CoreConfig::store_options`]).
+///
+/// Read it with [`Settings::load`] (a TOML file and `SESSION_*` environment variables),
+/// [`Settings::loader`] (another environment prefix, application defaults) or
+/// [`Settings::from_figment`] (an application's own figment), or build it in code from
+/// `Settings::default()`. `Debug` and `Display` never show a password.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct Settings {
+    /// `memory` (default), `redis` or `fallback`.
+    pub backend: Backend,
+    /// The settings every backend shares: TTLs, expiry, key prefix, codec, size limit,
+    /// per-namespace overrides.
+    pub core: CoreConfig,
+    /// The memory store (also the secondary of `fallback`).
+    #[cfg(feature = "memory")]
+    pub memory: session_memory::MemoryConfig,
+    /// The Redis store (also the primary of `fallback`).
+    #[cfg(feature = "redis")]
+    pub redis: session_redis::RedisConfig,
+    /// The fallback store's circuit and journal.
+    #[cfg(feature = "fallback")]
+    pub fallback: session_fallback::FallbackConfig,
+    /// Metrics and tracing.
+    pub metrics: MetricsSettings,
+}
+
+impl fmt::Display for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl Settings {
+    /// Checks every value, naming the key of the first bad one.
+    ///
+    /// # Errors
+    /// [`Error::Config`].
+    pub fn validate(&self) -> Result<()> {
+        self.core.validate()?;
+        if self.metrics.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(Error::config("metrics.name", "must not be empty when set"));
+        }
+        match self.backend {
+            Backend::Memory if !cfg!(feature = "memory") => return Err(not_built("memory")),
+            Backend::Redis if !cfg!(feature = "redis") => return Err(not_built("redis")),
+            Backend::Fallback if !cfg!(feature = "fallback") => return Err(not_built("fallback")),
+            _ => {}
+        }
+        #[cfg(feature = "memory")]
+        self.memory.validate(&self.core.store_options()?)?;
+        #[cfg(feature = "redis")]
+        if self.backend != Backend::Memory {
+            self.redis.validate()?;
+        }
+        #[cfg(feature = "fallback")]
+        self.fallback.validate()?;
+        #[cfg(feature = "fallback")]
+        if self.backend == Backend::Fallback {
+            self.check_fallback_deadline()?;
+        }
+        Ok(())
+    }
+
+    /// The fallback's deadline on a primary call must leave Redis's own timeout room to
+    /// fire first: otherwise every slow call is abandoned by the fallback before the Redis
+    /// store can tell a timeout from an answer, and each one fails over (and fences its
+    /// connection) while Redis is healthy.
+    #[cfg(feature = "fallback")]
+    fn check_fallback_deadline(&self) -> Result<()> {
+        let fallback = self.fallback.primary_timeout_ms;
+        let redis = self.redis.timeout_ms;
+        if fallback <= redis {
+            return Err(Error::config(
+                "fallback.primary_timeout_ms",
+                format!(
+                    "must be above redis.timeout_ms ({redis} ms), not {fallback}: the fallback would give up on \
+                     calls that Redis still answers in time; e.g. {} ms",
+                    redis.saturating_add(FALLBACK_MARGIN_MS)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The margin suggested between `redis.timeout_ms` and `fallback.primary_timeout_ms`.
+#[cfg(feature = "fallback")]
+const FALLBACK_MARGIN_MS: u64 = 50;
+
+/// A backend this build does not include.
+fn not_built(backend: &str) -> Error {
+    Error::config(
+        "backend",
+        format!(
+            "{backend} is not built into this binary; enable the cargo feature \"{backend}\" of session-store"
+        ),
+    )
+}
