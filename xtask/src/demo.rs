@@ -161,8 +161,8 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
             let get = |name: &str| metric_sum(&metrics, name, "");
             let mut line = format!(
                 "{who}metrics: store hits={} misses={}",
-                get("session_store_hits_total"),
-                get("session_store_misses_total")
+                metric_sum(&metrics, "session_store_operations_total", "outcome=\"hit\""),
+                metric_sum(&metrics, "session_store_operations_total", "outcome=\"miss\"")
             );
             if a.backend == "fallback" {
                 line.push_str(&format!(

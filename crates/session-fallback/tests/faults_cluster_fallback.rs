@@ -438,14 +438,6 @@ async fn run_task(t: usize, store: Arc<Store>, rig: Arc<Rig>, stop: Arc<AtomicBo
     log
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 // ---------------------------------------------------------------- the scenario
 
 /// A master is killed (`kill -9`) under load; its replica is promoted. Only that node's
@@ -604,7 +596,7 @@ async fn a_killed_master_fails_over_only_its_own_sessions() {
         }
     }
     healthy_latencies.sort_unstable();
-    let p99_healthy_ms = percentile(&healthy_latencies, 0.99);
+    let p99_healthy_ms = testkit_redis::stats::percentile_ms(&healthy_latencies, 0.99);
 
     // Every session read directly from the cluster, through a fresh store.
     let fresh = connect(&config, &prefix).await.expect("a fresh store connects");

@@ -300,13 +300,7 @@ async fn finish(load: Load, store: &Arc<Store>) -> Outcome {
     Outcome { logs, ops, states }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
+use testkit_redis::stats::percentile_ms as percentile;
 
 /// Reads every session directly from Redis, compares with the history,
 /// prints the SCENARIO line and asserts.

@@ -759,13 +759,9 @@ fn observed(e: &Event) -> Option<Option<&str>> {
     }
 }
 
-fn percentile(mut latencies: Vec<Duration>, p: f64) -> f64 {
-    if latencies.is_empty() {
-        return 0.0;
-    }
-    latencies.sort_unstable();
-    let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
-    ms(latencies[rank.clamp(1, latencies.len()) - 1])
+/// The `p`th percentile (0 to 100) of latencies, in milliseconds.
+fn percentile(latencies: Vec<Duration>, p: f64) -> f64 {
+    testkit_redis::stats::percentile_ms(&latencies, p / 100.0)
 }
 
 // ---------------------------------------------------------------- scenarios
@@ -1455,19 +1451,12 @@ async fn held_write_after_replay() {
     assert_consistent(&rig, &v);
 }
 
-/// xorshift64*: enough for picking operations, no dependency.
-struct Rng(u64);
+/// The operation mix on testkit's generator.
+struct Rng(testkit_redis::stats::Rng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
 
     /// One call of the mixed load: 10 % create, 25 % save, 25 % update, 15 % delete, 25 % load;
@@ -1543,7 +1532,9 @@ async fn load_with_one_instance_cut_off(label: &str, cut_for: Duration) {
                 Arc::clone(&frozen),
             );
             let name = node.name;
-            let mut rng = Rng(seed ^ ((n * WORKERS_PER_NODE + w + 1) as u64).wrapping_mul(0x9e37_79b9));
+            let mut rng = Rng(testkit_redis::stats::Rng::new(
+                seed ^ ((n * WORKERS_PER_NODE + w + 1) as u64).wrapping_mul(0x9e37_79b9),
+            ));
             workers.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let live = if frozen.load(Ordering::Relaxed) {
@@ -1752,7 +1743,9 @@ async fn rolling_restart() {
                 Arc::clone(&stop),
             );
             let name = node.name;
-            let mut rng = Rng(seed ^ ((n * WORKERS_PER_NODE + w + 1) as u64).wrapping_mul(0x9e37_79b9));
+            let mut rng = Rng(testkit_redis::stats::Rng::new(
+                seed ^ ((n * WORKERS_PER_NODE + w + 1) as u64).wrapping_mul(0x9e37_79b9),
+            ));
             workers.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let key = &busy[rng.below(busy.len() as u64) as usize];

@@ -1,10 +1,15 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod compact;
 mod config;
+mod entry;
+mod room;
+mod session_store;
 mod shard;
 mod store;
 mod sweeper;
+mod table;
 #[cfg(feature = "testing")]
 mod testing;
 

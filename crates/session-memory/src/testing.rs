@@ -3,7 +3,7 @@
 use session_core::testing::RawAccess;
 use session_core::{async_trait, Bytes, Result, SessionKey};
 
-use crate::shard::Value;
+use crate::entry::Value;
 use crate::MemoryStore;
 
 #[async_trait]

@@ -294,7 +294,7 @@ impl Cluster {
         self.view().map.uncovered()
     }
 
-    /// Connects: reads the map from the seeds, connects every primary and waits for them (at
+    /// Connects: reads the map from the configured nodes, connects every primary and waits for them (at
     /// most `timeout` each), and starts the background refresh.
     pub(crate) async fn connect(&self, timeout: Duration) -> Result<()> {
         let admin = connect_one(self.admin.clone(), timeout)

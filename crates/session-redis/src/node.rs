@@ -50,7 +50,7 @@ impl Drop for Node {
 
 impl Node {
     /// The clients of one node, not connected yet. `server`: a cluster primary to connect to
-    /// directly (the configuration's cluster URL gives only the seeds).
+    /// directly (the configuration's cluster URL gives only the nodes to start from).
     pub(crate) fn new(built: &Built, options: &Options, server: Option<Server>) -> Node {
         let mut fred = built.fred.clone();
         let mut connection = built.connection.clone();

@@ -239,22 +239,10 @@ impl TaskLog {
     }
 }
 
-/// A small deterministic generator for the operation mix.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 async fn run_task(t: usize, store: &RedisStore, stop: &AtomicBool) -> TaskLog {
     let mut log = TaskLog::default();
     let mut slots: Vec<Option<Slot>> = (0..SLOTS).map(|_| None).collect();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1));
+    let mut rng = testkit_redis::stats::Rng::new(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1));
     let mut n = 0usize;
     while !stop.load(Ordering::Relaxed) {
         let s = n % SLOTS;
@@ -266,7 +254,7 @@ async fn run_task(t: usize, store: &RedisStore, stop: &AtomicBool) -> TaskLog {
                 failed
             }
             Some(slot) => {
-                let (slot, failed) = step(store, &mut log, slot, rng.next() % 10).await;
+                let (slot, failed) = step(store, &mut log, slot, rng.below(10)).await;
                 slots[s] = slot;
                 failed
             }

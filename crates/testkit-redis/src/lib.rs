@@ -91,6 +91,7 @@ mod scratch;
 mod sentinel;
 mod server;
 mod standalone;
+pub mod stats;
 mod tls;
 mod topology;
 

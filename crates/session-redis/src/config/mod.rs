@@ -59,7 +59,7 @@ const MAX_POOL_SIZE: usize = 64;
 #[non_exhaustive]
 pub struct RedisConfig {
     /// Where Redis is. Default `redis://127.0.0.1:6379`. Accepted forms:
-    /// * `host:port` or `host` (the seed's `localhost:6379`), optionally followed by
+    /// * `host:port` or `host` (e.g. `localhost:6379`), optionally followed by
     ///   StackExchange.Redis options: `localhost:6379,password=…,user=…,ssl=true,defaultDatabase=1`;
     /// * `redis://[user:password@]host[:port][/db]`, and `rediss://…` for TLS;
     /// * `redis-cluster://host:port?node=host:port&node=…` (`rediss-cluster://` for TLS);

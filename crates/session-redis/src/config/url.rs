@@ -87,7 +87,7 @@ impl RedisConfig {
         Ok(ParsedUrl { fred, topology, tls })
     }
 
-    /// `host[:port][,option=value...]`, the StackExchange.Redis form the seed used.
+    /// `host[:port][,option=value...]`, the StackExchange.Redis connection-string form.
     fn parse_bare(&self, raw: &str) -> Result<ParsedUrl> {
         let mut parts = raw.split(',').map(str::trim);
         let endpoint = parts.next().unwrap_or_default();
