@@ -28,6 +28,8 @@ pub struct AppState {
     tasks: Sessions<TaskSession>,
     orchestrators: Sessions<OrchestratorSession>,
     metrics: Option<MetricsRender>,
+    /// The request body limit the router was built with (for the 413 message).
+    max_body: usize,
 }
 
 impl AppState {
@@ -47,20 +49,50 @@ impl AppState {
             store,
             backend,
             metrics,
+            max_body: 0,
         })
     }
 }
 
 /// The router of the demo API. `max_body` bounds request bodies (413 above it).
-pub fn router(state: AppState, max_body: usize) -> Router {
+pub fn router(mut state: AppState, max_body: usize) -> Router {
+    state.max_body = max_body;
     Router::new()
         .route("/api/sessions/{kind}", post(create))
         .route("/api/sessions/{kind}/{id}", get(load).put(replace).delete(remove))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method; see the Allow header",
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// One DEBUG event per request: method, route template (never the session id), status and
+/// duration.
+async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "(no route)".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    tracing::debug!(
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
 }
 
 /// A JSON error response: `{"error": code, "message": text}`.
@@ -97,7 +129,8 @@ impl From<Error> for ApiError {
             Error::InvalidId { .. } => (StatusCode::BAD_REQUEST, "invalid_id"),
             Error::InvalidNamespace { .. } => (StatusCode::NOT_FOUND, "unknown_kind"),
             Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Error::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            // Worded as every other 404 of a session, whichever call found it missing.
+            Error::NotFound { .. } => return no_such_session(),
             Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
             Error::Conflict { .. } => (StatusCode::PRECONDITION_FAILED, "version_conflict"),
             Error::Unavailable { .. } | Error::Timeout { .. } | Error::Full { .. } => {
@@ -130,13 +163,16 @@ fn parse_id(id: &str) -> Result<SessionId, ApiError> {
     Ok(SessionId::parse(id)?)
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+fn body_bytes(body: Result<Bytes, BytesRejection>, max_body: usize) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                "request body is too large",
+                format!(
+                    "the request body is over the limit of {max_body} bytes (max_session_bytes); store less in \
+                     the session or raise max_session_bytes"
+                ),
             )
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_body", r.body_text())
@@ -154,30 +190,45 @@ fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// `If-Match` as a version: an ETag as sent (`"00ab…"`), weak (`W/"00ab…"`)
-/// or bare (`00ab…`), 1 to 16 hex digits; `*` (any version) and no header
-/// are `None`.
-fn if_match(headers: &HeaderMap) -> Result<Option<Version>, ApiError> {
-    let Some(value) = headers.get(IF_MATCH) else {
+/// `If-Match` as the versions it accepts: a comma-separated list of ETags
+/// (RFC 9110), each as sent (`"00ab…"`), weak (`W/"00ab…"`) or bare (`00ab…`),
+/// 1 to 16 hex digits; `*` (any version) and no header are `None`.
+fn if_match(headers: &HeaderMap) -> Result<Option<Vec<Version>>, ApiError> {
+    let mut values = headers.get_all(IF_MATCH).iter().peekable();
+    if values.peek().is_none() {
         return Ok(None);
-    };
+    }
     let bad = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_if_match",
-            "If-Match must be `*` or an ETag of this API: 1 to 16 hex digits, optionally quoted",
+            "If-Match must be `*` or a comma-separated list of ETags of this API: 1 to 16 hex digits, \
+             optionally quoted",
         )
     };
-    let text = value.to_str().map_err(|_| bad())?.trim();
-    if text == "*" {
-        return Ok(None);
+    let mut versions = Vec::new();
+    let mut any = false;
+    for value in values {
+        for item in value.to_str().map_err(|_| bad())?.split(',') {
+            let item = item.trim();
+            if item == "*" {
+                any = true;
+                continue;
+            }
+            let tag = item.strip_prefix("W/").unwrap_or(item);
+            let hex = match tag.strip_prefix('"') {
+                Some(quoted) => quoted.strip_suffix('"').ok_or_else(bad)?,
+                None => tag,
+            };
+            versions.push(hex.parse::<Version>().map_err(|_| bad())?);
+        }
     }
-    let tag = text.strip_prefix("W/").unwrap_or(text);
-    let hex = match tag.strip_prefix('"') {
-        Some(quoted) => quoted.strip_suffix('"').ok_or_else(bad)?,
-        None => tag,
-    };
-    hex.parse::<Version>().map(Some).map_err(|_| bad())
+    match (any, versions.is_empty()) {
+        (true, true) => Ok(None),
+        // `*` mixed with tags is not a list RFC 9110 allows.
+        (true, false) => Err(bad()),
+        (false, _) => Ok(Some(versions)),
+    }
 }
 
 fn etag(version: Version) -> [(axum::http::HeaderName, HeaderValue); 1] {
@@ -197,7 +248,7 @@ async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let kind = parse_kind(&kind)?;
-    let bytes = body_bytes(body)?;
+    let bytes = body_bytes(body, state.max_body)?;
     match kind {
         Kind::Task => create_typed(&state.tasks, &bytes).await,
         Kind::Orchestrator => create_typed(&state.orchestrators, &bytes).await,
@@ -249,7 +300,7 @@ async fn replace(
     let kind = parse_kind(&kind)?;
     let id = parse_id(&id)?;
     let expected = if_match(&headers)?;
-    let bytes = body_bytes(body)?;
+    let bytes = body_bytes(body, state.max_body)?;
     match kind {
         Kind::Task => replace_typed(&state.tasks, &id, expected, &bytes).await,
         Kind::Orchestrator => replace_typed(&state.orchestrators, &id, expected, &bytes).await,
@@ -262,7 +313,7 @@ async fn replace(
 async fn replace_typed<T>(
     sessions: &Sessions<T>,
     id: &SessionId,
-    expected: Option<Version>,
+    expected: Option<Vec<Version>>,
     bytes: &[u8],
 ) -> Result<Response, ApiError>
 where
@@ -273,11 +324,11 @@ where
         return Err(no_such_session());
     };
     match expected {
-        Some(expected) if expected != session.meta.version => {
+        Some(expected) if !expected.contains(&session.meta.version) => {
             // Stale already at load: no write needed to know the compare-and-set would lose.
             return Err(Error::Conflict {
                 namespace: sessions.namespace().as_str().to_owned(),
-                expected,
+                expected: expected.first().copied().unwrap_or(Version::NONE),
                 actual: session.meta.version,
             }
             .into());

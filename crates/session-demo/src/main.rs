@@ -58,7 +58,9 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // The Redis client's own connection chatter ("Broadcasting error …") repeats what
+                // the store reports in its own words; RUST_LOG=fred=warn shows it again.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fred=error")),
         )
         .with_target(false)
         .init();

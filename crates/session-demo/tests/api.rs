@@ -301,6 +301,11 @@ async fn oversized_bodies_are_413() {
     let r = call(&app, Method::POST, "/api/sessions/task", bytes(&huge), None).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.body["error"], "too_large");
+    let message = r.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&MAX_BODY.to_string()) && message.contains("max_session_bytes"),
+        "names the limit and the setting: {message}"
+    );
     // Under the body limit, over the encoded session limit (2048).
     let mut big = task();
     big["state"] = Value::String("x".repeat(3000));
@@ -430,8 +435,10 @@ async fn if_match_is_compare_and_set() {
         "00ab\"",
         "0x1f",
         "-1",
-        "\"1\", \"2\"",
         "**",
+        "*, \"1\"",
+        "\"1\", xyz",
+        ",",
     ] {
         let r = call(&app, Method::PUT, &uri, bytes(&orchestrator()), Some(garbage)).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{garbage:?}");
@@ -440,7 +447,63 @@ async fn if_match_is_compare_and_set() {
     // `*` means any version.
     let r = call(&app, Method::PUT, &uri, bytes(&orchestrator()), Some("*")).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    assert_ne!(token(r.etag.as_deref()), etag);
+    let current = token(r.etag.as_deref());
+    assert_ne!(current, etag);
+    // A list (RFC 9110) matches when any of its tags is the current version.
+    let list = format!("\"1\", {current}, W/\"2\"");
+    let r = call(&app, Method::PUT, &uri, bytes(&orchestrator()), Some(&list)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{list}: {}", r.text);
+    let stale_list = format!("\"1\", {current}");
+    let r = call(&app, Method::PUT, &uri, bytes(&orchestrator()), Some(&stale_list)).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{stale_list}");
+}
+
+/// Every error is the same JSON shape, 405 and unknown routes included, and a missing
+/// session reads the same from GET, PUT and DELETE.
+#[tokio::test]
+async fn every_error_is_json_and_404s_agree() {
+    let app = app();
+    let r = call(
+        &app,
+        Method::PATCH,
+        "/api/sessions/task/0123456789abcdef0123",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.body["error"], "method_not_allowed", "{}", r.text);
+    assert!(r.body["message"].is_string());
+    let req = Request::builder()
+        .method(Method::PATCH)
+        .uri("/api/sessions/task/0123456789abcdef0123")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let allow = resp
+        .headers()
+        .get(header::ALLOW)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let allow = allow.unwrap_or_default();
+    assert!(
+        allow.contains("GET") && allow.contains("PUT") && allow.contains("DELETE"),
+        "{allow:?}"
+    );
+    let r = call(&app, Method::GET, "/no/such/route", None, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.body["error"], "not_found");
+    let uri = "/api/sessions/task/0123456789abcdef0123";
+    let mut seen = Vec::new();
+    for (method, body) in [
+        (Method::GET, None),
+        (Method::PUT, bytes(&task())),
+        (Method::DELETE, None),
+    ] {
+        let r = call(&app, method.clone(), uri, body, None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method}");
+        seen.push((r.body["error"].clone(), r.body["message"].clone()));
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
 }
 
 /// A garbage If-Match is a 400 even for a session that does not exist.
@@ -748,4 +811,58 @@ async fn no_bad_input_is_a_server_error() {
             }
         }
     }
+}
+
+/// A writer the test reads back: what the subscriber printed.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// With debug logging each request is one event: method, route template, status and
+/// duration — never the session id.
+#[tokio::test(flavor = "current_thread")]
+async fn each_request_is_one_debug_event_without_ids() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary may have run first without a subscriber, and callsites
+    // cache that nobody listens.
+    tracing::callsite::rebuild_interest_cache();
+    let app = app();
+    let id = create(&app, "task", &task()).await;
+    let r = call(&app, Method::GET, &format!("/api/sessions/task/{id}"), None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let events: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" request ") || l.ends_with(" request"))
+        .collect();
+    assert!(
+        events.iter().any(|l| l.contains("method=POST")
+            && l.contains("route=/api/sessions/{kind}")
+            && l.contains("status=201")),
+        "{text}"
+    );
+    assert!(
+        events.iter().any(|l| l.contains("method=GET")
+            && l.contains("route=/api/sessions/{kind}/{id}")
+            && l.contains("status=200")
+            && l.contains("duration_ms=")),
+        "{text}"
+    );
+    assert!(!text.contains(&id), "no session id in the log: {text}");
 }

@@ -208,8 +208,9 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                     open_partitions = self.circuits.open_count(),
                     outage_ms = now_ms().saturating_sub(closed.opened_at),
                     error = *self.last_error.lock().unwrap_or_else(PoisonError::into_inner),
-                    replayed = c.replayed,
-                    conflicts = c.conflicts,
+                    // Counts since the store started (the metrics' totals), not of this outage.
+                    replayed_since_start = c.replayed,
+                    conflicts_since_start = c.conflicts,
                     "session fallback: primary recovered, journal replayed, circuit closed"
                 );
             }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::{Clock, KeyPrefix, Meta, Result, SessionKey, StoreOptions, MAX_ID_LEN, MAX_NAMESPACE_LEN};
+use session_core::{Clock, KeyPrefix, Meta, Result, StoreOptions, MAX_ID_LEN, MAX_NAMESPACE_LEN};
 
 use crate::config::MemoryConfig;
 use crate::entry::{Entry, Value};
@@ -213,7 +213,7 @@ impl MemoryStore {
     /// The bytes stored under `key` as an envelope (a tombstone's included) or as planted, if
     /// not past its deadline, for `RawAccess`.
     #[cfg(feature = "testing")]
-    pub(crate) fn raw_bytes(&self, key: &SessionKey) -> Option<session_core::Bytes> {
+    pub(crate) fn raw_bytes(&self, key: &session_core::SessionKey) -> Option<session_core::Bytes> {
         let (namespace, id) = (key.ns(), key.id.as_str());
         let hash = self.inner.hash(namespace, id);
         let table = self.inner.shards[self.inner.shard_of(hash)].read();
@@ -226,7 +226,7 @@ impl MemoryStore {
 
     /// Stores `value` under `key` as given, for `RawAccess`.
     #[cfg(feature = "testing")]
-    pub(crate) fn put_value(&self, key: &SessionKey, value: Value<'_>) -> Result<()> {
+    pub(crate) fn put_value(&self, key: &session_core::SessionKey, value: Value<'_>) -> Result<()> {
         let mut value = Some(value);
         self.inner.apply(key, |_, _| match value.take() {
             Some(v) => Ok(Outcome::Write(v, ())),
