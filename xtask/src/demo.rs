@@ -78,7 +78,7 @@ fn parse(args: &[String]) -> crate::Result<Args> {
 pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
     let a = parse(args)?;
     crate::exec::install_interrupt_handler();
-    println!("demo: building session-demo and chat-sim");
+    println!("demo: building session-demo and chat-sim (cargo's progress follows; the first build takes a minute or two)");
     let bin = build_demo(a.release)?;
 
     let redis = if a.backend == "memory" {
@@ -160,7 +160,8 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
         if let Ok((200, metrics)) = http_get(server.port(), "/metrics") {
             let get = |name: &str| metric_sum(&metrics, name, "");
             let mut line = format!(
-                "{who}metrics: store hits={} misses={}",
+                "{who}metrics (the server's count, the verification's reads included; a miss is a load \
+                 that found no session, such as checking that a deleted one stayed deleted): loads hit={} miss={}",
                 metric_sum(&metrics, "session_store_operations_total", "outcome=\"hit\""),
                 metric_sum(&metrics, "session_store_operations_total", "outcome=\"miss\"")
             );

@@ -29,11 +29,12 @@ pub(crate) struct Counts {
 }
 
 impl Counts {
-    /// Sums every `test result: ok. 3 passed; 1 failed; 2 ignored; …` line.
+    /// Sums every `test result: ok. 3 passed; 1 failed; 2 ignored; …` line, also where a
+    /// test's own output (printed without a line end) precedes it on the same line.
     pub(crate) fn parse<S: AsRef<str>>(lines: &[S]) -> Self {
         let mut counts = Counts::default();
         for line in lines {
-            let Some(rest) = line.as_ref().trim().strip_prefix("test result:") else {
+            let Some(rest) = result_part(line.as_ref()) else {
                 continue;
             };
             for part in rest.split([';', '.']) {
@@ -53,11 +54,38 @@ impl Counts {
         counts
     }
 
+    /// The counts of each test binary, in order: a binary starts at cargo's
+    /// `Running <path> (<binary>)` line and ends at its `test result:` line.
+    pub(crate) fn per_binary<S: AsRef<str>>(lines: &[S]) -> Vec<(String, Counts)> {
+        let mut current: Option<String> = None;
+        let mut out = Vec::new();
+        for line in lines {
+            let line = line.as_ref();
+            if let Some(rest) = line.trim().strip_prefix("Running ") {
+                current = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|path| path.rsplit('/').next())
+                    .map(|file| file.strip_suffix(".rs").unwrap_or(file).to_owned());
+            } else if result_part(line).is_some() {
+                let name = current.take().unwrap_or_else(|| "(unknown)".to_owned());
+                out.push((name, Counts::parse(std::slice::from_ref(&line))));
+            }
+        }
+        out
+    }
+
     pub(crate) fn add(&mut self, other: Counts) {
         self.passed += other.passed;
         self.failed += other.failed;
         self.ignored += other.ignored;
     }
+}
+
+/// What follows `test result:` in a line, wherever in the line it starts.
+fn result_part(line: &str) -> Option<&str> {
+    line.find("test result:")
+        .map(|at| &line[at + "test result:".len()..])
 }
 
 /// Runs `command`, appending everything it prints to `log` (after a header
@@ -72,27 +100,26 @@ pub(crate) fn run_logged(
     }
     let mut file = File::options().create(true).append(true).open(log)?;
     writeln!(file, "$ {}", display(command))?;
-    let mut child = command
+    // One pipe for stdout and stderr: lines arrive in the order they were written (cargo's
+    // `Running …` on stderr before the test binary's results on stdout), which two pipes read
+    // by two threads do not keep under load.
+    let (reader, writer) = io::pipe()?;
+    let spawned = command
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot run {}: {e}", command.get_program().to_string_lossy()),
-            )
-        })?;
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .spawn();
+    // The command keeps its copies of the pipe's write end; drop them, or the read never ends.
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = spawned.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot run {}: {e}", command.get_program().to_string_lossy()),
+        )
+    })?;
     CURRENT_CHILD.store(child.id(), Ordering::SeqCst);
     let (sender, receiver) = mpsc::channel();
-    let mut readers = Vec::new();
-    if let Some(stdout) = child.stdout.take() {
-        readers.push(forward_lines(stdout, sender.clone()));
-    }
-    if let Some(stderr) = child.stderr.take() {
-        readers.push(forward_lines(stderr, sender.clone()));
-    }
-    drop(sender);
+    let readers = vec![forward_lines(reader, sender)];
     let mut lines = Vec::new();
     for line in receiver {
         writeln!(file, "{line}")?;

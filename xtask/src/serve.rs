@@ -108,7 +108,7 @@ pub(crate) fn build_demo(release: bool) -> crate::Result<PathBuf> {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command
         .current_dir(crate::project_root())
-        .args(["build", "--quiet", "-p", "session-demo", "--bins"]);
+        .args(["build", "-p", "session-demo", "--bins"]);
     if release {
         command.arg("--release");
     }

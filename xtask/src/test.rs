@@ -187,6 +187,13 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
     let logs = target_dir().join("xtask-logs");
     fs::create_dir_all(&logs)?;
 
+    println!(
+        "xtask test: {} steps. Each prints one line: step, ok or FAILED, seconds, tests passed / failed / \
+         skipped (#[ignore]d), notes. FIGURES and SCENARIO lines are measurements the fault tests print \
+         (lost, resurrected, wrong: must be 0). Logs: {}",
+        options.steps.len(),
+        logs.display()
+    );
     let began = Instant::now();
     let mut total = Counts::default();
     let mut failed = Vec::new();
@@ -227,6 +234,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
         String::new()
     };
     println!("tests: {} passed, {} failed{skipped}", total.passed, total.failed);
+    println!("{}", if failed.is_empty() { "PASS" } else { "FAIL" });
     Ok(if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -244,7 +252,7 @@ fn print_report(step: Step, report: &Report, elapsed: Duration) {
     if let Some(c) = report.counts {
         let _ = write!(line, "  {} passed, {} failed", c.passed, c.failed);
         if c.ignored > 0 {
-            let _ = write!(line, ", {} ignored", c.ignored);
+            let _ = write!(line, ", {} skipped", c.ignored);
         }
     }
     if !report.note.is_empty() {
@@ -672,30 +680,11 @@ fn skip_topologies(keep: Option<Topology>) -> Vec<String> {
 /// `conformance: memory_conformance 56 passed, …` for every test target whose
 /// name holds `conformance`, from cargo's `Running tests/…` and `test result:` lines.
 fn conformance_note(lines: &[String]) -> String {
-    let mut current: Option<String> = None;
-    let mut parts = Vec::new();
-    for line in lines {
-        let text = line.trim();
-        if let Some(rest) = text.strip_prefix("Running ") {
-            current = rest
-                .split_whitespace()
-                .next()
-                .and_then(|path| path.rsplit('/').next())
-                .and_then(|file| file.strip_suffix(".rs"))
-                .filter(|stem| stem.contains("conformance"))
-                .map(str::to_owned);
-        } else if text.starts_with("test result:") {
-            if let Some(stem) = current.take() {
-                let counts = Counts::parse(std::slice::from_ref(line));
-                if counts.passed + counts.failed > 0 {
-                    parts.push(format!(
-                        "{stem} {} passed, {} failed",
-                        counts.passed, counts.failed
-                    ));
-                }
-            }
-        }
-    }
+    let parts: Vec<String> = Counts::per_binary(lines)
+        .into_iter()
+        .filter(|(name, counts)| name.contains("conformance") && counts.passed + counts.failed > 0)
+        .map(|(name, counts)| format!("{name} {} passed, {} failed", counts.passed, counts.failed))
+        .collect();
     if parts.is_empty() {
         String::new()
     } else {
@@ -833,6 +822,36 @@ mod tests {
         assert!(parse(&args(&["--only", "nope"])).is_err());
         assert!(parse(&args(&["--only"])).is_err());
         assert!(parse(&args(&["--frobnicate"])).is_err());
+    }
+
+    /// Test binaries' output as cargo prints it, with a fault test's figures glued to the
+    /// results line and per-test lines of another binary around: each count goes to its own
+    /// binary.
+    #[test]
+    fn counts_are_parsed_per_binary_from_interleaved_output() {
+        let lines = args(&[
+            "     Running tests/memory_conformance.rs (target/debug/deps/memory_conformance-0a1b)",
+            "running 85 tests",
+            "test round_trip_json ... ok",
+            "test result: ok. 85 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 5.1s",
+            "     Running tests/faults_many.rs (target/debug/deps/faults_many-2c3d)",
+            "running 13 tests",
+            "test many::a ... FIGURES many-a: lost=0",
+            "ok",
+            "FIGURES many-b: lost=0 test result: FAILED. 12 passed; 1 failed; 0 ignored; 0 measured",
+            "     Running tests/redis_conformance.rs (target/debug/deps/redis_conformance-4e5f)",
+            "test result: ok. 85 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out",
+        ]);
+        let per = Counts::per_binary(&lines);
+        let names: Vec<&str> = per.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["memory_conformance", "faults_many", "redis_conformance"]);
+        assert_eq!((per[1].1.passed, per[1].1.failed), (12, 1));
+        let total = Counts::parse(&lines);
+        assert_eq!((total.passed, total.failed, total.ignored), (182, 1, 1));
+        assert_eq!(
+            conformance_note(&lines),
+            "conformance: memory_conformance 85 passed, 0 failed; redis_conformance 85 passed, 0 failed"
+        );
     }
 
     #[test]

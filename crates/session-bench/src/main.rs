@@ -1,4 +1,4 @@
-//! `session-bench`: the benchmark behind `cargo xtask bench` (SPEC §9). Run it through xtask,
+//! `session-bench`: the benchmark behind `cargo xtask bench`. Run it through xtask,
 //! which builds it in release mode, starts a throw-away `redis-server`, a 3+3 Redis Cluster and
 //! an empty cluster of 3 masters, and passes their addresses:
 //!

@@ -32,3 +32,9 @@ pub mod model;
 pub mod simulator;
 
 pub use app::{router, AppState, MetricsRender};
+
+/// The workspace README's Rust code, compiled as doc tests (here, in a crate that is not
+/// published, whose package would not hold the README).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
