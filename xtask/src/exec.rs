@@ -167,28 +167,13 @@ pub(crate) fn display(command: &Command) -> String {
     let mut parts = Vec::new();
     for (key, value) in command.get_envs() {
         if let Some(value) = value {
-            let value = redact(&value.to_string_lossy());
+            let value = testkit_redis::env::redact_url(&value.to_string_lossy());
             parts.push(format!("{}={}", key.to_string_lossy(), quote(value.into())));
         }
     }
     parts.push(quote(command.get_program().to_owned()));
     parts.extend(command.get_args().map(|a| quote(a.to_owned())));
     parts.join(" ")
-}
-
-/// Replaces the password of a `scheme://user:password@host` URL with `***`.
-pub(crate) fn redact(text: &str) -> String {
-    let Some(start) = text.find("://").map(|i| i + 3) else {
-        return text.to_owned();
-    };
-    let rest = &text[start..];
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    match (authority.rfind('@'), authority.find(':')) {
-        (Some(at), Some(colon)) if colon < at => {
-            format!("{}{}:***{}", &text[..start], &rest[..colon], &rest[at..])
-        }
-        _ => text.to_owned(),
-    }
 }
 
 /// On Ctrl-C or SIGTERM: stop the running command and every redis-server
@@ -248,6 +233,5 @@ mod tests {
             shown,
             "SESSION_TEST_REDIS_TLS_URL='rediss://app:***@127.0.0.1:5' cargo test -- --test-threads=1 'a b'"
         );
-        assert_eq!(redact("redis://127.0.0.1:1"), "redis://127.0.0.1:1");
     }
 }

@@ -235,8 +235,9 @@ fn non_empty_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// Replaces the password of a `scheme://user:password@host` URL with `***`.
-pub(crate) fn redact_url(url: &str) -> String {
+/// Replaces the password of a `scheme://user:password@host` URL with `***` (for printed
+/// commands and test output; xtask uses it too).
+pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
