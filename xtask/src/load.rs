@@ -44,7 +44,12 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
         .map(|_| DemoServer::start(&bin, &env))
         .collect::<crate::Result<Vec<_>>>()?;
     for (i, s) in servers.iter().enumerate() {
-        println!("load: instance {} on {}", i + 1, s.url());
+        println!(
+            "load: instance {} on {} (backend redis, sharing redis-server 127.0.0.1:{})",
+            i + 1,
+            s.url(),
+            redis.port()
+        );
     }
     let mut sim_args = Vec::new();
     for s in &servers {
@@ -63,7 +68,10 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
         Ok(testkit_redis::resp::Reply::Integer(n)) => n.to_string(),
         other => format!("{other:?}"),
     };
-    println!("load: instances={instances}; keys in Redis after the run: {keys}");
+    println!(
+        "load: instances={instances}; keys in Redis after the run: {keys} (reads: cross_instance_hits are \
+         sessions one instance created and another served)"
+    );
     drop(servers);
     Ok(if status.success() {
         ExitCode::SUCCESS

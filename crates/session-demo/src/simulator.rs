@@ -67,6 +67,9 @@ pub struct Report {
     pub misses: u64,
     /// Of the misses, those read through another instance than the creator.
     pub cross_instance_misses: u64,
+    /// Loads answered 200 by another instance than the one that created the session: the
+    /// sessions the instances share.
+    pub cross_instance_hits: u64,
     /// Updates answered 204.
     pub updated: u64,
     /// Compare-and-set conflicts (412), retried.
@@ -111,8 +114,8 @@ impl Report {
                 self.created, self.updated, self.deleted, self.conflicts
             ),
             format!(
-                "reads: hits={} misses={} hit_ratio={ratio:.2}% cross_instance_misses={}",
-                self.hits, self.misses, self.cross_instance_misses
+                "reads: hits={} misses={} hit_ratio={ratio:.2}% cross_instance_hits={} cross_instance_misses={}",
+                self.hits, self.misses, self.cross_instance_hits, self.cross_instance_misses
             ),
             format!(
                 "latency: p50={:.2} ms p99={:.2} ms max={:.2} ms",
@@ -153,6 +156,7 @@ struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     cross: AtomicU64,
+    cross_hits: AtomicU64,
     updated: AtomicU64,
     conflicts: AtomicU64,
     deleted: AtomicU64,
@@ -245,6 +249,9 @@ impl Shared {
         match self.send(req).await {
             Outcome::Status(StatusCode::OK, Some(v), body) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                if target % self.targets.len() != creator % self.targets.len() {
+                    self.counters.cross_hits.fetch_add(1, Ordering::Relaxed);
+                }
                 Some((v, body))
             }
             Outcome::Status(StatusCode::NOT_FOUND, _, _) => {
@@ -533,6 +540,7 @@ pub async fn run(config: SimConfig) -> Result<Report, String> {
         hits: c.hits.load(Ordering::Relaxed),
         misses: c.misses.load(Ordering::Relaxed),
         cross_instance_misses: c.cross.load(Ordering::Relaxed),
+        cross_instance_hits: c.cross_hits.load(Ordering::Relaxed),
         updated: c.updated.load(Ordering::Relaxed),
         conflicts: c.conflicts.load(Ordering::Relaxed),
         deleted: c.deleted.load(Ordering::Relaxed),
