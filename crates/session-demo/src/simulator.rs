@@ -127,6 +127,15 @@ impl Report {
                 self.elapsed.as_secs_f64()
             ),
         ];
+        if config.outage && (self.errors > 0 || self.misses > 0) {
+            out.push(
+                "  with an outage: errors are requests answered 503 while an instance could not tell \
+                 whether a session exists (Redis down, the session not in its memory); misses are reads of \
+                 sessions that at that moment only the other instance's outage journal held (see \
+                 cross_instance_misses), visible everywhere once it has replayed. verify is what counts."
+                    .to_owned(),
+            );
+        }
         if let Some(w) = self.recovery_wait {
             out.push(format!(
                 "recovery: journal drained {:.2} s after the load ended",
