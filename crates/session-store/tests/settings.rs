@@ -254,16 +254,6 @@ fn shared_settings_have_one_home() {
     assert_eq!(options.max_session_bytes(), 4096);
 }
 
-#[cfg(not(feature = "redis"))]
-#[test]
-fn a_section_of_a_backend_not_built_says_so() {
-    let e = Settings::from_toml("[redis]\nurl = \"redis://127.0.0.1:6379\"").unwrap_err();
-    let text = e.to_string();
-    assert_eq!(config_key(e), "redis");
-    assert!(text.contains("built without the redis backend"), "{text}");
-    assert!(!text.contains("unknown"), "{text}");
-}
-
 #[test]
 fn settings_from_an_applications_own_figment() {
     use figment::providers::{Format, Toml};

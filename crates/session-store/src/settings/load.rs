@@ -358,3 +358,37 @@ fn string_env_vars(prefix: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A unit test, so that the feature-set step runs it in the builds without the redis
+    /// backend (integration tests run there only with the defaults).
+    #[cfg(not(feature = "redis"))]
+    #[test]
+    fn a_section_of_a_backend_not_built_says_so() {
+        let e = Settings::from_toml("[redis]\nurl = \"redis://127.0.0.1:6379\"")
+            .err()
+            .unwrap_or_else(|| panic!("a [redis] section was accepted without the redis backend"));
+        let text = e.to_string();
+        assert!(
+            matches!(&e, Error::Config { key, .. } if key == "redis"),
+            "{text}"
+        );
+        assert!(text.contains("built without the redis backend"), "{text}");
+        assert!(!text.contains("unknown"), "{text}");
+    }
+
+    #[test]
+    fn every_section_is_a_top_level_key() {
+        let keys = top_level_keys();
+        for (section, _) in SECTIONS {
+            assert!(keys.contains(&section), "{section}");
+        }
+        assert!(
+            keys.contains(&"ttl_secs") && keys.contains(&"backend"),
+            "{keys:?}"
+        );
+    }
+}
