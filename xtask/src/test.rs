@@ -29,7 +29,8 @@
 //! `testkit_redis::env`). The `faults` cell runs every `faults*` target with
 //! `SESSION_TEST_FAULTS=1`, one test at a time and `--nocapture`, and
 //! forwards the lines those tests print starting with `SCENARIO` or
-//! `FIGURES`. Full output goes to `target/xtask-logs/<step>.log`; on a
+//! `FIGURES`. With `CI` set, cargo builds without incremental caches
+//! (`CARGO_INCREMENTAL=0`, unless set otherwise). Full output goes to `target/xtask-logs/<step>.log`; on a
 //! failure the command and the last 60 lines are shown.
 
 use std::collections::BTreeSet;
@@ -710,6 +711,11 @@ fn cargo(args: &[&str]) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command.args(args).current_dir(project_root());
+    // A CI machine builds once: incremental caches would only take disk (about a third of a
+    // fresh matrix build). Locally they stay, for the next edit.
+    if std::env::var_os("CI").is_some() && std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        command.env("CARGO_INCREMENTAL", "0");
+    }
     command
 }
 
