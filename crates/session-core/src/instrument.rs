@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use metrics::{Counter, Histogram, SharedString};
 use tracing::Instrument as _;
 
-use crate::envelope::{Meta, Record};
+use crate::envelope::{Entry, Meta, Record};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
@@ -354,6 +354,17 @@ impl<S: SessionStore> SessionStore for Instrumented<S> {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.observe(Op::Load, Some(key), self.inner.load(key), |r| {
             if r.is_some() {
+                Outcome::Hit
+            } else {
+                Outcome::Miss
+            }
+        })
+        .await
+    }
+
+    async fn load_entry(&self, key: &SessionKey) -> Result<Option<Entry>> {
+        self.observe(Op::Load, Some(key), self.inner.load_entry(key), |r| {
+            if matches!(r, Some(Entry::Live(_))) {
                 Outcome::Hit
             } else {
                 Outcome::Miss

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::envelope::{Meta, Record};
+use crate::envelope::{Entry, Meta, Record};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
@@ -106,6 +106,21 @@ pub trait SessionStore: Send + Sync + 'static {
     /// # Errors
     /// [`Error::Corrupt`] for bytes that are not an envelope; temporary errors.
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>>;
+
+    /// Loads what the store holds under a key, telling a deleted session's tombstone
+    /// ([`Entry::Tombstone`]) from nothing at all (`Ok(None)`: never written, expired, or
+    /// its tombstone's time is over). [`load`](Self::load) answers `Ok(None)` for both.
+    ///
+    /// A wrapper uses it to tell "known to be gone" from "not known here" (the fallback,
+    /// right after an outage). The default answers from `load`, so a store that
+    /// [keeps no tombstones](Self::keeps_tombstones) need not implement it; one that keeps
+    /// them should.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    async fn load_entry(&self, key: &SessionKey) -> Result<Option<Entry>> {
+        Ok(self.load(key).await?.map(Entry::Live))
+    }
 
     /// Writes a session whether or not it exists (last writer wins).
     ///
@@ -422,6 +437,14 @@ macro_rules! forward_store {
                 Self: 'f,
             {
                 (**self).load(key)
+            }
+            fn load_entry<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, Result<Option<Entry>>>
+            where
+                's: 'f,
+                'k: 'f,
+                Self: 'f,
+            {
+                (**self).load_entry(key)
             }
             fn save<'s, 'k, 'r, 'f>(&'s self, key: &'k SessionKey, record: &'r Record) -> StoreFuture<'f, Result<Meta>>
             where

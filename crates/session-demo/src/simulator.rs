@@ -130,9 +130,11 @@ impl Report {
         if config.outage && (self.errors > 0 || self.misses > 0) {
             out.push(
                 "  with an outage: errors are requests answered 503 while an instance could not tell \
-                 whether a session exists (Redis down, the session not in its memory); misses are reads of \
-                 sessions that at that moment only the other instance's outage journal held (see \
-                 cross_instance_misses), visible everywhere once it has replayed. verify is what counts."
+                 whether a session exists (Redis down and the session not in its memory, or Redis just back \
+                 and the session possibly still in the other instance's journal: fallback.recovery_grace_ms); \
+                 misses are reads of sessions that only the other instance's outage journal held, made after \
+                 that grace (see cross_instance_misses), visible everywhere once it has replayed. verify is \
+                 what counts."
                     .to_owned(),
             );
         }

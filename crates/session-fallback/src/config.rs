@@ -23,6 +23,7 @@ use session_core::{Error, Result};
 /// | `tombstone_ttl_ms` | `86400000` | how long a replayed delete's tombstone lasts when the primary holds no session |
 /// | `warm_entries` | `10000` | sessions kept from healthy traffic, readable and writable during an outage (0: off) |
 /// | `warm_bytes` | `67108864` | bytes those may take (64 MiB) |
+/// | `recovery_grace_ms` | `10000` | after a recovery, a session the primary holds no trace of is "can't tell", not absent (0: off) |
 ///
 /// One field is not a configuration key: [`name`](Self::name), the store's name in its
 /// metrics, set in code with [`with_name`](Self::with_name).
@@ -85,6 +86,17 @@ pub struct FallbackConfig {
     /// The bytes the warm copy may take (keys, headers, payloads). Default
     /// `67108864` (64 MiB).
     pub warm_bytes: u64,
+    /// How long after this instance's primary recovers from an outage (a circuit closes
+    /// after replay) a load that the primary answers with neither a session nor its
+    /// tombstone is answered as "can't tell" ([`Error::Unavailable`]) instead of absent,
+    /// in milliseconds. Other instances cut off by the same outage may still hold
+    /// sessions created during it in their journals: they reconnect within about
+    /// `probe_max_ms` and then replay. Without the grace, such a session reads as absent
+    /// here meanwhile, and an application that treats absent as "log in again" drops the
+    /// user's cookie for good. A session known to be gone (deleted, with its tombstone in
+    /// the primary) is still a miss. Set it above `probe_max_ms` plus the time a replay
+    /// takes; `0` turns it off (a single instance needs none). Default `10000`.
+    pub recovery_grace_ms: u64,
     /// The store's name in its metrics: the value of the label `store` on every
     /// `session_fallback_*` series ([`metric`](crate::metric)). Default `"fallback"`. Give
     /// each fallback store of a process its own name, or their series are one; use a short
@@ -112,6 +124,7 @@ impl Default for FallbackConfig {
             tombstone_ttl_ms: 86_400_000,
             warm_entries: 10_000,
             warm_bytes: 64 << 20,
+            recovery_grace_ms: 10_000,
             name: default_name(),
         }
     }
@@ -165,6 +178,13 @@ impl FallbackConfig {
     /// Sets [`startup_wait_ms`](Self::startup_wait_ms).
     pub fn with_startup_wait(mut self, wait: Duration) -> Self {
         self.startup_wait_ms = millis(wait);
+        self
+    }
+
+    /// Sets [`recovery_grace_ms`](Self::recovery_grace_ms) (`Duration::ZERO` turns it off).
+    #[must_use]
+    pub fn with_recovery_grace(mut self, grace: Duration) -> Self {
+        self.recovery_grace_ms = millis(grace);
         self
     }
 
@@ -250,6 +270,16 @@ impl FallbackConfig {
             return Err(Error::config(
                 "fallback.name",
                 "must not be empty (the `store` label of this store's metrics; default \"fallback\")",
+            ));
+        }
+        if self.recovery_grace_ms > 3_600_000 {
+            return Err(Error::config(
+                "fallback.recovery_grace_ms",
+                format!(
+                    "must be at most 3600000 milliseconds (an hour), got {}; a little above \
+                     fallback.probe_max_ms is typical, 0 turns it off",
+                    self.recovery_grace_ms
+                ),
             ));
         }
         if self.batch_keys_per_deadline == 0 {

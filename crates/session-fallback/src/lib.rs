@@ -231,6 +231,7 @@
 mod batch;
 mod circuits;
 mod config;
+mod grace;
 mod journal;
 mod ops;
 mod outage;

@@ -201,6 +201,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             });
             for closed in self.circuits.close_drained(|p| pending.contains(&p)) {
                 self.counters.inc(Field::Transitions);
+                self.grace.start();
                 let c = self.counters.snapshot();
                 tracing::warn!(
                     primary = self.primary.backend(),

@@ -109,6 +109,11 @@ pub struct FallbackCounters {
     /// the warm copy (or journaled against it): sessions that predate the
     /// outage, kept usable.
     pub warm_served: u64,
+    /// Loads the primary answered with no session and no tombstone during the
+    /// [recovery grace](crate::FallbackConfig::recovery_grace_ms), answered as "can't tell"
+    /// ([`Error::Unavailable`](session_core::Error::Unavailable)): another instance may
+    /// still be replaying that session from its journal.
+    pub recovery_unknown: u64,
     /// Partitions of the primary whose circuit is open (or being probed) right now — a
     /// gauge, not a count since start. At most 1 for a primary of one partition; on a Redis
     /// Cluster, the nodes whose keys are served by the secondary.
@@ -128,6 +133,7 @@ pub(crate) struct Counters {
     pub(crate) probes: AtomicU64,
     pub(crate) probe_failures: AtomicU64,
     pub(crate) warm_served: AtomicU64,
+    pub(crate) recovery_unknown: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -145,6 +151,7 @@ pub(crate) enum Field {
     Probes,
     ProbeFailures,
     WarmServed,
+    RecoveryUnknown,
 }
 
 /// Metric names published through the `metrics` facade (see `docs/operations.md`).
@@ -191,6 +198,10 @@ pub mod metric {
     pub const PROBE_FAILURES: &str = "session_fallback_probe_failures_total";
     /// Counter: calls made while the primary was unreachable and answered from the warm copy.
     pub const WARM_SERVED: &str = "session_fallback_warm_served_total";
+    /// Counter: loads answered "can't tell" during the recovery grace
+    /// ([`FallbackConfig::recovery_grace_ms`](crate::FallbackConfig::recovery_grace_ms)): the
+    /// primary held neither the session nor its tombstone.
+    pub const RECOVERY_UNKNOWN: &str = "session_fallback_recovery_unknown_total";
 }
 
 /// A fallback store's metric handles, registered once when it is built, each labelled
@@ -209,6 +220,7 @@ pub(crate) struct Metrics {
     probes: Counter,
     probe_failures: Counter,
     warm_served: Counter,
+    recovery_unknown: Counter,
     /// By [`CircuitState::code`] of the new state.
     transitions: [Counter; 4],
 }
@@ -240,6 +252,7 @@ impl Metrics {
             probes: counter(metric::PROBES),
             probe_failures: counter(metric::PROBE_FAILURES),
             warm_served: counter(metric::WARM_SERVED),
+            recovery_unknown: counter(metric::RECOVERY_UNKNOWN),
             // In code order: closed 0, open 1, probing 2, replaying 3.
             transitions: [
                 transition(CircuitState::Closed),
@@ -282,6 +295,7 @@ impl Counters {
             probes: AtomicU64::new(0),
             probe_failures: AtomicU64::new(0),
             warm_served: AtomicU64::new(0),
+            recovery_unknown: AtomicU64::new(0),
             metrics,
         }
     }
@@ -302,6 +316,7 @@ impl Counters {
             Field::Probes => (&self.probes, Some(&m.probes)),
             Field::ProbeFailures => (&self.probe_failures, Some(&m.probe_failures)),
             Field::WarmServed => (&self.warm_served, Some(&m.warm_served)),
+            Field::RecoveryUnknown => (&self.recovery_unknown, Some(&m.recovery_unknown)),
         };
         atomic.fetch_add(1, Ordering::Relaxed);
         if let Some(counter) = counter {
@@ -328,6 +343,7 @@ impl Counters {
             probes: get(&self.probes),
             probe_failures: get(&self.probe_failures),
             warm_served: get(&self.warm_served),
+            recovery_unknown: get(&self.recovery_unknown),
             open_partitions: 0,
         }
     }

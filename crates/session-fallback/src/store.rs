@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use session_core::backend::{now_ms, Change, Partition, Reconciled, Record, Tombstone};
+use session_core::backend::{now_ms, Change, Entry, Partition, Reconciled, Record, Tombstone};
 use session_core::{
     Error, Health, HealthStatus, Meta, Namespace, Result, SessionId, SessionKey, SessionStore, StoreStats,
     Version,
@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 use crate::circuits::Circuits;
 use crate::config::FallbackConfig;
+use crate::grace::Grace;
 use crate::journal::{Journal, KeyLocks};
 use crate::ops::{Create, Delete, Load, Save, SaveIf, StoreFuture, Touch, Update};
 use crate::state::{CircuitState, Counters, FallbackCounters, Metrics};
@@ -53,6 +54,9 @@ pub(crate) struct Inner<P, S> {
     pub(crate) journal: Journal,
     /// Sessions served while healthy, for an outage.
     pub(crate) warm: WarmCopy,
+    /// The window after a recovery in which a load with no trace in the primary is "can't
+    /// tell".
+    pub(crate) grace: Grace,
     pub(crate) locks: KeyLocks,
     pub(crate) counters: Counters,
     pub(crate) worker_running: AtomicBool,
@@ -117,6 +121,7 @@ impl<P: SessionStore, S: SessionStore> FallbackStore<P, S> {
             circuits: Circuits::new(config.probe_min_ms, config.probe_max_ms, Arc::clone(&metrics)),
             journal: Journal::new(config.max_journal_keys, Arc::clone(&metrics)),
             warm: WarmCopy::new(config.warm_entries, config.warm_bytes),
+            grace: Grace::new(Duration::from_millis(config.recovery_grace_ms)),
             locks: KeyLocks::new(),
             counters: Counters::new(metrics),
             worker_running: AtomicBool::new(false),
@@ -223,7 +228,23 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
         'k: 'f,
         Self: 'f,
     {
-        Box::pin(self.inner.exec(key, Load))
+        Box::pin(async move {
+            match self.inner.exec(key, Load).await {
+                // Within a recovery grace a miss may be a session another instance still has
+                // to replay: asked again, telling a tombstone from nothing.
+                Ok(None) if self.inner.grace.open() => Box::pin(self.inner.miss_in_grace(key)).await,
+                other => other,
+            }
+        })
+    }
+
+    fn load_entry<'s, 'k, 'f>(&'s self, key: &'k SessionKey) -> StoreFuture<'f, Result<Option<Entry>>>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        Box::pin(self.inner.load_entry(key))
     }
 
     fn save<'s, 'k, 'r, 'f>(
@@ -360,7 +381,13 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
         'k: 'f,
         Self: 'f,
     {
-        Box::pin(self.inner.load_many(keys))
+        Box::pin(async move {
+            let mut found = self.inner.load_many(keys).await?;
+            if self.inner.grace.open() {
+                self.inner.misses_in_grace(keys, &mut found).await;
+            }
+            Ok(found)
+        })
     }
 
     fn save_many<'s, 'k, 'f>(

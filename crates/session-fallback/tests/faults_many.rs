@@ -32,6 +32,8 @@
 //! 11. `relogin-vs-later-relogin`: the same, but B creates K again: the later login is kept.
 //! 12. `rolling-restart`: three instances under load, each replaced twice by a fresh one; every
 //!     existing session is found by a fresh instance at once.
+//! 13. `staggered-recovery`: a full outage that ends for A first; a session B created during it
+//!     is "can't tell" on A (not a miss) until B replays, a logged-out one a miss.
 //!
 //! Only with `SESSION_TEST_FAULTS=1` (`cargo xtask test --only faults`); one test at a time.
 
@@ -1362,6 +1364,66 @@ async fn cant_tell() {
         );
     }
     assert!(many_temporary, "load_many while cut off: {many:?}");
+    assert_eq!(
+        after.outcome,
+        Outcome::Loaded(Some(value.clone())),
+        "{}",
+        rig.dump()
+    );
+    assert_eq!(v.of(&k), &Final::Live(value));
+    assert_consistent(&rig, &v);
+}
+
+/// A full outage that ends for A before B: B, still cut off, holds K (created during the
+/// outage) in its journal only. A, recovered, must not answer K as absent (an application
+/// would take that for a logout and drop the cookie): it is a temporary error until B has
+/// replayed, then the session. G, logged out before the outage, stays a miss on A (its
+/// tombstone is in Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn staggered_recovery() {
+    if !faults_enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::start(2).await;
+    let (a, b) = (&rig.nodes[0], &rig.nodes[1]);
+    let g = rig.key("G");
+    assert!(rig.write(a, Kind::Create, &g, &fresh("a:g"), 0).await.ok());
+    assert!(rig.delete(a, &g).await.ok());
+    a.cut();
+    b.cut();
+    a.trip().await;
+    b.trip().await;
+    let k = rig.key("K");
+    let created = rig.write(b, Kind::Create, &k, &fresh("b:k"), 0).await;
+    assert!(created.ok(), "{created}");
+    let value = created.value.clone().unwrap();
+    a.heal();
+    rig.recover(a).await;
+    let during = rig.run(a, Kind::Load, &k, None).await;
+    let gone = rig.run(a, Kind::Load, &g, None).await;
+    b.heal();
+    rig.recover(b).await;
+    let after = rig.run(a, Kind::Load, &k, None).await;
+    let v = rig.verdict();
+    println!(
+        "FIGURES many-staggered-recovery: a_loads_k_before_b_replays={} a_loads_logged_out={} \
+         a_loads_k_after={} recovery_unknown={} final={} resurrected={} lost={}",
+        during.outcome,
+        gone.outcome,
+        after.outcome,
+        a.store.counters().recovery_unknown,
+        v.of(&k),
+        v.resurrected.len(),
+        v.lost.len()
+    );
+    assert!(
+        matches!(during.outcome, Outcome::Failed(_, true)),
+        "a session B has yet to replay must be \"can't tell\" on A, got {}\n{}",
+        during.outcome,
+        rig.dump()
+    );
+    assert_eq!(gone.outcome, Outcome::Loaded(None), "{}", rig.dump());
     assert_eq!(
         after.outcome,
         Outcome::Loaded(Some(value.clone())),

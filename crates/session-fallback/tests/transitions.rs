@@ -100,7 +100,10 @@ async fn version_in_secondary(s: &Secondary, k: &SessionKey) -> Option<Version> 
     s.load(k).await.unwrap().map(|r| r.meta.version)
 }
 
-async fn payload(store: &Store, k: &SessionKey) -> Option<Bytes> {
+async fn payload<P: SessionStore, S: SessionStore>(
+    store: &FallbackStore<P, S>,
+    k: &SessionKey,
+) -> Option<Bytes> {
     store.load(k).await.unwrap().map(|r| r.payload)
 }
 
@@ -112,7 +115,7 @@ async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-async fn wait_closed(store: &Store) {
+async fn wait_closed<P: SessionStore, S: SessionStore>(store: &FallbackStore<P, S>) {
     wait_for(
         "the circuit to close with an empty journal",
         Duration::from_secs(10),
@@ -884,7 +887,9 @@ async fn a_past_deadline_outage_write_over_a_primary_session_leaves_no_key() {
         None,
         "the older primary value is removed, not kept"
     );
-    assert_eq!(store.load(&k).await.unwrap(), None);
+    // No trace is left, so within the recovery grace this instance can't tell the session
+    // from one another instance has yet to replay.
+    assert!(matches!(store.load(&k).await, Err(Error::Unavailable { .. })));
     store
         .create(&k, &rec(b"again"))
         .await
@@ -1216,6 +1221,78 @@ async fn pre_outage_sessions_stay_usable_on_two_instances() {
         keys.len(),
         one.counters().conflicts + two.counters().conflicts
     );
+}
+
+/// After a full outage the instances recover one at a time. A session created on instance two
+/// during the outage is only in its journal until it replays; meanwhile instance one, recovered,
+/// answers "can't tell" for it (a miss would be taken for a logout), a logged-out session as a
+/// miss (its tombstone is in the primary), and the session itself once two has replayed it.
+#[tokio::test]
+async fn after_a_recovery_a_session_another_instance_has_yet_to_replay_is_not_a_miss() {
+    let shared = Arc::new(primary_memory());
+    let (p_one, p_two) = (
+        FaultyStore::new(Arc::clone(&shared)),
+        FaultyStore::new(Arc::clone(&shared)),
+    );
+    let one = FallbackStore::new(Arc::clone(&p_one), Arc::new(memory()), fast())
+        .await
+        .unwrap();
+    let two = FallbackStore::new(Arc::clone(&p_two), Arc::new(memory()), fast())
+        .await
+        .unwrap();
+    let gone = key();
+    one.create(&gone, &rec(b"logged in")).await.unwrap();
+    assert!(one.delete(&gone).await.unwrap());
+    p_one.set_mode(FaultMode::Fail);
+    p_two.set_mode(FaultMode::Fail);
+    let k = key();
+    two.create(&k, &rec(b"created during the outage")).await.unwrap();
+    // One meets the outage too: a session it holds no copy of can't be told.
+    assert!(matches!(one.load(&key()).await, Err(Error::Unavailable { .. })));
+    assert!(one.state().is_open());
+    p_one.set_mode(FaultMode::Pass);
+    wait_closed(&one).await;
+    // One has recovered; two is still cut off, its journal holding K.
+    let e = one.load(&k).await.unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+    assert!(e.to_string().contains("recovery_grace_ms"), "{e}");
+    assert_eq!(
+        one.load(&gone).await.unwrap(),
+        None,
+        "a logged-out session is known gone"
+    );
+    let both = one.load_many(&[k.clone(), gone.clone()]).await.unwrap();
+    assert!(matches!(both[0], Err(Error::Unavailable { .. })), "{:?}", both[0]);
+    assert!(matches!(both[1], Ok(None)), "{:?}", both[1]);
+    assert_eq!(one.counters().recovery_unknown, 2);
+    p_two.set_mode(FaultMode::Pass);
+    wait_closed(&two).await;
+    assert_eq!(payload(&one, &k).await, b(b"created during the outage"));
+}
+
+/// The recovery grace lasts `recovery_grace_ms`: afterwards a session the primary holds no
+/// trace of is a miss again. With the grace off, it is one right after the recovery.
+#[tokio::test]
+async fn the_recovery_grace_ends_and_can_be_turned_off() {
+    for grace in [Duration::from_millis(300), Duration::ZERO] {
+        let (p, _s, store) = setup(fast().with_recovery_grace(grace)).await;
+        p.set_mode(FaultMode::Fail);
+        assert!(store.load(&key()).await.is_err());
+        p.set_mode(FaultMode::Pass);
+        wait_closed(&store).await;
+        let k = key();
+        if !grace.is_zero() {
+            assert!(matches!(store.load(&k).await, Err(Error::Unavailable { .. })));
+            tokio::time::sleep(grace + Duration::from_millis(100)).await;
+        }
+        assert_eq!(store.load(&k).await.unwrap(), None, "grace {grace:?}");
+        assert_eq!(
+            store.load_many(std::slice::from_ref(&k)).await.unwrap()[0]
+                .as_ref()
+                .unwrap(),
+            &None
+        );
+    }
 }
 
 /// The warm copy is bounded: beyond `warm_entries` the oldest go, counted.

@@ -413,20 +413,17 @@ impl Entry {
         })
     }
 
-    /// The value as a record, for a load: `None` for a tombstone (absent to a load). Raw
-    /// bytes are decoded (a tombstone's envelope is `None` too).
-    pub(crate) fn to_record(&self, namespace: &str) -> Result<Option<Record>, Error> {
+    /// The value as a session or a tombstone (which a load answers as absent). Raw bytes are
+    /// decoded.
+    pub(crate) fn to_entry(&self, namespace: &str) -> Result<Envelope, Error> {
         match (self.kind(), self.meta()) {
-            (KIND_REC, Some(meta)) => Ok(Some(Record {
+            (KIND_REC, Some(meta)) => Ok(Envelope::Live(Record {
                 meta,
                 codec: self.codec(),
                 payload: self.payload_bytes(),
             })),
-            (KIND_TOMB, Some(_)) => Ok(None),
-            (KIND_RAW, _) => match decode_entry(&self.payload_bytes(), namespace)? {
-                Envelope::Live(record) => Ok(Some(record)),
-                Envelope::Tombstone(_) => Ok(None),
-            },
+            (KIND_TOMB, Some(meta)) => Ok(Envelope::Tombstone(meta)),
+            (KIND_RAW, _) => decode_entry(&self.payload_bytes(), namespace),
             _ => Err(damaged(namespace)),
         }
     }

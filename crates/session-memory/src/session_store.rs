@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use session_core::backend::{cap_deadline, check_size, stamp, Change, Reconciled, Record, Tombstone};
+use session_core::backend::{cap_deadline, check_size, stamp, Change, Entry, Reconciled, Record, Tombstone};
 use session_core::{
     async_trait, Error, Health, HealthStatus, Meta, Namespace, Result, SessionId, SessionKey, SessionStore,
     StoreStats, Version,
@@ -23,6 +23,10 @@ impl SessionStore for MemoryStore {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.inner.load(key)
+    }
+
+    async fn load_entry(&self, key: &SessionKey) -> Result<Option<Entry>> {
+        self.inner.load_entry(key)
     }
 
     async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {

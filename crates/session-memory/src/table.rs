@@ -3,7 +3,9 @@
 
 use std::sync::atomic::Ordering;
 
-use session_core::backend::{decide, stamp, Change, Decision, Reconciled, Record, Stored, Tombstone};
+use session_core::backend::{
+    decide, stamp, Change, Decision, Entry as Envelope, Reconciled, Record, Stored, Tombstone,
+};
 use session_core::{Error, Meta, Namespace, Result, SessionId, SessionKey, StoreStats, Version};
 
 use crate::entry::{charge, deadline, Entry, State, Value};
@@ -127,6 +129,15 @@ impl Inner {
     }
 
     pub(crate) fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        // A tombstone reads as absent.
+        Ok(match self.load_entry(key)? {
+            Some(Envelope::Live(record)) => Some(record),
+            Some(Envelope::Tombstone(_)) | None => None,
+        })
+    }
+
+    /// The session or tombstone under `key`, if it is not past its deadline.
+    pub(crate) fn load_entry(&self, key: &SessionKey) -> Result<Option<Envelope>> {
         let (namespace, id) = (key.ns(), key.id.as_str());
         let hash = self.hash(namespace, id);
         let shard = &self.shards[self.shard_of(hash)];
@@ -140,13 +151,13 @@ impl Inner {
             self.reclaim_key(key, hash, now);
             return Ok(None);
         }
-        // A tombstone reads as absent.
-        let record = entry.to_record(namespace);
+        let found = entry.to_entry(namespace);
         drop(table);
         // A raw value's envelope has its own deadline.
-        match record {
-            Ok(Some(r)) if deadline(&r.meta) <= now => Ok(None),
-            Ok(r) => Ok(r),
+        match found {
+            Ok(Envelope::Live(r)) if deadline(&r.meta) <= now => Ok(None),
+            Ok(Envelope::Tombstone(meta)) if deadline(&meta) <= now => Ok(None),
+            Ok(e) => Ok(Some(e)),
             Err(e) => Err(e),
         }
     }

@@ -1275,7 +1275,7 @@ macro_rules! conformance_tests {
             bincode_sessions_load_under_the_default_codec, undecodable_session_is_a_counted_miss,
             load_many_keeps_order, empty_batches, save_many_then_load_many, typed_batches,
             count_counts_live_sessions, stats_report, health_is_up, partitions_answer_when_healthy,
-            delete_leaves_a_tombstone_live_calls_see_as_absent,
+            delete_leaves_a_tombstone_live_calls_see_as_absent, load_entry_tells_a_tombstone_from_nothing,
             delete_of_an_unknown_session_leaves_a_bounded_tombstone, save_replaces_a_tombstone,
             reconcile_applies_on_its_base, reconcile_delete_wins_over_a_newer_write,
             reconcile_writes_converge_in_either_order, reconcile_is_idempotent,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::envelope::{Meta, Record};
+use crate::envelope::{Entry, Meta, Record};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
@@ -142,6 +142,10 @@ impl<S: SessionStore> SessionStore for FaultyStore<S> {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.gate(false).await?;
         self.inner.load(key).await
+    }
+    async fn load_entry(&self, key: &SessionKey) -> Result<Option<Entry>> {
+        self.gate(false).await?;
+        self.inner.load_entry(key).await
     }
     async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
         self.write(self.inner.save(key, record)).await
@@ -337,6 +341,9 @@ impl<S: SessionStore> SessionStore for PartitionedStore<S> {
     }
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.of(key).load(key).await
+    }
+    async fn load_entry(&self, key: &SessionKey) -> Result<Option<Entry>> {
+        self.of(key).load_entry(key).await
     }
     async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
         self.of(key).save(key, record).await

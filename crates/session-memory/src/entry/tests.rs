@@ -4,6 +4,20 @@ use super::*;
 use crate::compact::{decode_meta, encode_meta, MAX_META_LEN};
 use session_core::Version;
 
+/// A load's view of an entry: the session, or `None` for a tombstone.
+trait ToRecord {
+    fn to_record(&self, namespace: &str) -> Result<Option<Record>, Error>;
+}
+
+impl ToRecord for Entry {
+    fn to_record(&self, namespace: &str) -> Result<Option<Record>, Error> {
+        Ok(match self.to_entry(namespace)? {
+            Envelope::Live(record) => Some(record),
+            Envelope::Tombstone(_) => None,
+        })
+    }
+}
+
 fn meta(version: u64, created_at: u64, updated_at: u64, expires_at: u64, max_expires_at: u64) -> Meta {
     Meta {
         version: Version::from_u64(version),

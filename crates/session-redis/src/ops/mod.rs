@@ -247,6 +247,13 @@ impl SessionStore for RedisStore {
         self.decode_loaded(value, key.ns())
     }
 
+    async fn load_entry(&self, key: &SessionKey) -> Result<Option<Entry>> {
+        let k = self.key(key);
+        let get = Cmd::Get(k.clone());
+        let value: Option<Bytes> = self.read(&k, "load", key.ns(), get).await?;
+        value.map(|bytes| decode_entry(&bytes, key.ns())).transpose()
+    }
+
     async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
         self.plain(key, record, Plain::Save).await
     }

@@ -91,6 +91,24 @@ pub async fn delete_leaves_a_tombstone_live_calls_see_as_absent(h: &dyn Harness)
     assert_eq!(payload(s, &key).await.as_deref(), Some(&b"again"[..]));
 }
 
+/// `load_entry` answers what `load` does for a session and for nothing, and tells a
+/// deleted session's tombstone from nothing, which `load` does not.
+pub async fn load_entry_tells_a_tombstone_from_nothing(h: &dyn Harness) {
+    let t = tombstoned(h).await;
+    let s = t.store.as_ref();
+    let key = new_key("task");
+    assert_eq!(s.load_entry(&key).await.unwrap(), None, "never written");
+    s.create(&key, &rec(b"x", HOUR_MS)).await.unwrap();
+    let loaded = s.load(&key).await.unwrap().expect("created");
+    assert_eq!(s.load_entry(&key).await.unwrap(), Some(Entry::Live(loaded)));
+    assert!(s.delete(&key).await.unwrap());
+    assert_eq!(s.load(&key).await.unwrap(), None);
+    assert!(
+        matches!(s.load_entry(&key).await.unwrap(), Some(Entry::Tombstone(_))),
+        "a deleted session is known to be gone"
+    );
+}
+
 /// A delete of a session the store never held leaves a tombstone too (another
 /// instance may hold the session in its outage journal), lasting the store's
 /// tombstone lifetime.
