@@ -43,7 +43,7 @@ const COMMANDS: &[Command] = &[
         "test",
         test::run,
         "fmt, clippy, doc, msrv, unit tests, feature combinations, packaging, then Redis \
-         standalone/cluster/sentinel/tls and fault cells",
+         standalone/cluster/sentinel/tls, browser and fault cells",
     ),
     (
         "redis",

@@ -4,7 +4,7 @@
 //! (`cargo test --workspace` without Redis), `features` (every feature
 //! combination of each published crate, alone), `package` (`cargo package`
 //! of the published crates), one cell per topology (`standalone`, `cluster`,
-//! `sentinel`, `tls`) and `faults`.
+//! `sentinel`, `tls`), `browser` and `faults`.
 //!
 //! `msrv` fails when a dependency in `Cargo.lock` that a workspace member
 //! builds (its normal, build and dev dependencies, for the platforms in
@@ -29,7 +29,12 @@
 //! `testkit_redis::env`). The `faults` cell runs every `faults*` target with
 //! `SESSION_TEST_FAULTS=1`, one test at a time and `--nocapture`, and
 //! forwards the lines those tests print starting with `SCENARIO` or
-//! `FIGURES`. With `CI` set, cargo builds without incremental caches
+//! `FIGURES`. The `browser` cell checks that Debian's `chromium` and
+//! `chromium-driver` are installed (`/usr/bin/chromium`, `/usr/bin/chromedriver`,
+//! or `SESSION_TEST_CHROMIUM` / `SESSION_TEST_CHROMEDRIVER`), then runs
+//! session-axum's `browser` test with `SESSION_TEST_BROWSER=1`: the example app
+//! in headless Chromium through chromedriver, on the fallback over a Redis the test
+//! kills and restarts; its `FIGURES browser:` line is forwarded. With `CI` set, cargo builds without incremental caches
 //! (`CARGO_INCREMENTAL=0`, unless set otherwise). Full output goes to `target/xtask-logs/<step>.log`; on a
 //! failure the command and the last 60 lines are shown.
 
@@ -64,11 +69,12 @@ enum Step {
     Features,
     Package,
     Redis(Topology),
+    Browser,
     Faults,
 }
 
 impl Step {
-    const ALL: [Step; 12] = [
+    const ALL: [Step; 13] = [
         Step::Fmt,
         Step::Clippy,
         Step::Doc,
@@ -80,6 +86,7 @@ impl Step {
         Step::Redis(Topology::Cluster),
         Step::Redis(Topology::Sentinel),
         Step::Redis(Topology::Tls),
+        Step::Browser,
         Step::Faults,
     ];
 
@@ -93,6 +100,7 @@ impl Step {
             Step::Features => "features",
             Step::Package => "package",
             Step::Redis(topology) => topology.name(),
+            Step::Browser => "browser",
             Step::Faults => "faults",
         }
     }
@@ -116,7 +124,8 @@ fn cell(name: &str) -> Option<Vec<Step>> {
 }
 
 const CELLS: &str =
-    "lint, fmt, clippy, doc, msrv, unit, features, package, standalone, cluster, sentinel, tls, faults, redis";
+    "lint, fmt, clippy, doc, msrv, unit, features, package, standalone, cluster, sentinel, tls, browser, \
+     faults, redis";
 
 struct Options {
     keep_going: bool,
@@ -191,7 +200,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
     println!(
         "xtask test: {} steps. Each prints one line: step, ok or FAILED, seconds, tests passed / failed / \
          skipped (#[ignore]d), notes. FIGURES and SCENARIO lines are measurements the fault tests print \
-         (lost, resurrected, wrong: must be 0). Logs: {}",
+         (lost, resurrected, wrong: must be 0) and the browser test's. Logs: {}",
         options.steps.len(),
         logs.display()
     );
@@ -298,13 +307,18 @@ fn run_step(step: Step, log: &Path) -> Report {
         Step::Unit => {
             let mut command = test_command(&["test", "--workspace", "--exclude", BENCH_PACKAGE]);
             command.env(REQUIRE_REDIS_ENV, "1");
-            // The per-topology suites (modules `standalone::`, `cluster::`, …) run in their cells.
-            command.arg("--").args(skip_topologies(None));
+            // The per-topology suites (modules `standalone::`, `cluster::`, …) and the browser
+            // test run in their cells.
+            command
+                .arg("--")
+                .args(skip_topologies(None))
+                .args(["--skip", BROWSER_TEST]);
             cargo_step(command, log, true, |_| {})
         }
         Step::Features => features_step(log),
         Step::Package => package_step(log),
         Step::Redis(topology) => redis_step(topology, log),
+        Step::Browser => browser_step(log),
         Step::Faults => faults_step(log),
     }
 }
@@ -633,6 +647,64 @@ fn faults_step(log: &Path) -> Report {
     })
 }
 
+/// The variable that turns the browser test on.
+const BROWSER_ENV: &str = "SESSION_TEST_BROWSER";
+/// The browser test's name (skipped by the `unit` step, where it could only skip itself).
+const BROWSER_TEST: &str = "the_example_app_in_chromium";
+/// What the browser test prints when it ran to the end.
+const BROWSER_FIGURES: &str = "FIGURES browser:";
+
+/// session-axum's `browser` test: the example app in headless Chromium, driven through
+/// chromedriver, on the fallback over a Redis the test kills and restarts.
+fn browser_step(log: &Path) -> Report {
+    let programs = match tools::browser_programs() {
+        Ok(programs) => programs,
+        Err(e) => {
+            let _ = fs::write(log, format!("{e}\n"));
+            return error_report(e.to_string(), log);
+        }
+    };
+    let mut command = test_command(&["test", "-p", "session-axum", "--test", "browser"]);
+    command.args(["--", "--nocapture"]);
+    command
+        .env(BROWSER_ENV, "1")
+        .envs(programs.iter().map(|(var, path)| (*var, path)));
+    let mut figures = 0;
+    let mut report = cargo_step(command, log, true, |line| {
+        if let Some(text) = figure_line(line) {
+            figures += usize::from(text.starts_with(BROWSER_FIGURES));
+            println!("{text}");
+        }
+    });
+    let chromium = programs.first().map(|(_, path)| path.as_path());
+    report.note = chromium.and_then(browser_version).unwrap_or_default();
+    if report.ok && figures == 0 {
+        // Passed without its summary line: the test returned early (gated off) or changed.
+        report.ok = false;
+        report.failure = Some(Failure {
+            command: None,
+            log: log.to_path_buf(),
+            tail: vec![format!(
+                "the browser test passed without printing its `{BROWSER_FIGURES}` line: it did not run"
+            )],
+        });
+    }
+    report
+}
+
+/// `Chromium 1.2.3.4`, from `chromium --version`.
+fn browser_version(chromium: &Path) -> Option<String> {
+    let output = Command::new(chromium)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut words = text.split_whitespace();
+    Some(format!("{} {}", words.next()?, words.next()?))
+}
+
 /// A `SCENARIO …` or `FIGURES …` line a fault test printed. With
 /// `--nocapture` the first line a test prints follows libtest's
 /// `test name ... ` on the same line, so that prefix is dropped.
@@ -808,7 +880,7 @@ mod tests {
     #[test]
     fn only_selects_cells_and_skips_apply() {
         let all = parse(&[]).unwrap();
-        assert_eq!(all.steps.len(), 12);
+        assert_eq!(all.steps.len(), 13);
         let lint = parse(&args(&["--only", "lint", "--skip-fmt"])).unwrap();
         assert_eq!(
             lint.steps.into_iter().collect::<Vec<_>>(),
@@ -825,6 +897,13 @@ mod tests {
             some.steps.into_iter().collect::<Vec<_>>(),
             [Step::Unit, Step::Redis(Topology::Tls), Step::Faults]
         );
+        let browser = parse(&args(&["--only", "faults,browser,tls"])).unwrap();
+        assert_eq!(
+            browser.steps.into_iter().collect::<Vec<_>>(),
+            [Step::Redis(Topology::Tls), Step::Browser, Step::Faults],
+            "browser runs after tls and before faults"
+        );
+        assert!(Step::Browser.needs_redis());
         assert!(parse(&args(&["--only", "nope"])).is_err());
         assert!(parse(&args(&["--only"])).is_err());
         assert!(parse(&args(&["--frobnicate"])).is_err());

@@ -1,5 +1,7 @@
-//! The programs the Redis cells need, installed with apt-get when missing.
+//! The programs the Redis cells need, installed with apt-get when missing, and those the
+//! browser cell needs, found or named.
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::exec;
@@ -62,6 +64,47 @@ pub(crate) fn ensure_redis_tools() -> crate::Result<()> {
     }
     println!("installed {}", packages.join(" "));
     Ok(())
+}
+
+/// The browser cell's programs: the variable that points elsewhere (the browser test reads
+/// the same), the default path, and the Debian package.
+const BROWSER_PROGRAMS: [(&str, &str, &str); 2] = [
+    ("SESSION_TEST_CHROMIUM", "/usr/bin/chromium", "chromium"),
+    (
+        "SESSION_TEST_CHROMEDRIVER",
+        "/usr/bin/chromedriver",
+        "chromium-driver",
+    ),
+];
+
+/// Chromium and chromedriver for the browser cell, as `(variable, path)` pairs to hand to
+/// the browser test: each variable's value if set, else Debian's path.
+///
+/// Fails when either is missing, naming the packages to install (they are not installed from
+/// here: `.ci/run` does that).
+pub(crate) fn browser_programs() -> crate::Result<Vec<(&'static str, PathBuf)>> {
+    let mut found = Vec::new();
+    let mut absent = Vec::new();
+    for (variable, default, _) in BROWSER_PROGRAMS {
+        let path = std::env::var_os(variable).map_or_else(|| PathBuf::from(default), PathBuf::from);
+        if path.is_file() {
+            found.push((variable, path));
+        } else {
+            absent.push(format!("{} (set {variable} to use another)", path.display()));
+        }
+    }
+    if absent.is_empty() {
+        return Ok(found);
+    }
+    let packages: Vec<&str> = BROWSER_PROGRAMS.iter().map(|(_, _, package)| *package).collect();
+    Err(format!(
+        "not found: {}; the browser cell needs Debian's packages {}; install as root with:\n  \
+         apt-get update && apt-get install -y {}",
+        absent.join(", "),
+        packages.join(" and "),
+        packages.join(" ")
+    )
+    .into())
 }
 
 fn missing() -> Vec<(&'static str, &'static str)> {

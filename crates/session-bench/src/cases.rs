@@ -88,6 +88,25 @@ impl Case {
         cell
     }
 
+    /// This case with no rate for a cell in which any operation failed: its ops/s is then NaN
+    /// (shown as "–" beside the failure count), and so is a paired ratio it takes part in, which
+    /// the report shows as not measured. For cases whose failures mean the cell measured something
+    /// else than it says (a request answered with an error page skips the work a success does).
+    pub(crate) fn without_rate_on_failure(mut self) -> Self {
+        let run = self.run;
+        self.run = Box::new(move |plan| {
+            let cell = run(plan);
+            Box::pin(async move {
+                let mut cell = cell.await;
+                if cell.errors > 0 {
+                    cell.ops_per_sec = f64::NAN;
+                }
+                cell
+            })
+        });
+        self
+    }
+
     /// `subject op @tasks`, the case's name in tables.
     pub(crate) fn id(&self) -> String {
         format!("{} {} @{}", self.subject, self.op, self.tasks)
@@ -95,7 +114,13 @@ impl Case {
 }
 
 /// Builds a case from a per-task op factory.
-fn case<O: Op, F>(subject: &'static str, op: &'static str, tasks: usize, group: Group, make: F) -> Case
+pub(crate) fn case<O: Op, F>(
+    subject: &'static str,
+    op: &'static str,
+    tasks: usize,
+    group: Group,
+    make: F,
+) -> Case
 where
     F: Fn(usize) -> O + Send + Sync + 'static,
 {
@@ -504,7 +529,7 @@ impl Keys {
     }
 }
 
-fn ns(name: &str) -> Namespace {
+pub(crate) fn ns(name: &str) -> Namespace {
     Namespace::new(name).unwrap_or_else(|e| panic!("namespace {name}: {e}"))
 }
 
@@ -512,7 +537,7 @@ fn new_id() -> SessionId {
     SessionId::generate().unwrap_or_else(|e| panic!("no session id: {e}"))
 }
 
-fn check<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
+pub(crate) fn check<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
@@ -1259,4 +1284,34 @@ pub(crate) async fn cluster_cases(
         cases.push(many);
     }
     cases
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails on odd keys.
+    struct HalfFails;
+
+    impl Op for HalfFails {
+        fn call(&mut self, idx: usize) -> impl Future<Output = bool> + Send + '_ {
+            async move { idx.is_multiple_of(2) }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cell_with_failures_reports_no_rate() {
+        let plan = Plan {
+            tasks: 2,
+            duration: Duration::from_millis(20),
+            keyspace: 10,
+            sample_every: 1,
+        };
+        let failing = case("x", "op", 2, Group::Memory, |_| HalfFails).without_rate_on_failure();
+        let cell = failing.run(plan).await;
+        assert!(cell.errors > 0 && cell.ops_per_sec.is_nan(), "{cell:?}");
+        let counted = case("x", "op", 2, Group::Memory, |_| HalfFails);
+        let cell = counted.run(plan).await;
+        assert!(cell.errors > 0 && cell.ops_per_sec > 0.0, "{cell:?}");
+    }
 }

@@ -16,9 +16,11 @@
 //! It measures, on one ~1 KiB session payload, a 100k-key space and 1 and 64 concurrent Tokio
 //! tasks, the ops/s and p50/p99 latency of this workspace's stores and of their anchors (raw
 //! fred, `redis-benchmark`, a `DashMap`, tower-sessions' stores), and from `INFO commandstats`
-//! the server's time per `SET` and per `save_if` script call. Cases are interleaved and
-//! repeated; medians of the rounds (and of the per-round ratios) are reported. It is a
-//! benchmark, never a test: nothing here asserts a timing.
+//! the server's time per `SET` and per `save_if` script call; and the web layer: a request
+//! through `SessionLayer` against one through tower-sessions' `SessionManagerLayer`, over one
+//! `MemoryStore` (`web.rs`). Cases are interleaved and repeated; medians of the rounds (and of
+//! the per-round ratios) are reported. It is a benchmark, never a test: nothing here asserts a
+//! timing.
 
 #![allow(clippy::print_stdout, reason = "a benchmark binary reports on stdout")]
 #![allow(
@@ -37,6 +39,7 @@ mod payload;
 mod redis_benchmark;
 mod report;
 mod scale;
+mod web;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -306,6 +309,7 @@ fn run(options: Options) -> Result<(), String> {
     let with_redis = !options.redis_url.is_empty();
     let (mut cases, redis_memory, server_stats) = runtime.block_on(async {
         let mut all = cases::memory_cases(&keys, &record, &task_counts).await;
+        all.extend(web::web_cases(keys.len(), &task_counts).await);
         let mut memory = cases::RedisMemory::default();
         let mut stats = None;
         if with_redis {
@@ -371,12 +375,30 @@ fn run(options: Options) -> Result<(), String> {
         runtime.block_on(async {
             for case in order {
                 let cell = case.run(plan(case, &options, false)).await;
+                if !options.only.is_empty() {
+                    // Working on a few cases: each cell as it is measured (the report has medians).
+                    println!(
+                        "  {}: {} ops/s, p99 {:.1} µs{}",
+                        case.id(),
+                        report::fmt_ops(cell.ops_per_sec),
+                        cell.p99_us,
+                        if cell.errors > 0 {
+                            format!(" ({} errors)", cell.errors)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
                 results.record(case, cell);
             }
             for (label, num, den) in report::paired_defs() {
                 let find = |id: &str| cases.iter().find(|c| c.id() == id);
                 if let (Some(a), Some(b)) = (find(num), find(den)) {
-                    results.record_paired(label, paired(a, b, &options).await);
+                    let ratio = paired(a, b, &options).await;
+                    if !options.only.is_empty() {
+                        println!("  paired: {label}: {ratio:.2}");
+                    }
+                    results.record_paired(label, ratio);
                 }
             }
         });

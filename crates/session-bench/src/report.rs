@@ -287,6 +287,12 @@ const RATIOS: &[RatioDef] = &[
         "DashMap<String, Bytes>, fresh buffer save @64",
         0.7,
     ),
+    target(
+        "SessionLayer request / tower-sessions SessionManagerLayer request (same MemoryStore, 64 tasks)",
+        "web: SessionLayer, MemoryStore request @64",
+        "web: tower-sessions SessionManagerLayer, MemoryStore request @64",
+        1.0,
+    ),
     info(
         "RedisStore load / raw fred GET (1 connection, 64 tasks)",
         "RedisStore (1 connection) load @64",
@@ -436,6 +442,21 @@ const RATIOS: &[RatioDef] = &[
         "Sessions<T> save / MemoryStore save (64 tasks)",
         "Sessions<T> on MemoryStore save @64",
         "MemoryStore save @64",
+    ),
+    info(
+        "SessionLayer read request / tower-sessions SessionManagerLayer read request (same MemoryStore, 64 tasks)",
+        "web: SessionLayer, MemoryStore read request @64",
+        "web: tower-sessions SessionManagerLayer, MemoryStore read request @64",
+    ),
+    info(
+        "SessionLayer request / tower-sessions SessionManagerLayer request (same MemoryStore, 1 task)",
+        "web: SessionLayer, MemoryStore request @1",
+        "web: tower-sessions SessionManagerLayer, MemoryStore request @1",
+    ),
+    info(
+        "SessionLayer read request / tower-sessions SessionManagerLayer read request (same MemoryStore, 1 task)",
+        "web: SessionLayer, MemoryStore read request @1",
+        "web: tower-sessions SessionManagerLayer, MemoryStore read request @1",
     ),
     info(
         "Instrumented<MemoryStore> load, no recorder / bare (1 task)",
@@ -1284,5 +1305,29 @@ fn machine() -> Machine {
         rustc: command_line(&rustc, &["-V"]),
         redis: command_line("redis-server", &["--version"]),
         date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RATIOS;
+    use crate::web::{OURS, READ, TOWER, UPDATE};
+
+    #[test]
+    fn the_web_ratios_name_the_web_cases() {
+        let mut ids = Vec::new();
+        for subject in [OURS, TOWER] {
+            for op in [UPDATE, READ] {
+                for tasks in [1, 64] {
+                    ids.push(format!("{subject} {op} @{tasks}"));
+                }
+            }
+        }
+        let web: Vec<_> = RATIOS.iter().filter(|d| d.num.starts_with("web: ")).collect();
+        assert_eq!(web.len(), 4);
+        for def in web {
+            assert!(ids.iter().any(|id| id == def.num), "{}", def.num);
+            assert!(ids.iter().any(|id| id == def.den), "{}", def.den);
+        }
     }
 }

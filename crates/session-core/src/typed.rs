@@ -203,6 +203,11 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         self.undecodable.count.load(Ordering::Relaxed)
     }
 
+    /// The clock deadlines and `updated_at` are computed by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// The namespace.
     pub fn namespace(&self) -> &Namespace {
         &self.namespace
