@@ -166,10 +166,15 @@ macro_rules! cases {
                     })
                 })
                 .collect();
+            // Every create first: a delete below while a create of the same id is still running
+            // would free the id for it.
+            let mut created = Vec::new();
+            for task in tasks {
+                created.push(task.await.unwrap());
+            }
             let mut ids = HashSet::new();
             let mut kept = 0;
-            for task in tasks {
-                let (n, got) = task.await.unwrap();
+            for (n, got) in created {
                 assert!(ids.insert(got), "two creates share an id");
                 kept += usize::from(got == id);
                 let loaded = store.load(&got).await.unwrap().expect("each create stored its session");
