@@ -99,24 +99,40 @@ fn code_of(e: &Error) -> &'static str {
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        // The body says what the client may know; the store's own text (hosts, settings,
+        // limits) goes to the server log.
+        if status.is_server_error() {
             tracing::warn!(error.kind = self.0.kind().as_str(), "session error: {}", self.0);
-            "the session could not be read or written; the server log has the cause".to_owned()
         } else {
-            if status.is_server_error() {
-                tracing::warn!(error.kind = self.0.kind().as_str(), "session store: {}", self.0);
-            }
-            self.0.to_string()
-        };
-        let body = serde_json::json!({ "error": self.code(), "message": message }).to_string();
-        let mut response = (status, body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            tracing::debug!(error.kind = self.0.kind().as_str(), "session error: {}", self.0);
         }
-        response
+        let code = self.code();
+        let message = match code {
+            "invalid_session_id" => "the session id is malformed",
+            "invalid_request" => "the session request is invalid",
+            "no_session" => "there is no such session: it ended or never existed",
+            "session_conflict" => {
+                "the session was changed by another request at the same time; reload and retry"
+            }
+            "session_too_large" => "the session is larger than the store accepts",
+            "store_unavailable" => "the session store cannot answer now; retry shortly",
+            "store_refused" => "the session store refused the write; retry later",
+            _ => "the session could not be read or written; the server log has the cause",
+        };
+        json_response(status, code, message)
     }
+}
+
+/// A JSON error answer: `{"error": code, "message": message}`, with `Retry-After: 1` on a 503.
+pub(crate) fn json_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 #[cfg(test)]

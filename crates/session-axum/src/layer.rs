@@ -47,7 +47,7 @@ pub(crate) struct Config<T> {
 ///
 /// ```
 /// # use std::sync::Arc;
-/// # use axum::{routing::get, Router};
+/// # use axum::{routing::post, Router};
 /// # use session_axum::{Session, SessionError, SessionLayer};
 /// # use session_core::{Namespace, Sessions};
 /// # use session_memory::{MemoryConfig, MemoryStore};
@@ -67,7 +67,7 @@ pub(crate) struct Config<T> {
 /// let store = Arc::new(MemoryStore::new(MemoryConfig::default())?);
 /// let sessions = Sessions::<Visits>::new(store, Namespace::new("visits")?);
 /// let app: Router = Router::new()
-///     .route("/", get(count))
+///     .route("/count", post(count))
 ///     .layer(SessionLayer::new(sessions));
 /// # Ok(())
 /// # }
@@ -202,6 +202,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if let Some(clash) = self.claim_cookie(&mut request) {
+            return Box::pin(async move { Ok(clash) });
+        }
         let cookie_id = self.config.cookie.read(request.headers());
         let had_cookie = cookie_id.is_some();
         let shared = Arc::new(Shared::new(Arc::clone(&self.config), cookie_id));
@@ -217,14 +220,48 @@ where
     }
 }
 
+/// The cookie names the session layers around one request use, with their namespaces.
+#[derive(Clone, Default)]
+struct CookieClaims(Vec<(String, String)>);
+
+impl<S, T> SessionService<S, T>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Records this layer's cookie name on the request; two layers of different namespaces
+    /// sharing one name would read each other's ids: that request is answered 500 with what
+    /// to change, never served.
+    fn claim_cookie<B>(&self, request: &mut Request<B>) -> Option<Response> {
+        let name = self.config.cookie.cookie_name();
+        let namespace = self.config.sessions.namespace().as_str().to_owned();
+        let claims = request.extensions_mut().get_or_insert_default::<CookieClaims>();
+        if let Some((_, other)) = claims.0.iter().find(|(n, ns)| *n == name && *ns != namespace) {
+            tracing::error!(
+                cookie = %name,
+                namespaces = %format!("{other}, {namespace}"),
+                "two session layers use one cookie name: give each its own with CookieConfig::with_name"
+            );
+            return Some(crate::error::json_response(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "session_error",
+                "the session could not be read or written; the server log has the cause",
+            ));
+        }
+        claims.0.push((name, namespace));
+        None
+    }
+}
+
 /// After the handler: writes a changed session and sets, refreshes or removes the cookie. A
-/// failed write replaces the handler's answer with the error's.
+/// failed write replaces the handler's answer with the error's. Changes made afterwards are
+/// refused.
 async fn finish<T>(shared: &Shared<T>, response: Response, had_cookie: bool) -> Response
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let mut state = shared.state.lock().await;
     let written = shared.write(&mut state).await;
+    state.finished = true;
     let mut response = match written {
         Ok(()) => response,
         Err(e) => SessionError::from(e).into_response(),
@@ -232,10 +269,9 @@ where
     if let Some(value) = set_cookie(shared, &state, had_cookie) {
         let headers = response.headers_mut();
         headers.append(SET_COOKIE, value);
-        // A response that sets a session cookie is this browser's alone.
-        if !headers.contains_key(CACHE_CONTROL) {
-            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        }
+        // A response that sets a session cookie is this browser's alone: no cache may keep
+        // it, whatever the handler said.
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
 }
@@ -249,10 +285,10 @@ where
     match (state.cookie, state.stored.as_ref()) {
         (CookieAction::Set, Some(stored)) => {
             let now = shared.config.sessions.clock().now_ms();
-            let left_ms = stored.meta.expires_at.saturating_sub(now);
+            let left_ms = stored.meta.deadline().saturating_sub(now);
             cookie.set(&stored.id, left_ms / 1000)
         }
-        (CookieAction::Remove, _) | (CookieAction::Set, None) if had_cookie => cookie.remove(),
+        (CookieAction::Remove, _) if had_cookie => cookie.remove(),
         _ => None,
     }
 }

@@ -5,7 +5,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //!
-//! use axum::{routing::get, Router};
+//! use axum::{routing::post, Router};
 //! use session_axum::{Session, SessionError, SessionLayer};
 //! use session_core::{Namespace, Sessions};
 //! use session_memory::{MemoryConfig, MemoryStore};
@@ -30,7 +30,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = Arc::new(MemoryStore::new(MemoryConfig::default())?);
 //! let visits = Sessions::<Visits>::new(store, Namespace::new("visits")?);
-//! let app = Router::new().route("/", get(count)).layer(SessionLayer::new(visits));
+//! let app = Router::new().route("/count", post(count)).layer(SessionLayer::new(visits));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(())
@@ -39,7 +39,9 @@
 //!
 //! What the layer does per request:
 //! * reads the session id from the cookie (`__Host-id` by default; a missing, malformed or
-//!   unknown id is simply no session — never an error page);
+//!   unknown id is simply no session, never an error page — though while the store can't
+//!   tell whether a session exists, 503 — and such a cookie is left in place: removing it
+//!   could clobber the new cookie a concurrent login of the same browser has just set);
 //! * loads the session lazily, at most once, when the handler first asks
 //!   ([`Session::get`], [`Session::update`], ...); a sliding expiry policy moves its deadline
 //!   and the cookie's `Max-Age` with it;
@@ -54,8 +56,15 @@
 //!   limit, 503 when the store can't tell whether a session exists — then the browser keeps
 //!   its cookie, and with the fallback backend a Redis outage is not a logout.
 //!
-//! Several layers (one per session type and namespace) may wrap one router; each reads its
-//! own cookie name ([`CookieConfig::with_name`]).
+//! Several layers (one per session type and namespace) may wrap one router, each with its
+//! own cookie name ([`CookieConfig::with_name`]); two layers of different namespaces sharing
+//! a name are a configuration error, answered 500 and logged.
+//!
+//! A response that sets or removes the session cookie gets `Cache-Control: no-store`, whatever
+//! the handler said. Error bodies say only what a client may know (`{"error": "<code>",
+//! "message": "<text>"}`); the store's own message goes to the log (WARN for 5xx, DEBUG
+//! otherwise). Handlers that change state should be POST (or other non-GET) routes:
+//! `SameSite=Lax` sends the cookie with cross-site top-level GETs.
 
 mod cookie;
 mod error;
@@ -67,6 +76,6 @@ mod tower_sessions;
 pub use crate::cookie::{CookieConfig, SameSite};
 pub use crate::error::{status_of, SessionError};
 pub use crate::layer::{Concurrency, SessionLayer, SessionService};
-pub use crate::session::Session;
+pub use crate::session::{MissingSessionLayer, Session};
 #[cfg(feature = "tower-sessions")]
 pub use crate::tower_sessions::TowerSessionsStore;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum_core::extract::FromRequestParts;
+use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::StatusCode;
 use serde::de::DeserializeOwned;
@@ -51,14 +52,15 @@ impl<T> std::fmt::Debug for Session<T> {
 /// What the layer and the extractor share for one request.
 pub(crate) struct Shared<T> {
     pub(crate) config: Arc<Config<T>>,
-    /// The id the request's cookie carried, if well-formed.
-    pub(crate) cookie_id: Option<SessionId>,
     pub(crate) state: Mutex<State<T>>,
 }
 
 /// One request's session state.
 pub(crate) struct State<T> {
-    /// Whether the cookie's session was looked up.
+    /// The id this request works on: the cookie's, then the one a rotation or a new session
+    /// gave; `None` without a cookie and after a delete.
+    pub(crate) current: Option<SessionId>,
+    /// Whether `current`'s session was looked up.
     pub(crate) loaded: bool,
     /// The session as stored (loaded, or as this request last wrote it).
     pub(crate) stored: Option<Stored<T>>,
@@ -66,6 +68,11 @@ pub(crate) struct State<T> {
     pub(crate) pending: Option<T>,
     /// What the cookie must say at the end.
     pub(crate) cookie: CookieAction,
+    /// The id a rotation whose outcome is unknown (a temporary error) was moving to: a retry
+    /// finishes that move instead of starting another.
+    pub(crate) rotating_to: Option<SessionId>,
+    /// The layer has written the session and answered: later changes would be lost.
+    pub(crate) finished: bool,
 }
 
 /// What the response's `Set-Cookie` says.
@@ -75,7 +82,9 @@ pub(crate) enum CookieAction {
     Keep,
     /// The current session's id and remaining lifetime (new id, or a moved deadline).
     Set,
-    /// Remove the cookie (logout, or its session is known to be gone).
+    /// Remove the cookie: only after an explicit [`Session::delete`]. A cookie whose session
+    /// is gone is left alone: removing it could clobber the new cookie a concurrent login of
+    /// the same browser has just set.
     Remove,
 }
 
@@ -83,12 +92,14 @@ impl<T> Shared<T> {
     pub(crate) fn new(config: Arc<Config<T>>, cookie_id: Option<SessionId>) -> Self {
         Shared {
             config,
-            cookie_id,
             state: Mutex::new(State {
-                loaded: false,
+                loaded: cookie_id.is_none(),
+                current: cookie_id,
                 stored: None,
                 pending: None,
                 cookie: CookieAction::Keep,
+                rotating_to: None,
+                finished: false,
             }),
         }
     }
@@ -114,6 +125,29 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Session<T>
             .or_else(|| state.stored.as_ref().map(|s| s.value.clone())))
     }
 
+    /// Changes the session's value in place if there is one; `None` (and nothing written)
+    /// if there is none.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get); after the response was sent, an error (the change would be
+    /// lost).
+    pub async fn update<R>(&self, change: impl FnOnce(&mut T) -> R) -> Result<Option<R>, SessionError> {
+        let mut state = self.shared.state.lock().await;
+        not_finished(&state)?;
+        self.shared.ensure_loaded(&mut state).await?;
+        let current = match state.pending.take() {
+            Some(value) => Some(value),
+            None => state.stored.as_ref().map(|s| s.value.clone()),
+        };
+        Ok(current.map(|mut value| {
+            let answer = change(&mut value);
+            state.pending = Some(value);
+            answer
+        }))
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Session<T> {
     /// Whether this browser has a session (one stored, or one this request set).
     ///
     /// # Errors
@@ -128,31 +162,14 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Session<T>
     /// there was none).
     ///
     /// # Errors
-    /// As [`get`](Self::get) (the session is looked up first, to write against its version).
+    /// As [`get`](Self::get) (the session is looked up first, to write against its version);
+    /// after the response was sent, an error (the change would be lost).
     pub async fn insert(&self, value: T) -> Result<(), SessionError> {
         let mut state = self.shared.state.lock().await;
+        not_finished(&state)?;
         self.shared.ensure_loaded(&mut state).await?;
         state.pending = Some(value);
         Ok(())
-    }
-
-    /// Changes the session's value in place if there is one; `None` (and nothing written)
-    /// if there is none.
-    ///
-    /// # Errors
-    /// As [`get`](Self::get).
-    pub async fn update<R>(&self, change: impl FnOnce(&mut T) -> R) -> Result<Option<R>, SessionError> {
-        let mut state = self.shared.state.lock().await;
-        self.shared.ensure_loaded(&mut state).await?;
-        let current = match state.pending.take() {
-            Some(value) => Some(value),
-            None => state.stored.as_ref().map(|s| s.value.clone()),
-        };
-        Ok(current.map(|mut value| {
-            let answer = change(&mut value);
-            state.pending = Some(value);
-            answer
-        }))
     }
 
     /// Gives the session a new id now — call it on login (and on any privilege change): an
@@ -161,19 +178,36 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Session<T>
     /// first written, so there is nothing to do then.
     ///
     /// # Errors
-    /// Store errors (the old id may then still be valid: retry).
+    /// Store errors. After a temporary one the session is under the old id or the new one:
+    /// calling `rotate` again finishes the same move.
     pub async fn rotate(&self) -> Result<(), SessionError> {
         let mut state = self.shared.state.lock().await;
+        not_finished(&state)?;
         self.shared.ensure_loaded(&mut state).await?;
-        let Some(stored) = state.stored.as_mut() else {
+        let Some(old) = state.stored.as_ref().map(|s| s.id.clone()) else {
             return Ok(());
         };
-        let new_id = SessionId::generate()?;
-        let meta = self.shared.config.sessions.rotate_to(&stored.id, &new_id).await?;
-        stored.id = new_id;
-        stored.meta = meta;
-        state.cookie = CookieAction::Set;
-        Ok(())
+        let new_id = match state.rotating_to.take() {
+            Some(id) => id,
+            None => SessionId::generate()?,
+        };
+        match self.shared.config.sessions.rotate_to(&old, &new_id).await {
+            Ok(meta) => {
+                if let Some(stored) = state.stored.as_mut() {
+                    stored.id = new_id.clone();
+                    stored.meta = meta;
+                }
+                state.current = Some(new_id);
+                state.cookie = CookieAction::Set;
+                Ok(())
+            }
+            Err(e) => {
+                if e.is_temporary() {
+                    state.rotating_to = Some(new_id);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Ends the session now (logout): deleted from the store — with the fallback, in every
@@ -181,17 +215,19 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Session<T>
     /// the same request starts a new session under a new id.
     ///
     /// # Errors
-    /// Store errors (the session may then still exist: retry).
+    /// Store errors (the session may then still exist: retry); after the response was
+    /// sent, an error.
     pub async fn delete(&self) -> Result<(), SessionError> {
         let mut state = self.shared.state.lock().await;
-        let id = match state.stored.as_ref() {
-            Some(stored) => Some(stored.id.clone()),
-            None if !state.loaded => self.shared.cookie_id.clone(),
-            None => None,
-        };
-        if let Some(id) = id {
+        not_finished(&state)?;
+        if let Some(id) = state.current.clone() {
             self.shared.config.sessions.delete(&id).await?;
+            if let Some(moving) = state.rotating_to.take() {
+                // An interrupted rotation may have moved it already.
+                self.shared.config.sessions.delete(&moving).await?;
+            }
         }
+        state.current = None;
         state.loaded = true;
         state.stored = None;
         state.pending = None;
@@ -200,46 +236,59 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Session<T>
     }
 
     /// Writes a changed value now instead of at the end, so that the handler sees a conflict
-    /// itself (and may reload and retry) rather than the layer answering 409.
+    /// itself (and may [`reload`](Self::reload) and retry) rather than the layer answering
+    /// 409. A value whose write failed is dropped: the handler has seen the error, and the
+    /// layer does not write it again.
     ///
     /// # Errors
     /// [`Error::Conflict`] (409) when another request wrote the session since this one
-    /// loaded it; [`Error::NotFound`] (404, and the cookie is removed) when it ended
-    /// meanwhile — a logout is never undone by a request that started before it; store
-    /// errors.
+    /// loaded it; [`Error::NotFound`] (404) when it ended meanwhile — a logout is never undone
+    /// by a request that started before it; store errors; after the response was sent, an
+    /// error.
     pub async fn save(&self) -> Result<(), SessionError> {
         let mut state = self.shared.state.lock().await;
+        not_finished(&state)?;
         self.shared.write(&mut state).await.map_err(SessionError::from)
     }
 
-    /// Forgets what this request loaded and changed, so that the next call reads the store
-    /// again (after a conflict, to retry on the current value).
+    /// Forgets what this request loaded and changed, so that the next call reads the
+    /// session (under its current id) again: after a conflict, to retry on the current
+    /// value.
     pub async fn reload(&self) {
         let mut state = self.shared.state.lock().await;
-        state.loaded = state.cookie == CookieAction::Remove;
         state.pending = None;
-        if !state.loaded {
-            state.stored = None;
-        }
+        state.stored = None;
+        state.loaded = state.current.is_none();
     }
 }
 
+/// Refuses a change once the layer has written the session and answered.
+fn not_finished<T>(state: &State<T>) -> Result<(), SessionError> {
+    if state.finished {
+        return Err(SessionError::from(Error::Backend {
+            backend: "session-axum",
+            message: "the response was already sent and the session written; a change made after \
+                      that (from a spawned task or a streaming body) would be lost"
+                .to_owned(),
+            source: None,
+        }));
+    }
+    Ok(())
+}
+
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Shared<T> {
-    /// Looks the cookie's session up, once.
+    /// Looks the current id's session up, once.
     async fn ensure_loaded(&self, state: &mut State<T>) -> Result<(), SessionError> {
         if state.loaded {
             return Ok(());
         }
-        if let Some(id) = &self.cookie_id {
+        if let Some(id) = state.current.clone() {
             let sessions: &Sessions<T> = &self.config.sessions;
-            let found = sessions.load(id).await?;
-            state.cookie = match &found {
-                // The cookie's session is known to be gone: the cookie goes too.
-                None => CookieAction::Remove,
-                // A sliding policy moved the deadline: the cookie's Max-Age follows.
-                Some(_) if sessions.policy().mode == ExpiryMode::Sliding => CookieAction::Set,
-                Some(_) => state.cookie,
-            };
+            let found = sessions.load(&id).await?;
+            // A sliding policy moved the deadline: the cookie's Max-Age follows.
+            if found.is_some() && sessions.policy().mode == ExpiryMode::Sliding {
+                state.cookie = CookieAction::Set;
+            }
             state.stored = found;
         }
         state.loaded = true;
@@ -248,7 +297,8 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Shared<T> {
 
     /// Writes the pending value, if any: a new session, or compare-and-set (last writer wins
     /// with [`Concurrency::LastWriterWins`](crate::Concurrency::LastWriterWins)) on the
-    /// stored one. A session that ended meanwhile is not brought back.
+    /// stored one. A session that ended meanwhile is not brought back. A value that could not
+    /// be written is dropped (the caller reports the error).
     pub(crate) async fn write(&self, state: &mut State<T>) -> Result<(), Error> {
         let Some(value) = state.pending.take() else {
             return Ok(());
@@ -257,6 +307,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Shared<T> {
         match state.stored.as_mut() {
             None => {
                 let created = sessions.create(value).await?;
+                state.current = Some(created.id.clone());
                 state.stored = Some(created);
             }
             Some(stored) => {
@@ -266,14 +317,11 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Shared<T> {
                     crate::Concurrency::LastWriterWins => sessions.update(stored).await,
                 };
                 if let Err(e) = written {
-                    // Nothing was written: the handle keeps what the store holds.
-                    let mine = std::mem::replace(&mut stored.value, previous);
+                    // Nothing was written: the handle keeps what the store held.
+                    stored.value = previous;
                     if matches!(e, Error::NotFound { .. }) {
                         // Ended meanwhile (a logout elsewhere): not brought back.
                         state.stored = None;
-                        state.cookie = CookieAction::Remove;
-                    } else {
-                        state.pending = Some(mine);
                     }
                     return Err(e);
                 }
@@ -284,17 +332,39 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Shared<T> {
     }
 }
 
+/// The extractor's rejection: the handler's router has no [`SessionLayer`](crate::SessionLayer)
+/// for this session type. A 500 with the JSON body every session error has.
+#[derive(Debug)]
+pub struct MissingSessionLayer {
+    type_name: &'static str,
+}
+
+impl IntoResponse for MissingSessionLayer {
+    fn into_response(self) -> Response {
+        tracing::error!(
+            session_type = self.type_name,
+            "a handler takes Session<{}> but no SessionLayer for that type wraps its route: add \
+             `.layer(SessionLayer::new(sessions))` to the router",
+            self.type_name
+        );
+        crate::error::json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "session_error",
+            "the session could not be read or written; the server log has the cause",
+        )
+    }
+}
+
 impl<S: Send + Sync, T: Send + Sync + 'static> FromRequestParts<S> for Session<T> {
-    type Rejection = (StatusCode, &'static str);
+    type Rejection = MissingSessionLayer;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parts
             .extensions
             .get::<Arc<Shared<T>>>()
             .map(|shared| Session::from_shared(Arc::clone(shared)))
-            .ok_or((
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "no SessionLayer for this session type: add `.layer(SessionLayer::new(sessions))` to the router",
-            ))
+            .ok_or(MissingSessionLayer {
+                type_name: std::any::type_name::<T>(),
+            })
     }
 }

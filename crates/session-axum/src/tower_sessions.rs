@@ -38,7 +38,9 @@ const CREATE_ATTEMPTS: usize = 8;
 ///   `create`); on a collision it picks a new random [`Id`] and tries again,
 ///   so it never overwrites another session.
 /// * **`save`** writes whether or not the session exists (last writer wins),
-///   in one round trip. **`load`** answers `None` for a missing or expired
+///   in one round trip, as tower-sessions expects of a store: a request that
+///   saves after another request of the same browser deleted the session (a
+///   logout) writes it again. [`SessionLayer`](crate::SessionLayer) does not. **`load`** answers `None` for a missing or expired
 ///   session. **`delete`** of a missing session is `Ok`.
 /// * **Expiry.** An `expiry_date` at or before now leaves no session: `save`
 ///   deletes the session, `create` writes nothing. Dates past what a backend

@@ -7,7 +7,7 @@
 //! Redis and keep counting (the fallback's warm copy: no error page, the same cookie); restart
 //! Redis and count until Redis holds the session again (the count never resets, the user stays
 //! logged in); log out (the cookie goes); plant the old cookies again (the one before login and
-//! the one logged out): both are refused and removed. One `FIGURES browser: …` line sums it up.
+//! the one logged out): both are refused, and a count then gives a new id. One `FIGURES browser: …` line sums it up.
 //!
 //! Runs only with `SESSION_TEST_BROWSER=1` (`cargo xtask test --only browser`); then it needs
 //! Debian's `chromium` and `chromium-driver` (`/usr/bin/chromium`, `/usr/bin/chromedriver`, or
@@ -326,7 +326,7 @@ async fn the_example_app_in_chromium() {
         "Redis still holds the logged-out session"
     );
 
-    // 7. The old cookies, planted again, are refused and removed.
+    // 7. The old cookies, planted again, are refused; a write gets a new id.
     browser.delete_cookies().await.unwrap();
     let mut refused = 0;
     for (which, old) in [("logged out (B)", &b), ("before login (A)", &a)] {
@@ -349,9 +349,20 @@ async fn the_example_app_in_chromium() {
         );
         browser.refresh().await.unwrap();
         expect_page(&browser, out, 0, &format!("the {which} cookie")).await;
+        // Left alone (removing it could clobber a concurrent login's cookie); the first write
+        // replaces it with a new id.
+        click(
+            &browser,
+            "#more",
+            out,
+            1,
+            &format!("a count after the {which} cookie"),
+        )
+        .await;
+        let fresh = session_cookie(&browser).await.map(|c| c.value);
         assert!(
-            session_cookie(&browser).await.is_none(),
-            "the response must remove the refused {which} cookie"
+            fresh.is_some() && fresh.as_ref() != Some(&old.value),
+            "a write after the refused {which} cookie must give a new id"
         );
         refused += 1;
     }

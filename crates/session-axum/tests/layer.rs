@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use session_axum::{Concurrency, CookieConfig, Session, SessionError, SessionLayer};
 use session_core::testing::{FaultMode, FaultyStore};
-use session_core::{ExpiryPolicy, Namespace, SessionId, SessionStore, Sessions};
+use session_core::{Clock, ExpiryPolicy, Namespace, SessionId, SessionStore, Sessions};
 use session_fallback::{FallbackConfig, FallbackStore};
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
 use tokio::sync::Notify;
@@ -218,7 +218,7 @@ async fn malformed_and_unknown_cookies_are_a_fresh_session_with_a_new_id() {
     let planted = SessionId::generate().unwrap();
     let peek = send(&router, "GET", "/peek", Some(planted.as_str())).await;
     assert_eq!(peek.body, "none");
-    assert!(peek.removes_cookie(), "{:?}", peek.set_cookie);
+    assert_eq!(peek.set_cookie, None, "a gone session's cookie is left alone");
     let count = send(&router, "POST", "/count", Some(planted.as_str())).await;
     let new = count.cookie_value().unwrap();
     assert_ne!(new, planted.as_str());
@@ -238,7 +238,10 @@ async fn login_rotates_the_id_and_the_old_one_is_dead() {
     assert_eq!(send(&router, "GET", "/peek", Some(&after)).await.body, "ada:1");
     let old = send(&router, "GET", "/peek", Some(&before)).await;
     assert_eq!(old.body, "none", "the pre-login id is dead");
-    assert!(old.removes_cookie());
+    assert_eq!(
+        old.set_cookie, None,
+        "not removed: that could clobber the new cookie"
+    );
 }
 
 #[tokio::test]
@@ -319,26 +322,66 @@ async fn a_request_finishing_after_a_logout_does_not_bring_the_session_back() {
     gate.release.notify_one();
     let slow = slow.await.unwrap();
     assert_eq!(slow.status, StatusCode::NOT_FOUND, "{}", slow.body);
-    assert!(slow.removes_cookie());
+    assert_eq!(slow.set_cookie, None);
     assert_eq!(send(&router, "GET", "/peek", Some(&id)).await.body, "none");
 }
 
-/// With a sliding policy every load moves the deadline, and the cookie's Max-Age with it.
+/// The `Max-Age` a response's cookie carries.
+fn max_age(answer: &Answer) -> u64 {
+    let set = answer.set_cookie.as_deref().expect("a Set-Cookie");
+    let value = set
+        .split("; ")
+        .find_map(|part| part.strip_prefix("Max-Age="))
+        .expect("a Max-Age");
+    value.parse().unwrap()
+}
+
+/// The cookie's `Max-Age` is the session's remaining lifetime. With a sliding policy a read
+/// past a tenth of the idle timeout moves the deadline, and the cookie follows; with an
+/// absolute one a read sets no cookie, and a write starts the TTL again.
 #[tokio::test]
-async fn sliding_expiry_refreshes_the_cookie_on_a_read() {
-    let sliding = sessions(memory()).with_policy(ExpiryPolicy::sliding(
-        Duration::from_secs(600),
-        Duration::from_secs(3600),
-    ));
+async fn max_age_follows_the_deadline_and_slides_with_it() {
+    let (clock, time) = Clock::manual(session_core::backend::now_ms());
+    let sliding = sessions(memory())
+        .with_clock(clock.clone())
+        .with_policy(ExpiryPolicy::sliding(
+            Duration::from_secs(600),
+            Duration::from_secs(3600),
+        ));
     let (router, _) = app(sliding, |l| l);
+    let created = send(&router, "POST", "/count", None).await;
+    assert!(
+        (599..=600).contains(&max_age(&created)),
+        "{:?}",
+        created.set_cookie
+    );
+    let id = created.cookie_value().unwrap();
+    time.advance(Duration::from_secs(120));
+    let read = send(&router, "GET", "/peek", Some(&id)).await;
+    assert_eq!(read.cookie_value().as_deref(), Some(id.as_str()));
+    assert!(
+        (599..=600).contains(&max_age(&read)),
+        "slid: {:?}",
+        read.set_cookie
+    );
+
+    let absolute = sessions(memory())
+        .with_clock(clock)
+        .with_policy(ExpiryPolicy::absolute(Duration::from_secs(600)));
+    let (router, _) = app(absolute, |l| l);
     let id = send(&router, "POST", "/count", None)
         .await
         .cookie_value()
         .unwrap();
-    let read = send(&router, "GET", "/peek", Some(&id)).await;
-    assert_eq!(read.cookie_value().as_deref(), Some(id.as_str()));
-    let set = read.set_cookie.unwrap();
-    assert!(set.contains("Max-Age=59") || set.contains("Max-Age=600"), "{set}");
+    time.advance(Duration::from_secs(120));
+    assert_eq!(send(&router, "GET", "/peek", Some(&id)).await.set_cookie, None);
+    // A write starts the TTL again (absolute expiry counts from the last write).
+    let again = send(&router, "POST", "/count", Some(&id)).await;
+    assert!(
+        (599..=600).contains(&max_age(&again)),
+        "absolute: {:?}",
+        again.set_cookie
+    );
 }
 
 /// With the fallback, a Redis-like outage is invisible to a browser whose session this
@@ -400,7 +443,7 @@ async fn a_handler_without_the_layer_is_told_what_is_missing() {
     let router: Router = Router::new().route("/peek", get(peek));
     let a = send(&router, "GET", "/peek", None).await;
     assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(a.body.contains("SessionLayer"), "{}", a.body);
+    assert!(a.body.contains(r#""error":"session_error""#), "{}", a.body);
 }
 
 #[tokio::test]
@@ -411,4 +454,145 @@ async fn the_development_cookie_is_plain() {
     let a = send(&router, "POST", "/count", None).await;
     let set = a.set_cookie.unwrap();
     assert!(set.starts_with("id=") && !set.contains("Secure"), "{set}");
+}
+
+/// Lets a test keep a request's session handle past its response.
+#[derive(Clone, Default)]
+struct Kept(Arc<std::sync::Mutex<Option<Session<Counter>>>>);
+
+async fn keep(State(kept): State<Kept>, session: Session<Counter>) -> Result<&'static str, SessionError> {
+    session.insert(Counter::default()).await?;
+    *kept.0.lock().unwrap() = Some(session);
+    Ok("kept")
+}
+
+async fn save_now(State(gate): State<Gate>, session: Session<Counter>) -> Result<String, SessionError> {
+    let mut c = session.get().await?.unwrap_or_default();
+    gate.loaded.notify_one();
+    gate.release.notified().await;
+    c.n += 100;
+    session.insert(c).await?;
+    match session.save().await {
+        Ok(()) => Ok("saved".to_owned()),
+        Err(e) if e.status() == StatusCode::CONFLICT => {
+            session.reload().await;
+            let now = session.get().await?.unwrap_or_default();
+            Ok(format!("conflict; now {}", now.n))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn rotate_then_reload(session: Session<Counter>) -> Result<String, SessionError> {
+    session.rotate().await?;
+    session.reload().await;
+    Ok(session
+        .get()
+        .await?
+        .map_or("none".to_owned(), |c| c.n.to_string()))
+}
+
+async fn cacheable(
+    session: Session<Counter>,
+) -> Result<([(http::HeaderName, &'static str); 1], &'static str), SessionError> {
+    session.insert(Counter::default()).await?;
+    Ok(([(http::header::CACHE_CONTROL, "public, max-age=600")], "cached?"))
+}
+
+/// A handler that writes with `save()` sees the conflict itself and answers its own way; the
+/// layer writes nothing more and keeps the handler's answer.
+#[tokio::test]
+async fn a_handler_that_saves_itself_handles_the_conflict() {
+    let gate = Gate::default();
+    let router = Router::new()
+        .route("/count", post(count))
+        .route("/save-now", post(save_now))
+        .with_state(gate.clone())
+        .layer(SessionLayer::new(sessions(memory())));
+    let id = send(&router, "POST", "/count", None)
+        .await
+        .cookie_value()
+        .unwrap();
+    let slow = {
+        let (router, id) = (router.clone(), id.clone());
+        tokio::spawn(async move { send(&router, "POST", "/save-now", Some(&id)).await })
+    };
+    gate.loaded.notified().await;
+    assert_eq!(send(&router, "POST", "/count", Some(&id)).await.body, "2");
+    gate.release.notify_one();
+    let slow = slow.await.unwrap();
+    assert_eq!(
+        (slow.status, slow.body.as_str()),
+        (StatusCode::OK, "conflict; now 2")
+    );
+}
+
+/// `reload` after `rotate` reads the session under its new id (not the request's old cookie).
+#[tokio::test]
+async fn reload_after_rotate_reads_the_new_id() {
+    let router = Router::new()
+        .route("/count", post(count))
+        .route("/rotate-reload", post(rotate_then_reload))
+        .layer(SessionLayer::new(sessions(memory())));
+    let id = send(&router, "POST", "/count", None)
+        .await
+        .cookie_value()
+        .unwrap();
+    let a = send(&router, "POST", "/rotate-reload", Some(&id)).await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "1"));
+    let new = a.cookie_value().unwrap();
+    assert_ne!(new, id);
+}
+
+/// A response that sets the session cookie is never cacheable, whatever the handler said.
+#[tokio::test]
+async fn a_response_setting_the_cookie_is_not_cacheable() {
+    let router = Router::new()
+        .route("/cacheable", get(cacheable))
+        .layer(SessionLayer::new(sessions(memory())));
+    let response = router
+        .oneshot(Request::builder().uri("/cacheable").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert!(response.headers().contains_key(SET_COOKIE));
+    let cache: Vec<_> = response
+        .headers()
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .collect();
+    assert_eq!(cache, ["no-store"]);
+}
+
+/// Two layers of different namespaces on one cookie name are refused (500), not served with
+/// each other's ids; with their own names both work.
+#[tokio::test]
+async fn two_layers_on_one_cookie_name_are_refused() {
+    let other: Sessions<Counter> = Sessions::new(memory(), Namespace::new("other").unwrap());
+    let clash = Router::new()
+        .route("/count", post(count))
+        .layer(SessionLayer::new(sessions(memory())))
+        .layer(SessionLayer::new(other.clone()));
+    let a = send(&clash, "POST", "/count", None).await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", a.body);
+    let named = Router::new()
+        .route("/count", post(count))
+        .layer(SessionLayer::new(sessions(memory())))
+        .layer(SessionLayer::new(other).with_cookie(CookieConfig::new().with_name("other").unwrap()));
+    assert_eq!(send(&named, "POST", "/count", None).await.body, "1");
+}
+
+/// A change made after the response was sent (a spawned task keeping the handle) is an
+/// error, not silently lost.
+#[tokio::test]
+async fn changes_after_the_response_are_refused() {
+    let kept = Kept::default();
+    let router = Router::new()
+        .route("/keep", post(keep))
+        .with_state(kept.clone())
+        .layer(SessionLayer::new(sessions(memory())));
+    assert_eq!(send(&router, "POST", "/keep", None).await.status, StatusCode::OK);
+    let session = kept.0.lock().unwrap().take().unwrap();
+    assert!(session.insert(Counter::default()).await.is_err());
+    assert!(session.delete().await.is_err());
+    assert!(session.get().await.unwrap().is_some(), "reading is still fine");
 }
