@@ -1,6 +1,8 @@
 //! The session cookie: its attributes ([`CookieConfig`]), reading the id from a request and
 //! writing the `Set-Cookie` of a response.
 
+use std::sync::Arc;
+
 use cookie::{Cookie, SameSite as CookieSameSite};
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 use session_core::{Error, Result, SessionId};
@@ -31,7 +33,8 @@ pub enum SameSite {
 /// [`insecure_for_local_development`]: Self::insecure_for_local_development
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieConfig {
-    name: String,
+    /// The name sent: `__Host-` and the chosen name while `Secure`.
+    name: Arc<str>,
     secure: bool,
     same_site: SameSite,
 }
@@ -39,7 +42,7 @@ pub struct CookieConfig {
 impl Default for CookieConfig {
     fn default() -> Self {
         CookieConfig {
-            name: "id".to_owned(),
+            name: Arc::from("__Host-id"),
             secure: true,
             same_site: SameSite::Lax,
         }
@@ -77,7 +80,11 @@ impl CookieConfig {
                 "must not start with __Host- or __Secure-: the prefix is added while the cookie is Secure",
             ));
         }
-        self.name = name.to_owned();
+        self.name = if self.secure {
+            Arc::from(format!("__Host-{name}"))
+        } else {
+            Arc::from(name)
+        };
         Ok(self)
     }
 
@@ -102,6 +109,9 @@ impl CookieConfig {
     /// clear. The layer logs a warning when built with it. `SameSite=None` becomes `Lax`.
     pub fn insecure_for_local_development(mut self) -> Self {
         self.secure = false;
+        if let Some(chosen) = self.name.strip_prefix("__Host-") {
+            self.name = Arc::from(chosen);
+        }
         if self.same_site == SameSite::None {
             self.same_site = SameSite::Lax;
         }
@@ -114,12 +124,13 @@ impl CookieConfig {
     }
 
     /// The name the cookie is sent under: `__Host-{name}` while `Secure`, else `{name}`.
-    pub fn cookie_name(&self) -> String {
-        if self.secure {
-            format!("__Host-{}", self.name)
-        } else {
-            self.name.clone()
-        }
+    pub fn cookie_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name, shared (no copy per request).
+    pub(crate) fn shared_name(&self) -> Arc<str> {
+        Arc::clone(&self.name)
     }
 
     /// The session id a request's cookies carry: the first cookie of this name whose value
@@ -149,7 +160,7 @@ impl CookieConfig {
     }
 
     fn header(&self, value: &str, max_age: time::Duration) -> Option<HeaderValue> {
-        let mut cookie = Cookie::build((self.cookie_name(), value.to_owned()))
+        let mut cookie = Cookie::build((self.cookie_name(), value))
             .http_only(true)
             .secure(self.secure)
             .path("/")

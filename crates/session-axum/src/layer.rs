@@ -11,7 +11,7 @@ use http::header::{HeaderValue, CACHE_CONTROL, SET_COOKIE};
 use http::Request;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use session_core::Sessions;
+use session_core::{Namespace, Sessions};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -40,6 +40,16 @@ pub(crate) struct Config<T> {
     pub(crate) sessions: Sessions<T>,
     pub(crate) cookie: CookieConfig,
     pub(crate) concurrency: Concurrency,
+}
+
+impl<T> Clone for Config<T> {
+    fn clone(&self) -> Self {
+        Config {
+            sessions: self.sessions.clone(),
+            cookie: self.cookie.clone(),
+            concurrency: self.concurrency,
+        }
+    }
 }
 
 /// A tower [`Layer`] giving handlers a [`Session<T>`](crate::Session) of one namespace, kept
@@ -128,23 +138,7 @@ impl<T> SessionLayer<T> {
     }
 
     fn map_config(self, change: impl FnOnce(&mut Config<T>)) -> Self {
-        let Config {
-            sessions,
-            cookie,
-            concurrency,
-        } = match Arc::try_unwrap(self.config) {
-            Ok(config) => config,
-            Err(shared) => Config {
-                sessions: shared.sessions.clone(),
-                cookie: shared.cookie.clone(),
-                concurrency: shared.concurrency,
-            },
-        };
-        let mut config = Config {
-            sessions,
-            cookie,
-            concurrency,
-        };
+        let mut config = Arc::unwrap_or_clone(self.config);
         change(&mut config);
         SessionLayer {
             config: Arc::new(config),
@@ -222,7 +216,7 @@ where
 
 /// The cookie names the session layers around one request use, with their namespaces.
 #[derive(Clone, Default)]
-struct CookieClaims(Vec<(String, String)>);
+struct CookieClaims(Vec<(Arc<str>, Namespace)>);
 
 impl<S, T> SessionService<S, T>
 where
@@ -232,13 +226,13 @@ where
     /// sharing one name would read each other's ids: that request is answered 500 with what
     /// to change, never served.
     fn claim_cookie<B>(&self, request: &mut Request<B>) -> Option<Response> {
-        let name = self.config.cookie.cookie_name();
-        let namespace = self.config.sessions.namespace().as_str().to_owned();
+        let name = self.config.cookie.shared_name();
+        let namespace = self.config.sessions.namespace();
         let claims = request.extensions_mut().get_or_insert_default::<CookieClaims>();
-        if let Some((_, other)) = claims.0.iter().find(|(n, ns)| *n == name && *ns != namespace) {
+        if let Some((_, other)) = claims.0.iter().find(|(n, ns)| *n == name && ns != namespace) {
             tracing::error!(
                 cookie = %name,
-                namespaces = %format!("{other}, {namespace}"),
+                namespaces = %format!("{}, {}", other.as_str(), namespace.as_str()),
                 "two session layers use one cookie name: give each its own with CookieConfig::with_name"
             );
             return Some(crate::error::json_response(
@@ -247,7 +241,7 @@ where
                 "the session could not be read or written; the server log has the cause",
             ));
         }
-        claims.0.push((name, namespace));
+        claims.0.push((name, namespace.clone()));
         None
     }
 }
