@@ -160,6 +160,25 @@ async fn send(router: &Router, method: &str, path: &str, cookie: Option<&str>) -
     }
 }
 
+/// Sends `slow_path` (a handler that loads, then waits for the gate) with the cookie `id`,
+/// runs `meanwhile` once it has loaded, then lets it finish: its answer.
+async fn race<F: std::future::Future>(
+    router: &Router,
+    gate: &Gate,
+    slow_path: &'static str,
+    id: &str,
+    meanwhile: F,
+) -> Answer {
+    let slow = {
+        let (router, id) = (router.clone(), id.to_owned());
+        tokio::spawn(async move { send(&router, "POST", slow_path, Some(&id)).await })
+    };
+    gate.loaded.notified().await;
+    meanwhile.await;
+    gate.release.notify_one();
+    slow.await.unwrap()
+}
+
 #[tokio::test]
 async fn a_new_browser_gets_a_secure_cookie_and_keeps_counting() {
     let (router, _) = app(sessions(memory()), |l| l);
@@ -286,14 +305,10 @@ async fn a_conflicting_concurrent_request_is_409_by_default() {
             .await
             .cookie_value()
             .unwrap();
-        let slow = {
-            let (router, id) = (router.clone(), id.clone());
-            tokio::spawn(async move { send(&router, "POST", "/slow", Some(&id)).await })
-        };
-        gate.loaded.notified().await;
-        assert_eq!(send(&router, "POST", "/count", Some(&id)).await.body, "2");
-        gate.release.notify_one();
-        let slow = slow.await.unwrap();
+        let slow = race(&router, &gate, "/slow", &id, async {
+            assert_eq!(send(&router, "POST", "/count", Some(&id)).await.body, "2");
+        })
+        .await;
         assert_eq!(slow.status, status, "{concurrency:?}: {}", slow.body);
         if status == StatusCode::CONFLICT {
             assert!(slow.body.contains("session_conflict"), "{}", slow.body);
@@ -313,14 +328,10 @@ async fn a_request_finishing_after_a_logout_does_not_bring_the_session_back() {
         .await
         .cookie_value()
         .unwrap();
-    let slow = {
-        let (router, id) = (router.clone(), id.clone());
-        tokio::spawn(async move { send(&router, "POST", "/slow", Some(&id)).await })
-    };
-    gate.loaded.notified().await;
-    send(&router, "POST", "/logout", Some(&id)).await;
-    gate.release.notify_one();
-    let slow = slow.await.unwrap();
+    let slow = race(&router, &gate, "/slow", &id, async {
+        send(&router, "POST", "/logout", Some(&id)).await;
+    })
+    .await;
     assert_eq!(slow.status, StatusCode::NOT_FOUND, "{}", slow.body);
     assert_eq!(slow.set_cookie, None);
     assert_eq!(send(&router, "GET", "/peek", Some(&id)).await.body, "none");
@@ -513,14 +524,10 @@ async fn a_handler_that_saves_itself_handles_the_conflict() {
         .await
         .cookie_value()
         .unwrap();
-    let slow = {
-        let (router, id) = (router.clone(), id.clone());
-        tokio::spawn(async move { send(&router, "POST", "/save-now", Some(&id)).await })
-    };
-    gate.loaded.notified().await;
-    assert_eq!(send(&router, "POST", "/count", Some(&id)).await.body, "2");
-    gate.release.notify_one();
-    let slow = slow.await.unwrap();
+    let slow = race(&router, &gate, "/save-now", &id, async {
+        assert_eq!(send(&router, "POST", "/count", Some(&id)).await.body, "2");
+    })
+    .await;
     assert_eq!(
         (slow.status, slow.body.as_str()),
         (StatusCode::OK, "conflict; now 2")
