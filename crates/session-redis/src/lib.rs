@@ -5,6 +5,7 @@ mod cluster;
 mod config;
 mod error;
 mod fence;
+mod near;
 mod node;
 mod ops;
 mod replies;
