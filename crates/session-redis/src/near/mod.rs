@@ -4,3 +4,4 @@
 #![allow(dead_code, reason = "not wired into the store yet")]
 
 pub(crate) mod cache;
+pub(crate) mod tracker;
