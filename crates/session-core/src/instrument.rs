@@ -69,6 +69,10 @@ pub const SESSIONS: &str = "session_store_sessions";
 pub const UP: &str = "session_store_up";
 /// Gauge (seconds): latency of the last health check, labels `backend`, `store`.
 pub const HEALTH_LATENCY: &str = "session_store_health_latency_seconds";
+/// Gauge, label `stat` (one of the backend's [`StoreStats::extra`] names, for example
+/// `near_cache_hits` or `fenced_connections`), labels `backend`, `store`: the backend-specific
+/// figures `stats` reports, as they are at each round (running totals stay running totals).
+pub const BACKEND_STAT: &str = "session_store_backend_stat";
 
 /// Histogram buckets (seconds) fine enough for sub-millisecond calls, for
 /// [`OPERATION_DURATION`]: give them to the exporter (a Prometheus exporter
@@ -542,6 +546,15 @@ async fn report(
         .absolute(stats.rejected);
     metrics::counter!(EXPIRED_TOTAL, "backend" => backend, STORE_LABEL => name.clone())
         .absolute(stats.expired);
+    for (stat, value) in &stats.extra {
+        metrics::gauge!(
+            BACKEND_STAT,
+            "backend" => backend,
+            STORE_LABEL => name.clone(),
+            "stat" => *stat
+        )
+        .set(*value as f64);
+    }
     for ns in namespaces {
         let n = store.count(ns).await?;
         metrics::gauge!(

@@ -15,11 +15,13 @@ mod slots;
 mod store;
 
 pub use config::{
-    redact_url, ReconnectConfig, RedisConfig, RedisTlsConfig, SentinelConfig, Topology,
-    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_PENDING_COMMANDS, DEFAULT_POOL_SIZE,
+    redact_url, NearCacheConfig, ReconnectConfig, RedisConfig, RedisTlsConfig, SentinelConfig, Topology,
+    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_PENDING_COMMANDS, DEFAULT_NEAR_HEARTBEAT_MS,
+    DEFAULT_NEAR_MAX_BYTES, DEFAULT_NEAR_MAX_ENTRIES, DEFAULT_NEAR_MAX_STALE_MS, DEFAULT_POOL_SIZE,
     DEFAULT_RECONNECT_MAX_DELAY_MS, DEFAULT_RECONNECT_MIN_DELAY_MS, DEFAULT_TIMEOUT_MS,
     DEFAULT_TOMBSTONE_TTL_MS, DEFAULT_UNRESPONSIVE_TIMEOUT_MS, DEFAULT_URL, MAX_TOMBSTONE_TTL_MS,
 };
+pub use near::NearCacheStats;
 pub use store::{RedisStore, RedisStoreBuilder};
 
 /// The fred version this crate is built on, so users name the same types.

@@ -17,6 +17,8 @@ use session_core::{Error, Result};
 use crate::config::{Built, Topology};
 use crate::error::map_command_error;
 use crate::fence::{outcome_unknown, Armed, Fence};
+use crate::near::tracker::{Target, Tracker};
+use crate::near::Near;
 use crate::sentinel::MasterView;
 use crate::BACKEND;
 
@@ -36,6 +38,18 @@ pub(crate) struct Node {
     /// paused while a failover is in progress, and the master connections must be on.
     pub(crate) view: Option<Arc<MasterView>>,
     timeout: Duration,
+    /// The store's near cache and this node's tracker of it, when the store has one.
+    near: Option<Box<NearNode>>,
+}
+
+/// A node's part in the near cache.
+struct NearNode {
+    near: Arc<Near>,
+    /// Started with the connections.
+    tracker: Mutex<Option<Tracker>>,
+    /// Where the tracker connects: the cluster primary, or the configured standalone server
+    /// (`None` for sentinel: the master the sentinels name).
+    tracked: Option<Server>,
 }
 
 impl Drop for Node {
@@ -89,6 +103,54 @@ impl Node {
             fence,
             view,
             timeout: built.timeout,
+            near: built.near.as_ref().map(|near| {
+                Box::new(NearNode {
+                    near: Arc::clone(near),
+                    tracker: Mutex::new(None),
+                    tracked: match &fred.server {
+                        ServerConfig::Centralized { server } => Some(server.clone()),
+                        _ => None,
+                    },
+                })
+            }),
+        }
+    }
+
+    /// Starts this node's near-cache tracker, once, if the store has a near cache.
+    fn start_tracking(&self) {
+        let Some(near) = &self.near else { return };
+        let mut tracker = near.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        if tracker.is_some() {
+            return;
+        }
+        let control: Client = (**self.fence.control()).clone();
+        let target = match (&self.view, &near.tracked) {
+            (Some(view), _) => Target::Sentinel {
+                view: Arc::clone(view),
+                control,
+            },
+            (None, Some(server)) => Target::Fixed {
+                server: server.clone(),
+                // A cluster primary may be failed over: its role is checked on every heartbeat.
+                control: self.server.is_some().then_some(control),
+            },
+            (None, None) => return,
+        };
+        *tracker = Some(near.near.track(target));
+    }
+
+    /// Waits until the near-cache tracker has applied every invalidation Redis sent it
+    /// before now (at once without a near cache).
+    pub(crate) async fn sync_tracker(&self) {
+        let Some(near) = &self.near else { return };
+        let tracker = near
+            .tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(Tracker::syncer);
+        if let Some(sync) = tracker {
+            sync.sync().await;
         }
     }
 
@@ -101,6 +163,7 @@ impl Node {
 
     /// Starts every connection in the background (reconnecting for as long as it takes).
     pub(crate) fn connect_lazy(&self) {
+        self.start_tracking();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         for client in self.all_clients() {
             tasks.push(client.connect());
@@ -109,6 +172,7 @@ impl Node {
 
     /// Connects every client, waiting at most `timeout` for each; the first error otherwise.
     pub(crate) async fn connect(&self, timeout: Duration) -> std::result::Result<(), FredError> {
+        self.start_tracking();
         let waits = self
             .all_clients()
             .into_iter()

@@ -16,6 +16,7 @@ use session_core::{Error, KeyPrefix, Result, SessionKey, StoreOptions};
 use crate::cluster::{Cluster, Cmd};
 use crate::config::{Built, RedisConfig, Topology};
 use crate::error::map_connect_error;
+use crate::near::{Near, NearCacheStats};
 use crate::node::{Node, CONNECT_POLL};
 use crate::scripts::Scripts;
 use crate::BACKEND;
@@ -175,6 +176,8 @@ pub(crate) struct Inner {
     pub(crate) batch: usize,
     /// `redis.tombstone_ttl_ms`: `0` = tombstones off.
     pub(crate) tombstone_ttl_ms: u64,
+    /// The near cache (`redis.near_cache.enabled`).
+    pub(crate) near: Option<Arc<Near>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -185,6 +188,7 @@ impl fmt::Debug for RedisStore {
             .field("key_prefix", &self.inner.prefix)
             .field("timeout", &self.inner.timeout)
             .field("tombstone_ttl_ms", &self.inner.tombstone_ttl_ms)
+            .field("near_cache", &self.inner.near.is_some())
             .field("connected", &self.is_connected())
             .finish_non_exhaustive()
     }
@@ -338,6 +342,7 @@ impl RedisStore {
                 scripts: Scripts::new(),
                 batch: (built.max_pending_commands / 2).clamp(1, MAX_BATCH),
                 tombstone_ttl_ms: built.tombstone_ttl_ms,
+                near: built.near.clone(),
             }),
         }
     }
@@ -361,6 +366,27 @@ impl RedisStore {
     /// `None` when tombstones are off.
     pub fn tombstone_ttl(&self) -> Option<Duration> {
         (self.inner.tombstone_ttl_ms > 0).then(|| Duration::from_millis(self.inner.tombstone_ttl_ms))
+    }
+
+    /// The near cache's counters and size, or `None` when `redis.near_cache.enabled` is off.
+    pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
+        self.inner.near.as_ref().map(|near| near.stats())
+    }
+
+    /// Waits until the near cache has applied every invalidation for writes Redis acknowledged
+    /// before this call — including writes by other processes and clients — so a load that
+    /// follows sees them. Each tracking connection is pinged, and the invalidations that came
+    /// before its answer are applied; a connection that does not answer within
+    /// `redis.near_cache.max_stale_ms` makes the cache stop serving instead. Returns at once
+    /// without a near cache. Normal operation does not need it (an invalidation is applied as
+    /// soon as it arrives); it is for a caller that learns of another process's write out of
+    /// band and must not read the copy it replaced.
+    pub async fn sync_near_cache(&self) {
+        if self.inner.near.is_none() {
+            return;
+        }
+        let nodes = self.all_nodes();
+        futures::future::join_all(nodes.iter().map(|n| n.sync_tracker())).await;
     }
 
     /// Every node's connections: the one server's, or each cluster primary's (and each node

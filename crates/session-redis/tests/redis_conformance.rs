@@ -56,3 +56,47 @@ mod tls {
 
     session_core::conformance_tests!(harness);
 }
+
+/// The suite with the near cache on.
+mod near_standalone {
+    use super::*;
+
+    async fn harness() -> Option<RedisHarness> {
+        RedisHarness::for_topology_near(Topology::Standalone)
+    }
+
+    session_core::conformance_tests!(harness);
+}
+
+/// The suite with the near cache on.
+mod near_cluster {
+    use super::*;
+
+    async fn harness() -> Option<RedisHarness> {
+        RedisHarness::for_topology_near(Topology::Cluster)
+    }
+
+    session_core::conformance_tests!(harness);
+}
+
+/// The suite with the near cache on.
+mod near_sentinel {
+    use super::*;
+
+    async fn harness() -> Option<RedisHarness> {
+        RedisHarness::for_topology_near(Topology::Sentinel)
+    }
+
+    session_core::conformance_tests!(harness);
+}
+
+/// The suite with the near cache on.
+mod near_tls {
+    use super::*;
+
+    async fn harness() -> Option<RedisHarness> {
+        RedisHarness::for_topology_near(Topology::Tls)
+    }
+
+    session_core::conformance_tests!(harness);
+}

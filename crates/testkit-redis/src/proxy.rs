@@ -116,6 +116,9 @@ pub struct ConnInfo {
     pub id: u64,
     /// The client's address: what `local_addr` returns on the client's socket.
     pub peer: SocketAddr,
+    /// The proxy's own address on its connection to the server: the `addr` the server's
+    /// `CLIENT LIST` shows for this client (`None` if the socket could not say).
+    pub upstream_local: Option<SocketAddr>,
     /// The connection's current mode.
     pub mode: Mode,
     /// Client-to-server bytes.

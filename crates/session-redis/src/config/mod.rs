@@ -10,12 +10,17 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use session_core::{Error, Result};
 
+mod near;
 mod redact;
 #[cfg(feature = "tls")]
 mod tls;
 mod to_fred;
 mod url;
 
+pub use self::near::{
+    NearCacheConfig, DEFAULT_NEAR_HEARTBEAT_MS, DEFAULT_NEAR_MAX_BYTES, DEFAULT_NEAR_MAX_ENTRIES,
+    DEFAULT_NEAR_MAX_STALE_MS,
+};
 use self::redact::redact_opt;
 pub use self::redact::redact_url;
 pub(crate) use self::to_fred::Built;
@@ -105,6 +110,8 @@ pub struct RedisConfig {
     /// key that holds nothing leaves one lasting this many milliseconds (by the Redis server's
     /// clock). At most 100 years. Every instance sharing one Redis must use the same mode.
     pub tombstone_ttl_ms: u64,
+    /// The near cache (`redis.near_cache.*`): off by default; see [`NearCacheConfig`].
+    pub near_cache: NearCacheConfig,
 }
 
 /// TLS settings (`redis.tls.*`). TLS itself is switched on by a `rediss` URL scheme.
@@ -194,6 +201,7 @@ impl Default for RedisConfig {
             reconnect: ReconnectConfig::default(),
             sentinel: SentinelConfig::default(),
             tombstone_ttl_ms: DEFAULT_TOMBSTONE_TTL_MS,
+            near_cache: NearCacheConfig::default(),
         }
     }
 }
@@ -224,6 +232,7 @@ impl fmt::Debug for RedisConfig {
             .field("reconnect", &self.reconnect)
             .field("sentinel", &self.sentinel)
             .field("tombstone_ttl_ms", &self.tombstone_ttl_ms)
+            .field("near_cache", &self.near_cache)
             .finish()
     }
 }
@@ -338,6 +347,7 @@ impl RedisConfig {
                 ),
             ));
         }
+        self.near_cache.check()?;
         if self.max_pending_commands == 0 {
             return Err(config_err("redis.max_pending_commands", "must be at least 1"));
         }

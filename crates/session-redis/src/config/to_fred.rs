@@ -1,6 +1,7 @@
 //! The translation of a [`RedisConfig`] (or an application's own fred client) into the
 //! fred configuration types the store's connections are made with.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::types::config::{
@@ -11,6 +12,7 @@ use session_core::{KeyPrefix, Result, StoreOptions};
 
 use super::url::ParsedUrl;
 use super::{config_err, RedisConfig, RedisTlsConfig, SentinelConfig, Topology, COMMAND_ATTEMPTS};
+use crate::near::Near;
 
 /// Redis strings hold at most 512 MiB.
 const REDIS_MAX_STRING: usize = 512 * 1024 * 1024;
@@ -32,6 +34,8 @@ pub(crate) struct Built {
     pub(crate) max_pending_commands: usize,
     /// `0`: tombstones off.
     pub(crate) tombstone_ttl_ms: u64,
+    /// The near cache, when `redis.near_cache.enabled` (shared by every node of the store).
+    pub(crate) near: Option<Arc<Near>>,
 }
 
 impl RedisConfig {
@@ -223,6 +227,14 @@ impl RedisConfig {
         let mut policy = ReconnectPolicy::new_exponential(0, min, max, 2);
         policy.set_jitter(min);
 
+        let near = self.near_cache.enabled.then(|| {
+            Arc::new(Near::new(
+                &self.near_cache,
+                options.key_prefix().as_str(),
+                &fred,
+                &connection,
+            ))
+        });
         Ok(Built {
             fred,
             perf,
@@ -237,6 +249,7 @@ impl RedisConfig {
             max_session_bytes: options.max_session_bytes(),
             max_pending_commands: self.max_pending_commands,
             tombstone_ttl_ms: self.tombstone_ttl_ms,
+            near,
         })
     }
 }

@@ -10,8 +10,9 @@
 //! everything is dropped, and no read begun before is cached.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use session_core::backend::Record;
 
@@ -43,6 +44,10 @@ pub(crate) struct Counts {
     pub(crate) evictions: u64,
     pub(crate) entries: u64,
     pub(crate) bytes: u64,
+    /// Times everything was dropped (a flush, a lost or unconfirmed tracking connection).
+    pub(crate) resets: u64,
+    /// Whether the cache answers now.
+    pub(crate) serving: bool,
 }
 
 struct Entry {
@@ -69,7 +74,14 @@ pub(crate) struct NearCache {
     table: Mutex<Table>,
     epoch: AtomicU64,
     next: AtomicU64,
-    serving: AtomicBool,
+    /// Each tracker's lease (one per primary): until when, in ms of [`Self::clock`], its
+    /// stream is known whole (`0`: not ready). The cache serves only while there is a tracker
+    /// and every lease runs.
+    leases: Mutex<HashMap<u64, u64>>,
+    /// The shortest lease, read on every `get`.
+    lease_until: AtomicU64,
+    started: Instant,
+    resets: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     invalidations: AtomicU64,
@@ -78,7 +90,7 @@ pub(crate) struct NearCache {
 
 impl NearCache {
     /// An empty cache holding at most `max_entries` sessions and `max_bytes` bytes; not
-    /// serving until [`set_serving`](Self::set_serving) says the tracking is up.
+    /// serving until a tracker is added and ready.
     pub(crate) fn new(max_entries: usize, max_bytes: u64) -> Self {
         NearCache {
             max_entries,
@@ -86,7 +98,10 @@ impl NearCache {
             table: Mutex::new(Table::default()),
             epoch: AtomicU64::new(0),
             next: AtomicU64::new(1),
-            serving: AtomicBool::new(false),
+            leases: Mutex::new(HashMap::new()),
+            lease_until: AtomicU64::new(0),
+            started: Instant::now(),
+            resets: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
@@ -98,17 +113,67 @@ impl NearCache {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether the cache answers and fills (the invalidation stream is known to be whole).
-    pub(crate) fn set_serving(&self, serving: bool) {
-        if !serving {
-            self.drop_all();
+    /// Milliseconds since the cache was made: the clock of leases (monotonic).
+    pub(crate) fn clock(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the cache answers and fills: there is a tracker, and every tracker's lease runs.
+    pub(crate) fn serving(&self) -> bool {
+        self.clock() < self.lease_until.load(Ordering::SeqCst)
+    }
+
+    fn set_lease(&self, tracker: u64, until: Option<u64>) {
+        let mut leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+        match until {
+            Some(until) => {
+                leases.insert(tracker, until);
+            }
+            None => {
+                leases.remove(&tracker);
+            }
         }
-        self.serving.store(serving, Ordering::SeqCst);
+        let shortest = leases.values().copied().min().unwrap_or(0);
+        self.lease_until.store(shortest, Ordering::SeqCst);
+    }
+
+    /// A tracker was started (not ready yet): its id.
+    pub(crate) fn tracker_added(&self) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.set_lease(id, Some(0));
+        self.drop_all();
+        id
+    }
+
+    /// A tracker set tracking up: no read begun before is cached (it may have been answered
+    /// before tracking started), then its lease runs until `until`.
+    pub(crate) fn tracker_ready(&self, tracker: u64, until: u64) {
+        self.drop_all();
+        self.set_lease(tracker, Some(until));
+    }
+
+    /// A tracker confirmed that every invalidation sent before the heartbeat it sent at some
+    /// time has been applied: its lease runs until `until` (that time plus the heartbeat and
+    /// `max_stale`).
+    pub(crate) fn renew(&self, tracker: u64, until: u64) {
+        self.set_lease(tracker, Some(until));
+    }
+
+    /// A tracker can no longer be sure it hears every invalidation: stop serving, drop all.
+    pub(crate) fn tracker_lost(&self, tracker: u64) {
+        self.set_lease(tracker, Some(0));
+        self.drop_all();
+    }
+
+    /// A tracker ended (its node left the cluster, or the store was dropped).
+    pub(crate) fn tracker_removed(&self, tracker: u64) {
+        self.set_lease(tracker, None);
     }
 
     /// The session cached under `key`, if it is live at `now_ms`.
     pub(crate) fn get(&self, key: &str, now_ms: u64) -> Lookup {
-        if !self.serving.load(Ordering::SeqCst) {
+        if !self.serving() {
+            self.misses.fetch_add(1, Ordering::Relaxed);
             return Lookup::Miss;
         }
         let found = self
@@ -129,12 +194,16 @@ impl NearCache {
         }
     }
 
-    /// Registers a read of `key` about to be sent.
-    pub(crate) fn begin_read(&self, key: &str) -> Ticket {
+    /// Registers a read of `key` about to be sent (`None`: the cache is not serving, the
+    /// reply will not be kept).
+    pub(crate) fn begin_read(&self, key: &str) -> Option<Ticket> {
+        if !self.serving() {
+            return None;
+        }
         let token = self.next.fetch_add(1, Ordering::Relaxed);
         let epoch = self.epoch.load(Ordering::SeqCst);
         self.table().pending.insert(key.into(), token);
-        Ticket { epoch, token }
+        Some(Ticket { epoch, token })
     }
 
     /// The reply of the read `ticket` stands for: `Some` is cached if nothing invalidated the
@@ -147,10 +216,7 @@ impl NearCache {
             table.pending.remove(key);
         }
         let Some(record) = found else { return };
-        if !current
-            || ticket.epoch != self.epoch.load(Ordering::SeqCst)
-            || !self.serving.load(Ordering::SeqCst)
-        {
+        if !current || ticket.epoch != self.epoch.load(Ordering::SeqCst) || !self.serving() {
             return;
         }
         let cost = key.len() as u64 + record.payload.len() as u64 + ENTRY_OVERHEAD;
@@ -205,14 +271,15 @@ impl NearCache {
         table.pending.remove(key);
         if let Some(old) = table.entries.remove(key) {
             table.bytes -= old.cost;
+            self.invalidations.fetch_add(1, Ordering::Relaxed);
         }
-        self.invalidations.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Everything goes, and no read begun before is cached (a flush, a lost connection).
     pub(crate) fn drop_all(&self) {
         let mut table = self.table();
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.resets.fetch_add(1, Ordering::Relaxed);
         table.entries.clear();
         table.order.clear();
         table.pending.clear();
@@ -229,6 +296,8 @@ impl NearCache {
             evictions: self.evictions.load(Ordering::Relaxed),
             entries: table.entries.len() as u64,
             bytes: table.bytes,
+            resets: self.resets.load(Ordering::Relaxed),
+            serving: self.serving(),
         }
     }
 }
@@ -249,13 +318,15 @@ mod tests {
 
     fn serving(entries: usize, bytes: u64) -> NearCache {
         let c = NearCache::new(entries, bytes);
-        c.set_serving(true);
+        let t = c.tracker_added();
+        c.tracker_ready(t, u64::MAX);
         c
     }
 
     fn fill(c: &NearCache, key: &str, r: &Record) {
-        let t = c.begin_read(key);
-        c.finish_read(t, key, Some(r));
+        if let Some(t) = c.begin_read(key) {
+            c.finish_read(t, key, Some(r));
+        }
     }
 
     #[test]
@@ -274,7 +345,7 @@ mod tests {
     #[test]
     fn an_invalidation_before_the_reply_keeps_the_reply_out() {
         let c = serving(10, 1 << 20);
-        let t = c.begin_read("k");
+        let t = c.begin_read("k").unwrap();
         c.invalidate("k");
         c.finish_read(t, "k", Some(&rec(b"old")));
         assert_eq!(c.get("k", NOW), Lookup::Miss);
@@ -284,14 +355,30 @@ mod tests {
     fn a_flush_or_a_lost_connection_drops_everything_and_in_flight_reads() {
         let c = serving(10, 1 << 20);
         fill(&c, "a", &rec(b"a"));
-        let t = c.begin_read("b");
+        let t = c.begin_read("b").unwrap();
         c.drop_all();
         c.finish_read(t, "b", Some(&rec(b"b")));
         assert_eq!((c.get("a", NOW), c.get("b", NOW)), (Lookup::Miss, Lookup::Miss));
-        c.set_serving(false);
+        let only = 1;
+        c.tracker_lost(only);
         fill(&c, "c", &rec(b"c"));
-        c.set_serving(true);
+        assert!(
+            c.begin_read("d").is_none(),
+            "no read is registered while not serving"
+        );
+        c.tracker_ready(only, u64::MAX);
+        let t = c.begin_read("d").unwrap();
+        c.tracker_lost(only);
+        c.tracker_ready(only, u64::MAX);
+        c.finish_read(t, "d", Some(&rec(b"d")));
         assert_eq!(c.get("c", NOW), Lookup::Miss, "nothing is kept while not serving");
+        assert_eq!(
+            c.get("d", NOW),
+            Lookup::Miss,
+            "a read begun before tracking was set up is not kept"
+        );
+        fill(&c, "e", &rec(b"e"));
+        assert_eq!(c.get("e", NOW), Lookup::Hit(rec(b"e")));
     }
 
     #[test]
@@ -312,10 +399,59 @@ mod tests {
     }
 
     #[test]
+    fn one_tracker_not_ready_stops_the_whole_cache() {
+        let c = NearCache::new(10, 1 << 20);
+        let first = c.tracker_added();
+        c.tracker_ready(first, u64::MAX);
+        let second = c.tracker_added();
+        fill(&c, "a", &rec(b"a"));
+        assert_eq!(
+            c.get("a", NOW),
+            Lookup::Miss,
+            "a new primary's tracker is not ready yet"
+        );
+        c.tracker_ready(second, u64::MAX);
+        fill(&c, "a", &rec(b"a"));
+        assert_eq!(c.get("a", NOW), Lookup::Hit(rec(b"a")));
+        c.tracker_lost(second);
+        assert_eq!(c.get("a", NOW), Lookup::Miss);
+        c.tracker_removed(second);
+        fill(&c, "a", &rec(b"a"));
+        assert_eq!(
+            c.get("a", NOW),
+            Lookup::Hit(rec(b"a")),
+            "the removed tracker no longer counts"
+        );
+        c.tracker_removed(first);
+        assert!(!c.serving(), "no tracker left");
+    }
+
+    #[test]
+    fn an_expired_lease_stops_serving_until_renewed_and_keeps_the_entries() {
+        let c = NearCache::new(10, 1 << 20);
+        let t = c.tracker_added();
+        c.tracker_ready(t, c.clock() + 60_000);
+        fill(&c, "a", &rec(b"a"));
+        assert_eq!(c.get("a", NOW), Lookup::Hit(rec(b"a")));
+        c.renew(t, c.clock());
+        assert_eq!(
+            c.get("a", NOW),
+            Lookup::Miss,
+            "an unconfirmed stream serves nothing"
+        );
+        c.renew(t, c.clock() + 60_000);
+        assert_eq!(
+            c.get("a", NOW),
+            Lookup::Hit(rec(b"a")),
+            "a renewal confirms every invalidation before it: the copy is still true"
+        );
+    }
+
+    #[test]
     fn a_later_read_of_the_same_key_wins_the_ticket() {
         let c = serving(10, 1 << 20);
-        let first = c.begin_read("k");
-        let second = c.begin_read("k");
+        let first = c.begin_read("k").unwrap();
+        let second = c.begin_read("k").unwrap();
         c.finish_read(first, "k", Some(&rec(b"first")));
         assert_eq!(c.get("k", NOW), Lookup::Miss);
         c.finish_read(second, "k", Some(&rec(b"second")));

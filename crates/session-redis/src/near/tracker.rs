@@ -1,118 +1,366 @@
 //! The invalidation stream of one Redis primary, kept whole or declared broken.
 //!
-//! One RESP2 fred client tracks for itself: `CLIENT ID`, then `CLIENT TRACKING ON REDIRECT
-//! <own id> BCAST PREFIX <key prefix>`, then `SUBSCRIBE __redis__:invalidate`. Every write,
-//! delete, expiry or eviction of a key under the prefix, by any client, arrives as that key;
-//! `FLUSHALL`/`FLUSHDB` as an empty key list. fred's RESP3 push path drops that flush message,
-//! hence RESP2.
+//! A tracker owns one RESP2 connection to its primary that tracks for itself: `CLIENT ID`,
+//! then `CLIENT TRACKING ON REDIRECT <own id> BCAST PREFIX <key prefix>`, then `SUBSCRIBE
+//! __redis__:invalidate`. Every write, delete, expiry or eviction of a key under the prefix,
+//! by any client, arrives as that key; `FLUSHALL`/`FLUSHDB` as an empty key list. (fred's RESP3
+//! push path drops that flush message, hence RESP2.)
 //!
-//! The cache serves only while the stream is known to be whole: from the moment tracking is set
-//! up until the connection is lost, a heartbeat `PING` goes unanswered for longer than
-//! `max_stale`, or the subscriber lags. A reconnect gives a connection that neither tracks nor
-//! listens, so every reconnect drops the cache and sets tracking up again.
+//! The tracker counts as ready from the moment tracking is set up until it can no longer be
+//! sure it hears everything: the connection fails, a heartbeat `PING` is not answered within
+//! `max_stale`, its server is no longer the primary (a failover: `ROLE` on the node's control
+//! connection, or the master the sentinels name), or it fell behind the stream. Then the
+//! connection is dropped and a new one is made and set up; the cache serves only while every
+//! tracker of the store is ready (see [`NearCache`]).
+//!
+//! A `PONG` on the tracking connection follows every invalidation Redis queued on it before,
+//! and fred hands both over in order, so "ping, then drain what arrived" confirms that every
+//! write acknowledged before the ping was sent has been applied ([`Tracker::sync`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use fred::clients::Client;
 use fred::interfaces::{ClientInterface, ClientLike, EventInterface, PubsubInterface, TrackingInterface};
-use fred::types::Value;
-use tokio::sync::broadcast::error::RecvError;
+use fred::types::client::Invalidation;
+use fred::types::config::{Config as FredConfig, ConnectionConfig, PerformanceConfig, Server, ServerConfig};
+use fred::types::{ConnectHandle, CustomCommand, Value};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::cache::NearCache;
+use crate::sentinel::MasterView;
+use crate::BACKEND;
 
 /// The channel Redis sends invalidations on in RESP2.
 const INVALIDATE_CHANNEL: &str = "__redis__:invalidate";
+/// The tracking connection's `CLIENT SETNAME`.
+pub(crate) const TRACKER_NAME: &str = "session-near-cache";
+/// Invalidation messages fred may buffer for the tracker before it counts as behind.
+const STREAM_CAPACITY: usize = 4096;
+
+/// Where a tracker connects.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// A fixed server: a standalone server (no check), or a cluster primary, whose role is
+    /// checked with `ROLE` on `control` (the node's own connection to the same server).
+    Fixed { server: Server, control: Option<Client> },
+    /// The master the sentinels name (the store's watcher keeps `view`), else the server the
+    /// node's `control` connection is on.
+    Sentinel { view: Arc<MasterView>, control: Client },
+}
+
+/// The settings a tracker connects with.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) fred: FredConfig,
+    pub(crate) connection: ConnectionConfig,
+    pub(crate) prefix: String,
+    pub(crate) heartbeat: Duration,
+    pub(crate) max_stale: Duration,
+}
+
+/// Whether the tracker is ready, and whether it has been dropped (then the task's late
+/// transitions are ignored).
+struct Flags {
+    ready: bool,
+    removed: bool,
+}
+
+struct Shared {
+    cache: Arc<NearCache>,
+    /// This tracker's id in the cache's leases.
+    id: u64,
+    /// How long a confirmation holds: the heartbeat plus `max_stale`.
+    lease: u64,
+    flags: Mutex<Flags>,
+    /// The current connection's task, stopped with the tracker.
+    connection: Mutex<Option<ConnectHandle>>,
+}
+
+impl Shared {
+    /// `confirmed_at`: the cache clock when the set-up began (ready) .
+    fn set_ready(&self, ready: bool, confirmed_at: u64, why: &'static str) {
+        let mut flags = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
+        if flags.removed || flags.ready == ready {
+            return;
+        }
+        flags.ready = ready;
+        if ready {
+            self.cache
+                .tracker_ready(self.id, confirmed_at.saturating_add(self.lease));
+            tracing::debug!(backend = BACKEND, "near cache: tracking set up");
+        } else {
+            self.cache.tracker_lost(self.id);
+            tracing::debug!(backend = BACKEND, why, "near cache: tracking lost; cache dropped");
+        }
+    }
+
+    /// Every invalidation sent before the cache clock read `sent_at` has been applied.
+    fn confirmed(&self, sent_at: u64) {
+        let flags = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
+        if flags.ready && !flags.removed {
+            self.cache.renew(self.id, sent_at.saturating_add(self.lease));
+        }
+    }
+}
 
 /// The background task keeping one primary's invalidations flowing into the cache.
 pub(crate) struct Tracker {
     task: JoinHandle<()>,
+    shared: Arc<Shared>,
+    syncs: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
 
 impl Drop for Tracker {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(handle) = self
+            .shared
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            handle.abort();
+        }
+        let mut flags = self.shared.flags.lock().unwrap_or_else(PoisonError::into_inner);
+        flags.removed = true;
+        self.shared.cache.tracker_removed(self.shared.id);
     }
 }
 
 impl Tracker {
-    /// Starts tracking `prefix` on `client` (RESP2, with a reconnect policy, not yet
-    /// connected) for `cache`, with a heartbeat every `heartbeat` that must be answered within
-    /// `max_stale` for the cache to keep serving.
-    pub(crate) fn start(
-        client: Client,
-        prefix: String,
-        cache: Arc<NearCache>,
-        heartbeat: Duration,
-        max_stale: Duration,
-    ) -> Self {
-        let task = tokio::spawn(run(client, prefix, cache, heartbeat, max_stale));
-        Tracker { task }
+    /// Starts tracking for `cache` (which stops serving until this tracker is ready).
+    pub(crate) fn start(cache: Arc<NearCache>, settings: Settings, target: Target) -> Self {
+        let id = cache.tracker_added();
+        let lease = u64::try_from((settings.heartbeat + settings.max_stale).as_millis()).unwrap_or(u64::MAX);
+        let shared = Arc::new(Shared {
+            cache,
+            id,
+            lease,
+            flags: Mutex::new(Flags {
+                ready: false,
+                removed: false,
+            }),
+            connection: Mutex::new(None),
+        });
+        let (syncs, requests) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(Arc::clone(&shared), settings, target, requests));
+        Tracker { task, shared, syncs }
+    }
+
+    /// A handle to [`Syncer::sync`] with this tracker, usable without holding it.
+    pub(crate) fn syncer(&self) -> Syncer {
+        Syncer(self.syncs.clone())
     }
 }
 
-async fn run(
-    client: Client,
-    prefix: String,
-    cache: Arc<NearCache>,
-    heartbeat: Duration,
-    max_stale: Duration,
-) {
-    let _connection = client.connect();
-    loop {
-        cache.set_serving(false);
-        // Subscribe to the events before setting up, so none is missed.
-        let mut invalidations = client.invalidation_rx();
-        let mut reconnects = client.reconnect_rx();
-        if let Err(e) = set_up(&client, &prefix).await {
-            tracing::debug!(error = %e, "near cache: tracking not set up yet; retrying");
-            tokio::time::sleep(heartbeat).await;
-            continue;
+/// Asks a tracker to confirm its stream ([`Tracker::syncer`]).
+pub(crate) struct Syncer(mpsc::UnboundedSender<oneshot::Sender<()>>);
+
+impl Syncer {
+    /// Waits until every invalidation Redis sent the tracker before now has been applied (at
+    /// most `max_stale`; a tracker that is not ready, or does not answer, has dropped the cache).
+    pub(crate) async fn sync(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.0.send(tx).is_ok() {
+            let _ = rx.await;
         }
-        cache.set_serving(true);
-        let mut tick = tokio::time::interval(heartbeat);
-        loop {
-            tokio::select! {
-                received = invalidations.recv() => match received {
-                    Ok(invalidation) if invalidation.keys.is_empty() => cache.drop_all(),
-                    Ok(invalidation) => {
-                        for key in &invalidation.keys {
-                            match key.as_str() {
-                                Some(k) => cache.invalidate(k),
-                                // Not one of ours (keys are ASCII): drop all to be safe.
-                                None => cache.drop_all(),
-                            }
-                        }
-                    }
-                    // Invalidations were lost: nothing cached can be trusted.
-                    Err(RecvError::Lagged(_)) => cache.drop_all(),
-                    Err(RecvError::Closed) => return,
-                },
-                _ = reconnects.recv() => break,
-                _ = tick.tick() => {
-                    let pong = tokio::time::timeout(max_stale, client.ping::<Value>(None)).await;
-                    if !matches!(pong, Ok(Ok(_))) {
-                        // Invalidations may be held up as long as the PONG is: stop serving
-                        // until the connection is replaced and tracking set up again.
-                        cache.set_serving(false);
-                    }
+    }
+}
+
+/// One connection's life: connect, set up, apply invalidations and confirm with heartbeats
+/// until something breaks; then again, with a growing pause, for as long as the tracker lives.
+async fn run(
+    shared: Arc<Shared>,
+    settings: Settings,
+    target: Target,
+    mut requests: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+) {
+    let mut pause = settings.heartbeat;
+    loop {
+        shared.set_ready(false, 0, "reconnecting");
+        let Some(server) = target.server() else {
+            answer_all(&mut requests);
+            tokio::time::sleep(settings.heartbeat).await;
+            continue;
+        };
+        let client = connection_to(&settings, &server);
+        *shared.connection.lock().unwrap_or_else(PoisonError::into_inner) = Some(client.connect());
+        let mut stream = client.invalidation_rx();
+        let mut errors = client.error_rx();
+        let began = shared.cache.clock();
+        match tokio::time::timeout(
+            settings.connection.connection_timeout + settings.max_stale,
+            set_up(&client, &settings.prefix),
+        )
+        .await
+        {
+            Ok(Ok(())) if target.still_primary(&server).await => {
+                shared.set_ready(true, began, "");
+                pause = settings.heartbeat;
+                let why = serve(
+                    &shared,
+                    &settings,
+                    &target,
+                    &server,
+                    &client,
+                    &mut stream,
+                    &mut errors,
+                    &mut requests,
+                )
+                .await;
+                shared.set_ready(false, 0, why);
+            }
+            Ok(Ok(())) => tracing::debug!(backend = BACKEND, "near cache: the server is not the primary"),
+            Ok(Err(e)) => tracing::debug!(backend = BACKEND, error = %e, "near cache: tracking not set up"),
+            Err(_) => tracing::debug!(backend = BACKEND, "near cache: tracking set-up timed out"),
+        }
+        let _ = tokio::time::timeout(settings.max_stale, client.quit()).await;
+        if let Some(handle) = shared
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            handle.abort();
+        }
+        answer_all(&mut requests);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// The ready state: applies invalidations; confirms on every heartbeat and sync request.
+/// Returns why it stopped being sure.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the one loop of the task, its parts borrowed from run"
+)]
+async fn serve(
+    shared: &Shared,
+    settings: &Settings,
+    target: &Target,
+    server: &Server,
+    client: &Client,
+    stream: &mut Receiver<Invalidation>,
+    errors: &mut Receiver<(fred::error::Error, Option<Server>)>,
+    requests: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+) -> &'static str {
+    let mut tick = tokio::time::interval(settings.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            received = stream.recv() => match received {
+                Ok(invalidation) => apply(&shared.cache, &invalidation),
+                Err(RecvError::Lagged(_)) => return "fell behind the invalidation stream",
+                Err(RecvError::Closed) => return "the invalidation stream closed",
+            },
+            _ = errors.recv() => return "the tracking connection failed",
+            request = requests.recv() => {
+                let why = confirm(shared, settings, target, server, client, stream).await;
+                if let Some(reply) = request {
+                    let _ = reply.send(());
+                }
+                if let Err(why) = why {
+                    return why;
+                }
+            }
+            _ = tick.tick() => {
+                if let Err(why) = confirm(shared, settings, target, server, client, stream).await {
+                    return why;
                 }
             }
         }
     }
 }
 
-/// `CLIENT ID`, `CLIENT TRACKING ON REDIRECT <id> BCAST PREFIX <prefix>`, `SUBSCRIBE`; from
-/// any state (fred also reports the first connection as a reconnect, so this may run on a
-/// connection already set up: it is unsubscribed and its tracking turned off first).
+/// `PING` answered within `max_stale`, every invalidation that came before the `PONG`
+/// applied, and the server still the primary.
+async fn confirm(
+    shared: &Shared,
+    settings: &Settings,
+    target: &Target,
+    server: &Server,
+    client: &Client,
+    stream: &mut Receiver<Invalidation>,
+) -> Result<(), &'static str> {
+    let sent_at = shared.cache.clock();
+    match tokio::time::timeout(settings.max_stale, client.ping::<Value>(None)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return Err("the heartbeat failed"),
+        Err(_) => return Err("the heartbeat went unanswered"),
+    }
+    loop {
+        match stream.try_recv() {
+            Ok(invalidation) => apply(&shared.cache, &invalidation),
+            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Lagged(_)) => return Err("fell behind the invalidation stream"),
+            Err(TryRecvError::Closed) => return Err("the invalidation stream closed"),
+        }
+    }
+    if !target.still_primary(server).await {
+        return Err("the server is no longer the primary");
+    }
+    shared.confirmed(sent_at);
+    Ok(())
+}
+
+fn apply(cache: &NearCache, invalidation: &Invalidation) {
+    if invalidation.keys.is_empty() {
+        // FLUSHALL / FLUSHDB.
+        cache.drop_all();
+        return;
+    }
+    for key in &invalidation.keys {
+        match key.as_str() {
+            Some(k) => cache.invalidate(k),
+            // Not a key this store writes (its keys are UTF-8): drop all to be safe.
+            None => cache.drop_all(),
+        }
+    }
+}
+
+/// Answers waiting sync requests at once (the tracker is not ready: the cache is not serving).
+fn answer_all(requests: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
+    while let Ok(reply) = requests.try_recv() {
+        let _ = reply.send(());
+    }
+}
+
+/// A RESP2 client to `server` with the store's credentials and TLS, that never reconnects by
+/// itself (a reconnect neither tracks nor listens: the tracker makes a new one).
+fn connection_to(settings: &Settings, server: &Server) -> Client {
+    let mut fred = settings.fred.clone();
+    fred.server = ServerConfig::Centralized {
+        server: server.clone(),
+    };
+    fred.fail_fast = true;
+    fred.version = fred::types::RespVersion::RESP2;
+    let perf = PerformanceConfig {
+        broadcast_channel_capacity: STREAM_CAPACITY,
+        default_command_timeout: settings.max_stale,
+        ..PerformanceConfig::default()
+    };
+    let mut connection = settings.connection.clone();
+    connection.max_command_attempts = 1;
+    Client::new(fred, Some(perf), Some(connection), None)
+}
+
+/// `CLIENT ID`, `CLIENT TRACKING ON REDIRECT <id> BCAST PREFIX <prefix>`, `SUBSCRIBE`.
 async fn set_up(client: &Client, prefix: &str) -> Result<(), fred::error::Error> {
     client.wait_for_connect().await?;
-    let _ = client.unsubscribe(INVALIDATE_CHANNEL).await;
-    let _: Result<Value, _> = client
-        .client_tracking("OFF", None, Vec::<String>::new(), false, false, false, false)
-        .await;
     let id: i64 = client.client_id().await?;
+    // Named, so an operator sees it in CLIENT LIST.
+    let _: Value = client
+        .custom(
+            CustomCommand::new_static("CLIENT", None, false),
+            vec![Value::from("SETNAME"), Value::from(TRACKER_NAME)],
+        )
+        .await?;
     let _: Value = client
         .client_tracking("ON", Some(id), vec![prefix.to_owned()], true, false, false, false)
         .await?;
@@ -120,118 +368,46 @@ async fn set_up(client: &Client, prefix: &str) -> Result<(), fred::error::Error>
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
-
-    use std::time::Instant;
-
-    use fred::interfaces::ClientLike as _;
-    use fred::interfaces::KeysInterface;
-    use fred::prelude::{Builder, Config, ReconnectPolicy};
-    use session_core::backend::{CodecId, Record};
-
-    use super::super::cache::Lookup;
-    use super::*;
-
-    fn client(url: &str) -> Client {
-        let config = Config::from_url(url).unwrap();
-        Builder::from_config(config)
-            .set_policy(ReconnectPolicy::new_constant(0, 50))
-            .build()
-            .unwrap()
-    }
-
-    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-        let start = Instant::now();
-        while !cond() {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
+impl Target {
+    /// The server to track now (`None`: not known yet).
+    fn server(&self) -> Option<Server> {
+        match self {
+            Target::Fixed { server, .. } => Some(server.clone()),
+            Target::Sentinel { view, control } => view
+                .master()
+                .or_else(|| control.active_connections().into_iter().next()),
         }
     }
 
-    fn fill(cache: &NearCache, key: &str) {
-        let far = session_core::backend::now_ms() + 600_000;
-        let t = cache.begin_read(key);
-        cache.finish_read(t, key, Some(&Record::new(CodecId::RAW, b"v".to_vec(), far)));
+    /// Whether `server` is still where the store's writes go.
+    async fn still_primary(&self, server: &Server) -> bool {
+        match self {
+            Target::Fixed { control: None, .. } => true,
+            Target::Fixed {
+                control: Some(control),
+                ..
+            } => is_master(control).await,
+            Target::Sentinel { view, control } => {
+                !view.paused()
+                    && match view.master() {
+                        Some(master) => &master == server,
+                        None => control.active_connections().first() == Some(server),
+                    }
+            }
+        }
     }
+}
 
-    fn cached(cache: &NearCache, key: &str) -> bool {
-        matches!(cache.get(key, session_core::backend::now_ms()), Lookup::Hit(_))
-    }
-
-    /// Against a redis-server at `SESSION_TEST_NEAR_URL` (skipped without it): writes under the
-    /// prefix invalidate, a flush drops all, a killed connection stops serving until tracking
-    /// is set up again on the new one.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn invalidations_flushes_and_reconnects() {
-        let Ok(url) = std::env::var("SESSION_TEST_NEAR_URL") else {
-            return;
-        };
-        let cache = Arc::new(NearCache::new(100, 1 << 20));
-        let _tracker = Tracker::start(
-            client(&url),
-            "nc:".to_owned(),
-            Arc::clone(&cache),
-            Duration::from_millis(50),
-            Duration::from_millis(200),
-        );
-        let writer = client(&url);
-        let _conn = writer.connect();
-        writer.wait_for_connect().await.unwrap();
-        until("serving", || {
-            fill(&cache, "nc:a");
-            cached(&cache, "nc:a")
-        })
+/// `ROLE` says `master` (a reply that cannot be read, or a refusal, counts as no).
+async fn is_master(control: &Client) -> bool {
+    let role: Result<Value, _> = control
+        .custom(
+            CustomCommand::new_static("ROLE", None, false),
+            Vec::<Value>::new(),
+        )
         .await;
-        // Heartbeats keep it serving (PING is answered in subscribed mode).
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        fill(&cache, "nc:a");
-        assert!(cached(&cache, "nc:a"), "still serving after several heartbeats");
-        let _: () = writer.set("other:a", 1, None, None, false).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            cached(&cache, "nc:a"),
-            "a key outside the prefix invalidates nothing"
-        );
-        let _: () = writer.set("nc:a", 1, None, None, false).await.unwrap();
-        until("the write's invalidation", || !cached(&cache, "nc:a")).await;
-
-        fill(&cache, "nc:b");
-        assert!(cached(&cache, "nc:b"));
-        let _: () = writer.flushall(false).await.unwrap();
-        until("the flush", || !cached(&cache, "nc:b")).await;
-
-        // Kill the tracker's connection: after the reconnect, tracking is set up again.
-        let list: String = writer
-            .custom(
-                fred::types::CustomCommand::new_static("CLIENT", None, false),
-                vec![Value::from("LIST")],
-            )
-            .await
-            .unwrap();
-        let id = list
-            .lines()
-            .find(|l| l.contains("sub=1"))
-            .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
-            .expect("the tracker's connection")
-            .to_owned();
-        let _: Value = writer
-            .custom(
-                fred::types::CustomCommand::new_static("CLIENT", None, false),
-                vec![Value::from("KILL"), Value::from("ID"), Value::from(id.as_str())],
-            )
-            .await
-            .unwrap();
-        until("serving again after the reconnect", || {
-            fill(&cache, "nc:c");
-            cached(&cache, "nc:c")
-        })
-        .await;
-        let _: () = writer.set("nc:c", 1, None, None, false).await.unwrap();
-        until("invalidations after the reconnect", || !cached(&cache, "nc:c")).await;
+    match role {
+        Ok(Value::Array(parts)) => parts.first().and_then(Value::as_str).as_deref() == Some("master"),
+        _ => false,
     }
 }

@@ -2,6 +2,7 @@
 //! batches, health. A cluster's two-step `rotate` is in `rotate`, `count` in `count`.
 
 mod count;
+mod near;
 mod rotate;
 
 use std::time::Instant;
@@ -220,6 +221,39 @@ impl RedisStore {
     }
 }
 
+/// The near cache's figures as `stats()`/`health()` extras (`near_cache_*`).
+fn near_extras(near: &crate::NearCacheStats) -> [(&'static str, u64); 8] {
+    [
+        ("near_cache_hits", near.hits),
+        ("near_cache_misses", near.misses),
+        ("near_cache_invalidations", near.invalidations),
+        ("near_cache_evictions", near.evictions),
+        ("near_cache_resets", near.resets),
+        ("near_cache_entries", near.entries),
+        ("near_cache_bytes", near.bytes),
+        ("near_cache_serving", u64::from(near.serving)),
+    ]
+}
+
+impl RedisStore {
+    /// `; near cache serving, N sessions` for `health()`'s detail (empty without one).
+    fn near_line(&self) -> String {
+        match self.near_cache_stats() {
+            None => String::new(),
+            Some(near) => format!(
+                "; near cache {}, {} sessions, {} bytes",
+                if near.serving {
+                    "serving"
+                } else {
+                    "not serving (tracking not confirmed)"
+                },
+                near.entries,
+                near.bytes
+            ),
+        }
+    }
+}
+
 fn already_exists(key: &SessionKey) -> Error {
     Error::AlreadyExists {
         namespace: key.ns().to_owned(),
@@ -241,6 +275,12 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        if let Some(near) = &self.inner.near {
+            return Ok(match self.load_entry_near(near, key).await? {
+                Some(Entry::Live(record)) => Some(record),
+                _ => None,
+            });
+        }
         let k = self.key(key);
         let get = Cmd::Get(k.clone());
         let value: Option<Bytes> = self.read(&k, "load", key.ns(), get).await?;
@@ -248,6 +288,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn load_entry(&self, key: &SessionKey) -> Result<Option<Entry>> {
+        if let Some(near) = &self.inner.near {
+            return self.load_entry_near(near, key).await;
+        }
         let k = self.key(key);
         let get = Cmd::Get(k.clone());
         let value: Option<Bytes> = self.read(&k, "load", key.ns(), get).await?;
@@ -255,18 +298,213 @@ impl SessionStore for RedisStore {
     }
 
     async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        self.plain(key, record, Plain::Save).await
+        self.own_write(&[key], self.plain(key, record, Plain::Save)).await
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        self.plain(key, record, Plain::Create).await
+        self.own_write(&[key], self.plain(key, record, Plain::Create))
+            .await
     }
 
     async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        self.plain(key, record, Plain::Update).await
+        self.own_write(&[key], self.plain(key, record, Plain::Update))
+            .await
     }
 
     async fn save_if(&self, key: &SessionKey, expected_version: Version, record: &Record) -> Result<Meta> {
+        self.own_write(&[key], self.save_if_uncached(key, expected_version, record))
+            .await
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        self.own_write(&[key], self.delete_uncached(key)).await
+    }
+
+    async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
+        self.own_write(&[key], self.delete_leaving_uncached(key, tombstone))
+            .await
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
+        self.own_write(&[key], self.touch_uncached(key, expires_at)).await
+    }
+
+    async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
+        let new_key = SessionKey::new(key.namespace.clone(), new_id.clone());
+        self.own_write(&[key, &new_key], self.rotate_uncached(key, new_id))
+            .await
+    }
+
+    async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled> {
+        self.own_write(&[key], self.reconcile_uncached(key, base, change))
+            .await
+    }
+
+    /// With `redis.tombstone_ttl_ms` above 0.
+    fn keeps_tombstones(&self) -> bool {
+        self.inner.tombstone_ttl_ms > 0
+    }
+
+    async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
+        match &self.inner.near {
+            Some(near) => self.load_many_near(near, keys).await,
+            None => self.load_many_uncached(keys).await,
+        }
+    }
+
+    async fn save_many(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
+        let keys: Vec<&SessionKey> = items.iter().map(|(k, _)| k).collect();
+        self.own_write(&keys, self.save_many_uncached(items)).await
+    }
+    /// Standalone and sentinel: `SCAN` of the one server. Cluster: exact while slots migrate,
+    /// see `count_cluster`.
+    async fn count(&self, namespace: &Namespace) -> Result<u64> {
+        if let Some(cluster) = self.cluster() {
+            return self.count_cluster(cluster, namespace).await;
+        }
+        let mut pattern = self.inner.prefix.namespace_prefix(namespace);
+        pattern.push('*');
+        let nodes = self.primaries().await?;
+        // One SCAN per node in flight, and the rest of the batch shared between the nodes.
+        let chunk = self.inner.batch.saturating_sub(nodes.len()) / nodes.len().max(1);
+        let counts =
+            futures::future::join_all(nodes.iter().map(|node| self.scan_count(node, &pattern, chunk))).await;
+        counts.into_iter().sum()
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let nodes = self.primaries().await?;
+        let mut stats = StoreStats::new(BACKEND);
+        let mut bytes = 0u64;
+        let mut known = false;
+        for node in &nodes {
+            let (_, conn) = node.up()?;
+            let info: String = conn
+                .info(Some(InfoKind::Memory))
+                .await
+                .map_err(|e| node.err(e, "stats", None))?;
+            if let Some(used) = parse_used_memory(&info) {
+                bytes += used;
+                known = true;
+            }
+        }
+        if known {
+            stats.bytes = Some(bytes);
+        }
+        stats.extra.push(("nodes", nodes.len() as u64));
+        stats
+            .extra
+            .push(("fenced_connections", self.fenced_connections()));
+        if let Some(near) = self.near_cache_stats() {
+            stats.extra.extend(near_extras(&near));
+        }
+        Ok(stats)
+    }
+
+    /// `PING` on every pooled connection and control connection (of every node, on a cluster),
+    /// at once. A connection whose `PING` times out is fenced and replaced (a health probe never
+    /// keeps a stuck connection in the pool). Up when all answer, degraded when some do; on a
+    /// cluster, also degraded while a slot has no known node.
+    async fn health(&self) -> Health {
+        let started = Instant::now();
+        let nodes = self.all_nodes();
+        let answers = futures::future::join_all(nodes.iter().map(|n| n.ping_all())).await;
+        let mut results = Vec::new();
+        let mut control_error = None;
+        for (pooled, control) in answers {
+            results.extend(pooled);
+            if let Err(e) = control {
+                control_error.get_or_insert(e);
+            }
+        }
+        let uncovered = self.cluster().map_or(0, |c| c.uncovered());
+        let failed: Vec<&Error> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        let latency = started.elapsed();
+        let fence_note = if self.writes_fenced_off() {
+            "; writes paused until a timed-out write's connection is confirmed closed"
+        } else {
+            ""
+        };
+        let slots_note = if uncovered > 0 {
+            format!("; {uncovered} hash slots have no known node")
+        } else {
+            String::new()
+        };
+        if !results.is_empty()
+            && failed.is_empty()
+            && control_error.is_none()
+            && fence_note.is_empty()
+            && slots_note.is_empty()
+        {
+            let mut health = Health::new(BACKEND, HealthStatus::Up)
+                .with_latency(latency)
+                .with_detail(format!("{}{}", self.inner.topology.as_str(), self.near_line()));
+            if let Some(near) = self.near_cache_stats() {
+                health.extra.extend(near_extras(&near));
+            }
+            return health;
+        }
+        let answered = results.len() - failed.len();
+        let status = if answered == 0 {
+            HealthStatus::Down
+        } else {
+            HealthStatus::Degraded
+        };
+        let first = failed
+            .first()
+            .map(|e| e.to_string())
+            .or_else(|| control_error.map(|e| format!("control connection: {e}")))
+            .unwrap_or_else(|| {
+                if results.is_empty() {
+                    not_connected().to_string()
+                } else {
+                    String::new()
+                }
+            });
+        let mut health = Health::new(BACKEND, status)
+            .with_latency(latency)
+            .with_detail(format!(
+                "{answered} of {} connections answered{fence_note}{slots_note}{}{first}{}",
+                results.len(),
+                if first.is_empty() { "" } else { "; " },
+                self.near_line()
+            ));
+        health
+            .extra
+            .push(("fenced_connections", self.fenced_connections()));
+        if let Some(near) = self.near_cache_stats() {
+            health.extra.extend(near_extras(&near));
+        }
+        health
+    }
+
+    /// Standalone and sentinel: one partition, `WHOLE`. Cluster: the primary serving the key's
+    /// slot in the map as known now (one partition per node; see `cluster.rs`). No I/O.
+    fn partition(&self, key: &SessionKey) -> session_core::backend::Partition {
+        match self.cluster() {
+            Some(cluster) => cluster.partition(self.inner.prefix.render(key).as_bytes()),
+            None => session_core::backend::Partition::WHOLE,
+        }
+    }
+
+    /// Cluster: `PING` on the node serving `partition` now (the map read again when it does not
+    /// answer; up for a node that serves no slot any more). Otherwise, and for `WHOLE`: `health()`.
+    async fn partition_health(&self, partition: session_core::backend::Partition) -> Health {
+        match self.cluster() {
+            Some(cluster) if !partition.is_whole() => cluster.partition_health(partition).await,
+            _ => self.health().await,
+        }
+    }
+}
+
+/// The calls as they go to Redis, around which the trait's methods keep the near cache.
+impl RedisStore {
+    async fn save_if_uncached(
+        &self,
+        key: &SessionKey,
+        expected_version: Version,
+        record: &Record,
+    ) -> Result<Meta> {
         check_size(key, record, self.inner.max_bytes)?;
         let meta = stored_meta(record);
         let args = vec![
@@ -293,7 +531,7 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+    async fn delete_uncached(&self, key: &SessionKey) -> Result<bool> {
         if self.keeps_tombstones() {
             // A fresh token; `deleted_at` only orders it by updated-at.
             return self
@@ -303,14 +541,14 @@ impl SessionStore for RedisStore {
         self.delete_plain(key).await
     }
 
-    async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
+    async fn delete_leaving_uncached(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
         if self.keeps_tombstones() {
             return self.delete_leaving_a_tombstone(key, tombstone).await;
         }
         self.delete_plain(key).await
     }
 
-    async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
+    async fn touch_uncached(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
         let args = vec![Value::Integer(pxat(expires_at))];
         let reply = self.script(key, "touch", &self.inner.scripts.touch, args).await?;
         match ScriptReply::of(reply) {
@@ -324,7 +562,7 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
+    async fn rotate_uncached(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
         if new_id == &key.id {
             // Nothing to move (and the scripts must never take the key for its own copy).
             return match self.load(key).await? {
@@ -366,7 +604,12 @@ impl SessionStore for RedisStore {
     /// blind write. Deadlines are judged by the Redis server's clock (`TIME` in the script), and
     /// a key Redis holds is there, as for every other call. Fenced like any write; routed by the
     /// key's slot on a cluster.
-    async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled> {
+    async fn reconcile_uncached(
+        &self,
+        key: &SessionKey,
+        base: Version,
+        change: Change<'_>,
+    ) -> Result<Reconciled> {
         let base = Value::Bytes(Bytes::copy_from_slice(&base.as_u64().to_be_bytes()));
         let args = match change {
             Change::Write(record) => {
@@ -409,12 +652,7 @@ impl SessionStore for RedisStore {
         }
     }
 
-    /// With `redis.tombstone_ttl_ms` above 0.
-    fn keeps_tombstones(&self) -> bool {
-        self.inner.tombstone_ttl_ms > 0
-    }
-
-    async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
+    async fn load_many_uncached(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
         if let Some(node) = self.single() {
             return self.load_many_pipelined(node, keys).await;
         }
@@ -441,7 +679,7 @@ impl SessionStore for RedisStore {
         Ok(out)
     }
 
-    async fn save_many(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
+    async fn save_many_uncached(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
         for (key, record) in items {
             check_size(key, record, self.inner.max_bytes)?;
         }
@@ -458,134 +696,5 @@ impl SessionStore for RedisStore {
             }
         }
         Ok(out)
-    }
-
-    /// Standalone and sentinel: `SCAN` of the one server. Cluster: exact while slots migrate,
-    /// see `count_cluster`.
-    async fn count(&self, namespace: &Namespace) -> Result<u64> {
-        if let Some(cluster) = self.cluster() {
-            return self.count_cluster(cluster, namespace).await;
-        }
-        let mut pattern = self.inner.prefix.namespace_prefix(namespace);
-        pattern.push('*');
-        let nodes = self.primaries().await?;
-        // One SCAN per node in flight, and the rest of the batch shared between the nodes.
-        let chunk = self.inner.batch.saturating_sub(nodes.len()) / nodes.len().max(1);
-        let counts =
-            futures::future::join_all(nodes.iter().map(|node| self.scan_count(node, &pattern, chunk))).await;
-        counts.into_iter().sum()
-    }
-
-    async fn stats(&self) -> Result<StoreStats> {
-        let nodes = self.primaries().await?;
-        let mut stats = StoreStats::new(BACKEND);
-        let mut bytes = 0u64;
-        let mut known = false;
-        for node in &nodes {
-            let (_, conn) = node.up()?;
-            let info: String = conn
-                .info(Some(InfoKind::Memory))
-                .await
-                .map_err(|e| node.err(e, "stats", None))?;
-            if let Some(used) = parse_used_memory(&info) {
-                bytes += used;
-                known = true;
-            }
-        }
-        if known {
-            stats.bytes = Some(bytes);
-        }
-        stats.extra.push(("nodes", nodes.len() as u64));
-        stats
-            .extra
-            .push(("fenced_connections", self.fenced_connections()));
-        Ok(stats)
-    }
-
-    /// `PING` on every pooled connection and control connection (of every node, on a cluster),
-    /// at once. A connection whose `PING` times out is fenced and replaced (a health probe never
-    /// keeps a stuck connection in the pool). Up when all answer, degraded when some do; on a
-    /// cluster, also degraded while a slot has no known node.
-    async fn health(&self) -> Health {
-        let started = Instant::now();
-        let nodes = self.all_nodes();
-        let answers = futures::future::join_all(nodes.iter().map(|n| n.ping_all())).await;
-        let mut results = Vec::new();
-        let mut control_error = None;
-        for (pooled, control) in answers {
-            results.extend(pooled);
-            if let Err(e) = control {
-                control_error.get_or_insert(e);
-            }
-        }
-        let uncovered = self.cluster().map_or(0, |c| c.uncovered());
-        let failed: Vec<&Error> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-        let latency = started.elapsed();
-        let fence_note = if self.writes_fenced_off() {
-            "; writes paused until a timed-out write's connection is confirmed closed"
-        } else {
-            ""
-        };
-        let slots_note = if uncovered > 0 {
-            format!("; {uncovered} hash slots have no known node")
-        } else {
-            String::new()
-        };
-        if !results.is_empty()
-            && failed.is_empty()
-            && control_error.is_none()
-            && fence_note.is_empty()
-            && slots_note.is_empty()
-        {
-            return Health::new(BACKEND, HealthStatus::Up)
-                .with_latency(latency)
-                .with_detail(self.inner.topology.as_str());
-        }
-        let answered = results.len() - failed.len();
-        let status = if answered == 0 {
-            HealthStatus::Down
-        } else {
-            HealthStatus::Degraded
-        };
-        let first = failed
-            .first()
-            .map(|e| e.to_string())
-            .or_else(|| control_error.map(|e| format!("control connection: {e}")))
-            .unwrap_or_else(|| {
-                if results.is_empty() {
-                    not_connected().to_string()
-                } else {
-                    String::new()
-                }
-            });
-        let mut health = Health::new(BACKEND, status)
-            .with_latency(latency)
-            .with_detail(format!(
-                "{answered} of {} connections answered{fence_note}{slots_note}{}{first}",
-                results.len(),
-                if first.is_empty() { "" } else { "; " }
-            ));
-        health
-            .extra
-            .push(("fenced_connections", self.fenced_connections()));
-        health
-    }
-
-    /// Standalone and sentinel: one partition, `WHOLE`. Cluster: the primary serving the key's
-    /// slot in the map as known now (one partition per node; see `cluster.rs`). No I/O.
-    fn partition(&self, key: &SessionKey) -> session_core::backend::Partition {
-        match self.cluster() {
-            Some(cluster) => cluster.partition(self.inner.prefix.render(key).as_bytes()),
-            None => session_core::backend::Partition::WHOLE,
-        }
-    }
-
-    /// Cluster: `PING` on the node serving `partition` now (the map read again when it does not
-    /// answer; up for a node that serves no slot any more). Otherwise, and for `WHOLE`: `health()`.
-    async fn partition_health(&self, partition: session_core::backend::Partition) -> Health {
-        match self.cluster() {
-            Some(cluster) if !partition.is_whole() => cluster.partition_health(partition).await,
-            _ => self.health().await,
-        }
     }
 }

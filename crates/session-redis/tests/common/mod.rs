@@ -14,7 +14,7 @@ use session_core::testing::{Harness, RawAccess, TestStore};
 use session_core::{async_trait, Bytes, KeyPrefix, Result, SessionKey, StoreOptions};
 use session_redis::fred::interfaces::KeysInterface;
 use session_redis::fred::types::Expiration;
-use session_redis::{RedisConfig, RedisStore};
+use session_redis::{NearCacheConfig, RedisConfig, RedisStore};
 use testkit_redis::{topology_url, TestTarget, Topology};
 
 /// A store configuration for a test target: its URL, and for TLS its CA and client certificate.
@@ -75,12 +75,16 @@ impl RawRedis {
 struct PrefixedRaw {
     raw: RawRedis,
     prefix: KeyPrefix,
+    /// The store under test: a raw write waits until its near cache has applied the write's
+    /// invalidation (as if another process had written).
+    store: RedisStore,
 }
 
 #[async_trait]
 impl RawAccess for PrefixedRaw {
     async fn put_raw(&self, key: &SessionKey, bytes: Bytes, ttl_ms: u64) -> Result<()> {
         self.raw.set(&self.prefix.render(key), bytes, ttl_ms).await;
+        self.store.sync_near_cache().await;
         Ok(())
     }
 
@@ -99,6 +103,14 @@ impl RedisHarness {
     pub fn for_topology(topology: Topology) -> Option<Self> {
         config_from_env(topology).map(|config| RedisHarness { config })
     }
+
+    /// The harness for `topology` with the near cache on.
+    pub fn for_topology_near(topology: Topology) -> Option<Self> {
+        config_from_env(topology).map(|mut config| {
+            config.near_cache = NearCacheConfig::enabled();
+            RedisHarness { config }
+        })
+    }
 }
 
 impl RedisHarness {
@@ -112,10 +124,12 @@ impl RedisHarness {
             .connect()
             .await
             .expect("store connects");
-        let raw = RawRedis::connect(&config).await;
+        let mut raw_config = config.clone();
+        raw_config.near_cache.enabled = false;
+        let raw = RawRedis::connect(&raw_config).await;
         TestStore {
-            store: Arc::new(store),
-            raw: Arc::new(PrefixedRaw { raw, prefix }),
+            store: Arc::new(store.clone()),
+            raw: Arc::new(PrefixedRaw { raw, prefix, store }),
         }
     }
 }

@@ -126,6 +126,7 @@ impl Conn {
         ConnInfo {
             id: self.id,
             peer: self.peer,
+            upstream_local: self.server.local_addr().ok(),
             mode: state.mode,
             to_server: state.to_server.traffic(),
             to_client: state.to_client.traffic(),
