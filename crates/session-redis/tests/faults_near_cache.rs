@@ -171,7 +171,7 @@ async fn task(
             invoked,
             done,
         });
-        if x % 10 != 0 {
+        if !x.is_multiple_of(10) {
             continue;
         }
         match store
