@@ -142,9 +142,9 @@ where
 // ---------------------------------------------------------------- operations
 
 /// `SessionStore::load` of a pre-filled key.
-struct StoreLoad {
-    store: Arc<dyn SessionStore>,
-    keys: Arc<[SessionKey]>,
+pub(crate) struct StoreLoad {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) keys: Arc<[SessionKey]>,
 }
 
 impl Op for StoreLoad {
@@ -154,13 +154,13 @@ impl Op for StoreLoad {
 }
 
 /// `SessionStore::save` (last writer wins) of a pre-filled key.
-struct StoreSave {
-    store: Arc<dyn SessionStore>,
-    keys: Arc<[SessionKey]>,
-    record: Record,
+pub(crate) struct StoreSave {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) keys: Arc<[SessionKey]>,
+    pub(crate) record: Record,
     /// Hand each save a payload buffer of its own, as a codec does (in-process stores keep
     /// what they are given; sharing one buffer between every session would be unreal).
-    fresh: Option<Bytes>,
+    pub(crate) fresh: Option<Bytes>,
 }
 
 impl Op for StoreSave {
@@ -504,7 +504,7 @@ impl Keys {
     }
 
     /// `n` fresh ids in `name`.
-    fn in_namespace(name: &str, n: usize) -> Self {
+    pub(crate) fn in_namespace(name: &str, n: usize) -> Self {
         let namespace = ns(name);
         let ids: Vec<SessionId> = (0..n).map(|_| new_id()).collect();
         let keys: Vec<SessionKey> = ids
@@ -544,7 +544,7 @@ pub(crate) fn check<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> T {
 /// Saves `record` (with a payload buffer of its own per key, as sessions really have) under every
 /// key. A chunk that fails (a timeout on a busy machine: the stores keep their default 250 ms)
 /// is saved again, up to four more times.
-async fn prefill(store: &dyn SessionStore, keys: &Keys, record: &Record, own_payloads: bool) {
+pub(crate) async fn prefill(store: &dyn SessionStore, keys: &Keys, record: &Record, own_payloads: bool) {
     for chunk in keys.keys.chunks(500) {
         let items: Vec<(SessionKey, Record)> = chunk
             .iter()
@@ -577,7 +577,7 @@ fn own_record(record: &Record) -> Record {
     r
 }
 
-fn tower_record(expiry_secs: i64) -> TowerRecord {
+pub(crate) fn tower_record(expiry_secs: i64) -> TowerRecord {
     TowerRecord {
         id: TowerId::default(),
         data: payload::tower_data(),
@@ -586,7 +586,7 @@ fn tower_record(expiry_secs: i64) -> TowerRecord {
 }
 
 /// Creates `n` tower-sessions records, `concurrency` at a time, and returns their ids.
-async fn tower_prefill<S: TowerStore + Clone>(store: &S, n: usize) -> Vec<TowerId> {
+pub(crate) async fn tower_prefill<S: TowerStore + Clone>(store: &S, n: usize) -> Vec<TowerId> {
     let template = tower_record(3 * 3600);
     let mut ids = Vec::with_capacity(n);
     let mut left = n;

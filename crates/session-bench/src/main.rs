@@ -34,6 +34,7 @@ mod codec;
 mod commandstats;
 mod footprint;
 mod harness;
+mod near;
 mod nodes;
 mod payload;
 mod redis_benchmark;
@@ -307,21 +308,25 @@ fn run(options: Options) -> Result<(), String> {
     let keys = Keys::new(options.keyspace);
     println!("pre-filling the in-memory subjects and Redis…");
     let with_redis = !options.redis_url.is_empty();
-    let (mut cases, redis_memory, server_stats) = runtime.block_on(async {
+    let (mut cases, redis_memory, server_stats, near_figures) = runtime.block_on(async {
         let mut all = cases::memory_cases(&keys, &record, &task_counts).await;
         all.extend(web::web_cases(keys.len(), &task_counts).await);
         let mut memory = cases::RedisMemory::default();
         let mut stats = None;
+        let mut near = None;
         if with_redis {
             let (redis, m, s) = cases::redis_cases(&options.redis_url, &keys, &record, &task_counts).await;
             all.extend(redis);
             memory = m;
             stats = Some(s);
+            let (cases, figures) = near::near_cases(&options.redis_url, &keys, &record, &task_counts).await;
+            all.extend(cases);
+            near = Some(figures);
         }
         if let Some(url) = &options.cluster_url {
             all.extend(cases::cluster_cases(url, &keys, &record, &task_counts).await);
         }
-        (all, memory, stats)
+        (all, memory, stats, near)
     });
     if !options.only.is_empty() {
         // `mem:` selects in-memory cases only (no Redis needed).
@@ -460,6 +465,10 @@ fn run(options: Options) -> Result<(), String> {
                 None
             }
         });
+    let near = near_figures.map(|f| f.lines()).unwrap_or_default();
+    for line in &near {
+        println!("{line}");
+    }
     drop(probes);
     drop(server_stats);
     drop(cases);
@@ -480,6 +489,7 @@ fn run(options: Options) -> Result<(), String> {
         slices: slicing(&options),
         cluster,
         scale,
+        near,
     };
     print!("{}", run.console());
     if let Some(path) = options.doc.as_ref().filter(|_| options.only.is_empty()) {

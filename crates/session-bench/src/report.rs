@@ -276,6 +276,39 @@ const RATIOS: &[RatioDef] = &[
         0.8,
     ),
     target(
+        "RedisStore near cache load, cached / raw fred GET (pool 2, 64 tasks)",
+        "RedisStore near cache (pool 2) load @64",
+        "raw fred GET (pool 2) load @64",
+        5.0,
+    ),
+    target(
+        "RedisStore near cache load, every load a miss / RedisStore load (pool 2, 64 tasks; a miss costs at most 1.1×)",
+        "RedisStore near cache, every load a miss (pool 2) load @64",
+        "RedisStore (pool 2) load @64",
+        0.91,
+    ),
+    target(
+        "RedisStore near cache save / RedisStore save (pool 2, 64 tasks)",
+        "RedisStore near cache (pool 2) save @64",
+        "RedisStore (pool 2) save @64",
+        0.95,
+    ),
+    info(
+        "RedisStore near cache load, cached / MemoryStore load (64 tasks; goal: within 2×)",
+        "RedisStore near cache (pool 2) load @64",
+        "MemoryStore load @64",
+    ),
+    info(
+        "near cache mixed 90/10, two instances / tower-sessions CachingSessionStore (moka), two instances (64 tasks)",
+        "2 × RedisStore near cache (pool 2) mixed 90/10 @64",
+        "2 × tower-sessions CachingSessionStore<moka, redis-store> (pool 2) mixed 90/10 @64",
+    ),
+    info(
+        "near cache mixed 90/10, two instances / RedisStore without it, two instances (64 tasks)",
+        "2 × RedisStore near cache (pool 2) mixed 90/10 @64",
+        "2 × RedisStore (pool 2) mixed 90/10 @64",
+    ),
+    target(
         "MemoryStore load / DashMap get (64 tasks)",
         "MemoryStore load @64",
         "DashMap<String, Bytes> load @64",
@@ -502,6 +535,9 @@ pub(crate) struct Run {
     pub(crate) cluster: Option<ClusterCheck>,
     /// The scale curve, or why it could not be taken; `None` when it was not asked for.
     pub(crate) scale: Option<Result<ScaleReport, String>>,
+    /// The near cache's figures beside its ratios (memory per session, hit ratios); empty
+    /// without Redis.
+    pub(crate) near: Vec<String>,
 }
 
 /// The 3+3 cluster's nodes after the rounds: keys per master and the redirections answered.
@@ -1132,6 +1168,12 @@ impl Run {
             self.instrument_ns("Instrumented<MemoryStore>, no recorder"),
             self.instrument_ns("Instrumented<MemoryStore>, Prometheus")
         );
+        if !self.near.is_empty() {
+            out.push_str("### Near cache\n\n");
+            for line in &self.near {
+                let _ = writeln!(out, "{line}\n");
+            }
+        }
         if self.has_cluster_cases() {
             out.push_str("### Redis Cluster beside standalone\n\n");
             out.push_str(

@@ -189,7 +189,8 @@ pub(crate) async fn web_cases(sessions: usize, task_counts: &[usize]) -> Vec<Cas
 
     // Ours: typed sessions (the default codec, JSON) under the layer's defaults.
     let typed = Sessions::<WebSession>::new(Arc::clone(&store), ns("web"));
-    let ours_name = CookieConfig::new().cookie_name();
+    let ours_config = CookieConfig::new();
+    let ours_name = ours_config.cookie_name();
     let mut ours_ids: Vec<SessionId> = Vec::with_capacity(sessions);
     for _ in 0..sessions {
         let created = check("creating a web session", typed.create(value.clone()).await);
@@ -197,7 +198,7 @@ pub(crate) async fn web_cases(sessions: usize, task_counts: &[usize]) -> Vec<Cas
     }
     let ours_cookies: Arc<[HeaderValue]> = ours_ids
         .iter()
-        .map(|id| cookie(&ours_name, id.as_str()))
+        .map(|id| cookie(ours_name, id.as_str()))
         .collect();
     let ours = Router::new()
         .route(UPDATE_PATH, post(ours_update))

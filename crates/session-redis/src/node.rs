@@ -139,6 +139,13 @@ impl Node {
         *tracker = Some(near.near.track(target));
     }
 
+    /// The near-cache tracker's reader while it is ready (see `near/tracker.rs`).
+    pub(crate) fn near_reader(&self) -> Option<Client> {
+        let near = self.near.as_ref()?;
+        let tracker = near.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        tracker.as_ref()?.reader()
+    }
+
     /// Waits until the near-cache tracker has applied every invalidation Redis sent it
     /// before now (at once without a near cache).
     pub(crate) async fn sync_tracker(&self) {

@@ -415,7 +415,7 @@ fn tracker_connection(server: &RedisServer, proxy: &FaultProxy) -> u64 {
     };
     let addrs: Vec<String> = list
         .lines()
-        .filter(|l| l.contains("name=session-near-cache"))
+        .filter(|l| l.split(' ').any(|f| f == "name=session-near-cache"))
         .filter_map(|l| {
             l.split(' ')
                 .find_map(|f| f.strip_prefix("addr="))
@@ -585,6 +585,7 @@ async fn a_restarted_empty_redis_and_a_flush_leave_nothing_cached() {
         }
     }
     // A flush: everything cached goes.
+    assert!(b.wait_connected(LIMIT).await, "B reconnects");
     for key in &keys {
         b.create(key, &counter_record(2)).await.unwrap();
     }

@@ -227,14 +227,10 @@ impl RedisConfig {
         let mut policy = ReconnectPolicy::new_exponential(0, min, max, 2);
         policy.set_jitter(min);
 
-        let near = self.near_cache.enabled.then(|| {
-            Arc::new(Near::new(
-                &self.near_cache,
-                options.key_prefix().as_str(),
-                &fred,
-                &connection,
-            ))
-        });
+        let near = self
+            .near_cache
+            .enabled
+            .then(|| Arc::new(Near::new(&self.near_cache, &fred, &connection, timeout)));
         Ok(Built {
             fred,
             perf,

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use session_core::backend::Record;
@@ -65,13 +65,24 @@ struct Table {
     /// The ticket token each key's latest read in flight holds.
     pending: HashMap<Box<str>, u64>,
     bytes: u64,
+    hits: u64,
+    misses: u64,
+    invalidations: u64,
+    evictions: u64,
 }
 
-/// Loaded sessions, bounded, kept true by invalidations.
+/// Shards of a large cache: loads on many cores take different locks.
+const SHARDS: usize = 16;
+/// A cache bounded below this many entries per shard has one shard (its bounds exact).
+const MIN_SHARD_ENTRIES: usize = 1_024;
+
+/// Loaded sessions, bounded, kept true by invalidations. Large caches are split into shards by
+/// key, each with its share of the bounds.
 pub(crate) struct NearCache {
+    /// Per shard.
     max_entries: usize,
     max_bytes: u64,
-    table: Mutex<Table>,
+    shards: Box<[Mutex<Table>]>,
     epoch: AtomicU64,
     next: AtomicU64,
     /// Each tracker's lease (one per primary): until when, in ms of [`Self::clock`], its
@@ -82,35 +93,42 @@ pub(crate) struct NearCache {
     lease_until: AtomicU64,
     started: Instant,
     resets: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    invalidations: AtomicU64,
-    evictions: AtomicU64,
+    /// Loads while the cache was not serving.
+    idle_misses: AtomicU64,
 }
 
 impl NearCache {
     /// An empty cache holding at most `max_entries` sessions and `max_bytes` bytes; not
     /// serving until a tracker is added and ready.
     pub(crate) fn new(max_entries: usize, max_bytes: u64) -> Self {
+        let shards = (max_entries / MIN_SHARD_ENTRIES).clamp(1, SHARDS);
         NearCache {
-            max_entries,
-            max_bytes,
-            table: Mutex::new(Table::default()),
+            max_entries: max_entries / shards,
+            max_bytes: max_bytes / shards as u64,
+            shards: (0..shards).map(|_| Mutex::new(Table::default())).collect(),
             epoch: AtomicU64::new(0),
             next: AtomicU64::new(1),
             leases: Mutex::new(HashMap::new()),
             lease_until: AtomicU64::new(0),
             started: Instant::now(),
             resets: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            invalidations: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
+            idle_misses: AtomicU64::new(0),
         }
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The shard of `key`: FNV-1a of its last 8 bytes (a session id's random end).
+    fn table(&self, key: &str) -> MutexGuard<'_, Table> {
+        let bytes = key.as_bytes();
+        let tail = &bytes[bytes.len().saturating_sub(8)..];
+        let hash = tail.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let i = (hash % self.shards.len() as u64) as usize;
+        self.lock(i)
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Table> {
+        self.shards[shard].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Milliseconds since the cache was made: the clock of leases (monotonic).
@@ -173,22 +191,22 @@ impl NearCache {
     /// The session cached under `key`, if it is live at `now_ms`.
     pub(crate) fn get(&self, key: &str, now_ms: u64) -> Lookup {
         if !self.serving() {
-            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.idle_misses.fetch_add(1, Ordering::Relaxed);
             return Lookup::Miss;
         }
-        let found = self
-            .table()
+        let mut table = self.table(key);
+        let found = table
             .entries
             .get(key)
             .filter(|e| now_ms < e.record.meta.deadline())
             .map(|e| e.record.clone());
         match found {
             Some(record) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                table.hits += 1;
                 Lookup::Hit(record)
             }
             None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
+                table.misses += 1;
                 Lookup::Miss
             }
         }
@@ -202,7 +220,7 @@ impl NearCache {
         }
         let token = self.next.fetch_add(1, Ordering::Relaxed);
         let epoch = self.epoch.load(Ordering::SeqCst);
-        self.table().pending.insert(key.into(), token);
+        self.table(key).pending.insert(key.into(), token);
         Some(Ticket { epoch, token })
     }
 
@@ -210,7 +228,7 @@ impl NearCache {
     /// key since the read began and the cache still serves the same epoch; `None` (no
     /// session) only ends the ticket.
     pub(crate) fn finish_read(&self, ticket: Ticket, key: &str, found: Option<&Record>) {
-        let mut table = self.table();
+        let mut table = self.table(key);
         let current = table.pending.get(key) == Some(&ticket.token);
         if current {
             table.pending.remove(key);
@@ -239,7 +257,7 @@ impl NearCache {
         self.evict(&mut table);
     }
 
-    /// Drops the oldest entries until both bounds hold.
+    /// Drops the shard's oldest entries until both of its bounds hold.
     fn evict(&self, table: &mut Table) {
         while table.entries.len() > self.max_entries || table.bytes > self.max_bytes {
             let Some((key, seq)) = table.order.pop_front() else {
@@ -248,57 +266,73 @@ impl NearCache {
             if table.entries.get(&key).is_some_and(|e| e.seq == seq) {
                 if let Some(old) = table.entries.remove(&key) {
                     table.bytes -= old.cost;
-                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                    table.evictions += 1;
                 }
             }
         }
         // Stale queue slots (replaced or invalidated entries) are dropped as they reach the
         // front; keep the queue from growing past twice the entries.
         if table.order.len() > 2 * table.entries.len() + 64 {
-            let live: VecDeque<(Box<str>, u64)> = table
-                .order
-                .drain(..)
+            let order = std::mem::take(&mut table.order);
+            table.order = order
+                .into_iter()
                 .filter(|(k, s)| table.entries.get(k).is_some_and(|e| e.seq == *s))
                 .collect();
-            table.order = live;
         }
     }
 
     /// `key` changed elsewhere (an invalidation) or here (this instance's own write or
     /// delete): its entry goes, and a read of it in flight is not cached.
     pub(crate) fn invalidate(&self, key: &str) {
-        let mut table = self.table();
+        let mut table = self.table(key);
         table.pending.remove(key);
         if let Some(old) = table.entries.remove(key) {
             table.bytes -= old.cost;
-            self.invalidations.fetch_add(1, Ordering::Relaxed);
+            table.invalidations += 1;
+        }
+    }
+
+    /// [`invalidate`](Self::invalidate) of each of `keys` (an invalidation message names
+    /// every key of this process's that a Redis event-loop turn changed).
+    pub(crate) fn invalidate_all(&self, keys: &[&str]) {
+        for key in keys {
+            self.invalidate(key);
         }
     }
 
     /// Everything goes, and no read begun before is cached (a flush, a lost connection).
     pub(crate) fn drop_all(&self) {
-        let mut table = self.table();
+        // The epoch first: a reply checked under a shard's lock after this is refused, one
+        // kept before it is cleared below.
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.resets.fetch_add(1, Ordering::Relaxed);
-        table.entries.clear();
-        table.order.clear();
-        table.pending.clear();
-        table.bytes = 0;
+        for shard in 0..self.shards.len() {
+            let mut table = self.lock(shard);
+            table.entries.clear();
+            table.order.clear();
+            table.pending.clear();
+            table.bytes = 0;
+        }
     }
 
     /// The counters and the current size.
     pub(crate) fn counts(&self) -> Counts {
-        let table = self.table();
-        Counts {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            invalidations: self.invalidations.load(Ordering::Relaxed),
-            evictions: self.evictions.load(Ordering::Relaxed),
-            entries: table.entries.len() as u64,
-            bytes: table.bytes,
+        let mut counts = Counts {
+            misses: self.idle_misses.load(Ordering::Relaxed),
             resets: self.resets.load(Ordering::Relaxed),
             serving: self.serving(),
+            ..Counts::default()
+        };
+        for shard in 0..self.shards.len() {
+            let table = self.lock(shard);
+            counts.hits += table.hits;
+            counts.misses += table.misses;
+            counts.invalidations += table.invalidations;
+            counts.evictions += table.evictions;
+            counts.entries += table.entries.len() as u64;
+            counts.bytes += table.bytes;
         }
+        counts
     }
 }
 
@@ -312,8 +346,12 @@ mod tests {
 
     const NOW: u64 = 1_000_000;
 
+    /// The same record for the same payload (fixed times), so two are comparable.
     fn rec(payload: &[u8]) -> Record {
-        Record::new(CodecId::RAW, payload.to_vec(), NOW + 60_000)
+        let mut r = Record::new(CodecId::RAW, payload.to_vec(), NOW + 60_000);
+        r.meta.created_at = NOW;
+        r.meta.updated_at = NOW;
+        r
     }
 
     fn serving(entries: usize, bytes: u64) -> NearCache {
@@ -396,6 +434,22 @@ mod tests {
         }
         assert!(small.counts().bytes <= 2 * (ENTRY_OVERHEAD + 101));
         assert_eq!(small.counts().entries, 2);
+    }
+
+    #[test]
+    fn a_sharded_cache_keeps_its_bounds() {
+        let c = serving(16 * MIN_SHARD_ENTRIES, 1 << 30);
+        assert_eq!(c.shards.len(), SHARDS);
+        for i in 0..40_000 {
+            fill(&c, &format!("p:ns:{i:08}"), &rec(b"x"));
+        }
+        let n = c.counts();
+        assert!(n.entries <= (16 * MIN_SHARD_ENTRIES) as u64, "{n:?}");
+        assert!(
+            n.entries > (12 * MIN_SHARD_ENTRIES) as u64,
+            "keys spread over the shards: {n:?}"
+        );
+        assert_eq!(n.entries + n.evictions, 40_000);
     }
 
     #[test]

@@ -45,20 +45,20 @@ pub(crate) struct Near {
 }
 
 impl Near {
-    /// The cache for a store whose keys start with `prefix`, tracked over connections made
-    /// with `fred` and `connection` (the store's servers, credentials and TLS).
+    /// The cache for a store, tracked over connections made with `fred` and `connection` (the
+    /// store's servers, credentials and TLS); the reader's `GET`s time out after `timeout`.
     pub(crate) fn new(
         config: &NearCacheConfig,
-        prefix: &str,
         fred: &FredConfig,
         connection: &ConnectionConfig,
+        timeout: Duration,
     ) -> Self {
         Near {
             cache: Arc::new(NearCache::new(config.max_entries, config.max_bytes)),
             settings: Settings {
                 fred: fred.clone(),
                 connection: connection.clone(),
-                prefix: prefix.to_owned(),
+                timeout,
                 heartbeat: Duration::from_millis(config.heartbeat_ms),
                 max_stale: Duration::from_millis(config.max_stale_ms),
             },

@@ -1,21 +1,25 @@
 //! The invalidation stream of one Redis primary, kept whole or declared broken.
 //!
-//! A tracker owns one RESP2 connection to its primary that tracks for itself: `CLIENT ID`,
-//! then `CLIENT TRACKING ON REDIRECT <own id> BCAST PREFIX <key prefix>`, then `SUBSCRIBE
-//! __redis__:invalidate`. Every write, delete, expiry or eviction of a key under the prefix,
-//! by any client, arrives as that key; `FLUSHALL`/`FLUSHDB` as an empty key list. (fred's RESP3
-//! push path drops that flush message, hence RESP2.)
+//! A tracker owns two RESP2 connections to its primary. The *listener* runs `CLIENT ID` and
+//! `SUBSCRIBE __redis__:invalidate`; the *reader* runs `CLIENT TRACKING ON REDIRECT <listener
+//! id>` and carries every `GET` whose reply the cache may keep. Redis then remembers each key
+//! the reader read and, when any client writes, deletes or expires it (or it is evicted),
+//! sends the key to the listener, once; `FLUSHALL`/`FLUSHDB` arrive as an empty key list.
+//! Writes to keys this process never read cost Redis nothing. (fred's RESP3 push path drops
+//! the flush message, hence RESP2 and a redirect.)
 //!
-//! The tracker counts as ready from the moment tracking is set up until it can no longer be
-//! sure it hears everything: the connection fails, a heartbeat `PING` is not answered within
-//! `max_stale`, its server is no longer the primary (a failover: `ROLE` on the node's control
-//! connection, or the master the sentinels name), or it fell behind the stream. Then the
-//! connection is dropped and a new one is made and set up; the cache serves only while every
-//! tracker of the store is ready (see [`NearCache`]).
+//! The tracker counts as ready from the moment both are set up until it can no longer be sure
+//! it hears everything: either connection fails, a heartbeat `PING` on the listener is not
+//! answered within `max_stale`, its server is no longer the primary (a failover: `ROLE` on the
+//! node's control connection, or the master the sentinels name), or it fell behind the stream.
+//! Then both connections are dropped together (Redis forgets the reader's keys with it) and a
+//! new pair is made; the cache serves only while every tracker of the store is ready and its
+//! lease runs (see [`NearCache`]).
 //!
-//! A `PONG` on the tracking connection follows every invalidation Redis queued on it before,
-//! and fred hands both over in order, so "ping, then drain what arrived" confirms that every
-//! write acknowledged before the ping was sent has been applied ([`Tracker::sync`]).
+//! A `PONG` on the listener follows every invalidation Redis queued on it before (Redis writes
+//! an invalidation to the listener while it runs the write, before the write's reply), and
+//! fred hands both over in order, so "ping, then drain what arrived" confirms that every write
+//! acknowledged before the ping was sent has been applied ([`Syncer::sync`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -36,8 +40,10 @@ use crate::BACKEND;
 
 /// The channel Redis sends invalidations on in RESP2.
 const INVALIDATE_CHANNEL: &str = "__redis__:invalidate";
-/// The tracking connection's `CLIENT SETNAME`.
-pub(crate) const TRACKER_NAME: &str = "session-near-cache";
+/// The listener's `CLIENT SETNAME`.
+pub(crate) const LISTENER_NAME: &str = "session-near-cache";
+/// The reader's `CLIENT SETNAME`.
+pub(crate) const READER_NAME: &str = "session-near-cache-reader";
 /// Invalidation messages fred may buffer for the tracker before it counts as behind.
 const STREAM_CAPACITY: usize = 4096;
 
@@ -57,7 +63,8 @@ pub(crate) enum Target {
 pub(crate) struct Settings {
     pub(crate) fred: FredConfig,
     pub(crate) connection: ConnectionConfig,
-    pub(crate) prefix: String,
+    /// The store's per-command timeout, for the reader's `GET`s.
+    pub(crate) timeout: Duration,
     pub(crate) heartbeat: Duration,
     pub(crate) max_stale: Duration,
 }
@@ -76,8 +83,10 @@ struct Shared {
     /// How long a confirmation holds: the heartbeat plus `max_stale`.
     lease: u64,
     flags: Mutex<Flags>,
-    /// The current connection's task, stopped with the tracker.
-    connection: Mutex<Option<ConnectHandle>>,
+    /// The current connections' tasks, stopped with the tracker.
+    connections: Mutex<Vec<ConnectHandle>>,
+    /// The reader while the tracker is ready: `GET`s whose replies the cache may keep.
+    reader: std::sync::RwLock<Option<Client>>,
 }
 
 impl Shared {
@@ -117,12 +126,12 @@ pub(crate) struct Tracker {
 impl Drop for Tracker {
     fn drop(&mut self) {
         self.task.abort();
-        if let Some(handle) = self
+        for handle in self
             .shared
-            .connection
+            .connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
+            .drain(..)
         {
             handle.abort();
         }
@@ -145,11 +154,22 @@ impl Tracker {
                 ready: false,
                 removed: false,
             }),
-            connection: Mutex::new(None),
+            connections: Mutex::new(Vec::new()),
+            reader: std::sync::RwLock::new(None),
         });
         let (syncs, requests) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(Arc::clone(&shared), settings, target, requests));
         Tracker { task, shared, syncs }
+    }
+
+    /// The reader, while the tracker is ready: a `GET` sent on it is tracked, so its reply may
+    /// be kept (until Redis says the key changed).
+    pub(crate) fn reader(&self) -> Option<Client> {
+        self.shared
+            .reader
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A handle to [`Syncer::sync`] with this tracker, usable without holding it.
@@ -172,8 +192,8 @@ impl Syncer {
     }
 }
 
-/// One connection's life: connect, set up, apply invalidations and confirm with heartbeats
-/// until something breaks; then again, with a growing pause, for as long as the tracker lives.
+/// One pair's life: connect, set up, apply invalidations and confirm with heartbeats until
+/// something breaks; then again, with a growing pause, for as long as the tracker lives.
 async fn run(
     shared: Arc<Shared>,
     settings: Settings,
@@ -188,43 +208,54 @@ async fn run(
             tokio::time::sleep(settings.heartbeat).await;
             continue;
         };
-        let client = connection_to(&settings, &server);
-        *shared.connection.lock().unwrap_or_else(PoisonError::into_inner) = Some(client.connect());
-        let mut stream = client.invalidation_rx();
-        let mut errors = client.error_rx();
+        let listener = connection_to(&settings, &server, settings.max_stale);
+        let reader = connection_to(&settings, &server, settings.timeout);
+        {
+            let mut tasks = shared.connections.lock().unwrap_or_else(PoisonError::into_inner);
+            tasks.push(listener.connect());
+            tasks.push(reader.connect());
+        }
+        let mut stream = listener.invalidation_rx();
+        let mut errors = listener.error_rx();
+        let mut reader_errors = reader.error_rx();
         let began = shared.cache.clock();
         match tokio::time::timeout(
             settings.connection.connection_timeout + settings.max_stale,
-            set_up(&client, &settings.prefix),
+            set_up(&listener, &reader),
         )
         .await
         {
             Ok(Ok(())) if target.still_primary(&server).await => {
                 shared.set_ready(true, began, "");
+                *shared.reader.write().unwrap_or_else(PoisonError::into_inner) = Some(reader.clone());
                 pause = settings.heartbeat;
                 let why = serve(
                     &shared,
                     &settings,
                     &target,
                     &server,
-                    &client,
+                    &listener,
                     &mut stream,
-                    &mut errors,
+                    [&mut errors, &mut reader_errors],
                     &mut requests,
                 )
                 .await;
+                *shared.reader.write().unwrap_or_else(PoisonError::into_inner) = None;
                 shared.set_ready(false, 0, why);
             }
             Ok(Ok(())) => tracing::debug!(backend = BACKEND, "near cache: the server is not the primary"),
             Ok(Err(e)) => tracing::debug!(backend = BACKEND, error = %e, "near cache: tracking not set up"),
             Err(_) => tracing::debug!(backend = BACKEND, "near cache: tracking set-up timed out"),
         }
-        let _ = tokio::time::timeout(settings.max_stale, client.quit()).await;
-        if let Some(handle) = shared
-            .connection
+        let _ = tokio::time::timeout(settings.max_stale, async {
+            let _ = futures::future::join(listener.quit(), reader.quit()).await;
+        })
+        .await;
+        for handle in shared
+            .connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
+            .drain(..)
         {
             handle.abort();
         }
@@ -247,9 +278,10 @@ async fn serve(
     server: &Server,
     client: &Client,
     stream: &mut Receiver<Invalidation>,
-    errors: &mut Receiver<(fred::error::Error, Option<Server>)>,
+    errors: [&mut Receiver<(fred::error::Error, Option<Server>)>; 2],
     requests: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) -> &'static str {
+    let [errors, reader_errors] = errors;
     let mut tick = tokio::time::interval(settings.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -259,7 +291,8 @@ async fn serve(
                 Err(RecvError::Lagged(_)) => return "fell behind the invalidation stream",
                 Err(RecvError::Closed) => return "the invalidation stream closed",
             },
-            _ = errors.recv() => return "the tracking connection failed",
+            _ = errors.recv() => return "the listening connection failed",
+            _ = reader_errors.recv() => return "the tracked reading connection failed",
             request = requests.recv() => {
                 let why = confirm(shared, settings, target, server, client, stream).await;
                 if let Some(reply) = request {
@@ -315,12 +348,11 @@ fn apply(cache: &NearCache, invalidation: &Invalidation) {
         cache.drop_all();
         return;
     }
-    for key in &invalidation.keys {
-        match key.as_str() {
-            Some(k) => cache.invalidate(k),
-            // Not a key this store writes (its keys are UTF-8): drop all to be safe.
-            None => cache.drop_all(),
-        }
+    let keys: Option<Vec<&str>> = invalidation.keys.iter().map(|k| k.as_str()).collect();
+    match keys {
+        Some(keys) => cache.invalidate_all(&keys),
+        // Not a key this store writes (its keys are UTF-8): drop all to be safe.
+        None => cache.drop_all(),
     }
 }
 
@@ -333,7 +365,7 @@ fn answer_all(requests: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
 
 /// A RESP2 client to `server` with the store's credentials and TLS, that never reconnects by
 /// itself (a reconnect neither tracks nor listens: the tracker makes a new one).
-fn connection_to(settings: &Settings, server: &Server) -> Client {
+fn connection_to(settings: &Settings, server: &Server, timeout: Duration) -> Client {
     let mut fred = settings.fred.clone();
     fred.server = ServerConfig::Centralized {
         server: server.clone(),
@@ -342,7 +374,7 @@ fn connection_to(settings: &Settings, server: &Server) -> Client {
     fred.version = fred::types::RespVersion::RESP2;
     let perf = PerformanceConfig {
         broadcast_channel_capacity: STREAM_CAPACITY,
-        default_command_timeout: settings.max_stale,
+        default_command_timeout: timeout,
         ..PerformanceConfig::default()
     };
     let mut connection = settings.connection.clone();
@@ -350,21 +382,29 @@ fn connection_to(settings: &Settings, server: &Server) -> Client {
     Client::new(fred, Some(perf), Some(connection), None)
 }
 
-/// `CLIENT ID`, `CLIENT TRACKING ON REDIRECT <id> BCAST PREFIX <prefix>`, `SUBSCRIBE`.
-async fn set_up(client: &Client, prefix: &str) -> Result<(), fred::error::Error> {
-    client.wait_for_connect().await?;
-    let id: i64 = client.client_id().await?;
-    // Named, so an operator sees it in CLIENT LIST.
+/// The listener: `CLIENT ID`, `CLIENT SETNAME`, `SUBSCRIBE`; then the reader: `CLIENT
+/// SETNAME`, `CLIENT TRACKING ON REDIRECT <listener id>` (default mode: only the keys it reads).
+async fn set_up(listener: &Client, reader: &Client) -> Result<(), fred::error::Error> {
+    listener.wait_for_connect().await?;
+    reader.wait_for_connect().await?;
+    let id: i64 = listener.client_id().await?;
+    set_name(listener, LISTENER_NAME).await?;
+    listener.subscribe(INVALIDATE_CHANNEL).await?;
+    set_name(reader, READER_NAME).await?;
+    let _: Value = reader
+        .client_tracking("ON", Some(id), Vec::<String>::new(), false, false, false, false)
+        .await?;
+    Ok(())
+}
+
+/// `CLIENT SETNAME`, so an operator sees the tracker's connections in `CLIENT LIST`.
+async fn set_name(client: &Client, name: &'static str) -> Result<(), fred::error::Error> {
     let _: Value = client
         .custom(
             CustomCommand::new_static("CLIENT", None, false),
-            vec![Value::from("SETNAME"), Value::from(TRACKER_NAME)],
+            vec![Value::from("SETNAME"), Value::from(name)],
         )
         .await?;
-    let _: Value = client
-        .client_tracking("ON", Some(id), vec![prefix.to_owned()], true, false, false, false)
-        .await?;
-    client.subscribe(INVALIDATE_CHANNEL).await?;
     Ok(())
 }
 

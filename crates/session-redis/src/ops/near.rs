@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
+use fred::interfaces::KeysInterface;
 use fred::types::Key;
 use session_core::backend::{decode_entry, now_ms, Entry, Record};
 use session_core::{Result, SessionKey};
@@ -11,7 +12,7 @@ use session_core::{Result, SessionKey};
 use crate::cluster::Cmd;
 use crate::near::cache::Lookup;
 use crate::near::Near;
-use crate::store::RedisStore;
+use crate::store::{Nodes, RedisStore};
 
 impl RedisStore {
     /// `load_entry` through the near cache: a live copy held here, else `GET`, whose live
@@ -22,11 +23,22 @@ impl RedisStore {
         if let Lookup::Hit(record) = near.cache.get(&rendered, now_ms()) {
             return Ok(Some(Entry::Live(record)));
         }
-        let ticket = near.cache.begin_read(&rendered);
         let k = Key::from(rendered.as_str());
-        let value: Result<Option<Bytes>> = self.read(&k, "load", key.ns(), Cmd::Get(k.clone())).await;
+        // Kept only when read by a tracker's reader (Redis then reports the key's next change).
+        let tracked = near.cache.begin_read(&rendered).and_then(|ticket| {
+            let reader = self.near_reader_for(rendered.as_bytes())?;
+            Some((ticket, reader))
+        });
+        let value: Result<Option<Bytes>> = match &tracked {
+            Some((_, reader)) => match reader.get::<Option<Bytes>, _>(k.clone()).await {
+                Ok(value) => Ok(value),
+                // Not kept; the usual route decides (and maps the error).
+                Err(_) => self.read(&k, "load", key.ns(), Cmd::Get(k.clone())).await,
+            },
+            None => self.read(&k, "load", key.ns(), Cmd::Get(k.clone())).await,
+        };
         let entry = value.and_then(|v| v.map(|bytes| decode_entry(&bytes, key.ns())).transpose());
-        if let Some(ticket) = ticket {
+        if let Some((ticket, _)) = tracked {
             let live = match &entry {
                 Ok(Some(Entry::Live(record))) => Some(record),
                 _ => None,
@@ -36,8 +48,20 @@ impl RedisStore {
         entry
     }
 
+    /// The reader of the tracker of the node serving `key` (rendered), when that tracker is
+    /// ready.
+    fn near_reader_for(&self, key: &[u8]) -> Option<fred::clients::Client> {
+        match &self.inner.nodes {
+            Nodes::One(node) => node.near_reader(),
+            Nodes::Cluster(cluster) => cluster
+                .node_for(fred::util::redis_keyslot(key))
+                .ok()?
+                .near_reader(),
+        }
+    }
+
     /// `load_many` through the near cache: the copies held here, the rest in one `load_many`
-    /// of the store, each kept as [`load_entry_near`](Self::load_entry_near) keeps one.
+    /// of the store (not kept: those reads are not tracked).
     pub(super) async fn load_many_near(
         &self,
         near: &Near,
@@ -52,9 +76,8 @@ impl RedisStore {
             match near.cache.get(&rendered, now) {
                 Lookup::Hit(record) => out.push(Some(Ok(Some(record)))),
                 Lookup::Miss => {
-                    let ticket = near.cache.begin_read(&rendered);
-                    reads.push((out.len(), rendered, ticket));
                     missed.push(key.clone());
+                    reads.push(out.len());
                     out.push(None);
                 }
             }
@@ -64,22 +87,7 @@ impl RedisStore {
         } else {
             self.load_many_uncached(&missed).await
         };
-        let loaded = match loaded {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                for (_, rendered, ticket) in reads {
-                    if let Some(ticket) = ticket {
-                        near.cache.finish_read(ticket, &rendered, None);
-                    }
-                }
-                return Err(e);
-            }
-        };
-        for ((i, rendered, ticket), result) in reads.into_iter().zip(loaded) {
-            if let Some(ticket) = ticket {
-                let live = result.as_ref().ok().and_then(Option::as_ref);
-                near.cache.finish_read(ticket, &rendered, live);
-            }
+        for (i, result) in reads.into_iter().zip(loaded?) {
             if let Some(slot) = out.get_mut(i) {
                 *slot = Some(result);
             }
@@ -87,21 +95,17 @@ impl RedisStore {
         Ok(out.into_iter().map(|r| r.unwrap_or(Ok(None))).collect())
     }
 
-    /// This store's own write of `keys`: their copies go before the write is sent (a read in
-    /// flight then is not kept) and again when it returns, whatever it returned (a read that
-    /// ran beside it may have kept the value it replaced). Read-your-writes without waiting for
-    /// Redis's invalidation.
+    /// This store's own write of `keys`: when it returns, whatever it returned, their copies go
+    /// and no read of them then in flight is kept (a read that ran beside the write may have
+    /// fetched the value it replaced). Read-your-writes without waiting for Redis's
+    /// invalidation; while the write is in flight, a load may still answer the old value, as
+    /// it could have before the write was sent.
     pub(super) async fn own_write<T>(&self, keys: &[&SessionKey], write: impl Future<Output = T>) -> T {
-        let Some(near) = &self.inner.near else {
-            return write.await;
-        };
-        let rendered: Vec<String> = keys.iter().map(|k| self.inner.prefix.render(k)).collect();
-        for k in &rendered {
-            near.cache.invalidate(k);
-        }
         let out = write.await;
-        for k in &rendered {
-            near.cache.invalidate(k);
+        if let Some(near) = &self.inner.near {
+            for key in keys {
+                near.cache.invalidate(&self.inner.prefix.render(key));
+            }
         }
         out
     }
