@@ -38,7 +38,7 @@ const CAS_NAMESPACE: &str = "bench_cas";
 /// The fixed version token of every record in [`CAS_NAMESPACE`] (`SESSION1` in ASCII: not
 /// [`Version::NONE`], so the stores keep it).
 const CAS_VERSION: Version = Version::from_u64(0x5345_5353_494f_4e31);
-/// The namespace `create` cases write to (in Redis database 1, flushed after each cell).
+/// The namespace `create` cases write to (in Redis database 1, emptied after each cell).
 const CREATE_NAMESPACE: &str = "new";
 /// The Redis database of the `create` cases.
 const CREATE_DB: u8 = 1;
@@ -899,16 +899,14 @@ pub(crate) async fn redis_cases(
 
     let envelope = record.encode();
     let deadline = i64::try_from(record.meta.expires_at).unwrap_or(i64::MAX);
+    // Not FLUSHDB: Redis tells every client-side cache of every database to drop everything on
+    // a flush (its table of tracked keys is not per database), which would empty the near-cache
+    // subjects (docs/architecture.md). The created keys are unlinked instead.
     let flush: Cleanup = {
         let client = c_raw1.clone();
         Arc::new(move || {
             let client = client.clone();
-            Box::pin(async move {
-                let reply: Result<Value, _> = client
-                    .custom(CustomCommand::new_static("FLUSHDB", None, false), vec!["SYNC"])
-                    .await;
-                check("FLUSHDB on the create database", reply);
-            })
+            Box::pin(async move { unlink_all(&client).await })
         })
     };
     let create_prefix = format!("session:{CREATE_NAMESPACE}:");
@@ -1160,6 +1158,40 @@ pub(crate) async fn redis_cases(
     }
     drop(pooled_store);
     (cases, memory, stats)
+}
+
+/// Unlinks every key of the client's database (the `create` cases' database), a `SCAN` page at
+/// a time.
+async fn unlink_all(client: &Client) {
+    let mut cursor = String::from("0");
+    loop {
+        let args: Vec<Value> = vec![cursor.as_str().into(), "COUNT".into(), "10000".into()];
+        let page: Value = check(
+            "SCAN of the create database",
+            client
+                .custom(CustomCommand::new_static("SCAN", None, false), args)
+                .await,
+        );
+        let Value::Array(mut parts) = page else {
+            panic!("SCAN answered {page:?}")
+        };
+        let keys = parts.pop().unwrap_or(Value::Null);
+        cursor = parts
+            .pop()
+            .and_then(|c| c.as_string())
+            .unwrap_or_else(|| "0".to_owned());
+        if let Value::Array(keys) = keys {
+            if !keys.is_empty() {
+                let unlinked: Result<Value, _> = client
+                    .custom(CustomCommand::new_static("UNLINK", None, false), keys)
+                    .await;
+                check("UNLINK of created keys", unlinked);
+            }
+        }
+        if cursor == "0" {
+            return;
+        }
+    }
 }
 
 /// `used_memory` from `INFO memory`.

@@ -196,10 +196,7 @@ pub(crate) async fn web_cases(sessions: usize, task_counts: &[usize]) -> Vec<Cas
         let created = check("creating a web session", typed.create(value.clone()).await);
         ours_ids.push(created.id);
     }
-    let ours_cookies: Arc<[HeaderValue]> = ours_ids
-        .iter()
-        .map(|id| cookie(ours_name, id.as_str()))
-        .collect();
+    let ours_cookies: Arc<[HeaderValue]> = ours_ids.iter().map(|id| cookie(ours_name, id.as_str())).collect();
     let ours = Router::new()
         .route(UPDATE_PATH, post(ours_update))
         .route(READ_PATH, get(ours_read))

@@ -362,6 +362,11 @@ impl Node {
 
     /// Closes every connection of the node (`QUIT`).
     pub(crate) async fn close(&self) {
+        // The tracker's connections go too (a closed store's cache must not answer).
+        if let Some(near) = &self.near {
+            let tracker = near.tracker.lock().unwrap_or_else(|p| p.into_inner()).take();
+            drop(tracker);
+        }
         for client in self.all_clients() {
             let _ = client.quit().await;
         }

@@ -233,6 +233,23 @@ async fn the_bounds_hold_and_evictions_are_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_answers_nothing_from_its_cache() {
+    let Some(config) = config() else { return };
+    let prefix = session_core::testing::random_prefix();
+    let a = store(&config, &prefix).await;
+    let key = new_key();
+    a.create(&key, &rec(b"one")).await.unwrap();
+    a.sync_near_cache().await;
+    assert!(a.load(&key).await.unwrap().is_some());
+    assert!(a.load(&key).await.unwrap().is_some(), "cached");
+    a.close().await;
+    let stats = a.near_cache_stats().unwrap();
+    assert!(!stats.serving, "{stats:?}");
+    let err = a.load(&key).await.unwrap_err();
+    assert!(err.is_temporary(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_are_refused_with_their_key() {
     let Some(mut config) = config() else { return };
     config.near_cache.max_entries = 0;

@@ -73,8 +73,10 @@ struct Table {
 
 /// Shards of a large cache: loads on many cores take different locks.
 const SHARDS: usize = 16;
-/// A cache bounded below this many entries per shard has one shard (its bounds exact).
+/// A cache bounded below this many entries, or bytes, per shard has fewer shards (one: its
+/// bounds exact).
 const MIN_SHARD_ENTRIES: usize = 1_024;
+const MIN_SHARD_BYTES: u64 = 1 << 20;
 
 /// Loaded sessions, bounded, kept true by invalidations. Large caches are split into shards by
 /// key, each with its share of the bounds.
@@ -101,7 +103,8 @@ impl NearCache {
     /// An empty cache holding at most `max_entries` sessions and `max_bytes` bytes; not
     /// serving until a tracker is added and ready.
     pub(crate) fn new(max_entries: usize, max_bytes: u64) -> Self {
-        let shards = (max_entries / MIN_SHARD_ENTRIES).clamp(1, SHARDS);
+        let by_bytes = usize::try_from(max_bytes / MIN_SHARD_BYTES).unwrap_or(usize::MAX);
+        let shards = (max_entries / MIN_SHARD_ENTRIES).min(by_bytes).clamp(1, SHARDS);
         NearCache {
             max_entries: max_entries / shards,
             max_bytes: max_bytes / shards as u64,
@@ -159,14 +162,14 @@ impl NearCache {
     pub(crate) fn tracker_added(&self) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.set_lease(id, Some(0));
-        self.drop_all();
+        self.clear();
         id
     }
 
     /// A tracker set tracking up: no read begun before is cached (it may have been answered
     /// before tracking started), then its lease runs until `until`.
     pub(crate) fn tracker_ready(&self, tracker: u64, until: u64) {
-        self.drop_all();
+        self.clear();
         self.set_lease(tracker, Some(until));
     }
 
@@ -183,9 +186,12 @@ impl NearCache {
         self.drop_all();
     }
 
-    /// A tracker ended (its node left the cluster, or the store was dropped).
+    /// A tracker ended (its node left the cluster, or the store was closed or dropped):
+    /// invalidations it had not applied yet are lost, and the keys read through it are tracked
+    /// by nobody now, so everything goes.
     pub(crate) fn tracker_removed(&self, tracker: u64) {
         self.set_lease(tracker, None);
+        self.drop_all();
     }
 
     /// The session cached under `key`, if it is live at `now_ms`.
@@ -300,12 +306,19 @@ impl NearCache {
         }
     }
 
-    /// Everything goes, and no read begun before is cached (a flush, a lost connection).
+    /// Everything goes, and no read begun before is cached (a flush, a lost connection),
+    /// counted as a reset.
     pub(crate) fn drop_all(&self) {
+        self.resets.fetch_add(1, Ordering::Relaxed);
+        self.clear();
+    }
+
+    /// [`drop_all`](Self::drop_all) without counting it (a tracker starting or ready: the
+    /// cache holds nothing then, and reads begun before must not be kept).
+    fn clear(&self) {
         // The epoch first: a reply checked under a shard's lock after this is refused, one
         // kept before it is cleared below.
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.resets.fetch_add(1, Ordering::Relaxed);
         for shard in 0..self.shards.len() {
             let mut table = self.lock(shard);
             table.entries.clear();

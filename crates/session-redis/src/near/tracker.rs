@@ -21,6 +21,7 @@
 //! fred hands both over in order, so "ping, then drain what arrived" confirms that every write
 //! acknowledged before the ping was sent has been applied ([`Syncer::sync`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -107,6 +108,11 @@ impl Shared {
         }
     }
 
+    fn is_ready(&self) -> bool {
+        let flags = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
+        flags.ready && !flags.removed
+    }
+
     /// Every invalidation sent before the cache clock read `sent_at` has been applied.
     fn confirmed(&self, sent_at: u64) {
         let flags = self.flags.lock().unwrap_or_else(PoisonError::into_inner);
@@ -116,11 +122,25 @@ impl Shared {
     }
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Connections the task made after the tracker's own drop drained the list.
+        for handle in self
+            .connections
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            handle.abort();
+        }
+    }
+}
+
 /// The background task keeping one primary's invalidations flowing into the cache.
 pub(crate) struct Tracker {
     task: JoinHandle<()>,
     shared: Arc<Shared>,
-    syncs: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    syncs: mpsc::UnboundedSender<Request>,
 }
 
 impl Drop for Tracker {
@@ -174,19 +194,30 @@ impl Tracker {
 
     /// A handle to [`Syncer::sync`] with this tracker, usable without holding it.
     pub(crate) fn syncer(&self) -> Syncer {
-        Syncer(self.syncs.clone())
+        Syncer {
+            requests: self.syncs.clone(),
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
 /// Asks a tracker to confirm its stream ([`Tracker::syncer`]).
-pub(crate) struct Syncer(mpsc::UnboundedSender<oneshot::Sender<()>>);
+pub(crate) struct Syncer {
+    requests: mpsc::UnboundedSender<Request>,
+    shared: Arc<Shared>,
+}
 
 impl Syncer {
-    /// Waits until every invalidation Redis sent the tracker before now has been applied (at
-    /// most `max_stale`; a tracker that is not ready, or does not answer, has dropped the cache).
+    /// Waits until every invalidation Redis sent the tracker before now has been applied: the
+    /// next heartbeat's answer, at most `heartbeat_ms + max_stale_ms` away. At once when the
+    /// tracker is not ready (its lease is 0: nothing is served until it is set up anew, after
+    /// now); a heartbeat that fails ends the lease before the answer.
     pub(crate) async fn sync(&self) {
+        if !self.shared.is_ready() {
+            return;
+        }
         let (tx, rx) = oneshot::channel();
-        if self.0.send(tx).is_ok() {
+        if self.requests.send(tx).is_ok() {
             let _ = rx.await;
         }
     }
@@ -198,9 +229,12 @@ async fn run(
     shared: Arc<Shared>,
     settings: Settings,
     target: Target,
-    mut requests: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
 ) {
     let mut pause = settings.heartbeat;
+    // A refusal is logged once as a warning (an ACL user without the commands the tracker
+    // needs: the cache then never serves), then at debug level.
+    let mut warned = false;
     loop {
         shared.set_ready(false, 0, "reconnecting");
         let Some(server) = target.server() else {
@@ -244,6 +278,15 @@ async fn run(
                 shared.set_ready(false, 0, why);
             }
             Ok(Ok(())) => tracing::debug!(backend = BACKEND, "near cache: the server is not the primary"),
+            Ok(Err(e)) if !warned && e.details().contains("NOPERM") => {
+                warned = true;
+                tracing::warn!(
+                    backend = BACKEND,
+                    error = %e,
+                    "near cache: Redis refused the tracking set-up (CLIENT TRACKING, SUBSCRIBE to \
+                     __redis__:invalidate, ROLE); the cache does not serve until it is allowed"
+                );
+            }
             Ok(Err(e)) => tracing::debug!(backend = BACKEND, error = %e, "near cache: tracking not set up"),
             Err(_) => tracing::debug!(backend = BACKEND, "near cache: tracking set-up timed out"),
         }
@@ -265,8 +308,14 @@ async fn run(
     }
 }
 
-/// The ready state: applies invalidations; confirms on every heartbeat and sync request.
-/// Returns why it stopped being sure.
+/// A sync request: answered once a heartbeat sent after it has been answered and everything
+/// before its answer applied.
+type Request = oneshot::Sender<()>;
+
+/// The ready state: applies invalidations as they come, also while a heartbeat is out (so a
+/// delivered invalidation takes effect at once); a heartbeat every `heartbeat`, and one for
+/// sync requests. Returns why it stopped being sure, after ending the tracker's lease (so a
+/// sync request answered on the way out never sees a lease that should have ended).
 #[allow(
     clippy::too_many_arguments,
     reason = "the one loop of the task, its parts borrowed from run"
@@ -279,67 +328,111 @@ async fn serve(
     client: &Client,
     stream: &mut Receiver<Invalidation>,
     errors: [&mut Receiver<(fred::error::Error, Option<Server>)>; 2],
-    requests: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    requests: &mut mpsc::UnboundedReceiver<Request>,
 ) -> &'static str {
     let [errors, reader_errors] = errors;
     let mut tick = tokio::time::interval(settings.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    // A heartbeat runs as a task of its own, its result sent back, so invalidations keep being
+    // applied while it is out.
+    let (beats, mut answers) = mpsc::channel::<Result<(), &'static str>>(1);
+    let mut out: Option<tokio::task::AbortHandle> = None;
+    let mut sent_at = 0;
+    // The requests the heartbeat out now answers, and those that came after it was sent.
+    let mut covered: Vec<Request> = Vec::new();
+    let mut waiting: Vec<Request> = Vec::new();
+    let send_beat = |sent_at: &mut u64| {
+        *sent_at = shared.cache.clock();
+        let beats = beats.clone();
+        let (settings, target, server, client) =
+            (settings.clone(), target.clone(), server.clone(), client.clone());
+        tokio::spawn(async move {
+            let result = heartbeat(&settings, &target, &server, &client).await;
+            let _ = beats.send(result).await;
+        })
+        .abort_handle()
+    };
+    let why = loop {
+        if out.is_none() && !waiting.is_empty() {
+            covered.append(&mut waiting);
+            out = Some(send_beat(&mut sent_at));
+        }
         tokio::select! {
             received = stream.recv() => match received {
                 Ok(invalidation) => apply(&shared.cache, &invalidation),
-                Err(RecvError::Lagged(_)) => return "fell behind the invalidation stream",
-                Err(RecvError::Closed) => return "the invalidation stream closed",
+                Err(RecvError::Lagged(_)) => break "fell behind the invalidation stream",
+                Err(RecvError::Closed) => break "the invalidation stream closed",
             },
-            _ = errors.recv() => return "the listening connection failed",
-            _ = reader_errors.recv() => return "the tracked reading connection failed",
+            _ = errors.recv() => break "the listening connection failed",
+            _ = reader_errors.recv() => break "the tracked reading connection failed",
             request = requests.recv() => {
-                let why = confirm(shared, settings, target, server, client, stream).await;
                 if let Some(reply) = request {
-                    let _ = reply.send(());
-                }
-                if let Err(why) = why {
-                    return why;
+                    waiting.push(reply);
                 }
             }
             _ = tick.tick() => {
-                if let Err(why) = confirm(shared, settings, target, server, client, stream).await {
-                    return why;
+                if out.is_none() {
+                    out = Some(send_beat(&mut sent_at));
+                }
+            }
+            answer = answers.recv() => {
+                out = None;
+                match answer {
+                    Some(Ok(())) => {}
+                    Some(Err(why)) => break why,
+                    None => break "the heartbeat ended",
+                }
+                // Everything Redis sent before the PONG is in the channel now.
+                if let Err(why) = drain(&shared.cache, stream) {
+                    break why;
+                }
+                shared.confirmed(sent_at);
+                for reply in covered.drain(..) {
+                    let _ = reply.send(());
                 }
             }
         }
+    };
+    if let Some(beat) = out {
+        beat.abort();
     }
+    shared.set_ready(false, 0, why);
+    for reply in covered.into_iter().chain(waiting) {
+        let _ = reply.send(());
+    }
+    why
 }
 
-/// `PING` answered within `max_stale`, every invalidation that came before the `PONG`
-/// applied, and the server still the primary.
-async fn confirm(
-    shared: &Shared,
+/// `PING` on the listener answered within `max_stale`, and the server still the primary
+/// (asked within `max_stale` too).
+async fn heartbeat(
     settings: &Settings,
     target: &Target,
     server: &Server,
     client: &Client,
-    stream: &mut Receiver<Invalidation>,
 ) -> Result<(), &'static str> {
-    let sent_at = shared.cache.clock();
     match tokio::time::timeout(settings.max_stale, client.ping::<Value>(None)).await {
         Ok(Ok(_)) => {}
         Ok(Err(_)) => return Err("the heartbeat failed"),
         Err(_) => return Err("the heartbeat went unanswered"),
     }
+    match tokio::time::timeout(settings.max_stale, target.still_primary(server)).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the server is no longer the primary"),
+        Err(_) => Err("the primary check went unanswered"),
+    }
+}
+
+/// Applies every invalidation waiting in the channel.
+fn drain(cache: &NearCache, stream: &mut Receiver<Invalidation>) -> Result<(), &'static str> {
     loop {
         match stream.try_recv() {
-            Ok(invalidation) => apply(&shared.cache, &invalidation),
-            Err(TryRecvError::Empty) => break,
+            Ok(invalidation) => apply(cache, &invalidation),
+            Err(TryRecvError::Empty) => return Ok(()),
             Err(TryRecvError::Lagged(_)) => return Err("fell behind the invalidation stream"),
             Err(TryRecvError::Closed) => return Err("the invalidation stream closed"),
         }
     }
-    if !target.still_primary(server).await {
-        return Err("the server is no longer the primary");
-    }
-    shared.confirmed(sent_at);
-    Ok(())
 }
 
 fn apply(cache: &NearCache, invalidation: &Invalidation) {
@@ -357,7 +450,7 @@ fn apply(cache: &NearCache, invalidation: &Invalidation) {
 }
 
 /// Answers waiting sync requests at once (the tracker is not ready: the cache is not serving).
-fn answer_all(requests: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
+fn answer_all(requests: &mut mpsc::UnboundedReceiver<Request>) {
     while let Ok(reply) = requests.try_recv() {
         let _ = reply.send(());
     }
@@ -388,24 +481,27 @@ async fn set_up(listener: &Client, reader: &Client) -> Result<(), fred::error::E
     listener.wait_for_connect().await?;
     reader.wait_for_connect().await?;
     let id: i64 = listener.client_id().await?;
-    set_name(listener, LISTENER_NAME).await?;
+    set_name(listener, LISTENER_NAME).await;
     listener.subscribe(INVALIDATE_CHANNEL).await?;
-    set_name(reader, READER_NAME).await?;
+    set_name(reader, READER_NAME).await;
     let _: Value = reader
         .client_tracking("ON", Some(id), Vec::<String>::new(), false, false, false, false)
         .await?;
     Ok(())
 }
 
-/// `CLIENT SETNAME`, so an operator sees the tracker's connections in `CLIENT LIST`.
-async fn set_name(client: &Client, name: &'static str) -> Result<(), fred::error::Error> {
-    let _: Value = client
+/// `CLIENT SETNAME`, so an operator sees the tracker's connections in `CLIENT LIST` (best
+/// effort: a user that may not name its connections still gets a working cache).
+async fn set_name(client: &Client, name: &'static str) {
+    let named: Result<Value, _> = client
         .custom(
             CustomCommand::new_static("CLIENT", None, false),
             vec![Value::from("SETNAME"), Value::from(name)],
         )
-        .await?;
-    Ok(())
+        .await;
+    if let Err(e) = named {
+        tracing::debug!(backend = BACKEND, error = %e, "near cache: CLIENT SETNAME refused");
+    }
 }
 
 impl Target {
@@ -438,7 +534,11 @@ impl Target {
     }
 }
 
-/// `ROLE` says `master` (a reply that cannot be read, or a refusal, counts as no).
+/// Whether a refused `ROLE` has been logged as a warning (once per process).
+static ROLE_REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// `ROLE` says `master` (a reply that cannot be read, or a refusal, counts as no; a refusal
+/// is logged as a warning once: the cache of a cluster store never serves without `ROLE`).
 async fn is_master(control: &Client) -> bool {
     let role: Result<Value, _> = control
         .custom(
@@ -448,6 +548,16 @@ async fn is_master(control: &Client) -> bool {
         .await;
     match role {
         Ok(Value::Array(parts)) => parts.first().and_then(Value::as_str).as_deref() == Some("master"),
+        Err(e) if e.details().contains("NOPERM") => {
+            if !ROLE_REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    backend = BACKEND,
+                    error = %e,
+                    "near cache: Redis refused ROLE; a cluster store's near cache does not serve until it is allowed"
+                );
+            }
+            false
+        }
         _ => false,
     }
 }

@@ -10,9 +10,31 @@ use session_core::backend::{decode_entry, now_ms, Entry, Record};
 use session_core::{Result, SessionKey};
 
 use crate::cluster::Cmd;
-use crate::near::cache::Lookup;
+use crate::near::cache::{Lookup, NearCache, Ticket};
 use crate::near::Near;
 use crate::store::{Nodes, RedisStore};
+
+/// A read in flight whose reply the cache may keep; dropped unfinished (an error, a cancelled
+/// load), it withdraws its ticket.
+struct Read<'a> {
+    cache: &'a NearCache,
+    key: &'a str,
+    ticket: Option<Ticket>,
+}
+
+impl Read<'_> {
+    fn finish(&mut self, found: Option<&Record>) {
+        if let Some(ticket) = self.ticket.take() {
+            self.cache.finish_read(ticket, self.key, found);
+        }
+    }
+}
+
+impl Drop for Read<'_> {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
 
 impl RedisStore {
     /// `load_entry` through the near cache: a live copy held here, else `GET`, whose live
@@ -25,27 +47,28 @@ impl RedisStore {
         }
         let k = Key::from(rendered.as_str());
         // Kept only when read by a tracker's reader (Redis then reports the key's next change).
-        let tracked = near.cache.begin_read(&rendered).and_then(|ticket| {
-            let reader = self.near_reader_for(rendered.as_bytes())?;
-            Some((ticket, reader))
-        });
-        let value: Result<Option<Bytes>> = match &tracked {
-            Some((_, reader)) => match reader.get::<Option<Bytes>, _>(k.clone()).await {
-                Ok(value) => Ok(value),
-                // Not kept; the usual route decides (and maps the error).
-                Err(_) => self.read(&k, "load", key.ns(), Cmd::Get(k.clone())).await,
-            },
-            None => self.read(&k, "load", key.ns(), Cmd::Get(k.clone())).await,
-        };
-        let entry = value.and_then(|v| v.map(|bytes| decode_entry(&bytes, key.ns())).transpose());
-        if let Some((ticket, _)) = tracked {
-            let live = match &entry {
-                Ok(Some(Entry::Live(record))) => Some(record),
-                _ => None,
-            };
-            near.cache.finish_read(ticket, &rendered, live);
+        if let Some(reader) = self.near_reader_for(rendered.as_bytes()) {
+            if let Some(ticket) = near.cache.begin_read(&rendered) {
+                let mut read = Read {
+                    cache: &near.cache,
+                    key: &rendered,
+                    ticket: Some(ticket),
+                };
+                if let Ok(value) = reader.get::<Option<Bytes>, _>(k.clone()).await {
+                    let entry = value.map(|bytes| decode_entry(&bytes, key.ns())).transpose();
+                    let live = match &entry {
+                        Ok(Some(Entry::Live(record))) => Some(record),
+                        _ => None,
+                    };
+                    read.finish(live);
+                    return entry;
+                }
+                // A refusal (MOVED or ASK on a cluster, a full queue, a timeout): the read is
+                // not kept, and the usual route answers (and maps the error).
+            }
         }
-        entry
+        let value: Option<Bytes> = self.read(&k, "load", key.ns(), Cmd::Get(k.clone())).await?;
+        value.map(|bytes| decode_entry(&bytes, key.ns())).transpose()
     }
 
     /// The reader of the tracker of the node serving `key` (rendered), when that tracker is
