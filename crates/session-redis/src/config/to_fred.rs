@@ -227,10 +227,15 @@ impl RedisConfig {
         let mut policy = ReconnectPolicy::new_exponential(0, min, max, 2);
         policy.set_jitter(min);
 
-        let near = self
-            .near_cache
-            .enabled
-            .then(|| Arc::new(Near::new(&self.near_cache, &fred, &connection, timeout)));
+        let near = self.near_cache.enabled.then(|| {
+            Arc::new(Near::new(
+                &self.near_cache,
+                &fred,
+                &connection,
+                self.pool_size,
+                timeout,
+            ))
+        });
         Ok(Built {
             fred,
             perf,

@@ -46,11 +46,13 @@ pub(crate) struct Near {
 
 impl Near {
     /// The cache for a store, tracked over connections made with `fred` and `connection` (the
-    /// store's servers, credentials and TLS); the reader's `GET`s time out after `timeout`.
+    /// store's servers, credentials and TLS); `readers` reading connections per primary, whose
+    /// `GET`s time out after `timeout`.
     pub(crate) fn new(
         config: &NearCacheConfig,
         fred: &FredConfig,
         connection: &ConnectionConfig,
+        readers: usize,
         timeout: Duration,
     ) -> Self {
         Near {
@@ -58,6 +60,7 @@ impl Near {
             settings: Settings {
                 fred: fred.clone(),
                 connection: connection.clone(),
+                readers,
                 timeout,
                 heartbeat: Duration::from_millis(config.heartbeat_ms),
                 max_stale: Duration::from_millis(config.max_stale_ms),

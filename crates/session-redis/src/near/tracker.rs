@@ -1,7 +1,8 @@
 //! The invalidation stream of one Redis primary, kept whole or declared broken.
 //!
-//! A tracker owns two RESP2 connections to its primary. The *listener* runs `CLIENT ID` and
-//! `SUBSCRIBE __redis__:invalidate`; the *reader* runs `CLIENT TRACKING ON REDIRECT <listener
+//! A tracker owns RESP2 connections to its primary: a *listener* and `redis.pool_size`
+//! *readers*. The *listener* runs `CLIENT ID` and
+//! `SUBSCRIBE __redis__:invalidate`; each *reader* runs `CLIENT TRACKING ON REDIRECT <listener
 //! id>` and carries every `GET` whose reply the cache may keep. Redis then remembers each key
 //! the reader read and, when any client writes, deletes or expires it (or it is evicted),
 //! sends the key to the listener, once; `FLUSHALL`/`FLUSHDB` arrive as an empty key list.
@@ -12,8 +13,8 @@
 //! it hears everything: either connection fails, a heartbeat `PING` on the listener is not
 //! answered within `max_stale`, its server is no longer the primary (a failover: `ROLE` on the
 //! node's control connection, or the master the sentinels name), or it fell behind the stream.
-//! Then both connections are dropped together (Redis forgets the reader's keys with it) and a
-//! new pair is made; the cache serves only while every tracker of the store is ready and its
+//! Then all its connections are dropped together (Redis forgets the readers' keys with them)
+//! and new ones are made; the cache serves only while every tracker of the store is ready and its
 //! lease runs (see [`NearCache`]).
 //!
 //! A `PONG` on the listener follows every invalidation Redis queued on it before (Redis writes
@@ -64,7 +65,9 @@ pub(crate) enum Target {
 pub(crate) struct Settings {
     pub(crate) fred: FredConfig,
     pub(crate) connection: ConnectionConfig,
-    /// The store's per-command timeout, for the reader's `GET`s.
+    /// Reading connections (the store's `redis.pool_size`).
+    pub(crate) readers: usize,
+    /// The store's per-command timeout, for the readers' `GET`s.
     pub(crate) timeout: Duration,
     pub(crate) heartbeat: Duration,
     pub(crate) max_stale: Duration,
@@ -86,8 +89,10 @@ struct Shared {
     flags: Mutex<Flags>,
     /// The current connections' tasks, stopped with the tracker.
     connections: Mutex<Vec<ConnectHandle>>,
-    /// The reader while the tracker is ready: `GET`s whose replies the cache may keep.
-    reader: std::sync::RwLock<Option<Client>>,
+    /// The readers while the tracker is ready: `GET`s whose replies the cache may keep.
+    readers: std::sync::RwLock<Vec<Client>>,
+    /// Which reader the next `GET` takes.
+    next_reader: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -175,7 +180,8 @@ impl Tracker {
                 removed: false,
             }),
             connections: Mutex::new(Vec::new()),
-            reader: std::sync::RwLock::new(None),
+            readers: std::sync::RwLock::new(Vec::new()),
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
         });
         let (syncs, requests) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(Arc::clone(&shared), settings, target, requests));
@@ -185,11 +191,12 @@ impl Tracker {
     /// The reader, while the tracker is ready: a `GET` sent on it is tracked, so its reply may
     /// be kept (until Redis says the key changed).
     pub(crate) fn reader(&self) -> Option<Client> {
-        self.shared
-            .reader
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        let readers = self.shared.readers.read().unwrap_or_else(PoisonError::into_inner);
+        if readers.is_empty() {
+            return None;
+        }
+        let i = self.shared.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        readers.get(i).cloned()
     }
 
     /// A handle to [`Syncer::sync`] with this tracker, usable without holding it.
@@ -243,25 +250,41 @@ async fn run(
             continue;
         };
         let listener = connection_to(&settings, &server, settings.max_stale);
-        let reader = connection_to(&settings, &server, settings.timeout);
+        let readers: Vec<Client> = (0..settings.readers.max(1))
+            .map(|_| connection_to(&settings, &server, settings.timeout))
+            .collect();
         {
             let mut tasks = shared.connections.lock().unwrap_or_else(PoisonError::into_inner);
             tasks.push(listener.connect());
-            tasks.push(reader.connect());
+            tasks.extend(readers.iter().map(|r| r.connect()));
         }
         let mut stream = listener.invalidation_rx();
         let mut errors = listener.error_rx();
-        let mut reader_errors = reader.error_rx();
+        // The readers' errors, merged (one task each, stopped with this pair).
+        let (failed, mut reader_errors) = mpsc::channel::<()>(1);
+        let watchers: Vec<tokio::task::AbortHandle> = readers
+            .iter()
+            .map(|reader| {
+                let mut rx = reader.error_rx();
+                let failed = failed.clone();
+                tokio::spawn(async move {
+                    if rx.recv().await.is_ok() {
+                        let _ = failed.send(()).await;
+                    }
+                })
+                .abort_handle()
+            })
+            .collect();
         let began = shared.cache.clock();
         match tokio::time::timeout(
             settings.connection.connection_timeout + settings.max_stale,
-            set_up(&listener, &reader),
+            set_up(&listener, &readers),
         )
         .await
         {
             Ok(Ok(())) if target.still_primary(&server).await => {
                 shared.set_ready(true, began, "");
-                *shared.reader.write().unwrap_or_else(PoisonError::into_inner) = Some(reader.clone());
+                *shared.readers.write().unwrap_or_else(PoisonError::into_inner) = readers.clone();
                 pause = settings.heartbeat;
                 let why = serve(
                     &shared,
@@ -270,11 +293,16 @@ async fn run(
                     &server,
                     &listener,
                     &mut stream,
-                    [&mut errors, &mut reader_errors],
+                    &mut errors,
+                    &mut reader_errors,
                     &mut requests,
                 )
                 .await;
-                *shared.reader.write().unwrap_or_else(PoisonError::into_inner) = None;
+                shared
+                    .readers
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear();
                 shared.set_ready(false, 0, why);
             }
             Ok(Ok(())) => tracing::debug!(backend = BACKEND, "near cache: the server is not the primary"),
@@ -291,7 +319,8 @@ async fn run(
             Err(_) => tracing::debug!(backend = BACKEND, "near cache: tracking set-up timed out"),
         }
         let _ = tokio::time::timeout(settings.max_stale, async {
-            let _ = futures::future::join(listener.quit(), reader.quit()).await;
+            let quits = readers.iter().map(|r| r.quit());
+            let _ = futures::future::join(listener.quit(), futures::future::join_all(quits)).await;
         })
         .await;
         for handle in shared
@@ -301,6 +330,9 @@ async fn run(
             .drain(..)
         {
             handle.abort();
+        }
+        for watcher in watchers {
+            watcher.abort();
         }
         answer_all(&mut requests);
         tokio::time::sleep(pause).await;
@@ -327,10 +359,10 @@ async fn serve(
     server: &Server,
     client: &Client,
     stream: &mut Receiver<Invalidation>,
-    errors: [&mut Receiver<(fred::error::Error, Option<Server>)>; 2],
+    errors: &mut Receiver<(fred::error::Error, Option<Server>)>,
+    reader_errors: &mut mpsc::Receiver<()>,
     requests: &mut mpsc::UnboundedReceiver<Request>,
 ) -> &'static str {
-    let [errors, reader_errors] = errors;
     let mut tick = tokio::time::interval(settings.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A heartbeat runs as a task of its own, its result sent back, so invalidations keep being
@@ -475,18 +507,20 @@ fn connection_to(settings: &Settings, server: &Server, timeout: Duration) -> Cli
     Client::new(fred, Some(perf), Some(connection), None)
 }
 
-/// The listener: `CLIENT ID`, `CLIENT SETNAME`, `SUBSCRIBE`; then the reader: `CLIENT
+/// The listener: `CLIENT ID`, `CLIENT SETNAME`, `SUBSCRIBE`; then each reader: `CLIENT
 /// SETNAME`, `CLIENT TRACKING ON REDIRECT <listener id>` (default mode: only the keys it reads).
-async fn set_up(listener: &Client, reader: &Client) -> Result<(), fred::error::Error> {
+async fn set_up(listener: &Client, readers: &[Client]) -> Result<(), fred::error::Error> {
     listener.wait_for_connect().await?;
-    reader.wait_for_connect().await?;
     let id: i64 = listener.client_id().await?;
     set_name(listener, LISTENER_NAME).await;
     listener.subscribe(INVALIDATE_CHANNEL).await?;
-    set_name(reader, READER_NAME).await;
-    let _: Value = reader
-        .client_tracking("ON", Some(id), Vec::<String>::new(), false, false, false, false)
-        .await?;
+    for reader in readers {
+        reader.wait_for_connect().await?;
+        set_name(reader, READER_NAME).await;
+        let _: Value = reader
+            .client_tracking("ON", Some(id), Vec::<String>::new(), false, false, false, false)
+            .await?;
+    }
     Ok(())
 }
 
