@@ -68,17 +68,22 @@ async fn payload(store: &RedisStore, key: &SessionKey) -> Option<Vec<u8>> {
     store.load(key).await.unwrap().map(|r| r.payload.to_vec())
 }
 
+/// A store with one session, created and loaded once since Redis's invalidation of the create
+/// arrived (a read that invalidation overtakes is not kept), so the next load is a hit.
+async fn store_with_one(config: &RedisConfig) -> (RedisStore, SessionKey) {
+    let prefix = session_core::testing::random_prefix();
+    let a = store(config, &prefix).await;
+    let key = new_key();
+    a.create(&key, &rec(b"one")).await.unwrap();
+    a.sync_near_cache().await;
+    assert_eq!(payload(&a, &key).await.as_deref(), Some(&b"one"[..]));
+    (a, key)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loaded_session_is_answered_from_memory() {
     let Some(config) = config() else { return };
-    let prefix = session_core::testing::random_prefix();
-    let a = store(&config, &prefix).await;
-    let key = new_key();
-    a.create(&key, &rec(b"one")).await.unwrap();
-    // Redis's invalidation of the create may still be on its way: a read it overtakes is not
-    // kept. Once it has arrived, the next read is.
-    a.sync_near_cache().await;
-    assert_eq!(payload(&a, &key).await.as_deref(), Some(&b"one"[..]));
+    let (a, key) = store_with_one(&config).await;
     let before = a.near_cache_stats().unwrap();
     for _ in 0..10 {
         assert_eq!(payload(&a, &key).await.as_deref(), Some(&b"one"[..]));
@@ -235,12 +240,7 @@ async fn the_bounds_hold_and_evictions_are_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_store_answers_nothing_from_its_cache() {
     let Some(config) = config() else { return };
-    let prefix = session_core::testing::random_prefix();
-    let a = store(&config, &prefix).await;
-    let key = new_key();
-    a.create(&key, &rec(b"one")).await.unwrap();
-    a.sync_near_cache().await;
-    assert!(a.load(&key).await.unwrap().is_some());
+    let (a, key) = store_with_one(&config).await;
     assert!(a.load(&key).await.unwrap().is_some(), "cached");
     a.close().await;
     let stats = a.near_cache_stats().unwrap();

@@ -127,17 +127,25 @@ impl Shared {
     }
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // Connections the task made after the tracker's own drop drained the list.
-        for handle in self
+impl Shared {
+    /// Stops the connections' tasks (a connection ends with its task).
+    fn stop_connections(&self) {
+        let handles: Vec<ConnectHandle> = self
             .connections
-            .get_mut()
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .drain(..)
-        {
+            .collect();
+        for handle in handles {
             handle.abort();
         }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Connections the task made after the tracker's own drop stopped the others.
+        self.stop_connections();
     }
 }
 
@@ -151,15 +159,7 @@ pub(crate) struct Tracker {
 impl Drop for Tracker {
     fn drop(&mut self) {
         self.task.abort();
-        for handle in self
-            .shared
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
-            handle.abort();
-        }
+        self.shared.stop_connections();
         let mut flags = self.shared.flags.lock().unwrap_or_else(PoisonError::into_inner);
         flags.removed = true;
         self.shared.cache.tracker_removed(self.shared.id);
@@ -323,14 +323,7 @@ async fn run(
             let _ = futures::future::join(listener.quit(), futures::future::join_all(quits)).await;
         })
         .await;
-        for handle in shared
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
-            handle.abort();
-        }
+        shared.stop_connections();
         for watcher in watchers {
             watcher.abort();
         }
