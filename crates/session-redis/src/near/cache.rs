@@ -16,6 +16,8 @@ use std::time::Instant;
 
 use session_core::backend::Record;
 
+use super::NearCacheStats;
+
 /// Bytes an entry costs beyond its key and payload (map slot, record header, queue slot).
 const ENTRY_OVERHEAD: u64 = 160;
 
@@ -33,21 +35,6 @@ pub(crate) enum Lookup {
 pub(crate) struct Ticket {
     epoch: u64,
     token: u64,
-}
-
-/// Counters since the cache was made.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Counts {
-    pub(crate) hits: u64,
-    pub(crate) misses: u64,
-    pub(crate) invalidations: u64,
-    pub(crate) evictions: u64,
-    pub(crate) entries: u64,
-    pub(crate) bytes: u64,
-    /// Times everything was dropped (a flush, a lost or unconfirmed tracking connection).
-    pub(crate) resets: u64,
-    /// Whether the cache answers now.
-    pub(crate) serving: bool,
 }
 
 struct Entry {
@@ -298,14 +285,6 @@ impl NearCache {
         }
     }
 
-    /// [`invalidate`](Self::invalidate) of each of `keys` (an invalidation message names
-    /// every key of this process's that a Redis event-loop turn changed).
-    pub(crate) fn invalidate_all(&self, keys: &[&str]) {
-        for key in keys {
-            self.invalidate(key);
-        }
-    }
-
     /// Everything goes, and no read begun before is cached (a flush, a lost connection),
     /// counted as a reset.
     pub(crate) fn drop_all(&self) {
@@ -329,12 +308,12 @@ impl NearCache {
     }
 
     /// The counters and the current size.
-    pub(crate) fn counts(&self) -> Counts {
-        let mut counts = Counts {
+    pub(crate) fn counts(&self) -> NearCacheStats {
+        let mut counts = NearCacheStats {
             misses: self.idle_misses.load(Ordering::Relaxed),
             resets: self.resets.load(Ordering::Relaxed),
             serving: self.serving(),
-            ..Counts::default()
+            ..NearCacheStats::default()
         };
         for shard in 0..self.shards.len() {
             let table = self.lock(shard);

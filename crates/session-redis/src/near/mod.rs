@@ -75,16 +75,6 @@ impl Near {
 
     /// The counters and the size now.
     pub(crate) fn stats(&self) -> NearCacheStats {
-        let c = self.cache.counts();
-        NearCacheStats {
-            hits: c.hits,
-            misses: c.misses,
-            invalidations: c.invalidations,
-            evictions: c.evictions,
-            resets: c.resets,
-            entries: c.entries,
-            bytes: c.bytes,
-            serving: c.serving,
-        }
+        self.cache.counts()
     }
 }

@@ -466,11 +466,15 @@ fn apply(cache: &NearCache, invalidation: &Invalidation) {
         cache.drop_all();
         return;
     }
-    let keys: Option<Vec<&str>> = invalidation.keys.iter().map(|k| k.as_str()).collect();
-    match keys {
-        Some(keys) => cache.invalidate_all(&keys),
-        // Not a key this store writes (its keys are UTF-8): drop all to be safe.
-        None => cache.drop_all(),
+    for key in &invalidation.keys {
+        match key.as_str() {
+            Some(k) => cache.invalidate(k),
+            // Not a key this store writes (its keys are UTF-8): drop all to be safe.
+            None => {
+                cache.drop_all();
+                return;
+            }
+        }
     }
 }
 
