@@ -176,8 +176,9 @@ pub(crate) fn display(command: &Command) -> String {
     parts.join(" ")
 }
 
-/// On Ctrl-C or SIGTERM: stop the running command and every redis-server
-/// this process started, then exit with 130. Installed once.
+/// On Ctrl-C or SIGTERM: stop the running command and every server
+/// (redis-server, PostgreSQL) this process started, then exit with 130.
+/// Installed once.
 pub(crate) fn install_interrupt_handler() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
@@ -190,7 +191,7 @@ pub(crate) fn install_interrupt_handler() {
                     .status();
             }
             let stopped = testkit_redis::kill_registered();
-            eprintln!("\nxtask: interrupted; stopped {stopped} redis-server process(es)");
+            eprintln!("\nxtask: interrupted; stopped {stopped} server process(es)");
             std::process::exit(130);
         });
         if let Err(e) = installed {

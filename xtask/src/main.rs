@@ -11,7 +11,7 @@
 //! Each command lives in its own module with a `run(args) -> Result<ExitCode>`;
 //! adding one is a `mod` line and a row in [`COMMANDS`]. Arguments are parsed
 //! by hand to keep this crate's dependencies to `testkit-redis` (which starts
-//! and stops real `redis-server` processes) and `ctrlc`.
+//! and stops real `redis-server` and PostgreSQL processes) and `ctrlc`.
 
 #![allow(
     clippy::print_stdout,
@@ -43,7 +43,7 @@ const COMMANDS: &[Command] = &[
         "test",
         test::run,
         "fmt, clippy, doc, msrv, unit tests, feature combinations, packaging, then Redis \
-         standalone/cluster/sentinel/tls, browser and fault cells",
+         standalone/cluster/sentinel/tls, PostgreSQL (sql), browser and fault cells",
     ),
     (
         "redis",

@@ -4,7 +4,7 @@
 //! (`cargo test --workspace` without Redis), `features` (every feature
 //! combination of each published crate, alone), `package` (`cargo package`
 //! of the published crates), one cell per topology (`standalone`, `cluster`,
-//! `sentinel`, `tls`), `browser` and `faults`.
+//! `sentinel`, `tls`), `sql`, `browser` and `faults`.
 //!
 //! `msrv` fails when a dependency in `Cargo.lock` that a workspace member
 //! builds (its normal, build and dev dependencies, for the platforms in
@@ -26,10 +26,17 @@
 //! A topology cell starts that topology, then runs every test target named
 //! `redis*` (`crates/*/tests/redis*.rs`) with the topology's variables,
 //! `SESSION_TEST_TOPOLOGY` and `SESSION_TEST_REQUIRE_REDIS=1` set (see
-//! `testkit_redis::env`). The `faults` cell runs every `faults*` target with
-//! `SESSION_TEST_FAULTS=1`, one test at a time and `--nocapture`, and
-//! forwards the lines those tests print starting with `SCENARIO` or
-//! `FIGURES`. The `browser` cell checks that Debian's `chromium` and
+//! `testkit_redis::env`). The `sql` cell starts one PostgreSQL
+//! (`testkit_redis::Postgres`), then runs every test target named `sql*`
+//! (`crates/*/tests/sql*.rs`) with `SESSION_TEST_POSTGRES_URL` and
+//! `SESSION_TEST_REQUIRE_POSTGRES=1` set. The `faults` cell runs every
+//! `faults*` target with `SESSION_TEST_FAULTS=1`,
+//! `SESSION_TEST_REQUIRE_REDIS=1` and `SESSION_TEST_REQUIRE_POSTGRES=1` (the
+//! scenarios start their own servers), one test at a time and `--nocapture`,
+//! and forwards the lines those tests print starting with `SCENARIO` or
+//! `FIGURES`. Before the cells that need them, missing `redis-server` (and
+//! friends) and PostgreSQL are installed with apt-get as root, or named with
+//! the command to run. The `browser` cell checks that Debian's `chromium` and
 //! `chromium-driver` are installed (`/usr/bin/chromium`, `/usr/bin/chromedriver`,
 //! or `SESSION_TEST_CHROMIUM` / `SESSION_TEST_CHROMEDRIVER`), then runs
 //! session-axum's `browser` test with `SESSION_TEST_BROWSER=1`: the example app
@@ -45,7 +52,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use testkit_redis::{Topology, TopologyOptions, FAULTS_ENV, REQUIRE_REDIS_ENV};
+use testkit_redis::{
+    Postgres, Topology, TopologyOptions, FAULTS_ENV, PG_BINDIR_ENV, POSTGRES_URL_ENV, REQUIRE_POSTGRES_ENV,
+    REQUIRE_REDIS_ENV,
+};
 
 use crate::exec::{self, Counts};
 use crate::metadata::{self, Metadata};
@@ -69,12 +79,13 @@ enum Step {
     Features,
     Package,
     Redis(Topology),
+    Sql,
     Browser,
     Faults,
 }
 
 impl Step {
-    const ALL: [Step; 13] = [
+    const ALL: [Step; 14] = [
         Step::Fmt,
         Step::Clippy,
         Step::Doc,
@@ -86,6 +97,7 @@ impl Step {
         Step::Redis(Topology::Cluster),
         Step::Redis(Topology::Sentinel),
         Step::Redis(Topology::Tls),
+        Step::Sql,
         Step::Browser,
         Step::Faults,
     ];
@@ -100,6 +112,7 @@ impl Step {
             Step::Features => "features",
             Step::Package => "package",
             Step::Redis(topology) => topology.name(),
+            Step::Sql => "sql",
             Step::Browser => "browser",
             Step::Faults => "faults",
         }
@@ -109,8 +122,13 @@ impl Step {
     fn needs_redis(self) -> bool {
         !matches!(
             self,
-            Step::Fmt | Step::Clippy | Step::Doc | Step::Msrv | Step::Features | Step::Package
+            Step::Fmt | Step::Clippy | Step::Doc | Step::Msrv | Step::Features | Step::Package | Step::Sql
         )
+    }
+
+    /// Whether the step starts PostgreSQL (or runs tests that must).
+    fn needs_postgres(self) -> bool {
+        matches!(self, Step::Sql | Step::Faults)
     }
 }
 
@@ -124,8 +142,8 @@ fn cell(name: &str) -> Option<Vec<Step>> {
 }
 
 const CELLS: &str =
-    "lint, fmt, clippy, doc, msrv, unit, features, package, standalone, cluster, sentinel, tls, browser, \
-     faults, redis";
+    "lint, fmt, clippy, doc, msrv, unit, features, package, standalone, cluster, sentinel, tls, sql, \
+     browser, faults, redis";
 
 struct Options {
     keep_going: bool,
@@ -192,6 +210,9 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
     let options = parse(args)?;
     if options.steps.iter().any(|s| s.needs_redis()) {
         tools::ensure_redis_tools()?;
+    }
+    if options.steps.iter().any(|s| s.needs_postgres()) {
+        tools::ensure_postgres()?;
     }
     exec::install_interrupt_handler();
     let logs = target_dir().join("xtask-logs");
@@ -318,6 +339,7 @@ fn run_step(step: Step, log: &Path) -> Report {
         Step::Features => features_step(log),
         Step::Package => package_step(log),
         Step::Redis(topology) => redis_step(topology, log),
+        Step::Sql => sql_step(log),
         Step::Browser => browser_step(log),
         Step::Faults => faults_step(log),
     }
@@ -623,6 +645,46 @@ fn redis_step(topology: Topology, log: &Path) -> Report {
     report
 }
 
+/// One PostgreSQL, then every `sql*` test target against it.
+fn sql_step(log: &Path) -> Report {
+    let targets = match test_targets("sql") {
+        Ok(targets) => targets,
+        Err(e) => return error_report(format!("cannot list test targets: {e}"), log),
+    };
+    let server = match Postgres::start() {
+        Ok(server) => server,
+        Err(e) => {
+            let _ = fs::write(log, format!("starting PostgreSQL failed: {e}\n"));
+            return error_report(format!("starting PostgreSQL failed: {e}"), log);
+        }
+    };
+    let version = postgres_version(server.bindir())
+        .map(|v| format!("{v}, "))
+        .unwrap_or_default();
+    let ready = format!("{version}ready in {:.1}s", server.ready_after().as_secs_f64());
+    if targets.is_empty() {
+        return Report {
+            ok: true,
+            counts: None,
+            note: format!("{ready}; no sql* test targets yet"),
+            failure: None,
+        };
+    }
+    let mut command = test_command(&["test"]);
+    add_targets(&mut command, &targets);
+    command
+        .env(POSTGRES_URL_ENV, server.url())
+        .env(REQUIRE_POSTGRES_ENV, "1");
+    let mut report = cargo_step(command, log, true, |_| {});
+    report.note = if report.note.is_empty() {
+        ready
+    } else {
+        format!("{ready}; {}", report.note)
+    };
+    drop(server);
+    report
+}
+
 fn faults_step(log: &Path) -> Report {
     let targets = match test_targets("faults") {
         Ok(targets) => targets,
@@ -639,7 +701,10 @@ fn faults_step(log: &Path) -> Report {
     let mut command = test_command(&["test"]);
     add_targets(&mut command, &targets);
     command.args(["--", "--test-threads=1", "--nocapture"]);
-    command.env(FAULTS_ENV, "1").env(REQUIRE_REDIS_ENV, "1");
+    command
+        .env(FAULTS_ENV, "1")
+        .env(REQUIRE_REDIS_ENV, "1")
+        .env(REQUIRE_POSTGRES_ENV, "1");
     cargo_step(command, log, true, |line| {
         if let Some(figures) = figure_line(line) {
             println!("{figures}");
@@ -703,6 +768,19 @@ fn browser_version(chromium: &Path) -> Option<String> {
     let text = String::from_utf8_lossy(&output.stdout);
     let mut words = text.split_whitespace();
     Some(format!("{} {}", words.next()?, words.next()?))
+}
+
+/// `PostgreSQL 15.18`, from `postgres --version` (`postgres (PostgreSQL) 15.18 (Debian …)`).
+fn postgres_version(bindir: &Path) -> Option<String> {
+    let output = Command::new(bindir.join("postgres"))
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text.split_whitespace().nth(2)?;
+    Some(format!("PostgreSQL {version}"))
 }
 
 /// A `SCENARIO …` or `FIGURES …` line a fault test printed. With
@@ -792,11 +870,12 @@ fn cargo(args: &[&str]) -> Command {
 }
 
 /// A `cargo test` command whose environment has no `SESSION_*` variable
-/// (neither Redis URLs nor store configuration) unless the step sets it.
+/// (neither server URLs nor store configuration) unless the step sets it — but
+/// for `SESSION_TEST_PG_BINDIR`, which says where this machine's PostgreSQL is.
 fn test_command(args: &[&str]) -> Command {
     let mut command = cargo(args);
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SESSION_") {
+        if key.to_string_lossy().starts_with("SESSION_") && key != PG_BINDIR_ENV {
             command.env_remove(key);
         }
     }
@@ -880,7 +959,7 @@ mod tests {
     #[test]
     fn only_selects_cells_and_skips_apply() {
         let all = parse(&[]).unwrap();
-        assert_eq!(all.steps.len(), 13);
+        assert_eq!(all.steps.len(), 14);
         let lint = parse(&args(&["--only", "lint", "--skip-fmt"])).unwrap();
         assert_eq!(
             lint.steps.into_iter().collect::<Vec<_>>(),
@@ -904,6 +983,20 @@ mod tests {
             "browser runs after tls and before faults"
         );
         assert!(Step::Browser.needs_redis());
+        let sql = parse(&args(&["--only", "browser,sql,tls"])).unwrap();
+        assert_eq!(
+            sql.steps.into_iter().collect::<Vec<_>>(),
+            [Step::Redis(Topology::Tls), Step::Sql, Step::Browser],
+            "sql runs after tls and before browser"
+        );
+        assert!(Step::Sql.needs_postgres() && !Step::Sql.needs_redis());
+        assert!(Step::Faults.needs_postgres() && Step::Faults.needs_redis());
+        assert!(!Step::Unit.needs_postgres());
+        assert_eq!(
+            parse(&args(&["--only", "redis"])).unwrap().steps.len(),
+            4,
+            "the redis group is the four topologies"
+        );
         assert!(parse(&args(&["--only", "nope"])).is_err());
         assert!(parse(&args(&["--only"])).is_err());
         assert!(parse(&args(&["--frobnicate"])).is_err());

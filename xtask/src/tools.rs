@@ -1,5 +1,5 @@
-//! The programs the Redis cells need, installed with apt-get when missing, and those the
-//! browser cell needs, found or named.
+//! The programs the Redis cells need and PostgreSQL, installed with apt-get when missing,
+//! and those the browser cell needs, found or named.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -37,8 +37,74 @@ pub(crate) fn ensure_redis_tools() -> crate::Result<()> {
         "{} not found on PATH; running as root, so installing: {install}",
         programs.join(", ")
     );
+    let log = apt_get_install(&packages)?;
+    let still_missing: Vec<&str> = missing().iter().map(|(program, _)| *program).collect();
+    if !still_missing.is_empty() {
+        return Err(format!(
+            "{} still not on PATH after apt-get; see {}",
+            still_missing.join(", "),
+            log.display()
+        )
+        .into());
+    }
+    println!("installed {}", packages.join(" "));
+    Ok(())
+}
+
+/// Debian's setting that keeps the `postgresql` package from creating (and starting) a
+/// cluster of its own: the tests start theirs with `initdb`.
+const CREATECLUSTER_CONF: &str = "/etc/postgresql-common/createcluster.conf";
+
+/// Makes sure PostgreSQL's `initdb` and `postgres` are there (see
+/// [`testkit_redis::find_postgres_bindir`]).
+///
+/// When they are missing: as root, says so, writes `create_main_cluster = false` to
+/// [`CREATECLUSTER_CONF`] if that file does not exist, and installs Debian's `postgresql`;
+/// otherwise fails at once with those commands.
+pub(crate) fn ensure_postgres() -> crate::Result<()> {
+    let Err(absent) = testkit_redis::find_postgres_bindir() else {
+        return Ok(());
+    };
+    if std::env::var_os(testkit_redis::PG_BINDIR_ENV).is_some() {
+        // Pointed elsewhere on purpose: installing Debian's would not help.
+        return Err(absent.to_string().into());
+    }
+    let install = "apt-get update && apt-get install -y postgresql";
+    let no_cluster = format!(
+        "mkdir -p /etc/postgresql-common && echo 'create_main_cluster = false' > {CREATECLUSTER_CONF}"
+    );
+    if !is_root() {
+        return Err(format!(
+            "PostgreSQL not found (initdb and postgres); install as root with:\n  \
+             [ -e {CREATECLUSTER_CONF} ] || {{ {no_cluster}; }}\n  {install}"
+        )
+        .into());
+    }
+    println!("PostgreSQL not found; running as root, so installing: {install}");
+    let conf = std::path::Path::new(CREATECLUSTER_CONF);
+    if !conf.exists() {
+        let written = conf
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(conf, "create_main_cluster = false\n"));
+        if let Err(e) = written {
+            return Err(format!("cannot write {CREATECLUSTER_CONF}: {e}").into());
+        }
+        println!("wrote `create_main_cluster = false` to {CREATECLUSTER_CONF}: no cluster of Debian's own");
+    }
+    let log = apt_get_install(&["postgresql"])?;
+    if let Err(e) = testkit_redis::find_postgres_bindir() {
+        return Err(format!("{e}\n(after apt-get; see {})", log.display()).into());
+    }
+    println!("installed postgresql");
+    Ok(())
+}
+
+/// `apt-get update`, then `apt-get install -y <packages>`, logged to `xtask-logs/apt.log`;
+/// returns the log's path.
+fn apt_get_install(packages: &[&str]) -> crate::Result<PathBuf> {
     let log = crate::target_dir().join("xtask-logs").join("apt.log");
-    for args in [vec!["update"], [vec!["install", "-y"], packages.clone()].concat()] {
+    for args in [vec!["update"], [&["install", "-y"][..], packages].concat()] {
         let mut command = Command::new("apt-get");
         command.args(&args).env("DEBIAN_FRONTEND", "noninteractive");
         let outcome = exec::run_logged(&mut command, &log, |_| {})?;
@@ -53,17 +119,7 @@ pub(crate) fn ensure_redis_tools() -> crate::Result<()> {
             .into());
         }
     }
-    let still_missing: Vec<&str> = missing().iter().map(|(program, _)| *program).collect();
-    if !still_missing.is_empty() {
-        return Err(format!(
-            "{} still not on PATH after apt-get; see {}",
-            still_missing.join(", "),
-            log.display()
-        )
-        .into());
-    }
-    println!("installed {}", packages.join(" "));
-    Ok(())
+    Ok(log)
 }
 
 /// The browser cell's programs: the variable that points elsewhere (the browser test reads

@@ -30,6 +30,16 @@ pub const TOPOLOGY_ENV: &str = "SESSION_TEST_TOPOLOGY";
 pub const FAULTS_ENV: &str = "SESSION_TEST_FAULTS";
 /// The service name the sentinels monitor.
 pub const SENTINEL_SERVICE_NAME: &str = "mymaster";
+/// URL of a PostgreSQL server: `postgres://session@127.0.0.1:P/postgres` (superuser
+/// `session`, no password; set by the `sql` cell of `cargo xtask test`).
+pub const POSTGRES_URL_ENV: &str = "SESSION_TEST_POSTGRES_URL";
+/// `1` makes a missing PostgreSQL a test failure instead of a skip (set by the `sql` and
+/// `faults` cells of `cargo xtask test`).
+pub const REQUIRE_POSTGRES_ENV: &str = "SESSION_TEST_REQUIRE_POSTGRES";
+/// The directory holding PostgreSQL's `initdb` and `postgres`, for [`crate::Postgres::start`];
+/// when unset, Debian's newest `/usr/lib/postgresql/<N>/bin`, else the directory of
+/// `postgres` on `PATH`. A machine setting: `cargo xtask test` passes it on to every test.
+pub const PG_BINDIR_ENV: &str = "SESSION_TEST_PG_BINDIR";
 
 /// A Redis deployment shape that the test matrix covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -231,7 +241,61 @@ pub fn faults_enabled() -> bool {
     can_start_servers()
 }
 
-fn non_empty_var(name: &str) -> Option<String> {
+/// Whether [`REQUIRE_POSTGRES_ENV`] is `1`, i.e. a missing PostgreSQL must fail the test.
+pub fn require_postgres() -> bool {
+    non_empty_var(REQUIRE_POSTGRES_ENV).as_deref() == Some("1")
+}
+
+/// The PostgreSQL server to test against: [`POSTGRES_URL_ENV`], or `None` when it is unset
+/// or empty (a note goes to stderr; the test skips).
+///
+/// `cargo xtask test` sets it, with [`REQUIRE_POSTGRES_ENV`], in its `sql` cell, which runs
+/// the test targets whose names start with `sql`; elsewhere (e.g. the `unit` cell, or a plain
+/// `cargo test`) those targets find it unset. Unlike [`topology_url`] this never panics; a
+/// test that must not skip under `cargo xtask test` checks [`require_postgres`] itself:
+///
+/// ```no_run
+/// use testkit_redis::{postgres_url, require_postgres, REQUIRE_POSTGRES_ENV};
+///
+/// #[test]
+/// fn saves_on_postgres() {
+///     let Some(url) = postgres_url() else {
+///         assert!(!require_postgres(), "{REQUIRE_POSTGRES_ENV}=1 but no PostgreSQL URL is set");
+///         return;
+///     };
+///     // Connect to `url`, in a schema or with a table prefix of the test's own.
+///     # let _ = url;
+/// }
+/// ```
+pub fn postgres_url() -> Option<String> {
+    let url = non_empty_var(POSTGRES_URL_ENV);
+    if url.is_none() {
+        eprintln!("skipping PostgreSQL test: {POSTGRES_URL_ENV} is not set");
+    }
+    url
+}
+
+/// Whether this process can start its own PostgreSQL ([`crate::Postgres::start`]): `initdb`
+/// and `postgres` were found (see [`crate::find_postgres_bindir`]).
+///
+/// Returns `false` with a note on stderr when they are missing, so the caller can skip.
+///
+/// # Panics
+///
+/// When they are missing and [`REQUIRE_POSTGRES_ENV`] is `1` (the `faults` and `sql` cells of
+/// `cargo xtask test` set it).
+pub fn can_start_postgres() -> bool {
+    match crate::find_postgres_bindir() {
+        Ok(_) => true,
+        Err(e) if require_postgres() => panic!("{REQUIRE_POSTGRES_ENV}=1 but {e}"),
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            false
+        }
+    }
+}
+
+pub(crate) fn non_empty_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 

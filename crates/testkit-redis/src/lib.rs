@@ -1,4 +1,5 @@
-//! Real `redis-server` processes for tests and for `cargo xtask`, without docker.
+//! Real `redis-server` and PostgreSQL processes for tests and for `cargo xtask`, without
+//! docker.
 //!
 //! Everything binds `127.0.0.1` on free ports, lives in its own scratch
 //! directory, and is stopped by pid when its guard is dropped. Four
@@ -9,8 +10,17 @@
 //! [`RedisServer::sigstop`], [`RedisServer::sigcont`], [`RedisServer::kill9`]
 //! and [`RedisServer::restart`].
 //!
-//! Every exit path cleans up: drop stops the servers (SIGTERM, then SIGKILL)
-//! and removes their directories; a signal handler can call
+//! [`Postgres`] is one PostgreSQL server: `initdb` into a scratch directory,
+//! then `postgres` on a free port (TCP only, `fsync` off, no acknowledged
+//! commit lost on a kill), run as the `postgres` (or `nobody`) user when this
+//! process is root, with the same faults: [`Postgres::sigstop`],
+//! [`Postgres::sigcont`], [`Postgres::kill9`] and [`Postgres::restart`]. Its
+//! programs are Debian's (the newest `/usr/lib/postgresql/<N>/bin`), or those
+//! on `PATH`, or in [`PG_BINDIR_ENV`] (see [`find_postgres_bindir`]).
+//!
+//! Every exit path cleans up: drop stops the servers (SIGTERM, then SIGKILL;
+//! PostgreSQL's fast shutdown, SIGINT, then SIGKILL) and removes their
+//! directories; a signal handler can call
 //! [`kill_registered`]; and each server has a small `sh` watchdog that kills
 //! it, within about a second, if the process that started it dies without
 //! doing either (SIGKILL, abort, a harness timeout). Only servers started
@@ -26,7 +36,8 @@
 //!
 //! Linux only: liveness is read from `/proc`, signals are sent with the
 //! shell's `kill` builtin, and `redis-server`, `redis-cli` (and for TLS
-//! `openssl`) must be on `PATH`.
+//! `openssl`) must be on `PATH`; PostgreSQL needs `initdb` and `postgres`
+//! (and `psql` for [`Postgres::psql`]).
 //!
 //! # How tests find their server
 //!
@@ -42,6 +53,14 @@
 //! | [`SENTINEL_URL_ENV`] | `redis-sentinel://127.0.0.1:S1?node=127.0.0.1:S2&node=127.0.0.1:S3&sentinelServiceName=mymaster` |
 //! | [`TLS_URL_ENV`], [`TLS_CA_ENV`] | `rediss://app:PASSWORD@127.0.0.1:P` and the CA's PEM path |
 //! | [`REQUIRE_REDIS_ENV`] | `1`: a test whose server is missing fails instead of skipping |
+//!
+//! Test targets whose names start with `sql` run in the `sql` cell, against
+//! one [`Postgres`] that `cargo xtask test` starts, with these set:
+//!
+//! | variable | value |
+//! |---|---|
+//! | [`POSTGRES_URL_ENV`] | `postgres://session@127.0.0.1:P/postgres` (see [`postgres_url`]) |
+//! | [`REQUIRE_POSTGRES_ENV`] | `1`: a test whose server is missing fails instead of skipping (see [`require_postgres`]) |
 //!
 //! Only the variables of the current topology are set, so a test asks
 //! [`topology_url`] for the one topology it targets and skips when it gets
@@ -60,7 +79,9 @@
 //!
 //! Fault scenarios live in test targets named `faults*`; they start their own
 //! servers and run only when [`faults_enabled`] says so (the `faults` cell of
-//! `cargo xtask test` sets [`FAULTS_ENV`]).
+//! `cargo xtask test` sets [`FAULTS_ENV`], and [`REQUIRE_POSTGRES_ENV`], so a
+//! scenario that starts a [`Postgres`] after [`can_start_postgres`] fails
+//! rather than skips when PostgreSQL is missing).
 //!
 //! ```no_run
 //! use testkit_redis::{faults_enabled, Cluster};
@@ -84,6 +105,7 @@ mod cluster;
 pub mod env;
 mod options;
 mod port;
+mod postgres;
 mod process;
 mod proxy;
 pub mod resp;
@@ -97,12 +119,14 @@ mod topology;
 
 pub use cluster::{Cluster, Role};
 pub use env::{
-    can_start_servers, current_topology, faults_enabled, require_redis, topology_url, TestTarget, Topology,
-    CLUSTER_URL_ENV, FAULTS_ENV, REDIS_URL_ENV, REQUIRE_REDIS_ENV, SENTINEL_SERVICE_NAME, SENTINEL_URL_ENV,
-    TLS_CA_ENV, TLS_CLIENT_CERT_ENV, TLS_CLIENT_KEY_ENV, TLS_URL_ENV, TOPOLOGY_ENV,
+    can_start_postgres, can_start_servers, current_topology, faults_enabled, postgres_url, require_postgres,
+    require_redis, topology_url, TestTarget, Topology, CLUSTER_URL_ENV, FAULTS_ENV, PG_BINDIR_ENV,
+    POSTGRES_URL_ENV, REDIS_URL_ENV, REQUIRE_POSTGRES_ENV, REQUIRE_REDIS_ENV, SENTINEL_SERVICE_NAME,
+    SENTINEL_URL_ENV, TLS_CA_ENV, TLS_CLIENT_CERT_ENV, TLS_CLIENT_KEY_ENV, TLS_URL_ENV, TOPOLOGY_ENV,
 };
 pub use options::{ServerOptions, TlsFiles, TopologyOptions};
 pub use port::{find_free_cluster_port, find_free_port};
+pub use postgres::{find_postgres_bindir, Postgres};
 pub use process::{find_program, kill_registered, registered_pids, stop_pidfiles};
 pub use proxy::{ConnInfo, Direction, FaultProxy, Mode, Traffic};
 pub use sentinel::Sentinel;

@@ -19,6 +19,8 @@ pub(crate) const TERM_GRACE: Duration = Duration::from_millis(1500);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Signal {
     Term,
+    /// SIGINT: PostgreSQL's "fast shutdown" (SIGTERM is its slow "smart" one).
+    Int,
     Kill,
     Stop,
     Cont,
@@ -28,6 +30,7 @@ impl Signal {
     fn name(self) -> &'static str {
         match self {
             Signal::Term => "TERM",
+            Signal::Int => "INT",
             Signal::Kill => "KILL",
             Signal::Stop => "STOP",
             Signal::Cont => "CONT",
@@ -101,16 +104,53 @@ pub(crate) fn is_redis_server(pid: u32) -> bool {
         .is_ok_and(|comm| comm.trim_end().starts_with("redis-server"))
 }
 
+/// Whether `pid` runs `postgres` (the postmaster or one of its processes; guards against a
+/// recycled pid).
+pub(crate) fn is_postgres(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == "postgres")
+}
+
+/// The live processes whose parent is `pid` (read from `/proc`).
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&candidate| {
+            fs::read_to_string(format!("/proc/{candidate}/stat")).is_ok_and(|stat| {
+                // `pid (comm) state ppid …`; comm may itself contain ')'.
+                let mut fields = stat
+                    .rfind(')')
+                    .map(|i| stat[i + 1..].split_whitespace())
+                    .into_iter()
+                    .flatten();
+                let state = fields.next();
+                let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+                ppid == Some(pid) && !matches!(state, None | Some("Z" | "X" | "x"))
+            })
+        })
+        .collect()
+}
+
 /// Sends SIGTERM (and SIGCONT, in case they are stopped) to every pid, waits
 /// up to [`TERM_GRACE`] in all, then SIGKILLs what is left. Returns the pids
 /// that were still alive at the start.
 pub(crate) fn terminate_all(pids: &[u32]) -> Vec<u32> {
+    terminate_with(pids, Signal::Term, TERM_GRACE)
+}
+
+/// Sends `first` (and SIGCONT, in case they are stopped) to every pid, waits
+/// up to `grace` in all, then SIGKILLs what is left. Returns the pids that
+/// were still alive at the start.
+pub(crate) fn terminate_with(pids: &[u32], first: Signal, grace: Duration) -> Vec<u32> {
     let alive: Vec<u32> = pids.iter().copied().filter(|&p| is_alive(p)).collect();
     for &pid in &alive {
-        let _ = signal(pid, Signal::Term);
+        let _ = signal(pid, first);
         let _ = signal(pid, Signal::Cont);
     }
-    let deadline = Instant::now() + TERM_GRACE;
+    let deadline = Instant::now() + grace;
     for &pid in &alive {
         let left = deadline.saturating_duration_since(Instant::now());
         if !wait_gone(pid, left) {
@@ -145,7 +185,8 @@ pub fn registered_pids() -> Vec<u32> {
         .collect()
 }
 
-/// SIGKILLs every server in [`registered_pids`], removes the scratch
+/// SIGKILLs every server in [`registered_pids`] (`redis-server`s and
+/// PostgreSQL postmasters) and their child processes, removes the scratch
 /// directories not yet removed, and returns how many servers were alive.
 ///
 /// For a Ctrl-C handler (guards will not be dropped when the process exits
@@ -155,28 +196,66 @@ pub fn kill_registered() -> usize {
     let pids = registered_pids();
     let mut killed = Vec::new();
     for pid in pids {
-        if is_alive(pid) && is_redis_server(pid) && signal(pid, Signal::Kill).is_ok() {
-            killed.push(pid);
+        if is_alive(pid) && (is_redis_server(pid) || is_postgres(pid)) {
+            // A PostgreSQL backend would exit by itself once its postmaster is gone, but not
+            // while it is stopped (`Postgres::sigstop`): its children die with it.
+            let children = children_of(pid);
+            if signal(pid, Signal::Kill).is_ok() {
+                killed.push(pid);
+            }
+            for child in children {
+                let _ = signal(child, Signal::Kill);
+            }
         }
         unregister(pid);
     }
     for &pid in &killed {
         wait_gone(pid, Duration::from_secs(2));
     }
+    for dir in crate::scratch::registered() {
+        crate::postgres::remove_stale_segment(&dir.join("data"));
+    }
     crate::scratch::remove_registered();
     killed.len()
 }
 
-/// Starts a watchdog that SIGKILLs `child` if this process dies without
-/// stopping it (SIGKILL, abort, a test harness timeout), and then removes
+/// Starts a watchdog that SIGKILLs `child` and its child processes if this
+/// process dies without stopping it (SIGKILL, abort, a test harness
+/// timeout), and then removes a PostgreSQL's shared memory segment and
 /// `dir` if given. The caller kills the watchdog when it stops `child`
 /// itself, so the watchdog never outlives the server it guards.
 pub(crate) fn spawn_watchdog(child: u32, dir: Option<&Path>) -> io::Result<std::process::Child> {
+    // The children of `c` die with it: a stopped PostgreSQL backend (each runs in a session
+    // of its own, so no orphaned-group SIGCONT reaches it) would otherwise stay stopped for
+    // ever, and a forked redis-server saves no more for anyone.
     const SCRIPT: &str = r#"p=$1; c=$2; d=$3
 while kill -0 "$p" 2>/dev/null && kill -0 "$c" 2>/dev/null; do sleep 1; done
 if ! kill -0 "$p" 2>/dev/null; then
-  kill -s KILL "$c" 2>/dev/null
-  if [ -n "$d" ]; then sleep 1; rm -rf "$d"; fi
+  kids=
+  for f in /proc/[0-9]*/stat; do
+    read -r s 2>/dev/null <"$f" || continue
+    s=${s##*") "}
+    set -- $s
+    if [ "$2" = "$c" ]; then k=${f%/stat}; kids="$kids ${k#/proc/}"; fi
+  done
+  kill -s KILL "$c" $kids 2>/dev/null
+  if [ -n "$d" ]; then
+    sleep 1
+    # A killed PostgreSQL leaves its System V segment: postmaster.pid names the postmaster
+    # (line 1) and the segment (the id ending line 7); removed if that postmaster created it.
+    if [ -r "$d/data/postmaster.pid" ]; then
+      n=0; pm=; id=
+      while read -r a b; do
+        n=$((n + 1))
+        if [ "$n" = 1 ]; then pm=$a; fi
+        if [ "$n" = 7 ]; then id=$b; break; fi
+      done <"$d/data/postmaster.pid"
+      while read -r key shmid perms size cpid rest; do
+        if [ "$shmid" = "$id" ] && [ "$cpid" = "$pm" ]; then ipcrm -m "$id" 2>/dev/null; fi
+      done </proc/sysvipc/shm
+    fi
+    rm -rf "$d"
+  fi
 fi"#;
     Command::new("sh")
         .args(["-c", SCRIPT, "sh"])
@@ -237,7 +316,7 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -82,6 +82,11 @@ fn absolute(path: &Path) -> io::Result<PathBuf> {
     }
 }
 
+/// The scratch directories that will be removed on drop.
+pub(crate) fn registered() -> Vec<PathBuf> {
+    registry().clone()
+}
+
 /// Removes every scratch directory still registered (for a signal handler,
 /// after the servers in them were killed).
 pub(crate) fn remove_registered() {

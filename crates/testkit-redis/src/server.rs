@@ -572,11 +572,11 @@ fn path_arg(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn file_len(path: &Path) -> u64 {
+pub(crate) fn file_len(path: &Path) -> u64 {
     fs::metadata(path).map_or(0, |m| m.len())
 }
 
-fn read_from(path: &Path, offset: u64) -> String {
+pub(crate) fn read_from(path: &Path, offset: u64) -> String {
     let mut text = Vec::new();
     if let Ok(mut file) = File::open(path) {
         if file.seek(SeekFrom::Start(offset)).is_ok() {
@@ -586,7 +586,7 @@ fn read_from(path: &Path, offset: u64) -> String {
     String::from_utf8_lossy(&text).into_owned()
 }
 
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
