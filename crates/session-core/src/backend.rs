@@ -16,4 +16,5 @@ pub use crate::error::{clip, clip_to};
 pub use crate::expiry::now_ms;
 pub use crate::partition::Partition;
 pub use crate::reconcile::{decide, Change, Decision, Reconciled, Stored, Tombstone};
+pub use crate::scan::parse_backend_key;
 pub use crate::store::{check_size, stamp};

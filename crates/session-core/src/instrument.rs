@@ -427,6 +427,10 @@ impl<S: SessionStore> SessionStore for Instrumented<S> {
         .await
     }
 
+    async fn scan(&self, cursor: Option<&crate::ScanCursor>, limit: usize) -> Result<crate::ScanPage> {
+        self.inner.scan(cursor, limit).await
+    }
+
     fn keeps_tombstones(&self) -> bool {
         self.inner.keeps_tombstones()
     }

@@ -11,6 +11,7 @@ use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
 use crate::partition::Partition;
 use crate::reconcile::{Change, Reconciled, Tombstone};
+use crate::scan::{ScanCursor, ScanPage};
 use crate::version::Version;
 
 /// The default limit on one encoded session: 1 MiB.
@@ -248,6 +249,29 @@ pub trait SessionStore: Send + Sync + 'static {
     /// envelope (left as is); temporary errors (a fenced store: the change
     /// either happened or never will).
     async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled>;
+
+    /// Lists the live sessions under the store's key prefix, about `limit` at a time (a hint:
+    /// a page may hold fewer, or more), starting where `cursor` says (`None`: the beginning).
+    /// Every session that lives through the whole scan is listed (once, except that Redis may
+    /// list a key again on a later page after its table shrank: a copy then writes it twice,
+    /// which changes nothing); one written, deleted or expiring during the scan may be listed
+    /// or not. Tombstones are not listed. Pages come in no
+    /// particular order; pass each page's `next` to get the following one.
+    ///
+    /// For copying sessions between stores, a backup's resync and a bulk restore; never on a
+    /// request path. The default answers [`Error::Backend`]: the store cannot list.
+    ///
+    /// # Errors
+    /// Temporary errors; [`Error::Backend`] for a store that cannot list, or a cursor that is
+    /// not one of this store's.
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        let _ = (cursor, limit);
+        Err(Error::Backend {
+            backend: self.backend(),
+            message: "this store cannot list its sessions (scan)".to_owned(),
+            source: None,
+        })
+    }
 
     /// Whether [`delete`](Self::delete) leaves a tombstone (so that another
     /// instance's replay cannot bring the session back; see
@@ -575,6 +599,14 @@ macro_rules! forward_store {
                 Self: 'f,
             {
                 (**self).reconcile(key, base, change)
+            }
+            fn scan<'s, 'c, 'f>(&'s self, cursor: Option<&'c ScanCursor>, limit: usize) -> StoreFuture<'f, Result<ScanPage>>
+            where
+                's: 'f,
+                'c: 'f,
+                Self: 'f,
+            {
+                (**self).scan(cursor, limit)
             }
             fn keeps_tombstones(&self) -> bool {
                 (**self).keeps_tombstones()

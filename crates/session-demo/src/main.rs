@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use session_demo::{router, AppState, MetricsRender};
-use session_store::Settings;
+use session_store::backup::{read_snapshot, write_snapshot, CopyMode};
+use session_store::{Backend, Settings};
 
 /// The demo's defaults, overridden by the file and the environment.
 const DEMO_DEFAULTS: &str = r#"
@@ -27,12 +28,16 @@ namespaces = ["task", "orchestrator"]
 struct Args {
     listen: SocketAddr,
     config: Option<PathBuf>,
+    /// With the memory backend: the sessions are written there at shutdown and read back at
+    /// start, so a restart (or a switch to Redis) logs no one out.
+    snapshot: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
         config: None,
+        snapshot: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| format!("--listen: {v:?} is not an address like 127.0.0.1:8080"))?;
             }
             "--config" => args.config = Some(it.next().ok_or("--config needs a file")?.into()),
+            "--snapshot" => args.snapshot = Some(it.next().ok_or("--snapshot needs a file")?.into()),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -70,7 +76,7 @@ async fn main() -> ExitCode {
             if !e.is_empty() {
                 eprintln!("session-demo: {e}");
             }
-            eprintln!("usage: session-demo [--listen 127.0.0.1:8080] [--config FILE]");
+            eprintln!("usage: session-demo [--listen 127.0.0.1:8080] [--config FILE] [--snapshot FILE]");
             return ExitCode::from(2);
         }
     };
@@ -92,6 +98,14 @@ async fn serve(args: Args) -> Result<(), String> {
     let render: MetricsRender = Arc::new(move || handle.render());
 
     let built = session_store::build(&settings).await.map_err(|e| e.to_string())?;
+    if let Some(path) = args.snapshot.as_deref().filter(|p| p.exists()) {
+        // Sessions of the previous process (a memory store's, written at its shutdown); a newer
+        // session or a logout already in the store stays.
+        let read = read_snapshot(path, built.store.as_ref(), CopyMode::KeepNewer)
+            .await
+            .map_err(|e| format!("snapshot {}: {e}", path.display()))?;
+        tracing::info!(sessions = read.copied, expired = read.expired, "snapshot read");
+    }
     let state = AppState::new(
         Arc::clone(&built.store),
         built.backend.as_str(),
@@ -114,6 +128,17 @@ async fn serve(args: Args) -> Result<(), String> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
+    if let Err(e) = built.shutdown().await {
+        tracing::error!(error = %e, "the backup's queue could not be written at shutdown");
+    }
+    if let Some(path) = args.snapshot.as_deref() {
+        if built.backend == Backend::Memory {
+            let report = write_snapshot(built.store.as_ref(), path)
+                .await
+                .map_err(|e| format!("snapshot {}: {e}", path.display()))?;
+            tracing::info!(sessions = report.sessions, path = %path.display(), "snapshot written");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use session_core::backend::{now_ms, Change, Entry, Partition, Reconciled, Record, Tombstone};
 use session_core::{
-    Error, Health, HealthStatus, Meta, Namespace, Result, SessionId, SessionKey, SessionStore, StoreStats,
-    Version,
+    Error, Health, HealthStatus, Meta, Namespace, Result, ScanCursor, ScanPage, SessionId, SessionKey,
+    SessionStore, StoreStats, Version,
 };
 use tokio::sync::Notify;
 
@@ -343,6 +343,21 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
         Self: 'f,
     {
         Box::pin(self.inner.reconcile(key, base, change))
+    }
+
+    /// The primary's sessions (a copy or a backup's resync reads the store of record); a
+    /// temporary error while it is down.
+    fn scan<'s, 'c, 'f>(
+        &'s self,
+        cursor: Option<&'c ScanCursor>,
+        limit: usize,
+    ) -> StoreFuture<'f, Result<ScanPage>>
+    where
+        's: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        Box::pin(self.inner.primary.scan(cursor, limit))
     }
 
     fn keeps_tombstones(&self) -> bool {

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use session_core::backend::{cap_deadline, check_size, stamp, Change, Entry, Reconciled, Record, Tombstone};
 use session_core::{
-    async_trait, Error, Health, HealthStatus, Meta, Namespace, Result, SessionId, SessionKey, SessionStore,
-    StoreStats, Version,
+    async_trait, Error, Health, HealthStatus, Meta, Namespace, Result, ScanCursor, ScanPage, SessionId,
+    SessionKey, SessionStore, StoreStats, Version,
 };
 
 use crate::config::AtCapacity;
@@ -132,6 +132,23 @@ impl SessionStore for MemoryStore {
             .collect()
     }
 
+    /// Whole shards a page: the cursor is `m:<next shard>/<shards>`, valid for this store only
+    /// (a memory store's sessions live and die with its process).
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        let shards = self.inner.shards.len();
+        let from = match cursor {
+            None => 0,
+            Some(c) => parse_cursor(c.as_str(), shards).ok_or_else(|| Error::Backend {
+                backend: BACKEND,
+                message: "not a scan cursor of this memory store; start the scan again".to_owned(),
+                source: None,
+            })?,
+        };
+        let (sessions, next, skipped) = self.inner.scan_shards(from, limit.max(1));
+        let next = next.map(|n| ScanCursor::new(format!("m:{n}/{shards}")));
+        Ok(ScanPage::new(sessions, next, skipped))
+    }
+
     async fn count(&self, namespace: &Namespace) -> Result<u64> {
         Ok(self.inner.count(namespace))
     }
@@ -148,5 +165,25 @@ impl SessionStore for MemoryStore {
 
     fn evicts(&self) -> bool {
         self.inner.config.at_capacity == AtCapacity::EvictSoonestExpiring
+    }
+}
+
+/// The shard a cursor `m:<next>/<shards>` resumes at, if it is one of a store of `shards`.
+fn parse_cursor(text: &str, shards: usize) -> Option<usize> {
+    let (next, of) = text.strip_prefix("m:")?.split_once('/')?;
+    let (next, of) = (next.parse::<usize>().ok()?, of.parse::<usize>().ok()?);
+    (of == shards && next < shards).then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cursor;
+
+    #[test]
+    fn cursors_name_a_shard_of_this_store() {
+        assert_eq!(parse_cursor("m:3/32", 32), Some(3));
+        for bad in ["m:3/64", "m:32/32", "3/32", "m:x/32", "m:3", ""] {
+            assert_eq!(parse_cursor(bad, 32), None, "{bad}");
+        }
     }
 }

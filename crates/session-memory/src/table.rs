@@ -404,6 +404,40 @@ impl Inner {
         n
     }
 
+    /// The live sessions of shards `from..` until at least `limit` are collected (whole shards
+    /// at a time), and the shard to go on from (`None`: the last was scanned). Also counts the
+    /// entries passed over (bytes that are not an envelope).
+    pub(crate) fn scan_shards(
+        &self,
+        from: usize,
+        limit: usize,
+    ) -> (Vec<(SessionKey, Record)>, Option<usize>, u64) {
+        let now = self.clock.now_ms();
+        let mut out = Vec::new();
+        let mut skipped = 0u64;
+        let mut shard = from;
+        while shard < self.shards.len() && (out.is_empty() || out.len() < limit) {
+            let table = self.shards[shard].read();
+            for e in table.iter().filter(|e| e.deadline() > now && !e.is_tombstone()) {
+                let (namespace, id) = e.parts();
+                let (Ok(namespace), Ok(id)) = (Namespace::new(namespace), SessionId::parse(id)) else {
+                    skipped += 1;
+                    continue;
+                };
+                match e.to_entry(namespace.as_str()) {
+                    Ok(Envelope::Live(record)) if !record.meta.is_expired(now) => {
+                        out.push((SessionKey::new(namespace, id), record));
+                    }
+                    Ok(_) => {}
+                    Err(_) => skipped += 1,
+                }
+            }
+            shard += 1;
+        }
+        let next = (shard < self.shards.len()).then_some(shard);
+        (out, next, skipped)
+    }
+
     pub(crate) fn stats(&self) -> StoreStats {
         let mut stats = StoreStats::new(BACKEND);
         stats.entries = Some(self.usage.entries.load(Ordering::Relaxed));

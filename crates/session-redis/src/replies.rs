@@ -49,6 +49,12 @@ fn version_of(v: &Value) -> Option<Version> {
 
 /// `[cursor, [keys...]]` → (cursor, keys).
 pub(crate) fn parse_scan_page(page: Value) -> Result<(String, Vec<String>), FredError> {
+    parse_scan_keys(page).map(|(cursor, keys, _)| (cursor, keys))
+}
+
+/// `[cursor, [keys...]]` → (cursor, the keys that are UTF-8, how many were not: no session
+/// key is one).
+pub(crate) fn parse_scan_keys(page: Value) -> Result<(String, Vec<String>, u64), FredError> {
     let bad = || FredError::new(FredKind::Parse, "SCAN returned an unexpected reply");
     let Value::Array(mut parts) = page else {
         return Err(bad());
@@ -56,10 +62,17 @@ pub(crate) fn parse_scan_page(page: Value) -> Result<(String, Vec<String>), Fred
     if parts.len() != 2 {
         return Err(bad());
     }
+    let mut unreadable = 0u64;
     let keys = match parts.pop() {
         Some(Value::Array(keys)) => keys
             .into_iter()
-            .filter_map(|k| k.as_str().map(|s| s.into_owned()))
+            .filter_map(|k| {
+                let key = k.as_str().map(|s| s.into_owned());
+                if key.is_none() {
+                    unreadable += 1;
+                }
+                key
+            })
             .collect(),
         Some(Value::Null) => Vec::new(),
         _ => return Err(bad()),
@@ -68,7 +81,16 @@ pub(crate) fn parse_scan_page(page: Value) -> Result<(String, Vec<String>), Fred
         .pop()
         .and_then(|c| c.as_str().map(|s| s.into_owned()))
         .ok_or_else(bad)?;
-    Ok((cursor, keys))
+    Ok((cursor, keys, unreadable))
+}
+
+/// `run_id` from an `INFO server` reply: the server process (a restart or a failover's new
+/// master has another).
+pub(crate) fn parse_run_id(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
 }
 
 /// `[keys...]` of `CLUSTER GETKEYSINSLOT` (keys that are not UTF-8 are left out: no session
@@ -134,6 +156,22 @@ mod tests {
             Some(12345)
         );
         assert_eq!(parse_used_memory("nothing"), None);
+        assert_eq!(
+            parse_run_id("# Server\r\nredis_version:7.0.15\r\nrun_id:4f1c0e2a\r\ntcp_port:6379\r\n"),
+            Some("4f1c0e2a")
+        );
+        assert_eq!(parse_run_id("# Server\r\nrun_id:\r\n"), None);
+        let page = Value::Array(vec![
+            Value::from("0"),
+            Value::Array(vec![
+                Value::from("a"),
+                Value::Bytes(Bytes::from_static(b"\xff\xfe")),
+            ]),
+        ]);
+        assert_eq!(
+            parse_scan_keys(page).unwrap(),
+            ("0".to_owned(), vec!["a".to_owned()], 1)
+        );
         let keys = Value::Array(vec![Value::from("a"), Value::from("b")]);
         assert_eq!(
             parse_key_list(keys).unwrap(),

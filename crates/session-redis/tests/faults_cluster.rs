@@ -28,7 +28,7 @@
     reason = "tests: a failed expectation is a failed test, and the figures are the output"
 )]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -789,6 +789,218 @@ async fn count_is_exact_while_a_slot_migrates() {
         during.exact, during.calls,
         "count exact on every call while the slot migrated (min {:?}, max {:?}, of {of})",
         during.min, during.max
+    );
+}
+
+/// Every session of a complete scan (`limit` per page), each once; the scan's error if a page
+/// was refused.
+async fn scan_all(store: &RedisStore, limit: usize) -> session_core::Result<HashSet<SessionKey>> {
+    let mut listed = HashSet::new();
+    let mut cursor = None;
+    loop {
+        let page = store.scan(cursor.as_ref(), limit).await?;
+        for (key, _) in page.sessions {
+            assert!(listed.insert(key), "a session listed twice by one scan");
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(listed),
+        }
+    }
+}
+
+/// `scan` over and over while the one slot holding 200 of its 300 sessions is migrated key by
+/// key (`MIGRATE`) from its owner to another master and back, several times: every scan that
+/// completes lists each session exactly once; the others are refused (`Backend`: a slot began
+/// to move since the previous page, start again; `Unavailable`: a slot is moving, try later),
+/// never answered with a session missed or listed twice. Scanning each primary in turn is not
+/// enough on its own: a key moved from a primary not scanned yet to one already scanned would
+/// be missed (and the other way round listed twice), so each page checks the migration markers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scan_lists_each_session_once_or_refuses_while_a_slot_migrates() {
+    if !faults_enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let cluster = start_cluster(5000);
+    let config = config(cluster.url());
+    let store = connect(config.clone(), &random_prefix()).await.expect("connects");
+    let moving = Sessions::create_in_one_slot(&store, 200, 64).await;
+    let spread = Sessions::create(&store, 100, 64).await;
+    let all: HashSet<SessionKey> = moving.keys.iter().chain(&spread.keys).cloned().collect();
+    assert_eq!(scan_all(&store, 10).await.expect("scan before"), all);
+    let slot = moving.slot(0);
+    let masters = cluster.masters().expect("masters");
+    let first = *masters
+        .iter()
+        .find(|&&m| slots_of(m).iter().any(|&(a, b)| (a..=b).contains(&slot)))
+        .expect("the slot's owner");
+    let second = *masters.iter().find(|&&m| m != first).expect("another master");
+    let ids = (cluster.node_id(first).unwrap(), cluster.node_id(second).unwrap());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let scanner = tokio::spawn({
+        let (store, all, stop) = (store.clone(), all.clone(), Arc::clone(&stop));
+        async move {
+            let (mut complete, mut restart, mut later) = (0u32, 0u32, 0u32);
+            while !stop.load(Ordering::Relaxed) {
+                match scan_all(&store, 10).await {
+                    Ok(listed) => {
+                        assert_eq!(listed.len(), all.len(), "a complete scan missed sessions");
+                        assert_eq!(listed, all, "a complete scan listed other sessions");
+                        complete += 1;
+                    }
+                    Err(Error::Backend { message, .. }) => {
+                        assert!(message.contains("start the scan again"), "{message}");
+                        restart += 1;
+                    }
+                    Err(Error::Unavailable { .. }) => {
+                        later += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(e) => panic!("scan failed: {e}"),
+                }
+            }
+            (complete, restart, later)
+        }
+    });
+    let began = Instant::now();
+    let full = moving.full.clone();
+    let rounds = 4;
+    tokio::task::spawn_blocking(move || {
+        let ok = |port: u16, args: &[&str]| {
+            let reply = resp::command(port, args).expect("command sent");
+            assert!(!matches!(reply, Reply::Error(_)), "{args:?} on {port}: {reply:?}");
+        };
+        let slot = slot.to_string();
+        for round in 0..rounds {
+            let ((source, source_id), (target, target_id)) = if round % 2 == 0 {
+                ((first, &ids.0), (second, &ids.1))
+            } else {
+                ((second, &ids.1), (first, &ids.0))
+            };
+            ok(target, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", source_id]);
+            ok(source, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", target_id]);
+            for key in &full {
+                ok(
+                    source,
+                    &["MIGRATE", "127.0.0.1", &target.to_string(), key, "0", "5000"],
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            for &m in &masters {
+                ok(m, &["CLUSTER", "SETSLOT", &slot, "NODE", target_id]);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let migrating_ms = began.elapsed().as_millis();
+    stop.store(true, Ordering::Relaxed);
+    let (complete, restart, later) = scanner.await.expect("the scanner's scans were right");
+    let after = scan_all(&store, 10).await.expect("scan after");
+    println!(
+        "FIGURES cluster-scan-migrating: scans_complete={complete} refused_start_again={restart} \
+         refused_try_later={later} sessions={} migrations={rounds} migrating_ms={migrating_ms}",
+        all.len()
+    );
+    assert_eq!(after, all, "a scan after the migrations lists every session once");
+    assert!(restart + later > 0, "some scan met a migration");
+}
+
+/// A scan's next page, waiting out `Unavailable` (a failover being finished) with the same
+/// cursor.
+async fn next_page(
+    store: &RedisStore,
+    cursor: Option<&session_core::ScanCursor>,
+    limit: usize,
+) -> session_core::Result<session_core::ScanPage> {
+    let began = Instant::now();
+    loop {
+        match store.scan(cursor, limit).await {
+            Err(Error::Unavailable { .. }) if began.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A graceful `CLUSTER FAILOVER` during a scan: of a primary the scan is not on, the scan goes
+/// on (the promoted replica serves the same slots and holds the same keys) and lists every
+/// session once; of the primary it is on, once the old master is a replica the next page is
+/// `Error::Backend` (Redis's cursor means nothing on another server): start again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scan_survives_the_failover_of_another_primary_only() {
+    if !faults_enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let cluster = start_cluster(1000);
+    let config = config(cluster.url());
+    let store = connect(config.clone(), &random_prefix()).await.expect("connects");
+    let sessions = Sessions::create(&store, 300, 64).await;
+    let all: HashSet<SessionKey> = sessions.keys.iter().cloned().collect();
+    let serving = |slot: u16| {
+        *cluster
+            .masters()
+            .expect("masters")
+            .iter()
+            .find(|&&m| slots_of(m).iter().any(|&(a, b)| (a..=b).contains(&slot)))
+            .expect("the slot's owner")
+    };
+
+    // The walk begins on the primary of slot 0; the one of slot 16383 comes last.
+    let mut listed = HashSet::new();
+    let first = next_page(&store, None, 10).await.expect("first page");
+    listed.extend(first.sessions.into_iter().map(|(k, _)| k));
+    let mut cursor = first.next;
+    let last = serving(16_383);
+    let replica = cluster.replica_of(last).expect("replica");
+    cluster
+        .failover(replica, Duration::from_secs(20))
+        .expect("failover completes");
+    while let Some(at) = cursor {
+        let page = next_page(&store, Some(&at), 10)
+            .await
+            .expect("a failover of another primary does not stop the scan");
+        for (key, _) in page.sessions {
+            assert!(listed.insert(key), "a session listed twice");
+        }
+        cursor = page.next;
+    }
+    assert_eq!(listed, all, "every session listed once across the failover");
+
+    let first = next_page(&store, None, 10).await.expect("first page");
+    let at = first.next.expect("300 sessions take several pages");
+    let scanned = serving(0);
+    let replica = cluster.replica_of(scanned).expect("replica");
+    cluster
+        .failover(replica, Duration::from_secs(20))
+        .expect("failover completes");
+    // Until the old master hears of its replacement it still serves its slots, from the very
+    // process the cursor names: the scan may go on there. Once it is a replica it may not.
+    let demoted = Instant::now();
+    while resp::command(scanned, &["ROLE"])
+        .ok()
+        .and_then(|r| r.items().first()?.text())
+        .as_deref()
+        != Some("slave")
+    {
+        assert!(
+            demoted.elapsed() < Duration::from_secs(20),
+            "the old master is demoted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match next_page(&store, Some(&at), 10).await {
+        Err(e @ Error::Backend { .. }) => assert!(e.to_string().contains("failover"), "{e}"),
+        other => panic!("a cursor of the primary that was failed over: {other:?}"),
+    }
+    println!(
+        "FIGURES cluster-scan-failover: sessions={} listed_across_failover={}",
+        all.len(),
+        listed.len()
     );
 }
 

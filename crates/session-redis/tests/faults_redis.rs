@@ -423,6 +423,50 @@ async fn sentinel_master_killed_store_follows() {
     finish_failover("sentinel-failover", &store, load, killed_at, promoted_at).await;
 }
 
+/// (f) A scan cursor names the server process its Redis cursor belongs to (Redis seeds its
+/// hash function anew at every start, so the same number points elsewhere): after a restart
+/// the scan's next page is `Error::Backend` (start again), and a new scan works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scan_cursor_of_a_restarted_server_is_refused() {
+    if !faults_enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let mut server = Standalone::start().expect("redis-server starts");
+    let store = builder(config(server.url())).connect().await.expect("connects");
+    for _ in 0..60 {
+        store.save(&new_key(), &record(b"s")).await.expect("save");
+    }
+    let first = store.scan(None, 5).await.expect("first page");
+    let cursor = first.next.expect("60 sessions take several pages of 5");
+    let second = store
+        .scan(Some(&cursor), 5)
+        .await
+        .expect("same server: the scan goes on");
+    let cursor = second.next.expect("60 sessions take several pages of 5");
+    server.server_mut().kill9().expect("kill -9");
+    server.server_mut().restart().expect("restart on the same port");
+    let up_at = Instant::now();
+    while store.save(&new_key(), &record(b"up")).await.is_err() {
+        assert!(up_at.elapsed() < RECOVERY_LIMIT, "the store did not reconnect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    match store.scan(Some(&cursor), 5).await {
+        Err(e @ Error::Backend { .. }) => {
+            assert!(e.to_string().contains("restarted"), "{e}");
+        }
+        other => panic!("a cursor of the server before its restart: {other:?}"),
+    }
+    let mut cursor = None;
+    for _ in 0..1000 {
+        cursor = store.scan(cursor.as_ref(), 5).await.expect("a new scan").next;
+        if cursor.is_none() {
+            return;
+        }
+    }
+    panic!("the new scan did not end");
+}
+
 /// (e) A store started while Redis is down fails fast, then serves once Redis comes up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lazy_start_fails_fast_then_serves() {

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use common::{config_for, RawRedis};
 use session_core::backend::{now_ms, CodecId, Record, FORMAT_VERSION};
 use session_core::{
-    Bytes, Error, KeyPrefix, Namespace, SessionId, SessionKey, SessionStore, StoreOptions, Version,
+    Bytes, Error, KeyPrefix, Namespace, ScanCursor, SessionId, SessionKey, SessionStore, StoreOptions,
+    Version,
 };
 use session_redis::fred::interfaces::ClientLike;
 use session_redis::fred::types::{CustomCommand, Value};
@@ -248,6 +249,155 @@ async fn ids_cannot_inject_and_count_is_not_fooled() {
     }
     for bad_ns in ["task*", "ta?k", "task:x", "Task"] {
         assert!(Namespace::new(bad_ns).is_err(), "{bad_ns:?} accepted");
+    }
+}
+
+/// Every page of a scan from `cursor` on (`limit` per page), store by store in turn: the
+/// sessions listed, the keys passed over, and each page's cursor.
+async fn scan_pages(
+    stores: &[&RedisStore],
+    mut cursor: Option<ScanCursor>,
+    limit: usize,
+) -> (Vec<SessionKey>, u64, Vec<ScanCursor>) {
+    let (mut listed, mut skipped, mut cursors) = (Vec::new(), 0, Vec::new());
+    for page in 0..10_000 {
+        let store = stores[page % stores.len()];
+        let got = store.scan(cursor.as_ref(), limit).await.unwrap();
+        listed.extend(got.sessions.into_iter().map(|(k, _)| k));
+        skipped += got.skipped;
+        match got.next {
+            Some(next) => {
+                cursors.push(next.clone());
+                cursor = Some(next);
+            }
+            None => return (listed, skipped, cursors),
+        }
+    }
+    panic!("the scan did not end");
+}
+
+/// `scan` lists the sessions only: tombstones are left out silently; foreign values, keys of
+/// another Redis type and keys under the prefix that are not `{namespace}:{id}` (a longer
+/// prefix's, planted ones) are counted in `skipped`. A page's cursor resumes in another store
+/// of the same prefix (another process, as far as Redis can tell).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_lists_sessions_and_counts_what_it_passes_over() {
+    let Some((store, raw, prefix)) = open().await else {
+        return;
+    };
+    let target = current_target().unwrap();
+    let mut tomb_config = config_for(&target);
+    tomb_config.tombstone_ttl_ms = HOUR_MS;
+    let tombstoning = connect_with_prefix(tomb_config, prefix.clone()).await.unwrap();
+    let other = connect_with_prefix(config_for(&target), prefix.clone())
+        .await
+        .unwrap();
+    let mut live = Vec::new();
+    for i in 0..5u8 {
+        let key = new_key(if i % 2 == 0 { "task" } else { "orchestrator" });
+        store.save(&key, &rec(&[i; 8])).await.unwrap();
+        live.push(key);
+    }
+    let gone = new_key("task");
+    store.save(&gone, &rec(b"gone")).await.unwrap();
+    assert!(tombstoning.delete(&gone).await.unwrap());
+    assert!(
+        raw.get(&full_key(&prefix, &gone)).await.is_some(),
+        "a tombstone is left"
+    );
+    let p = prefix.as_str();
+    let id = SessionId::generate().unwrap();
+    let foreign = [
+        full_key(&prefix, &new_key("task")),
+        format!("{p}task"),
+        format!("{p}TASK:{}", id.as_str()),
+        format!("{p}task:task:{}", id.as_str()),
+        format!("{p}task:short"),
+    ];
+    for k in &foreign {
+        raw.set(k, Bytes::from_static(b"not an envelope"), 60_000).await;
+    }
+    let hash = full_key(&prefix, &new_key("task"));
+    let client = store.clients().remove(0);
+    let _: Value = client
+        .custom(
+            CustomCommand::new_static("HSET", None::<u16>, false),
+            vec![hash.clone(), "field".into(), "value".into()],
+        )
+        .await
+        .unwrap();
+    // Not under the prefix: never seen.
+    raw.set(
+        &format!("{}X{}", &p[..1], &p[1..]),
+        Bytes::from_static(b"x"),
+        60_000,
+    )
+    .await;
+
+    for limit in [1, 3, 1000] {
+        let (mut listed, skipped, _) = scan_pages(&[&store, &other], None, limit).await;
+        listed.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        let mut want = live.clone();
+        want.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        assert_eq!(listed, want, "page size {limit}");
+        assert_eq!(skipped, foreign.len() as u64 + 1, "page size {limit}");
+    }
+}
+
+/// A cursor that is not one of this store's is `Error::Backend` (never a panic, never a scan
+/// from somewhere else): text that is not a cursor, a cursor of another key prefix, one whose
+/// server is not the one Redis runs now (as after a restart or a failover).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_refuses_cursors_that_are_not_its_own() {
+    let Some((store, _raw, prefix)) = open().await else {
+        return;
+    };
+    for i in 0..40u8 {
+        store.save(&new_key("task"), &rec(&[i])).await.unwrap();
+    }
+    let (_, _, cursors) = scan_pages(&[&store], None, 1).await;
+    let a_cursor = cursors.first().expect("40 sessions take several pages").clone();
+    let target = current_target().unwrap();
+    let elsewhere = connect_with_prefix(config_for(&target), session_core::testing::random_prefix())
+        .await
+        .unwrap();
+    let backend = |r: session_core::Result<session_core::ScanPage>, what: &str| match r {
+        Err(e @ Error::Backend { .. }) => {
+            assert!(e.to_string().contains("start the scan again"), "{what}: {e}")
+        }
+        other => panic!("{what}: expected Backend, got {other:?}"),
+    };
+    backend(elsewhere.scan(Some(&a_cursor), 10).await, "another prefix");
+    for bad in [
+        "",
+        "0",
+        "garbage",
+        "r1.....",
+        "r1.x.y.z.-.0",
+        "m:3/32",
+        &format!("k:{}task:aaaaaaaaaaaaaaaa", prefix.as_str()),
+        &"9".repeat(10_000),
+    ] {
+        backend(store.scan(Some(&ScanCursor::new(bad)), 10).await, bad);
+    }
+    // The cursor's fields: r1, prefix, layout, node, server, Redis's cursor.
+    let fields = |c: &ScanCursor| c.as_str().split('.').map(str::to_owned).collect::<Vec<_>>();
+    let mut far = fields(&a_cursor);
+    far[3] = "99".to_owned();
+    backend(
+        store.scan(Some(&ScanCursor::new(far.join("."))), 10).await,
+        "no such node",
+    );
+    if let Some(inside) = cursors.iter().find(|c| fields(c)[4] != "-") {
+        let mut restarted = fields(inside);
+        restarted[4] = if restarted[4] == "0123456789abcdef" {
+            "fedcba9876543210"
+        } else {
+            "0123456789abcdef"
+        }
+        .to_owned();
+        let e = store.scan(Some(&ScanCursor::new(restarted.join("."))), 10).await;
+        backend(e, "another server");
     }
 }
 

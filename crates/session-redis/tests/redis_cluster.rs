@@ -5,6 +5,8 @@
 //! errorstats`: `errorstat_MOVED`, `errorstat_ASK`); after a mix of every operation on a few
 //! hundred keys the count must be zero on every node.
 //!
+//! `scan` on a cluster: a page refuses to go on while a slot carries a migration marker.
+//!
 //! Runs in the cluster cell (`SESSION_TEST_TOPOLOGY=cluster`); skips elsewhere. Prints a
 //! `FIGURES cluster routing …` line.
 
@@ -19,12 +21,15 @@ mod common;
 
 use common::config_for;
 use session_core::backend::{now_ms, CodecId, Record};
-use session_core::{Namespace, SessionId, SessionKey, SessionStore};
+use session_core::{Error, Namespace, ScanCursor, SessionId, SessionKey, SessionStore};
 use session_redis::RedisStore;
 use testkit_redis::resp::{self, info_field};
 use testkit_redis::{topology_url, Topology};
 
 const KEYS: usize = 600;
+
+/// The tests that set migration markers (which make Redis answer `ASK`) run alone.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The ports named by a `redis-cluster://` URL.
 fn ports(url: &str) -> Vec<u16> {
@@ -63,6 +68,7 @@ mod cluster {
         let Some(target) = topology_url(Topology::Cluster) else {
             return;
         };
+        let _serial = SERIAL.lock().await;
         let nodes = ports(&target.url);
         assert_eq!(nodes.len(), 6, "six cluster nodes in {}", target.url);
         let store = RedisStore::builder(config_for(&target))
@@ -127,5 +133,115 @@ mod cluster {
             (0, 0),
             "every command goes to its slot's owner first"
         );
+    }
+}
+
+/// The masters among `ports`: (port, node id, lowest slot served).
+fn masters(ports: &[u16]) -> Vec<(u16, String, u16)> {
+    ports
+        .iter()
+        .filter_map(|&port| {
+            let role = resp::command(port, &["ROLE"]).ok()?;
+            if role.items().first()?.text()? != "master" {
+                return None;
+            }
+            let id = resp::command(port, &["CLUSTER", "MYID"]).ok()?.text()?;
+            let slots = resp::command(port, &["CLUSTER", "SLOTS"]).ok()?;
+            let lowest = slots
+                .items()
+                .iter()
+                .filter(|range| {
+                    range.items().get(2).and_then(|p| p.items().get(1)?.integer()) == Some(i64::from(port))
+                })
+                .filter_map(|range| u16::try_from(range.items().first()?.integer()?).ok())
+                .min()?;
+            Some((port, id, lowest))
+        })
+        .collect()
+}
+
+/// Clears a slot's migration markers on both nodes, also when the test fails.
+struct Markers {
+    slot: String,
+    ports: [u16; 2],
+}
+
+impl Drop for Markers {
+    fn drop(&mut self) {
+        for port in self.ports {
+            let _ = resp::command(port, &["CLUSTER", "SETSLOT", &self.slot, "STABLE"]);
+        }
+    }
+}
+
+mod scan {
+    use super::*;
+
+    /// A slot marked as migrating (`IMPORTING` on one master, `MIGRATING` on its owner, as a
+    /// reshard begins): a scan under way is refused with `Error::Backend` (start again), a new
+    /// one with `Error::Unavailable` (try again later); once the markers are gone a scan lists
+    /// every session once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scan_stops_while_slots_migrate() {
+        let Some(target) = topology_url(Topology::Cluster) else {
+            return;
+        };
+        let _serial = SERIAL.lock().await;
+        let store = RedisStore::builder(config_for(&target))
+            .options(session_core::StoreOptions::new(
+                session_core::testing::random_prefix(),
+            ))
+            .connect()
+            .await
+            .expect("store connects");
+        let ns = Namespace::new("scan").unwrap();
+        for i in 0..30u8 {
+            let key = SessionKey::new(ns.clone(), SessionId::generate().unwrap());
+            store.save(&key, &rec(&[i])).await.expect("save");
+        }
+        let first = store.scan(None, 1).await.expect("first page");
+        let cursor: ScanCursor = first
+            .next
+            .expect("30 sessions on three masters take several pages");
+
+        let masters = masters(&ports(&target.url));
+        assert!(masters.len() >= 2, "two masters: {masters:?}");
+        let (owner, owner_id, slot) = masters[0].clone();
+        let (other, other_id, _) = masters[1].clone();
+        let slot = slot.to_string();
+        let markers = Markers {
+            slot: slot.clone(),
+            ports: [owner, other],
+        };
+        for (port, args) in [
+            (other, ["CLUSTER", "SETSLOT", &slot, "IMPORTING", &owner_id]),
+            (owner, ["CLUSTER", "SETSLOT", &slot, "MIGRATING", &other_id]),
+        ] {
+            resp::command(port, &args).unwrap().into_result().unwrap();
+        }
+        match store.scan(Some(&cursor), 10).await {
+            Err(e @ Error::Backend { .. }) => assert!(e.to_string().contains("start the scan again"), "{e}"),
+            other => panic!("a scan under way while a slot migrates: {other:?}"),
+        }
+        match store.scan(None, 10).await {
+            Err(Error::Unavailable { .. }) => {}
+            other => panic!("a new scan while a slot migrates: {other:?}"),
+        }
+        drop(markers);
+
+        let mut listed = std::collections::HashSet::new();
+        let mut cursor = None;
+        for _ in 0..1000 {
+            let page = store.scan(cursor.as_ref(), 4).await.expect("page");
+            for (key, _) in page.sessions {
+                assert!(listed.insert(key), "listed twice");
+            }
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert!(cursor.is_none(), "the scan ends");
+        assert_eq!(listed.len(), 30);
     }
 }

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use session_core::backend::{
-    cap_deadline, check_size, decide, decode_entry, now_ms, stamp, Change, Decision, Entry, Reconciled,
-    Record, Stored, Tombstone,
+    cap_deadline, check_size, decide, decode_entry, now_ms, parse_backend_key, stamp, Change, Decision,
+    Entry, Reconciled, Record, Stored, Tombstone,
 };
 use session_core::{
-    async_trait, Bytes, Error, Health, HealthStatus, Meta, Namespace, Result, SessionId, SessionKey,
-    SessionStore, StoreStats, Version,
+    async_trait, Bytes, Error, Health, HealthStatus, Meta, Namespace, Result, ScanCursor, ScanPage,
+    SessionId, SessionKey, SessionStore, StoreStats, Version,
 };
 use sqlx::Row as _;
 
@@ -419,6 +419,55 @@ impl SessionStore for SqlStore {
             out.extend(self.inner.save_chunk(chunk).await?);
         }
         Ok(out)
+    }
+
+    /// Pages in key order: the cursor is `k:` and the last key listed, so a scan resumes in
+    /// another process too.
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        let inner = &self.inner;
+        let prefix = inner.prefix.as_str();
+        let after = match cursor {
+            None => prefix.to_owned(),
+            Some(c) => match c.as_str().strip_prefix("k:") {
+                Some(key) if key.starts_with(prefix) => key.to_owned(),
+                _ => {
+                    return Err(Error::Backend {
+                        backend: BACKEND,
+                        message: "not a scan cursor of this store's key prefix; start the scan again"
+                            .to_owned(),
+                        source: None,
+                    })
+                }
+            },
+        };
+        let end = range_end(prefix);
+        let limit = limit.clamp(1, 10_000);
+        let rows: Vec<(String, Vec<u8>)> = on_db!(inner, "scan", Read, |c| {
+            sqlx::query_as(&inner.st.page)
+                .bind(&after)
+                .bind(&end)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&mut *c)
+                .await
+                .map_err(|e| from_sqlx("scan", e))
+        })?;
+        let next = (rows.len() == limit)
+            .then(|| rows.last().map(|(k, _)| ScanCursor::new(format!("k:{k}"))))
+            .flatten();
+        let mut sessions = Vec::with_capacity(rows.len());
+        let mut skipped = 0;
+        for (k, value) in rows {
+            let Some(key) = parse_backend_key(&inner.prefix, &k) else {
+                skipped += 1;
+                continue;
+            };
+            match decode_entry(&Bytes::from(value), key.ns()) {
+                Ok(Entry::Live(record)) => sessions.push((key, record)),
+                Ok(Entry::Tombstone(_)) => {}
+                Err(_) => skipped += 1,
+            }
+        }
+        Ok(ScanPage::new(sessions, next, skipped))
     }
 
     async fn count(&self, namespace: &Namespace) -> Result<u64> {

@@ -57,6 +57,9 @@ pub(crate) struct Statements {
     pub(crate) bytes: String,
     /// `$1` batch → deletes up to that many expired rows.
     pub(crate) sweep: String,
+    /// `$1` after-key, `$2` upper bound, `$3` limit → `(key, value)` of live sessions in key
+    /// order (a scan's pages).
+    pub(crate) page: String,
     /// → the database's clock, ms.
     pub(crate) now: String,
     /// `$1..$5` key, value, ttl (ms from now), version, kind: an upsert of raw bytes (tests).
@@ -131,6 +134,10 @@ impl Statements {
             sweep: format!(
                 "DELETE FROM {table} WHERE key IN (SELECT key FROM {table} WHERE expires_at <= {now} \
                  ORDER BY expires_at LIMIT $1{skip_locked})"
+            ),
+            page: format!(
+                "SELECT key, value FROM {table} WHERE key > $1 AND key < $2 AND expires_at > {now} \
+                 AND kind = {KIND_SESSION} ORDER BY key LIMIT $3"
             ),
             now: format!("SELECT {now}"),
             #[cfg(feature = "testing")]

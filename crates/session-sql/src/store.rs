@@ -14,6 +14,9 @@ use crate::db::{on_db, Db};
 use crate::error::from_sqlx;
 use crate::statements::{migrations, schema_table, Statements, KIND_SESSION, KIND_TOMBSTONE, SCHEMA_VERSION};
 
+/// Pause between two attempts to prepare the schema at connect.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
 /// A [`SessionStore`](session_core::SessionStore) on PostgreSQL or SQLite.
 ///
 /// Make one with [`SqlStore::connect`]; share it as `Arc<SqlStore>` or
@@ -59,7 +62,19 @@ impl SqlStore {
     pub async fn connect(config: SqlConfig, options: StoreOptions) -> Result<SqlStore> {
         config.validate()?;
         let dialect = Dialect::of(&config.url)?;
-        let db = Db::open(&config, dialect).await?;
+        // Several processes starting on one SQLite file (or one database) contend for its lock
+        // (SQLite's switch to WAL does not wait for it): a temporary error is tried again until
+        // the connect deadline.
+        let until = tokio::time::Instant::now() + config.connect_timeout() + config.timeout();
+        let db = loop {
+            match Db::open(&config, dialect).await {
+                Err(e) if e.is_temporary() && tokio::time::Instant::now() + RETRY_PAUSE < until => {
+                    tracing::debug!(error = %e, "sql: opening the database failed; trying again");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => break other?,
+            }
+        };
         let inner = Arc::new(Inner {
             st: Statements::new(dialect, &config.table),
             db,
@@ -70,12 +85,23 @@ impl SqlStore {
             config,
             expired: AtomicU64::new(0),
         });
-        let schema = tokio::time::timeout(
-            inner.config.connect_timeout() + inner.timeout,
-            prepare_schema(&inner),
-        )
-        .await
-        .map_err(|_| Error::unavailable(crate::error::BACKEND, "preparing the schema timed out"))?;
+        let schema = loop {
+            let attempt = tokio::time::timeout_at(until, prepare_schema(&inner))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::unavailable(
+                        crate::error::BACKEND,
+                        "preparing the schema timed out",
+                    ))
+                });
+            match attempt {
+                Err(e) if e.is_temporary() && tokio::time::Instant::now() + RETRY_PAUSE < until => {
+                    tracing::debug!(error = %e, "sql: preparing the schema failed; trying again");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => break other,
+            }
+        };
         if let Err(e) = schema {
             inner.db.close().await;
             return Err(e);

@@ -7,6 +7,9 @@
 //! | `redis` | no | `RedisStore` on fred (standalone, sentinel, cluster, ACL) and `pub use fred` |
 //! | `tls` | no | TLS (rustls) for Redis |
 //! | `fallback` | no | `FallbackStore`: Redis, and memory through an outage (implies `redis`, `memory`) |
+//! | `postgres` | no | `SqlStore` on PostgreSQL (`backend = "sql"`, the `[sql]` section) |
+//! | `sqlite` | no | `SqlStore` on SQLite, built in (`sqlite://file.db`, `sqlite::memory:`) |
+//! | `backup` | no | `BackupStore`: a write-behind backup of the backend into the `[sql]` store (`backup.enabled`; needs `postgres` or `sqlite`) |
 //! | `bincode` | yes | the bincode codec |
 //! | `json` | yes | the JSON codec |
 //! | `instrument` | yes | metrics and tracing for every store |
@@ -34,8 +37,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Switching from memory to Redis — and back — is a change of `backend` in
-//! the configuration; no code changes.
+//! Switching from memory to Redis or SQL — and back — is a change of `backend`
+//! in the configuration; no code changes.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -70,15 +73,55 @@ pub use session_redis::fred;
 #[cfg_attr(docsrs, doc(cfg(feature = "fallback")))]
 pub use session_fallback as fallback;
 
+/// The SQL backend (PostgreSQL, SQLite).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
+pub use session_sql as sql;
+
+/// The write-behind backup, read-through restore and copying between stores.
+#[cfg(feature = "backup")]
+#[cfg_attr(docsrs, doc(cfg(feature = "backup")))]
+pub use session_backup as backup;
+
 /// A store built from [`Settings`], with the settings typed handles need.
 #[derive(Clone)]
 pub struct Built {
-    /// The store, instrumented when `metrics.enabled`.
+    /// The store: wrapped in the backup when `backup.enabled`, then instrumented when
+    /// `metrics.enabled`.
     pub store: Arc<dyn SessionStore>,
     /// Codec, TTLs, key prefix and size limit.
     pub core: CoreConfig,
     /// Which backend this is.
     pub backend: Backend,
+    /// What [`shutdown`](Self::shutdown) must finish: the backup's queue.
+    drain: Option<Arc<dyn Drain>>,
+}
+
+/// Work a store leaves for a graceful shutdown.
+trait Drain: Send + Sync {
+    fn drain(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>>;
+}
+
+#[cfg(all(feature = "backup", any(feature = "postgres", feature = "sqlite")))]
+impl Drain for session_backup::BackupStore<Arc<dyn SessionStore>, session_sql::SqlStore> {
+    fn drain(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>> {
+        Box::pin(self.flush())
+    }
+}
+
+impl Built {
+    /// Finishes what the store has left to do before the process exits: with `backup.enabled`,
+    /// writes every queued change into the backup database. Call it after the server stopped
+    /// taking requests. Nothing to do otherwise.
+    ///
+    /// # Errors
+    /// The backup database's error (the changes still queued are lost with the process).
+    pub async fn shutdown(&self) -> Result<()> {
+        match &self.drain {
+            Some(drain) => drain.drain().await,
+            None => Ok(()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Built {
@@ -117,19 +160,43 @@ impl Built {
 ///   Redis as soon as it answers. The memory store refuses writes at its
 ///   bound rather than evicting acknowledged ones.
 ///
+/// * `sql` (feature `postgres` or `sqlite`): an `SqlStore` on `sql.url`,
+///   connected as `SqlStore::connect` does: the table is created or checked
+///   at start-up; an unreachable database, a refused login or a schema of
+///   another version fails start-up. A URL naming a driver this build lacks is
+///   an [`Error::Config`] naming `sql.url`.
+///
+/// With `backup.enabled` (feature `backup`, and `postgres` or `sqlite`), the
+/// `memory`, `redis` or `fallback` store is wrapped in a `BackupStore` whose
+/// backup is an `SqlStore` on the `[sql]` section: every write and delete the
+/// store acknowledged is copied into the database behind the request
+/// (write-behind), and a miss may read through from it
+/// (`backup.read_through`). The backup database is connected at start-up: any
+/// error fails start-up — an unreachable database too, with a message saying
+/// so and that `backup.enabled = false` starts without the backup. `backend =
+/// "sql"` with `backup.enabled` is an [`Error::Config`] naming
+/// `backup.enabled` (the store would back up into itself).
+///
 /// With `metrics.enabled` (and the `instrument` feature) the store wears
-/// [`Instrumented`](session_core::instrument::Instrumented) and, when
-/// `metrics.refresh_secs > 0` and a tokio runtime is running, gauges are
-/// refreshed in the background.
+/// [`Instrumented`](session_core::instrument::Instrumented), outside the
+/// backup, and, when `metrics.refresh_secs > 0` and a tokio runtime is
+/// running, gauges are refreshed in the background.
 ///
 /// # Errors
 /// [`Error::Config`] for bad settings; [`Error::Unavailable`] when Redis
 /// cannot be reached (backend `redis` only; `fallback` then starts serving
-/// from memory); for `fallback` as for `redis`, [`Error::Config`] naming the
-/// key when Redis refuses the credentials, the ACL, the TLS settings or the
-/// database.
+/// from memory), or the SQL database (backend `sql`, or the backup's); for
+/// `fallback` as for `redis`, [`Error::Config`] naming the key when Redis
+/// refuses the credentials, the ACL, the TLS settings or the database; the
+/// SQL store's own errors (`Config`, `Refused`, `Backend`) when the database
+/// refuses the login or the schema.
 #[cfg_attr(
-    not(any(feature = "memory", feature = "redis")),
+    not(any(
+        feature = "memory",
+        feature = "redis",
+        feature = "postgres",
+        feature = "sqlite"
+    )),
     allow(
         unreachable_code,
         unused_variables,
@@ -144,12 +211,12 @@ pub async fn build(settings: &Settings) -> Result<Built> {
         #[cfg(feature = "memory")]
         Backend::Memory => Arc::new(session_memory::MemoryStore::with_options(
             settings.memory.clone(),
-            options,
+            options.clone(),
         )?),
         #[cfg(feature = "redis")]
         Backend::Redis => Arc::new(
             session_redis::RedisStore::builder(settings.redis.clone())
-                .options(options)
+                .options(options.clone())
                 .connect()
                 .await?,
         ),
@@ -191,6 +258,10 @@ pub async fn build(settings: &Settings) -> Result<Built> {
             )?;
             Arc::new(session_fallback::FallbackStore::new(primary, secondary, fallback).await?)
         }
+        #[cfg(any(feature = "postgres", feature = "sqlite"))]
+        Backend::Sql => {
+            Arc::new(session_sql::SqlStore::connect(settings.sql.clone(), options.clone()).await?)
+        }
         #[allow(unreachable_patterns, reason = "reachable when a backend feature is off")]
         other => {
             return Err(Error::config(
@@ -199,12 +270,76 @@ pub async fn build(settings: &Settings) -> Result<Built> {
             ))
         }
     };
+    let (store, drain) = backup(store, settings, options).await?;
     let store = instrument(store, settings);
     Ok(Built {
         store,
         core,
         backend: settings.backend,
+        drain,
     })
+}
+
+/// `store` wrapped in a `BackupStore` into the `[sql]` store when `backup.enabled`.
+#[cfg(all(feature = "backup", any(feature = "postgres", feature = "sqlite")))]
+async fn backup(
+    store: Arc<dyn SessionStore>,
+    settings: &Settings,
+    options: StoreOptions,
+) -> Result<(Arc<dyn SessionStore>, Option<Arc<dyn Drain>>)> {
+    if !settings.backup.enabled {
+        return Ok((store, None));
+    }
+    if settings.backend == Backend::Sql {
+        // `validate` refuses it first; kept here so that no path backs the store into itself.
+        return Err(Error::config(
+            "backup.enabled",
+            "backend = \"sql\" cannot be backed up into the [sql] store it already is",
+        ));
+    }
+    let backup = match session_sql::SqlStore::connect(settings.sql.clone(), options).await {
+        Ok(backup) => backup,
+        Err(e) if e.is_temporary() => {
+            let cause = match &e {
+                Error::Unavailable { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            return Err(Error::Unavailable {
+                backend: "sql",
+                message: format!(
+                    "the backup database ([sql]) is unreachable at start-up ({cause}); the service does not start \
+                     without its backup: start it again when the database answers, or set \
+                     backup.enabled = false to start without the backup"
+                ),
+                source: Some(Box::new(e)),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let wrapped = Arc::new(session_backup::BackupStore::new(
+        store,
+        backup,
+        settings.backup.clone(),
+    )?);
+    Ok((wrapped.clone(), Some(wrapped)))
+}
+
+/// Without an SQL driver `validate` refuses `backup.enabled`, so there is nothing to wrap.
+#[cfg(not(all(feature = "backup", any(feature = "postgres", feature = "sqlite"))))]
+#[allow(clippy::unused_async, reason = "the same call as with the backup")]
+async fn backup(
+    store: Arc<dyn SessionStore>,
+    settings: &Settings,
+    _options: StoreOptions,
+) -> Result<(Arc<dyn SessionStore>, Option<Arc<dyn Drain>>)> {
+    if settings.backup_enabled() {
+        return Err(Error::config(
+            "backup.enabled",
+            "this binary is built without the backup feature or an SQL driver; enable the cargo features \
+             \"backup\" and \"postgres\" or \"sqlite\" of session-store",
+        ));
+    }
+    Ok((store, None))
 }
 
 #[cfg(feature = "instrument")]

@@ -21,8 +21,10 @@ use crate::typed::{Session, Sessions};
 use crate::version::Version;
 
 mod evolution;
+mod listing;
 mod tombstones;
 pub use evolution::*;
+pub use listing::*;
 pub use tombstones::*;
 
 /// The session type the suite stores: shaped like the demo's task session.
@@ -1283,6 +1285,7 @@ macro_rules! conformance_tests {
             reconcile_expire_removes_only_its_base,
             delete_leaving_names_its_tombstone, a_delete_over_a_tombstone_replaces_it,
             rotate_leaves_a_tombstone_under_the_old_id,
+            scan_lists_every_live_session_once, scan_of_an_empty_store_ends,
         );
     };
     (@expand $make:path; $($name:ident),* $(,)?) => {

@@ -172,6 +172,9 @@ impl<S: SessionStore> SessionStore for FaultyStore<S> {
     async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled> {
         self.write(self.inner.reconcile(key, base, change)).await
     }
+    async fn scan(&self, cursor: Option<&crate::ScanCursor>, limit: usize) -> Result<crate::ScanPage> {
+        self.inner.scan(cursor, limit).await
+    }
     fn keeps_tombstones(&self) -> bool {
         self.inner.keeps_tombstones()
     }
@@ -368,6 +371,9 @@ impl<S: SessionStore> SessionStore for PartitionedStore<S> {
     }
     async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled> {
         self.of(key).reconcile(key, base, change).await
+    }
+    async fn scan(&self, cursor: Option<&crate::ScanCursor>, limit: usize) -> Result<crate::ScanPage> {
+        self.inner.scan(cursor, limit).await
     }
     fn keeps_tombstones(&self) -> bool {
         self.inner.keeps_tombstones()

@@ -454,8 +454,12 @@ impl Members {
         while next < self.nodes.len() {
             let batch = next..self.nodes.len();
             next = self.nodes.len();
-            let replies =
-                futures::future::join_all(self.nodes[batch.clone()].iter().map(|(n, _)| ask_nodes(n))).await;
+            let replies = futures::future::join_all(
+                self.nodes[batch.clone()]
+                    .iter()
+                    .map(|(n, _)| ask_nodes(n, "count")),
+            )
+            .await;
             for (i, reply) in batch.zip(replies) {
                 let Some((node, known)) = self.nodes.get_mut(i) else {
                     continue;
@@ -535,17 +539,14 @@ impl Members {
     }
 }
 
-/// `CLUSTER NODES` on `node`, parsed.
-async fn ask_nodes(node: &Node) -> Result<NodesReply> {
+/// `CLUSTER NODES` on `node`, parsed; `op` names the call in errors.
+pub(super) async fn ask_nodes(node: &Node, op: &'static str) -> Result<NodesReply> {
     let (_, conn) = node.up()?;
-    let text: String = conn
-        .cluster_nodes()
-        .await
-        .map_err(|e| node.err(e, "count", None))?;
+    let text: String = conn.cluster_nodes().await.map_err(|e| node.err(e, op, None))?;
     let asked = node.server.clone().unwrap_or_else(|| Server::new("", 0));
     NodesReply::parse(&text, &asked).map_err(|e| Error::Backend {
         backend: BACKEND,
-        message: format!("count: CLUSTER NODES answered something else: {e}"),
+        message: format!("{op}: CLUSTER NODES answered something else: {e}"),
         source: None,
     })
 }

@@ -1,9 +1,11 @@
 //! The [`SessionStore`] operations of [`RedisStore`]: plain and scripted writes, loads,
-//! batches, health. A cluster's two-step `rotate` is in `rotate`, `count` in `count`.
+//! batches, health. A cluster's two-step `rotate` is in `rotate`, `count` in `count`, `scan`
+//! in `scan`.
 
 mod count;
 mod near;
 mod rotate;
+mod scan;
 
 use std::time::Instant;
 
@@ -17,8 +19,8 @@ use session_core::backend::{
     check_size, decode_entry, encode_tombstone, now_ms, stamp, Change, Entry, Reconciled, Record, Tombstone,
 };
 use session_core::{
-    Error, Health, HealthStatus, Meta, Namespace, Result, SessionId, SessionKey, SessionStore, StoreStats,
-    Version,
+    Error, Health, HealthStatus, Meta, Namespace, Result, ScanCursor, ScanPage, SessionId, SessionKey,
+    SessionStore, StoreStats, Version,
 };
 
 use crate::cluster::Cmd;
@@ -370,6 +372,15 @@ impl SessionStore for RedisStore {
         let counts =
             futures::future::join_all(nodes.iter().map(|node| self.scan_count(node, &pattern, chunk))).await;
         counts.into_iter().sum()
+    }
+
+    /// `SCAN MATCH {prefix}*` on the one server, or on each cluster primary in turn, then the
+    /// listed keys' values by pipelined `GET`s; read from Redis, never from the near cache. The
+    /// cursor names the primary and the server process Redis's cursor is from; a cluster whose
+    /// slots moved, or a server restarted or failed over, since the previous page is
+    /// `Error::Backend` (start again). See `ops/scan.rs`.
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        self.scan_page(cursor, limit).await
     }
 
     async fn stats(&self) -> Result<StoreStats> {

@@ -15,11 +15,13 @@ use super::{MetricsSettings, Settings};
 /// The default prefix of environment variables ([`Settings::load`]).
 pub const ENV_PREFIX: &str = "SESSION_";
 
-/// The backend sections, and whether this build has each.
-const SECTIONS: [(&str, bool); 3] = [
+/// The sections of backends (and of the backup), and whether this build has each.
+const SECTIONS: [(&str, bool); 5] = [
     ("memory", cfg!(feature = "memory")),
     ("redis", cfg!(feature = "redis")),
     ("fallback", cfg!(feature = "fallback")),
+    ("sql", cfg!(any(feature = "postgres", feature = "sqlite"))),
+    ("backup", cfg!(feature = "backup")),
 ];
 
 /// Keys whose values are strings even when they look like numbers (`…__PASSWORD=123456`),
@@ -194,7 +196,14 @@ impl Settings {
 
         let core = extract_core(figment, root)?;
         #[cfg_attr(
-            not(any(feature = "memory", feature = "redis", feature = "fallback")),
+            not(any(
+                feature = "memory",
+                feature = "redis",
+                feature = "fallback",
+                feature = "postgres",
+                feature = "sqlite",
+                feature = "backup"
+            )),
             allow(unused_mut, reason = "sections are filled in only when a backend is built")
         )]
         let mut settings = Settings {
@@ -214,6 +223,14 @@ impl Settings {
         #[cfg(feature = "fallback")]
         if let Some(fallback) = section(figment, &present, "fallback")? {
             settings.fallback = fallback;
+        }
+        #[cfg(any(feature = "postgres", feature = "sqlite"))]
+        if let Some(sql) = section(figment, &present, "sql")? {
+            settings.sql = sql;
+        }
+        #[cfg(feature = "backup")]
+        if let Some(backup) = section(figment, &present, "backup")? {
+            settings.backup = backup;
         }
         settings.validate()?;
         Ok(settings)
@@ -253,14 +270,7 @@ fn check_top_level(present: &[String], figment: &Figment) -> Result<()> {
     for key in present {
         if let Some((name, built)) = SECTIONS.iter().find(|(name, _)| name == key) {
             if !built {
-                return Err(Error::config(
-                    key.as_str(),
-                    format!(
-                        "this binary is built without the {name} backend{}; enable the cargo feature \"{name}\" \
-                         of session-store, or remove the section",
-                        from(figment, key)
-                    ),
-                ));
+                return Err(section_not_built(name, &from(figment, key)));
             }
             continue;
         }
@@ -280,6 +290,24 @@ fn check_top_level(present: &[String], figment: &Figment) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A section (`[redis]`, `[sql]`, `[backup]`, …) of something this binary is built without,
+/// with the cargo features that add it; `origin` is where the section came from.
+fn section_not_built(name: &str, origin: &str) -> Error {
+    let what = if name == "backup" {
+        "backup feature".to_owned()
+    } else {
+        format!("{name} backend")
+    };
+    Error::config(
+        name,
+        format!(
+            "this binary is built without the {what}{origin}; enable the cargo feature {} of session-store, \
+             or remove the section",
+            super::features_of(name)
+        ),
+    )
 }
 
 /// ` (in FILE)` / ` (from VARIABLE)` for a key, when figment knows where it came from.
@@ -378,6 +406,28 @@ mod tests {
         );
         assert!(text.contains("built without the redis backend"), "{text}");
         assert!(!text.contains("unknown"), "{text}");
+    }
+
+    /// Whatever this build has (its tests are built with the sql and backup features, see
+    /// Cargo.toml): a section of something not built names the cargo features that add it.
+    #[test]
+    fn a_section_not_built_names_its_features() {
+        for (name, what, features) in [
+            ("redis", "built without the redis backend", "\"redis\""),
+            (
+                "sql",
+                "built without the sql backend",
+                "\"postgres\" or \"sqlite\"",
+            ),
+            ("backup", "built without the backup feature", "\"backup\""),
+        ] {
+            let e = section_not_built(name, " (in sessions.toml)");
+            let text = e.to_string();
+            assert!(matches!(&e, Error::Config { key, .. } if key == name), "{text}");
+            assert!(text.contains(what), "{text}");
+            assert!(text.contains(features), "{text}");
+            assert!(text.contains("sessions.toml"), "{text}");
+        }
     }
 
     #[test]

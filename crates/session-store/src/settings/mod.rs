@@ -25,15 +25,19 @@ pub enum Backend {
     Redis,
     /// `FallbackStore` of Redis over memory: Redis, and memory during an outage.
     Fallback,
+    /// `SqlStore` on PostgreSQL or SQLite (the `[sql]` section): shared by every instance
+    /// using the same database (cargo feature `postgres` or `sqlite`).
+    Sql,
 }
 
 impl Backend {
-    /// `"memory"`, `"redis"` or `"fallback"`.
+    /// `"memory"`, `"redis"`, `"fallback"` or `"sql"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Memory => "memory",
             Backend::Redis => "redis",
             Backend::Fallback => "fallback",
+            Backend::Sql => "sql",
         }
     }
 }
@@ -58,7 +62,7 @@ pub struct MetricsSettings {
     /// addition to those under `namespaces`. Default none.
     pub namespaces: Vec<String>,
     /// The `store` label of every series this store exports, for a process with several
-    /// stores. Default: the backend's name (`memory`, `redis`, `fallback`).
+    /// stores. Default: the backend's name (`memory`, `redis`, `fallback`, `sql`).
     pub name: Option<String>,
 }
 
@@ -87,7 +91,7 @@ impl Default for MetricsSettings {
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
 pub struct Settings {
-    /// `memory` (default), `redis` or `fallback`.
+    /// `memory` (default), `redis`, `fallback` or `sql`.
     pub backend: Backend,
     /// The settings every backend shares: TTLs, expiry, key prefix, codec, size limit,
     /// per-namespace overrides.
@@ -101,6 +105,14 @@ pub struct Settings {
     /// The fallback store's circuit and journal.
     #[cfg(feature = "fallback")]
     pub fallback: session_fallback::FallbackConfig,
+    /// The SQL store (`backend = "sql"`), also the backup's database when `backup.enabled`.
+    /// Its `Debug` hides the URL's password.
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
+    pub sql: session_sql::SqlConfig,
+    /// The write-behind backup of the configured backend into the `[sql]` store, made when
+    /// `backup.enabled` is true.
+    #[cfg(feature = "backup")]
+    pub backup: session_backup::BackupConfig,
     /// Metrics and tracing.
     pub metrics: MetricsSettings,
 }
@@ -125,6 +137,9 @@ impl Settings {
             Backend::Memory if !cfg!(feature = "memory") => return Err(not_built("memory")),
             Backend::Redis if !cfg!(feature = "redis") => return Err(not_built("redis")),
             Backend::Fallback if !cfg!(feature = "fallback") => return Err(not_built("fallback")),
+            Backend::Sql if !cfg!(any(feature = "postgres", feature = "sqlite")) => {
+                return Err(not_built("sql"))
+            }
             _ => {}
         }
         #[cfg(feature = "memory")]
@@ -139,7 +154,36 @@ impl Settings {
         if self.backend == Backend::Fallback {
             self.check_fallback_deadline()?;
         }
+        #[cfg(feature = "backup")]
+        self.check_backup()?;
+        #[cfg(any(feature = "postgres", feature = "sqlite"))]
+        if self.backend == Backend::Sql || self.backup_enabled() {
+            self.sql.validate()?;
+        }
         Ok(())
+    }
+
+    /// Whether `build` wraps the store in a backup: `backup.enabled`.
+    #[cfg(feature = "backup")]
+    pub(crate) fn backup_enabled(&self) -> bool {
+        self.backup.enabled
+    }
+
+    /// Whether `build` wraps the store in a backup: never without the `backup` feature.
+    #[cfg(not(feature = "backup"))]
+    pub(crate) fn backup_enabled(&self) -> bool {
+        false
+    }
+
+    /// The backup's own settings, and what it needs: a backend other than `sql` (whose store
+    /// it would back up into itself) and an SQL driver for the `[sql]` store it writes to.
+    #[cfg(feature = "backup")]
+    fn check_backup(&self) -> Result<()> {
+        self.backup.validate()?;
+        if !self.backup.enabled {
+            return Ok(());
+        }
+        backup_requirements(self.backend, cfg!(any(feature = "postgres", feature = "sqlite")))
     }
 
     /// The fallback's deadline on a primary call must leave Redis's own timeout room to
@@ -164,6 +208,28 @@ impl Settings {
     }
 }
 
+/// What an enabled backup needs: a backend other than `sql` (whose store it would back up into
+/// itself) and an SQL driver in this build for the `[sql]` store it writes to.
+#[cfg(any(feature = "backup", test))]
+fn backup_requirements(backend: Backend, has_sql_driver: bool) -> Result<()> {
+    if backend == Backend::Sql {
+        return Err(Error::config(
+            "backup.enabled",
+            "backend = \"sql\" cannot be backed up: the backup is the [sql] store, which is already the \
+             backend; set backup.enabled = false, or pick the memory, redis or fallback backend",
+        ));
+    }
+    if !has_sql_driver {
+        return Err(Error::config(
+            "backup.enabled",
+            "the backup is written to the [sql] store, and this binary is built without an SQL driver; \
+             enable the cargo feature \"postgres\" or \"sqlite\" of session-store, or set \
+             backup.enabled = false",
+        ));
+    }
+    Ok(())
+}
+
 /// The margin suggested between `redis.timeout_ms` and `fallback.primary_timeout_ms`.
 #[cfg(feature = "fallback")]
 const FALLBACK_MARGIN_MS: u64 = 50;
@@ -173,7 +239,54 @@ fn not_built(backend: &str) -> Error {
     Error::config(
         "backend",
         format!(
-            "{backend} is not built into this binary; enable the cargo feature \"{backend}\" of session-store"
+            "{backend} is not built into this binary; enable the cargo feature {} of session-store",
+            features_of(backend)
         ),
     )
+}
+
+/// The cargo features that build a backend or section, in words: `"redis"`, or
+/// `"postgres" or "sqlite"` for `sql`.
+fn features_of(name: &str) -> String {
+    match name {
+        "sql" => "\"postgres\" or \"sqlite\"".to_owned(),
+        other => format!("\"{other}\""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_and_text(e: Error) -> (String, String) {
+        let text = e.to_string();
+        match e {
+            Error::Config { key, .. } => (key, text),
+            other => panic!("expected a Config error, got {other}"),
+        }
+    }
+
+    /// Whatever this build has (its tests are built with the sql and backup features, see
+    /// Cargo.toml): `backend = "sql"` without a driver names both driver features.
+    #[test]
+    fn sql_not_built_names_both_drivers() {
+        let (key, text) = key_and_text(not_built("sql"));
+        assert_eq!(key, "backend");
+        assert!(text.contains("\"postgres\" or \"sqlite\""), "{text}");
+        let (_, text) = key_and_text(not_built("redis"));
+        assert!(text.contains("feature \"redis\""), "{text}");
+    }
+
+    #[test]
+    fn an_enabled_backup_needs_another_backend_and_a_driver() {
+        let (key, text) = key_and_text(backup_requirements(Backend::Sql, true).unwrap_err());
+        assert_eq!(key, "backup.enabled");
+        assert!(text.contains("already the backend"), "{text}");
+        let (key, text) = key_and_text(backup_requirements(Backend::Memory, false).unwrap_err());
+        assert_eq!(key, "backup.enabled");
+        assert!(text.contains("\"postgres\" or \"sqlite\""), "{text}");
+        for backend in [Backend::Memory, Backend::Redis, Backend::Fallback] {
+            assert!(backup_requirements(backend, true).is_ok(), "{backend}");
+        }
+    }
 }

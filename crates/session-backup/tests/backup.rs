@@ -1,0 +1,348 @@
+//! `BackupStore`, copies and snapshots: what reaches the backup, what a backup that is down
+//! costs the primary, overflow, read-through, bulk restore, resync, and snapshot files.
+//! A memory primary; the backup a SQLite file (a real database) or a memory store behind a
+//! fault double.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_backup::{
+    copy_sessions, read_snapshot, write_snapshot, BackupConfig, BackupStore, CopyMode, CopyOptions,
+};
+use session_core::backend::{now_ms, CodecId, Record};
+use session_core::testing::{random_prefix, FaultMode, FaultyStore};
+use session_core::{Error, Namespace, SessionId, SessionKey, SessionStore, StoreOptions};
+use session_memory::{MemoryConfig, MemoryStore};
+use session_sql::{SqlConfig, SqlStore};
+
+const HOUR_MS: u64 = 3_600_000;
+/// A generous bound that only a call blocked on the backup would reach.
+const STUCK: Duration = Duration::from_secs(10);
+
+fn memory(options: &StoreOptions) -> Arc<MemoryStore> {
+    Arc::new(MemoryStore::with_options(MemoryConfig::default(), options.clone()).unwrap())
+}
+
+/// A memory store fit to be a backup: it rejects instead of evicting at its bound.
+fn memory_backup(options: &StoreOptions) -> Arc<MemoryStore> {
+    let config = MemoryConfig::default().with_at_capacity(session_memory::AtCapacity::Reject);
+    Arc::new(MemoryStore::with_options(config, options.clone()).unwrap())
+}
+
+async fn sqlite(options: &StoreOptions, name: &str) -> Arc<SqlStore> {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("backup-{name}-{}.db", std::process::id()));
+    Arc::new(
+        SqlStore::connect(
+            SqlConfig::new(format!("sqlite://{}", path.display())),
+            options.clone(),
+        )
+        .await
+        .unwrap(),
+    )
+}
+
+fn key() -> SessionKey {
+    SessionKey::new(Namespace::new("task").unwrap(), SessionId::generate().unwrap())
+}
+
+fn rec(payload: &[u8]) -> Record {
+    Record::new(CodecId::JSON, payload.to_vec(), now_ms() + HOUR_MS)
+}
+
+fn fast() -> BackupConfig {
+    BackupConfig::default()
+        .with_flush_interval(Duration::from_millis(10))
+        .with_write_timeout(Duration::from_millis(300))
+}
+
+/// Every key's state in `store`: its payload and metadata, or nothing.
+async fn states(store: &dyn SessionStore, keys: &[SessionKey]) -> Vec<Option<Record>> {
+    store
+        .load_many(keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_write_and_delete_reaches_the_backup_latest_state_winning() {
+    let options = StoreOptions::new(random_prefix());
+    let backup = sqlite(&options, "writes").await;
+    let store = BackupStore::new(memory(&options), Arc::clone(&backup), fast()).unwrap();
+    let keys: Vec<SessionKey> = (0..60).map(|_| key()).collect();
+    // Many changes per key, of every kind, interleaved.
+    for round in 0..5u8 {
+        for (i, k) in keys.iter().enumerate() {
+            match (i + usize::from(round)) % 6 {
+                0 | 1 => {
+                    store.save(k, &rec(&[round, 1])).await.unwrap();
+                }
+                2 => {
+                    let _ = store.create(k, &rec(&[round, 2])).await;
+                }
+                3 => {
+                    let _ = store.update(k, &rec(&[round, 3])).await;
+                }
+                4 => {
+                    let _ = store.touch(k, now_ms() + 2 * HOUR_MS).await;
+                }
+                _ => {
+                    store.delete(k).await.unwrap();
+                }
+            }
+        }
+    }
+    let moved = SessionId::generate().unwrap();
+    store.save(&keys[0], &rec(b"rotated")).await.unwrap();
+    store.rotate(&keys[0], &moved).await.unwrap();
+    let mut all = keys.clone();
+    all.push(SessionKey::new(keys[0].namespace.clone(), moved));
+    store.flush().await.unwrap();
+    let primary = states(store.primary().as_ref(), &all).await;
+    let copied = states(backup.as_ref(), &all).await;
+    assert_eq!(
+        primary, copied,
+        "the backup holds the primary's state of every key"
+    );
+    let stats = store.backup_stats();
+    assert_eq!(stats.pending, 0);
+    assert!(stats.written > 0 && stats.deleted > 0, "{stats:?}");
+    assert_eq!((stats.dropped_writes, stats.dropped_deletes), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_that_hangs_never_holds_up_the_primary_and_catches_up_after() {
+    let options = StoreOptions::new(random_prefix());
+    let backup = FaultyStore::new(memory_backup(&options));
+    backup.set_mode(FaultMode::Hang);
+    let store = BackupStore::new(memory(&options), Arc::clone(&backup), fast().with_batch_size(8)).unwrap();
+    let keys: Vec<SessionKey> = (0..100).map(|_| key()).collect();
+    for k in &keys {
+        tokio::time::timeout(STUCK, store.save(k, &rec(b"x")))
+            .await
+            .expect("a save waited for the backup")
+            .unwrap();
+    }
+    tokio::time::timeout(STUCK, store.delete(&keys[0]))
+        .await
+        .expect("a delete waited for the backup")
+        .unwrap();
+    assert!(store.backup_stats().pending >= 90, "{:?}", store.backup_stats());
+    // The backup answers again; the batch the flusher has in flight on the hung call comes
+    // back to the queue at its write timeout, and `flush` waits for that.
+    backup.set_mode(FaultMode::Pass);
+    store.flush().await.unwrap();
+    assert_eq!(
+        states(store.primary().as_ref(), &keys).await,
+        states(backup.as_ref(), &keys).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflow_is_counted_marks_the_backup_incomplete_and_resync_repairs_it() {
+    let options = StoreOptions::new(random_prefix());
+    let backup = FaultyStore::new(memory_backup(&options));
+    let config = fast().with_max_pending(10).with_batch_size(100);
+    let store = BackupStore::new(memory(&options), Arc::clone(&backup), config).unwrap();
+    // In the backup before the outage: these will be deleted while it is down.
+    let doomed: Vec<SessionKey> = (0..25).map(|_| key()).collect();
+    for k in &doomed {
+        store.save(k, &rec(b"old")).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    backup.set_mode(FaultMode::Fail);
+    let keys: Vec<SessionKey> = (0..30).map(|_| key()).collect();
+    for k in &keys {
+        store.save(k, &rec(b"new")).await.unwrap();
+    }
+    for k in &doomed {
+        store.delete(k).await.unwrap();
+    }
+    let stats = store.backup_stats();
+    assert!(stats.incomplete);
+    assert!(stats.dropped_writes > 0, "{stats:?}");
+    assert!(stats.dropped_deletes > 0, "{stats:?}");
+    // Read-through is off while incomplete: a dropped delete must not come back from the backup.
+    backup.set_mode(FaultMode::Pass);
+    for k in &doomed {
+        assert_eq!(
+            store.load(k).await.unwrap(),
+            None,
+            "a deleted session read through"
+        );
+    }
+    store.flush().await.unwrap();
+    store.resync().await.unwrap();
+    assert!(!store.backup_stats().incomplete);
+    let all: Vec<SessionKey> = keys.iter().chain(&doomed).cloned().collect();
+    assert_eq!(
+        states(store.primary().as_ref(), &all).await,
+        states(backup.as_ref(), &all).await,
+        "resync copies what was dropped and deletes what the primary no longer holds"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_reads_through_and_restores_with_its_own_deadline_but_never_a_pending_delete() {
+    let options = StoreOptions::new(random_prefix());
+    let backup = sqlite(&options, "read-through").await;
+    let k = key();
+    let mut saved = rec(b"from the backup");
+    saved.meta.version = session_core::Version::generate();
+    saved.meta.expires_at = now_ms() + 90_000;
+    backup.save(&k, &saved).await.unwrap();
+    let primary = memory(&options);
+    let store = BackupStore::new(Arc::clone(&primary), Arc::clone(&backup), fast()).unwrap();
+    let found = store.load(&k).await.unwrap().expect("read through");
+    assert_eq!(found.payload, saved.payload);
+    assert_eq!(found.meta.version, saved.meta.version);
+    let restored = primary
+        .load(&k)
+        .await
+        .unwrap()
+        .expect("restored into the primary");
+    assert_eq!(
+        restored.meta.deadline(),
+        saved.meta.deadline(),
+        "its own deadline"
+    );
+    assert_eq!(store.backup_stats().read_through, 1);
+
+    // Deleted through the store: not read through while the delete is on its way, nor after.
+    let backup_hung = FaultyStore::new(Arc::clone(&backup));
+    let store = BackupStore::new(memory(&options), Arc::clone(&backup_hung), fast()).unwrap();
+    backup_hung.set_mode(FaultMode::Fail);
+    assert!(!store.delete(&k).await.unwrap(), "not in this primary");
+    backup_hung.set_mode(FaultMode::Pass);
+    assert_eq!(
+        store.load(&k).await.unwrap(),
+        None,
+        "a pending delete blocks read-through"
+    );
+    store.flush().await.unwrap();
+    assert_eq!(store.load(&k).await.unwrap(), None);
+    assert_eq!(backup.load(&k).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_all_brings_back_every_session_after_the_primary_lost_its_data() {
+    let options = StoreOptions::new(random_prefix());
+    let backup = sqlite(&options, "restore").await;
+    let keys: Vec<SessionKey> = (0..300).map(|_| key()).collect();
+    {
+        let store = BackupStore::new(memory(&options), Arc::clone(&backup), fast()).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            store.save(k, &rec(&i.to_be_bytes())).await.unwrap();
+        }
+        store.flush().await.unwrap();
+    }
+    // A new, empty primary (Redis restarted without persistence), one session already newer.
+    let store = BackupStore::new(
+        memory(&options),
+        Arc::clone(&backup),
+        fast().with_read_through(false),
+    )
+    .unwrap();
+    let newer = store.save(&keys[0], &rec(b"newer")).await.unwrap();
+    let mut pages = 0;
+    let progress = store.restore_all(|_| pages += 1).await.unwrap();
+    assert_eq!(progress.copied + progress.kept, 300, "{progress:?}");
+    assert!(pages >= 1);
+    let restored = states(store.primary().as_ref(), &keys).await;
+    let copies = states(backup.as_ref(), &keys[1..]).await;
+    assert_eq!(&restored[1..], &copies[..], "sessions and deadlines as backed up");
+    assert_eq!(
+        restored[0].as_ref().map(|r| r.meta.version),
+        Some(newer.version),
+        "the newer one stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_resume_and_snapshots_round_trip() {
+    let options = StoreOptions::new(random_prefix());
+    let source = memory(&options);
+    let keys: Vec<SessionKey> = (0..2_000).map(|_| key()).collect();
+    let items: Vec<(SessionKey, Record)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), rec(&(i as u32).to_be_bytes())))
+        .collect();
+    source.save_many(&items).await.unwrap();
+
+    // Memory → SQLite, stopped after the first page and resumed from its cursor.
+    let target = sqlite(&options, "copy").await;
+    let options_page = CopyOptions::default().with_page_size(500);
+    let mut first_cursor = None;
+    let partial = copy_sessions(source.as_ref(), target.as_ref(), &options_page, |p| {
+        if first_cursor.is_none() {
+            first_cursor = p.cursor.clone();
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(partial.copied, 2_000);
+    let resumed = copy_sessions(
+        source.as_ref(),
+        target.as_ref(),
+        &options_page.clone().resuming(first_cursor),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(
+        resumed.copied < 2_000,
+        "a resumed copy starts after its cursor: {resumed:?}"
+    );
+    assert_eq!(
+        states(source.as_ref(), &keys).await,
+        states(target.as_ref(), &keys).await
+    );
+
+    // SQLite → snapshot file → a new memory store.
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("snapshot-{}.bin", std::process::id()));
+    let report = write_snapshot(target.as_ref(), &path).await.unwrap();
+    assert_eq!(report.sessions, 2_000);
+    let fresh = memory(&options);
+    let read = read_snapshot(&path, fresh.as_ref(), CopyMode::Overwrite)
+        .await
+        .unwrap();
+    assert_eq!(read.copied, 2_000);
+    let expected: HashMap<SessionKey, Option<Record>> = keys
+        .iter()
+        .cloned()
+        .zip(states(source.as_ref(), &keys).await)
+        .collect();
+    let got: HashMap<SessionKey, Option<Record>> = keys
+        .iter()
+        .cloned()
+        .zip(states(fresh.as_ref(), &keys).await)
+        .collect();
+    assert_eq!(expected, got, "every session, with its deadline and version");
+
+    // A damaged file is refused, never half read.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let other = memory(&options);
+    match read_snapshot(&path, other.as_ref(), CopyMode::Overwrite).await {
+        Err(Error::Corrupt { .. }) => {}
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    std::fs::write(&path, b"not a snapshot").unwrap();
+    assert!(matches!(
+        read_snapshot(&path, other.as_ref(), CopyMode::Overwrite).await,
+        Err(Error::Corrupt { .. })
+    ));
+    let _ = std::fs::remove_file(&path);
+}
