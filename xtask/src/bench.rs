@@ -1,6 +1,6 @@
 //! `cargo xtask bench [--quick] [--rounds N] [--keys N] [--footprint-entries N] [--no-cluster]
-//! [--no-scale] [--scale-sizes N,N,…] [--no-doc]`: side-by-side benchmarks of the stores and
-//! their anchors.
+//! [--no-postgres] [--no-scale] [--scale-sizes N,N,…] [--no-doc]`: side-by-side benchmarks of the
+//! stores and their anchors.
 //!
 //! Builds `crates/session-bench` in release mode (it is not a default member, and `cargo xtask
 //! test` never builds it), then starts, all on free loopback ports and without persistence:
@@ -16,7 +16,12 @@
 //!   (`--quick`: 10k and 200k; `--scale-sizes` to choose). Without replicas, 5M sessions take
 //!   ~7 GB instead of ~14; each master gets `--maxmemory` (60 % of the memory available at
 //!   start over the three, at most 4 GiB) with `noeviction`, so a fill that outgrows the machine
-//!   fails its writes instead of exhausting the memory other processes need.
+//!   fails its writes instead of exhausting the memory other processes need;
+//! * a PostgreSQL (`testkit_redis::Postgres`: `initdb` in a scratch directory, as an
+//!   unprivileged user when root; unless `--no-postgres`), for `SqlStore` on PostgreSQL beside
+//!   tower-sessions' `PostgresStore`, `RedisStore` saves with write-behind into it and the
+//!   write-behind's throughput. The SQLite subjects need no server: the binary puts their files
+//!   in a temporary directory.
 //!
 //! It runs the benchmark binary against them and stops every server by pid when the binary
 //! ends, however it ends (an error, a failed run, Ctrl-C). The binary prints the ratios and
@@ -34,8 +39,9 @@ use testkit_redis::{Cluster, RedisServer, RedisTopology, ServerOptions, Topology
 use crate::{exec, project_root, target_dir, tools};
 
 const USAGE: &str = "usage: cargo xtask bench [--quick] [--rounds N] [--keys N] [--footprint-entries N] \
-                     [--no-cluster] [--no-scale] [--scale-sizes N,N,…] [--no-doc]\n  \
+                     [--no-cluster] [--no-postgres] [--no-scale] [--scale-sizes N,N,…] [--no-doc]\n  \
                      --no-cluster         no Redis Cluster subjects (and no control for the scale curve)\n  \
+                     --no-postgres        no PostgreSQL subjects (SqlStore on SQLite still runs)\n  \
                      --no-scale           no scale curve\n  \
                      --scale-sizes LIST   the curve's sizes, e.g. 10k,1M,5M (the default; --quick: 10k,200k)";
 
@@ -52,6 +58,8 @@ struct Args {
     cluster: bool,
     /// Start the scale curve's cluster.
     scale: bool,
+    /// Start a PostgreSQL.
+    postgres: bool,
 }
 
 /// A count as `--scale-sizes` takes it: `10000`, `10k`, `1M`.
@@ -66,6 +74,7 @@ fn parse(args: &[String]) -> crate::Result<Args> {
         doc: true,
         cluster: true,
         scale: true,
+        postgres: true,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -86,6 +95,7 @@ fn parse(args: &[String]) -> crate::Result<Args> {
                 parsed.forward.extend([flag.clone(), value.clone()]);
             }
             "--no-cluster" => parsed.cluster = false,
+            "--no-postgres" => parsed.postgres = false,
             "--no-scale" => parsed.scale = false,
             "--no-doc" => parsed.doc = false,
             "-h" | "--help" => return Err(USAGE.into()),
@@ -98,6 +108,9 @@ fn parse(args: &[String]) -> crate::Result<Args> {
 pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
     let parsed = parse(args)?;
     tools::ensure_redis_tools()?;
+    if parsed.postgres {
+        tools::ensure_postgres()?;
+    }
     if testkit_redis::find_program("redis-benchmark").is_none() {
         return Err("redis-benchmark not found on PATH; install it with:\n  \
                     apt-get update && apt-get install -y redis-tools"
@@ -144,6 +157,18 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
     } else {
         None
     };
+    let postgres = if parsed.postgres {
+        let postgres = testkit_redis::Postgres::start()?;
+        println!(
+            "bench: PostgreSQL on 127.0.0.1:{} (fsync off, scratch directory), pid {} (ready in {:.1}s)",
+            postgres.port(),
+            postgres.pid().map_or_else(|| "?".to_owned(), |p| p.to_string()),
+            postgres.ready_after().as_secs_f64()
+        );
+        Some(postgres)
+    } else {
+        None
+    };
     let scale = if parsed.scale {
         let maxmemory = scale_maxmemory();
         let cluster = Cluster::start_masters(&scale_options(maxmemory), SCALE_MASTERS)?;
@@ -166,6 +191,9 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
     if let Some(cluster) = &cluster {
         bench.args(["--cluster-url", &cluster.url()]);
     }
+    if let Some(postgres) = &postgres {
+        bench.args(["--postgres-url", &postgres.url()]);
+    }
     if let Some(scale) = &scale {
         bench.args(["--scale-url", &scale.url()]);
     }
@@ -179,6 +207,7 @@ pub(crate) fn run(args: &[String]) -> crate::Result<ExitCode> {
     let _ = fs::remove_file(&log);
     let outcome = exec::run_logged(&mut bench, &log, |line| println!("{line}"));
     drop(scale);
+    drop(postgres);
     drop(cluster);
     drop(server);
     let outcome = outcome?;
@@ -252,7 +281,7 @@ mod tests {
         let a = parse(&args(&["--quick", "--rounds", "5", "--no-doc"])).unwrap();
         assert_eq!(a.forward, ["--quick", "--rounds", "5"]);
         assert!(!a.doc);
-        assert!(a.cluster && a.scale);
+        assert!(a.cluster && a.scale && a.postgres);
         let a = parse(&args(&[
             "--no-scale",
             "--no-cluster",
@@ -261,7 +290,9 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(a.forward, ["--scale-sizes", "10k,1M,5000000"]);
-        assert!(!a.cluster && !a.scale && a.doc);
+        assert!(!a.cluster && !a.scale && a.doc && a.postgres);
+        let a = parse(&args(&["--no-postgres"])).unwrap();
+        assert!(!a.postgres && a.cluster && a.forward.is_empty());
         assert!(parse(&args(&["--scale-sizes", "10x"])).is_err());
         assert!(parse(&args(&["--scale-sizes", "1M,"])).is_err());
         assert!(parse(&args(&["--rounds"])).is_err());

@@ -33,6 +33,9 @@ pub(crate) fn start<P: SessionStore, B: SessionStore>(
                 Err(e) => {
                     tracing::debug!(error = %e, "backup: a flush failed; retrying");
                     pause = (pause * 2).min(max_retry);
+                    // However many changes wait: a failing backup is not hammered.
+                    drop(shared);
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
@@ -41,34 +44,66 @@ pub(crate) fn start<P: SessionStore, B: SessionStore>(
 }
 
 /// One flush: up to a batch of changes into the backup. Changes whose write failed go back to
-/// the queue (unless a newer change of their key came meanwhile).
+/// the queue (merged with a change of their key queued meanwhile).
 pub(crate) async fn flush_once<P: SessionStore, B: SessionStore>(shared: &Shared<P, B>) -> Result<()> {
     let _one = shared.flushing.lock().await;
     let batch = shared.queue().take(shared.config.batch_size);
     if batch.is_empty() {
         return Ok(());
     }
-    // Kept to put back if the backup does not answer in time: writing a state twice is
-    // harmless, and a newer change of the key, queued meanwhile, is never passed.
-    let copy = batch.clone();
+    // Put back whole if the backup does not answer in time or the flush is cancelled (writing a
+    // state twice is harmless; a newer change of the key, queued meanwhile, is merged).
+    let mut guard = Unfinished {
+        shared,
+        batch: Some(batch.clone()),
+    };
     let timeout = shared.config.write_timeout();
     let result = match tokio::time::timeout(timeout, write_batch(shared, batch)).await {
-        Ok(result) => result,
-        Err(_) => {
-            requeue(shared, copy);
-            Err(Error::Timeout {
-                backend: shared.backup.backend(),
-                op: "backup",
-                after: timeout,
-            })
+        Ok(result) => {
+            guard.written();
+            result
         }
+        Err(_) => Err(Error::Timeout {
+            backend: shared.backup.backend(),
+            op: "backup",
+            after: timeout,
+        }),
     };
+    drop(guard);
     let failed = result.is_err();
     shared.failing.store(failed, Ordering::Relaxed);
     if failed {
         shared.counters.failed_flushes.fetch_add(1, Ordering::Relaxed);
     }
     result
+}
+
+/// A taken batch until it is over: dropped unfinished (timed out, cancelled) it goes back to
+/// the queue; either way its keys stop being in flight.
+struct Unfinished<'a, P: SessionStore, B: SessionStore> {
+    shared: &'a Shared<P, B>,
+    batch: Option<Vec<(SessionKey, Queued)>>,
+}
+
+impl<P: SessionStore, B: SessionStore> Unfinished<'_, P, B> {
+    /// `write_batch` ran to its end (it put back what failed itself).
+    fn written(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            self.shared.queue().landed(batch.iter().map(|(k, _)| k));
+        }
+    }
+}
+
+impl<P: SessionStore, B: SessionStore> Drop for Unfinished<'_, P, B> {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            let mut q = self.shared.queue();
+            q.landed(batch.iter().map(|(k, _)| k));
+            for (key, queued) in batch {
+                q.requeue(key, queued);
+            }
+        }
+    }
 }
 
 async fn write_batch<P: SessionStore, B: SessionStore>(
@@ -85,54 +120,47 @@ async fn write_batch<P: SessionStore, B: SessionStore>(
                 puts.push((key, record.clone()));
                 put_queued.push(queued);
             }
-            Change::Refresh => refresh.push((key, queued)),
+            Change::Refresh | Change::Recheck => refresh.push((key, queued)),
             Change::Delete(_) | Change::Retime(_) => others.push((key, queued)),
         }
     }
 
     // Keys whose state is read from the primary now.
+    let mut refresh_error = None;
     if !refresh.is_empty() {
         let keys: Vec<SessionKey> = refresh.iter().map(|(k, _)| k.clone()).collect();
         match shared.primary.load_many(&keys).await {
             Ok(found) => {
                 for ((key, mut queued), state) in refresh.into_iter().zip(found) {
+                    let recheck = matches!(queued.change, Change::Recheck);
                     match state {
                         Ok(Some(record)) => {
                             queued.change = Change::Put(record.clone());
                             puts.push((key, record));
                             put_queued.push(queued);
                         }
-                        Ok(None) => {
+                        // Nothing there after a failed write: the backup keeps its copy.
+                        Ok(None) | Err(_) if recheck => {}
+                        // Gone from the primary (or not a session any more): gone from the backup.
+                        Ok(None) | Err(_) => {
                             queued.change = Change::Delete(None);
                             others.push((key, queued));
                         }
-                        // Bytes that are not a session: nothing to back up.
-                        Err(_) => {}
                     }
                 }
             }
             Err(e) => {
-                requeue(
-                    shared,
-                    refresh.into_iter().chain(others).chain(rebuild(puts, put_queued)),
-                );
-                return Err(e);
+                // The primary does not answer: only these wait for it; the rest is written.
+                requeue(shared, refresh);
+                refresh_error = Some(e);
             }
         }
     }
 
     let mut first_error: Option<Error> = None;
     if !puts.is_empty() {
-        let n = puts.len() as u64;
-        match shared.backup.save_many(&puts).await {
-            Ok(_) => {
-                shared.counters.written.fetch_add(n, Ordering::Relaxed);
-                note_lag(shared, put_queued.iter());
-            }
-            Err(e) => {
-                requeue(shared, rebuild(puts, put_queued));
-                first_error = Some(e);
-            }
+        if let Err(e) = write_puts(shared, puts, put_queued).await {
+            first_error = Some(e);
         }
     }
     for (key, queued) in others {
@@ -142,14 +170,14 @@ async fn write_batch<P: SessionStore, B: SessionStore>(
         }
         let done = match &queued.change {
             Change::Delete(Some(tombstone)) => {
-                shared.backup.delete_leaving(&key, *tombstone).await.map(|_| true)
+                shared.backup.delete_leaving(&key, *tombstone).await.map(|_| ())
             }
-            Change::Delete(None) => shared.backup.delete(&key).await.map(|_| true),
+            Change::Delete(None) => shared.backup.delete(&key).await.map(|_| ()),
             Change::Retime(deadline) => retime(shared, &key, *deadline).await,
-            Change::Put(_) | Change::Refresh => Ok(true),
+            Change::Put(_) | Change::Refresh | Change::Recheck => Ok(()),
         };
         match done {
-            Ok(_) => {
+            Ok(()) => {
                 if queued.change.is_delete() {
                     shared.counters.deleted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -161,9 +189,53 @@ async fn write_batch<P: SessionStore, B: SessionStore>(
             }
         }
     }
-    match first_error {
+    match first_error.or(refresh_error) {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// The records, in one `save_many`. A refusal that retrying cannot fix (a record over the
+/// backup's size limit, a permission) is narrowed down record by record: the ones the backup
+/// refuses are dropped (counted, the backup marked incomplete), the others written.
+async fn write_puts<P: SessionStore, B: SessionStore>(
+    shared: &Shared<P, B>,
+    puts: Vec<(SessionKey, Record)>,
+    queued: Vec<Queued>,
+) -> Result<()> {
+    let n = puts.len() as u64;
+    match shared.backup.save_many(&puts).await {
+        Ok(_) => {
+            shared.counters.written.fetch_add(n, Ordering::Relaxed);
+            note_lag(shared, queued.iter());
+            Ok(())
+        }
+        Err(e) if e.is_temporary() => {
+            requeue(shared, rebuild(puts, queued));
+            Err(e)
+        }
+        Err(_) => {
+            let mut temporary = None;
+            for ((key, record), q) in puts.into_iter().zip(queued) {
+                match shared.backup.save(&key, &record).await {
+                    Ok(_) => {
+                        shared.counters.written.fetch_add(1, Ordering::Relaxed);
+                        note_lag(shared, std::iter::once(&q));
+                    }
+                    Err(e) if e.is_temporary() => {
+                        requeue(shared, std::iter::once((key, q)));
+                        temporary = Some(e);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "backup: the backup refuses a session; it is not backed up");
+                        shared.counters.dropped_writes.fetch_add(1, Ordering::Relaxed);
+                        shared.drops.fetch_add(1, Ordering::Relaxed);
+                        shared.incomplete.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            temporary.map_or(Ok(()), Err)
+        }
     }
 }
 
@@ -172,13 +244,13 @@ async fn retime<P: SessionStore, B: SessionStore>(
     shared: &Shared<P, B>,
     key: &SessionKey,
     deadline: u64,
-) -> Result<bool> {
+) -> Result<()> {
     if shared.backup.touch(key, deadline).await? {
-        return Ok(true);
+        return Ok(());
     }
     match shared.primary.load(key).await? {
-        Some(record) => shared.backup.save(key, &record).await.map(|_| true),
-        None => Ok(true),
+        Some(record) => shared.backup.save(key, &record).await.map(|_| ()),
+        None => Ok(()),
     }
 }
 

@@ -1,9 +1,13 @@
 //! The write-behind queue: per key, the latest change not yet in the backup.
 //!
-//! A key appears once: a newer change replaces the queued one in place (the latest state
-//! wins; order between keys does not matter, each key is written on its own). A flush takes a
-//! batch out; if writing it fails, each change goes back unless a newer one for its key was
-//! queued meanwhile (at least once, never an older state over a newer one).
+//! A key appears once. A second change of a key that is still queued becomes `Refresh` — the
+//! primary's state read at flush time — unless both are deletes (the later one) or one is a
+//! `Recheck` (a failed write's, which adds nothing to another change): calls on one key may finish
+//! (and be queued) in another order than the primary applied them, so only the primary can say
+//! which state is the latest. Order between keys does not matter, each key is written on its
+//! own. A flush takes a batch out (its keys stay *in flight* until it ends); if writing fails,
+//! each change goes back, merged with any change of its key queued meanwhile (at least once,
+//! never an older state over a newer one).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -20,9 +24,13 @@ pub(crate) enum Change {
     Delete(Option<Tombstone>),
     /// Move the deadline (a `touch`).
     Retime(u64),
-    /// The primary's state is not known here (a rotate's new key, a replayed change): read it
-    /// from the primary when flushing.
+    /// The primary's state is not known here (a rotate's new key, two changes of one key):
+    /// read it from the primary when flushing — a session there is written, none is deleted.
     Refresh,
+    /// A write the primary answered with an error may have landed: when flushing, a session
+    /// the primary holds is written; if it holds none, the backup keeps what it has (a primary
+    /// that lost its data must not empty the backup).
+    Recheck,
 }
 
 impl Change {
@@ -54,6 +62,8 @@ pub(crate) enum Pushed {
 pub(crate) struct Queue {
     map: HashMap<SessionKey, Queued>,
     order: VecDeque<SessionKey>,
+    /// Keys of batches being written: not in the backup yet either.
+    in_flight: HashMap<SessionKey, usize>,
     seq: u64,
 }
 
@@ -63,8 +73,14 @@ impl Queue {
     }
 
     /// The change queued for `key`, if any.
+    #[cfg(test)]
     pub(crate) fn get(&self, key: &SessionKey) -> Option<&Change> {
         self.map.get(key).map(|q| &q.change)
+    }
+
+    /// Whether `key` has a change that is not in the backup yet: queued or in flight.
+    pub(crate) fn pending(&self, key: &SessionKey) -> bool {
+        self.map.contains_key(key) || self.in_flight.contains_key(key)
     }
 
     /// Queues `change` for `key`, merging with a queued change of the same key.
@@ -96,21 +112,39 @@ impl Queue {
         Pushed::Queued
     }
 
-    /// Takes up to `n` changes, oldest keys first.
+    /// Takes up to `n` changes, oldest keys first; their keys are in flight until
+    /// [`landed`](Self::landed).
     pub(crate) fn take(&mut self, n: usize) -> Vec<(SessionKey, Queued)> {
         let mut out = Vec::with_capacity(n.min(self.map.len()));
         while out.len() < n {
             let Some(key) = self.order.pop_front() else { break };
             if let Some(queued) = self.map.remove(&key) {
+                *self.in_flight.entry(key.clone()).or_default() += 1;
                 out.push((key, queued));
             }
         }
         out
     }
 
-    /// Puts back a change whose write failed, unless its key has a newer change queued.
+    /// A taken batch is over (written, or its failures put back): its keys are no longer in
+    /// flight.
+    pub(crate) fn landed<'a>(&mut self, keys: impl IntoIterator<Item = &'a SessionKey>) {
+        for key in keys {
+            if let Some(n) = self.in_flight.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.in_flight.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Puts back a change whose write failed: merged with a change of its key queued
+    /// meanwhile (the newer one), else queued first.
     pub(crate) fn requeue(&mut self, key: SessionKey, queued: Queued) {
-        if self.map.contains_key(&key) {
+        if let Some(newer) = self.map.get_mut(&key) {
+            newer.change = merge(&queued.change, newer.change.clone());
+            newer.since = newer.since.min(queued.since);
             return;
         }
         self.order.push_front(key.clone());
@@ -118,21 +152,16 @@ impl Queue {
     }
 }
 
-/// The change that stands for `old` followed by `new`.
+/// The change that stands for `old` followed by `new`: two deletes are the later one; anything
+/// else is read from the primary at flush time (the calls may have finished in another order
+/// than the primary applied them).
 fn merge(old: &Change, new: Change) -> Change {
     match (old, new) {
-        // A new deadline on a record still waiting: the record with that deadline.
-        (Change::Put(record), Change::Retime(deadline)) => {
-            let mut record = record.clone();
-            record.meta.expires_at =
-                session_core::backend::cap_deadline(deadline, record.meta.max_expires_at);
-            Change::Put(record)
-        }
-        // A deadline for a key whose state is read at flush time anyway.
-        (Change::Refresh, Change::Retime(_)) => Change::Refresh,
-        // A touch after a delete changes nothing (it found no session).
-        (Change::Delete(t), Change::Retime(_)) => Change::Delete(*t),
-        (_, new) => new,
+        (Change::Delete(_), Change::Delete(t)) => Change::Delete(t),
+        // A failed write adds nothing to a change already on its way.
+        (old, Change::Recheck) => old.clone(),
+        (Change::Recheck, new) => new,
+        _ => Change::Refresh,
     }
 }
 
@@ -150,25 +179,28 @@ mod tests {
     }
 
     #[test]
-    fn the_latest_change_of_a_key_wins_and_keeps_its_place() {
+    fn a_key_changed_twice_is_read_from_the_primary_and_keeps_its_place() {
         let mut q = Queue::default();
         let (a, b) = (key(), key());
         assert_eq!(
             q.push(&a, Change::Put(Record::new(CodecId::JSON, &b"1"[..], 10)), 10),
             Pushed::Queued
         );
-        q.push(&b, Change::Refresh, 10);
+        q.push(&b, Change::Delete(None), 10);
         q.push(&a, Change::Retime(99), 10);
+        q.push(&b, Change::Delete(None), 10);
         assert_eq!(q.len(), 2);
-        match q.get(&a) {
-            Some(Change::Put(r)) => assert_eq!(r.meta.expires_at, 99),
-            other => panic!("{other:?}"),
-        }
-        q.push(&a, Change::Delete(None), 10);
+        assert!(matches!(q.get(&a), Some(Change::Refresh)));
+        assert!(
+            q.get(&b).is_some_and(Change::is_delete),
+            "two deletes stay a delete"
+        );
         let taken = q.take(10);
         assert_eq!(taken.len(), 2);
         assert_eq!(taken[0].0, a);
-        assert!(taken[0].1.change.is_delete());
+        assert!(q.pending(&a), "in flight");
+        q.landed(taken.iter().map(|(k, _)| k));
+        assert!(!q.pending(&a));
     }
 
     #[test]
@@ -181,8 +213,13 @@ mod tests {
         assert_eq!(q.push(&keys[2], Change::Delete(None), 1), Pushed::Dropped);
         let mut taken = q.take(1);
         let (k, old) = taken.remove(0);
-        q.push(&k, Change::Delete(None), 1);
+        q.push(&k, Change::Put(Record::new(CodecId::JSON, &b"2"[..], 10)), 1);
         q.requeue(k.clone(), old);
-        assert!(q.get(&k).is_some_and(Change::is_delete), "the newer change stays");
+        assert!(
+            matches!(q.get(&k), Some(Change::Refresh)),
+            "merged with the newer change"
+        );
+        q.landed([&k]);
+        assert!(q.pending(&k), "still queued");
     }
 }

@@ -3,24 +3,74 @@
 //! overflowed).
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
-use session_core::{Result, ScanCursor, SessionKey, SessionStore};
+use session_core::backend::{now_ms, Change};
+use session_core::{Result, ScanCursor, SessionStore, Version};
 
-use crate::copy::{copy_sessions, CopyMode, CopyOptions, CopyProgress};
+use crate::copy::CopyProgress;
 use crate::store::BackupStore;
+
+/// Sessions per page of a bulk pass.
+const PAGE: usize = 1000;
 
 impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
     /// Repopulates the primary from the backup: every live session of the backup is applied
     /// to the primary by the reconciliation rule, with its own deadline — a session the primary
-    /// holds in a newer state, or a tombstone there, stays. Safe while the store serves.
-    /// `on_page` sees the progress after each page.
+    /// holds in a newer state, or a tombstone there, stays. Keys with a change not yet in the
+    /// backup (queued or in flight: a delete, a newer write) are left alone; the queue is
+    /// flushed first as far as the backup answers. Safe while the store serves. After dropped
+    /// changes (the backup is *incomplete*, see [`resync`](Self::resync)) the backup may still
+    /// hold sessions deleted since: they come back too (a warning says so). `on_page` sees the
+    /// progress after each page.
     ///
     /// # Errors
     /// The first error of either store; call it again to finish (what was restored stays).
-    pub async fn restore_all(&self, on_page: impl FnMut(&CopyProgress) + Send) -> Result<CopyProgress> {
-        let options = CopyOptions::default().with_mode(CopyMode::KeepNewer);
-        let progress = copy_sessions(&self.shared.backup, &self.shared.primary, &options, on_page).await?;
-        self.shared
+    pub async fn restore_all(&self, mut on_page: impl FnMut(&CopyProgress) + Send) -> Result<CopyProgress> {
+        let shared = &self.shared;
+        let _ = self.flush().await;
+        if shared.incomplete.load(Ordering::Relaxed) {
+            tracing::warn!(
+                "backup: restoring from an incomplete backup (changes were dropped): sessions deleted \
+                 meanwhile may come back; resync first if the primary still holds its data"
+            );
+        }
+        let started = Instant::now();
+        let mut progress = CopyProgress::default();
+        loop {
+            let page = shared.backup.scan(progress.cursor.as_ref(), PAGE).await?;
+            progress.skipped += page.skipped;
+            let now = now_ms();
+            for (key, record) in &page.sessions {
+                if record.meta.is_expired(now) {
+                    progress.expired += 1;
+                    continue;
+                }
+                if shared.queue().pending(key) {
+                    progress.kept += 1;
+                    continue;
+                }
+                let outcome = shared
+                    .primary
+                    .reconcile(key, Version::NONE, Change::Write(record))
+                    .await?;
+                if outcome.stored() {
+                    progress.copied += 1;
+                } else if outcome.conflicted() {
+                    progress.kept += 1;
+                } else {
+                    progress.expired += 1;
+                }
+            }
+            progress.pages += 1;
+            progress.cursor = page.next;
+            progress.elapsed = started.elapsed();
+            on_page(&progress);
+            if progress.cursor.is_none() {
+                break;
+            }
+        }
+        shared
             .counters
             .restored
             .fetch_add(progress.copied, Ordering::Relaxed);
@@ -28,43 +78,74 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
     }
 
     /// Makes the backup whole again after changes were dropped (the queue overflowed): copies
-    /// every live session of the primary into the backup, then deletes from the backup what
-    /// the primary no longer holds. Clears [`BackupStats::incomplete`](crate::BackupStats)
+    /// every live session of the primary into the backup by the reconciliation rule (a newer
+    /// state the flusher wrote meanwhile stays), then deletes from the backup each session the
+    /// primary no longer holds. Keys with a change on its way are left to the flusher.
+    /// Read-through stays off while it runs. Clears [`BackupStats::incomplete`](crate::BackupStats)
     /// unless another change was dropped meanwhile.
     ///
     /// # Errors
     /// The first error of either store; the backup stays marked incomplete.
     pub async fn resync(&self) -> Result<CopyProgress> {
         let shared = &self.shared;
-        shared.incomplete.store(false, Ordering::Relaxed);
+        let drops_before = shared.drops.load(Ordering::Relaxed);
+        shared.resyncing.store(true, Ordering::Relaxed);
         let result = self.resync_passes().await;
-        if result.is_err() {
-            shared.incomplete.store(true, Ordering::Relaxed);
+        shared.resyncing.store(false, Ordering::Relaxed);
+        if result.is_ok() && shared.drops.load(Ordering::Relaxed) == drops_before {
+            shared.incomplete.store(false, Ordering::Relaxed);
         }
         result
     }
 
     async fn resync_passes(&self) -> Result<CopyProgress> {
         let shared = &self.shared;
-        let progress =
-            copy_sessions(&shared.primary, &shared.backup, &CopyOptions::default(), |_| {}).await?;
-        // Sessions the backup holds that the primary does not (deletes that were dropped).
+        let started = Instant::now();
+        let mut progress = CopyProgress::default();
+        // 1. The primary's sessions into the backup.
         let mut cursor: Option<ScanCursor> = None;
         loop {
-            let page = shared.backup.scan(cursor.as_ref(), 1000).await?;
-            let keys: Vec<SessionKey> = page.sessions.into_iter().map(|(k, _)| k).collect();
-            if !keys.is_empty() {
-                let there = shared.primary.load_many(&keys).await?;
-                for (key, state) in keys.iter().zip(there) {
-                    if matches!(state, Ok(None)) && shared.queue().get(key).is_none() {
-                        shared.backup.delete(key).await?;
-                    }
+            let page = shared.primary.scan(cursor.as_ref(), PAGE).await?;
+            progress.skipped += page.skipped;
+            for (key, record) in &page.sessions {
+                if shared.queue().pending(key) {
+                    continue;
                 }
+                let outcome = shared
+                    .backup
+                    .reconcile(key, Version::NONE, Change::Write(record))
+                    .await?;
+                if outcome.stored() {
+                    progress.copied += 1;
+                } else {
+                    progress.kept += 1;
+                }
+            }
+            progress.pages += 1;
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        // 2. What the backup holds and the primary does not (deletes that were dropped), each
+        //    checked against the primary right before it goes.
+        loop {
+            let page = shared.backup.scan(cursor.as_ref(), PAGE).await?;
+            for (key, _) in &page.sessions {
+                if shared.queue().pending(key) || shared.primary.load(key).await?.is_some() {
+                    continue;
+                }
+                if shared.queue().pending(key) {
+                    continue;
+                }
+                shared.backup.delete(key).await?;
             }
             cursor = page.next;
             if cursor.is_none() {
-                return Ok(progress);
+                break;
             }
         }
+        progress.elapsed = started.elapsed();
+        Ok(progress)
     }
 }

@@ -68,55 +68,91 @@ impl<P: SessionStore, B: SessionStore> SessionStore for BackupStore<P, B> {
     }
 
     async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        let meta = self.shared.primary.save(key, record).await?;
+        let meta = self
+            .shared
+            .primary
+            .save(key, record)
+            .await
+            .inspect_err(|e| self.shared.record_unknown(key, e))?;
         self.shared.record_put(key, record, meta);
         Ok(meta)
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        let meta = self.shared.primary.create(key, record).await?;
+        let meta = self
+            .shared
+            .primary
+            .create(key, record)
+            .await
+            .inspect_err(|e| self.shared.record_unknown(key, e))?;
         self.shared.record_put(key, record, meta);
         Ok(meta)
     }
 
     async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        let meta = self.shared.primary.update(key, record).await?;
+        let meta = self
+            .shared
+            .primary
+            .update(key, record)
+            .await
+            .inspect_err(|e| self.shared.record_unknown(key, e))?;
         self.shared.record_put(key, record, meta);
         Ok(meta)
     }
 
     async fn save_if(&self, key: &SessionKey, expected_version: Version, record: &Record) -> Result<Meta> {
-        let meta = self.shared.primary.save_if(key, expected_version, record).await?;
+        let meta = self
+            .shared
+            .primary
+            .save_if(key, expected_version, record)
+            .await
+            .inspect_err(|e| self.shared.record_unknown(key, e))?;
         self.shared.record_put(key, record, meta);
         Ok(meta)
     }
 
+    /// The delete is queued before the primary is asked, so that no read-through on this
+    /// instance can restore the session from the backup meanwhile. It stays queued if the
+    /// primary's answer is an error: a logout is never undone by the backup, at worst a session
+    /// whose logout failed is missing from it until its next write.
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        let existed = self.shared.primary.delete(key).await?;
         self.shared.record_delete(key, None);
-        Ok(existed)
+        self.shared.primary.delete(key).await
     }
 
     async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
-        let existed = self.shared.primary.delete_leaving(key, tombstone).await?;
         self.shared.record_delete(key, Some(tombstone));
-        Ok(existed)
+        self.shared.primary.delete_leaving(key, tombstone).await
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
-        let found = self.shared.primary.touch(key, expires_at).await?;
+        let found = self
+            .shared
+            .primary
+            .touch(key, expires_at)
+            .await
+            .inspect_err(|e| self.shared.record_unknown(key, e))?;
         if found {
             self.shared.record(key, Change::Retime(expires_at));
         }
         Ok(found)
     }
 
+    /// Like a delete for the old id (queued first: a read-through must not restore it), and the
+    /// new id's state read from the primary at flush time.
     async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
-        let meta = self.shared.primary.rotate(key, new_id).await?;
-        self.shared.record_delete(key, None);
         let new_key = SessionKey::new(key.namespace.clone(), new_id.clone());
-        self.shared.record(&new_key, Change::Refresh);
-        Ok(meta)
+        if new_id != &key.id {
+            self.shared.record_delete(key, None);
+        }
+        let moved = self.shared.primary.rotate(key, new_id).await;
+        match &moved {
+            Ok(_) => self.shared.record(&new_key, Change::Refresh),
+            // Moved or not: the new id is backed up if the primary holds it; the old id's delete
+            // stays queued (a session is never restored under an id it left).
+            Err(e) => self.shared.record_unknown(&new_key, e),
+        }
+        moved
     }
 
     async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
@@ -146,7 +182,11 @@ impl<P: SessionStore, B: SessionStore> SessionStore for BackupStore<P, B> {
     }
 
     async fn save_many(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
-        let metas = self.shared.primary.save_many(items).await?;
+        let metas = self.shared.primary.save_many(items).await.inspect_err(|e| {
+            for (key, _) in items {
+                self.shared.record_unknown(key, e);
+            }
+        })?;
         for ((key, record), meta) in items.iter().zip(&metas) {
             self.shared.record_put(key, record, *meta);
         }
@@ -206,7 +246,12 @@ impl<P: SessionStore, B: SessionStore> SessionStore for BackupStore<P, B> {
     }
 
     async fn reconcile(&self, key: &SessionKey, base: Version, change: Replay<'_>) -> Result<Reconciled> {
-        let outcome = self.shared.primary.reconcile(key, base, change).await?;
+        let outcome = self
+            .shared
+            .primary
+            .reconcile(key, base, change)
+            .await
+            .inspect_err(|e| self.shared.record_unknown(key, e))?;
         self.shared.record_replay(key, &change, outcome);
         Ok(outcome)
     }

@@ -46,32 +46,52 @@ pub struct SnapshotReport {
 /// The store's errors; [`Error::Backend`] for a file that cannot be written.
 pub async fn write_snapshot(store: &dyn SessionStore, path: &Path) -> Result<SnapshotReport> {
     let partial = partial_path(path);
-    let file = tokio::fs::File::create(&partial)
+    let written = write_partial(store, &partial).await;
+    match written {
+        Ok(report) => {
+            tokio::fs::rename(&partial, path)
+                .await
+                .map_err(|e| io_error("rename", path, e))?;
+            Ok(report)
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            Err(e)
+        }
+    }
+}
+
+/// Writes the snapshot to `partial`, synced.
+async fn write_partial(store: &dyn SessionStore, partial: &Path) -> Result<SnapshotReport> {
+    let file = tokio::fs::File::create(partial)
         .await
-        .map_err(|e| io_error("create", &partial, e))?;
+        .map_err(|e| io_error("create", partial, e))?;
     let mut out = BufWriter::new(file);
     let mut report = SnapshotReport::default();
     let mut written = 8u64;
     out.write_all(MAGIC)
         .await
-        .map_err(|e| io_error("write", &partial, e))?;
+        .map_err(|e| io_error("write", partial, e))?;
     let mut cursor: Option<ScanCursor> = None;
     loop {
         let page = store.scan(cursor.as_ref(), PAGE).await?;
         for (key, record) in &page.sessions {
             let envelope = record.encode();
             let (ns, id) = (key.ns().as_bytes(), key.id.as_str().as_bytes());
-            let len = u32::try_from(envelope.len()).map_err(|_| too_large(key))?;
+            let len = u32::try_from(envelope.len())
+                .ok()
+                .filter(|len| *len <= MAX_ENVELOPE)
+                .ok_or_else(|| too_large(key, envelope.len()))?;
             let mut entry = Vec::with_capacity(2 + ns.len() + id.len() + 4 + envelope.len());
-            entry.push(u8::try_from(ns.len()).map_err(|_| too_large(key))?);
+            entry.push(u8::try_from(ns.len()).map_err(|_| too_large(key, ns.len()))?);
             entry.extend_from_slice(ns);
-            entry.push(u8::try_from(id.len()).map_err(|_| too_large(key))?);
+            entry.push(u8::try_from(id.len()).map_err(|_| too_large(key, id.len()))?);
             entry.extend_from_slice(id);
             entry.extend_from_slice(&len.to_be_bytes());
             entry.extend_from_slice(&envelope);
             out.write_all(&entry)
                 .await
-                .map_err(|e| io_error("write", &partial, e))?;
+                .map_err(|e| io_error("write", partial, e))?;
             written += entry.len() as u64;
             report.sessions += 1;
         }
@@ -82,17 +102,13 @@ pub async fn write_snapshot(store: &dyn SessionStore, path: &Path) -> Result<Sna
     }
     out.write_all(&[0])
         .await
-        .map_err(|e| io_error("write", &partial, e))?;
+        .map_err(|e| io_error("write", partial, e))?;
     out.write_all(&report.sessions.to_be_bytes())
         .await
-        .map_err(|e| io_error("write", &partial, e))?;
-    out.flush().await.map_err(|e| io_error("write", &partial, e))?;
+        .map_err(|e| io_error("write", partial, e))?;
+    out.flush().await.map_err(|e| io_error("write", partial, e))?;
     let file = out.into_inner();
-    file.sync_all().await.map_err(|e| io_error("sync", &partial, e))?;
-    drop(file);
-    tokio::fs::rename(&partial, path)
-        .await
-        .map_err(|e| io_error("rename", path, e))?;
+    file.sync_all().await.map_err(|e| io_error("sync", partial, e))?;
     report.bytes = written + 9;
     Ok(report)
 }
@@ -240,10 +256,10 @@ fn corrupt(reason: &str) -> Error {
     }
 }
 
-fn too_large(key: &SessionKey) -> Error {
+fn too_large(key: &SessionKey, size: usize) -> Error {
     Error::TooLarge {
         namespace: key.ns().to_owned(),
-        size: usize::MAX,
+        size,
         limit: MAX_ENVELOPE as usize,
     }
 }

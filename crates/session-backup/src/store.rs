@@ -40,6 +40,11 @@ pub(crate) struct Shared<P, B> {
     pub(crate) counters: Counters,
     /// Some change was dropped (the queue was full): the backup misses it until a resync.
     pub(crate) incomplete: AtomicBool,
+    /// Changes dropped since start: a resync clears `incomplete` only if none was dropped
+    /// while it ran.
+    pub(crate) drops: AtomicU64,
+    /// A resync is running: the backup is being repaired, read-through stays off.
+    pub(crate) resyncing: AtomicBool,
     /// Whether the last flush attempt failed.
     pub(crate) failing: AtomicBool,
     pub(crate) lag: Mutex<Lag>,
@@ -113,6 +118,8 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
             flushing: tokio::sync::Mutex::new(()),
             counters: Counters::default(),
             incomplete: AtomicBool::new(false),
+            drops: AtomicU64::new(0),
+            resyncing: AtomicBool::new(false),
             failing: AtomicBool::new(false),
             lag: Mutex::new(Lag::default()),
         });
@@ -157,10 +164,11 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
     /// The backup's error; the changes stay queued.
     pub async fn flush(&self) -> Result<()> {
         loop {
+            // Each flush waits for the batch in flight, if any (which may come back to the queue).
+            crate::flusher::flush_once(&self.shared).await?;
             if self.shared.queue().len() == 0 {
                 return Ok(());
             }
-            crate::flusher::flush_once(&self.shared).await?;
         }
     }
 }
@@ -199,6 +207,7 @@ impl<P: SessionStore, B: SessionStore> Shared<P, B> {
                 &self.counters.dropped_writes
             };
             counter.fetch_add(1, Ordering::Relaxed);
+            self.drops.fetch_add(1, Ordering::Relaxed);
             if !self.incomplete.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     max_pending = self.config.max_pending,
@@ -231,11 +240,23 @@ impl<P: SessionStore, B: SessionStore> Shared<P, B> {
     }
 
     /// Whether a read may look in the backup for `key`: read-through is on, the backup is
-    /// complete, and no delete of the key is still on its way there.
+    /// complete and answering, no resync is repairing it, and `key` has no change that is not
+    /// in the backup yet (queued or in flight: the backup's copy may be one a delete or a newer
+    /// write is replacing).
     pub(crate) fn may_read_through(&self, key: &SessionKey) -> bool {
         self.config.read_through
             && !self.incomplete.load(Ordering::Relaxed)
-            && !self.queue().get(key).is_some_and(Change::is_delete)
+            && !self.resyncing.load(Ordering::Relaxed)
+            && !self.failing.load(Ordering::Relaxed)
+            && !self.queue().pending(key)
+    }
+
+    /// A write on `key` failed with an outcome the primary may have applied (a timeout, a lost
+    /// connection): the next flush writes the session the primary holds then, if any.
+    pub(crate) fn record_unknown(&self, key: &SessionKey, error: &session_core::Error) {
+        if error.is_temporary() {
+            self.record(key, Change::Recheck);
+        }
     }
 
     /// The delete a `delete_leaving` call passes on.

@@ -346,3 +346,117 @@ async fn copies_resume_and_snapshots_round_trip() {
     ));
     let _ = std::fs::remove_file(&path);
 }
+
+/// Backing up a fallback: what it acknowledged during an outage of its primary (served by its
+/// secondary, journaled) is backed up like any write, its deletes too; after the replay the
+/// backup still holds exactly the primary's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallbacks_outage_writes_and_deletes_are_backed_up() {
+    use session_fallback::{FallbackConfig, FallbackStore};
+
+    let options = StoreOptions::new(random_prefix());
+    let redis_like = FaultyStore::new(Arc::new(
+        MemoryStore::with_options(
+            MemoryConfig::default().with_tombstones(Duration::from_secs(600)),
+            options.clone(),
+        )
+        .unwrap(),
+    ));
+    let secondary = memory_backup(&options);
+    let config =
+        FallbackConfig::default().with_probe_backoff(Duration::from_millis(20), Duration::from_millis(100));
+    let fallback = FallbackStore::new(Arc::clone(&redis_like), secondary, config)
+        .await
+        .unwrap();
+    let backup = sqlite(&options, "fallback").await;
+    let store = BackupStore::new(fallback, Arc::clone(&backup), fast()).unwrap();
+
+    let before: Vec<SessionKey> = (0..20).map(|_| key()).collect();
+    for k in &before {
+        store.save(k, &rec(b"before")).await.unwrap();
+    }
+    redis_like.set_mode(FaultMode::Fail);
+    let during: Vec<SessionKey> = (0..20).map(|_| key()).collect();
+    for k in &during {
+        store.save(k, &rec(b"during the outage")).await.unwrap();
+    }
+    for k in &before[..10] {
+        store.delete(k).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    for k in &during {
+        assert!(
+            backup.load(k).await.unwrap().is_some(),
+            "an outage write is backed up"
+        );
+    }
+    for k in &before[..10] {
+        assert_eq!(
+            backup.load(k).await.unwrap(),
+            None,
+            "an outage delete is backed up"
+        );
+    }
+    redis_like.set_mode(FaultMode::Pass);
+    let all: Vec<SessionKey> = before.iter().chain(&during).cloned().collect();
+    let mut replayed = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if states(redis_like.inner().as_ref(), &all).await == states(backup.as_ref(), &all).await {
+            replayed = true;
+            break;
+        }
+    }
+    assert!(replayed, "after the replay the primary and the backup agree");
+}
+
+/// A session deleted through the store is never read back from the backup: not while its
+/// delete waits in the queue, not while the delete is being written (in flight), not after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_on_its_way_to_the_backup_blocks_read_through() {
+    let options = StoreOptions::new(random_prefix());
+    let backup = FaultyStore::new(memory_backup(&options));
+    let k = key();
+    backup.save(&k, &rec(b"logged out soon")).await.unwrap();
+    backup.set_mode(FaultMode::Delay(Duration::from_millis(400)));
+    let store = BackupStore::new(memory(&options), Arc::clone(&backup), fast()).unwrap();
+    assert!(!store.delete(&k).await.unwrap(), "not in this primary");
+    for _ in 0..10 {
+        // Queued, then in flight on the slow backup: never restored.
+        assert_eq!(
+            store.load(&k).await.unwrap(),
+            None,
+            "a deleted session was read through"
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    backup.set_mode(FaultMode::Pass);
+    store.flush().await.unwrap();
+    assert_eq!(store.load(&k).await.unwrap(), None);
+    assert_eq!(backup.load(&k).await.unwrap(), None, "{:?}", store.backup_stats());
+}
+
+/// A primary write that fails with an unknown outcome (it may have landed) leaves the key to
+/// be read from the primary at the next flush: the backup ends up with what the primary holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_with_an_unknown_outcome_is_backed_up_from_the_primarys_state() {
+    let options = StoreOptions::new(random_prefix());
+    let primary = FaultyStore::new(memory(&options));
+    let backup = memory_backup(&options);
+    let store = BackupStore::new(Arc::clone(&primary), Arc::clone(&backup), fast()).unwrap();
+    let k = key();
+    store.save(&k, &rec(b"v0")).await.unwrap();
+    store.flush().await.unwrap();
+    primary.set_mode(FaultMode::TimeoutAfterWrite(Duration::from_millis(10)));
+    assert!(store
+        .save(&k, &rec(b"v1 landed, reported as a timeout"))
+        .await
+        .is_err());
+    primary.set_mode(FaultMode::Pass);
+    store.flush().await.unwrap();
+    assert_eq!(
+        backup.load(&k).await.unwrap().map(|r| r.payload),
+        primary.inner().load(&k).await.unwrap().map(|r| r.payload),
+        "the backup holds the primary's state"
+    );
+}

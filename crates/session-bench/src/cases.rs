@@ -56,11 +56,14 @@ pub(crate) enum Group {
     Memory,
     /// Redis, over loopback.
     Redis,
+    /// PostgreSQL over loopback, or a SQLite file.
+    Sql,
 }
 
 type CellFuture = Pin<Box<dyn Future<Output = Cell> + Send>>;
 type Runner = Box<dyn Fn(Plan) -> CellFuture + Send + Sync>;
-type Cleanup = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+/// Run after each cell (outside the measured time).
+pub(crate) type Cleanup = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// One thing measured: a subject, an operation, a task count.
 pub(crate) struct Case {
@@ -104,6 +107,13 @@ impl Case {
                 cell
             })
         });
+        self
+    }
+
+    /// This case with `cleanup` run after each of its cells and paired slices, outside the
+    /// measured time.
+    pub(crate) fn with_cleanup(mut self, cleanup: Cleanup) -> Self {
+        self.cleanup = Some(cleanup);
         self
     }
 
@@ -442,9 +452,9 @@ impl Op for DashSetShared {
 }
 
 /// tower-sessions `SessionStore::load`.
-struct TowerLoad<S> {
-    store: S,
-    ids: Arc<[TowerId]>,
+pub(crate) struct TowerLoad<S> {
+    pub(crate) store: S,
+    pub(crate) ids: Arc<[TowerId]>,
 }
 
 impl<S: TowerStore + Clone> Op for TowerLoad<S> {
@@ -453,11 +463,12 @@ impl<S: TowerStore + Clone> Op for TowerLoad<S> {
     }
 }
 
-/// tower-sessions `SessionStore::save` of a pre-filled id (its Redis store's save is `SET … XX`).
-struct TowerSave<S> {
-    store: S,
-    ids: Arc<[TowerId]>,
-    record: TowerRecord,
+/// tower-sessions `SessionStore::save` of a pre-filled id (its Redis store's save is `SET … XX`;
+/// its sqlx stores' an upsert).
+pub(crate) struct TowerSave<S> {
+    pub(crate) store: S,
+    pub(crate) ids: Arc<[TowerId]>,
+    pub(crate) record: TowerRecord,
 }
 
 impl<S: TowerStore + Clone> Op for TowerSave<S> {

@@ -4,14 +4,18 @@
 //!
 //! ```text
 //! session-bench run --redis-url redis://127.0.0.1:PORT [--cluster-url redis-cluster://…]
-//!                   [--scale-url redis-cluster://…] [--no-scale] [--scale-sizes 10k,1M,5M]
-//!                   [--quick] [--rounds N] [--doc PATH] [--command TEXT]
+//!                   [--postgres-url postgres://…] [--scale-url redis-cluster://…] [--no-scale]
+//!                   [--scale-sizes 10k,1M,5M] [--quick] [--rounds N] [--doc PATH] [--command TEXT]
 //! session-bench footprint memory|dashmap ENTRIES PAYLOAD_BYTES      (used by `run`, in a child process)
 //! ```
 //!
 //! With `--cluster-url` (a 3+3 Redis Cluster) it adds `RedisStore` cluster subjects, measured
 //! beside the standalone ones; with `--scale-url` (an empty cluster of masters) it takes, after
-//! the rounds, the scale curve: load and save at 10k, 1M and 5M sessions (`scale.rs`).
+//! the rounds, the scale curve: load and save at 10k, 1M and 5M sessions (`scale.rs`). With
+//! `--postgres-url` it adds `SqlStore` on PostgreSQL beside tower-sessions' `PostgresStore`,
+//! `RedisStore` saves with write-behind into PostgreSQL and the write-behind's throughput; the
+//! SQLite subjects (`SqlStore` beside tower-sessions' `SqliteStore`, the write-behind into
+//! SQLite) run on files in a temporary directory (`sql.rs`).
 //!
 //! It measures, on one ~1 KiB session payload, a 100k-key space and 1 and 64 concurrent Tokio
 //! tasks, the ops/s and p50/p99 latency of this workspace's stores and of their anchors (raw
@@ -40,6 +44,7 @@ mod payload;
 mod redis_benchmark;
 mod report;
 mod scale;
+mod sql;
 mod web;
 
 use std::process::ExitCode;
@@ -65,6 +70,8 @@ struct Options {
     footprint: bool,
     /// A 3+3 Redis Cluster for the cluster subjects.
     cluster_url: Option<String>,
+    /// A PostgreSQL for the PostgreSQL subjects (`sql.rs`).
+    postgres_url: Option<String>,
     /// An empty cluster of masters for the scale curve.
     scale_url: Option<String>,
     /// Take the scale curve (when there is a `scale_url`).
@@ -73,7 +80,7 @@ struct Options {
     scale_sizes: Vec<usize>,
 }
 
-const USAGE: &str = "usage: session-bench run --redis-url URL [--cluster-url URL] [--scale-url URL] [--no-scale] \
+const USAGE: &str = "usage: session-bench run --redis-url URL [--cluster-url URL] [--postgres-url URL] [--scale-url URL] [--no-scale] \
                      [--scale-sizes N,N,…] [--quick] [--rounds N] [--keys N] [--footprint-entries N] [--doc PATH] \
                      [--command TEXT] [--only PREFIX|…] [--no-footprint]\n       \
                      session-bench scale --scale-url URL [--scale-sizes N,N,…] [--quick]\n       \
@@ -105,6 +112,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         only: Vec::new(),
         footprint: true,
         cluster_url: None,
+        postgres_url: None,
         scale_url: None,
         scale: true,
         scale_sizes: Vec::new(),
@@ -127,6 +135,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--only" => o.only.extend(value()?.split('|').map(str::to_owned)),
             "--no-footprint" => o.footprint = false,
             "--cluster-url" => o.cluster_url = Some(value()?),
+            "--postgres-url" => o.postgres_url = Some(value()?),
             "--scale-url" => o.scale_url = Some(value()?),
             "--no-scale" => o.scale = false,
             "--scale-sizes" => {
@@ -231,6 +240,10 @@ fn plan(case: &Case, options: &Options, warmup: bool) -> Plan {
         (false, false, Group::Memory, _) => 0.5,
         (false, false, Group::Redis, false) => 0.5,
         (false, false, Group::Redis, true) => 1.0,
+        (false, true, Group::Sql, false) => 0.15,
+        (false, true, Group::Sql, true) => 0.3,
+        (false, false, Group::Sql, false) => 0.5,
+        (false, false, Group::Sql, true) => 1.0,
     };
     Plan {
         tasks: case.tasks,
@@ -308,7 +321,7 @@ fn run(options: Options) -> Result<(), String> {
     let keys = Keys::new(options.keyspace);
     println!("pre-filling the in-memory subjects and Redis…");
     let with_redis = !options.redis_url.is_empty();
-    let (mut cases, redis_memory, server_stats, near_figures) = runtime.block_on(async {
+    let (mut cases, redis_memory, server_stats, near_figures, sql) = runtime.block_on(async {
         let mut all = cases::memory_cases(&keys, &record, &task_counts).await;
         all.extend(web::web_cases(keys.len(), &task_counts).await);
         let mut memory = cases::RedisMemory::default();
@@ -326,7 +339,17 @@ fn run(options: Options) -> Result<(), String> {
         if let Some(url) = &options.cluster_url {
             all.extend(cases::cluster_cases(url, &keys, &record, &task_counts).await);
         }
-        (all, memory, stats, near)
+        let mut sql = sql::sql_cases(
+            options.postgres_url.as_deref(),
+            with_redis.then_some(options.redis_url.as_str()),
+            &options.only,
+            &keys,
+            &record,
+            &task_counts,
+        )
+        .await;
+        all.append(&mut sql.cases);
+        (all, memory, stats, near, sql)
     });
     if !options.only.is_empty() {
         // `mem:` selects in-memory cases only (no Redis needed).
@@ -406,6 +429,24 @@ fn run(options: Options) -> Result<(), String> {
                     results.record_paired(label, ratio);
                 }
             }
+            for flush in &sql.flushes {
+                let cell = flush.measure().await;
+                if !options.only.is_empty() {
+                    println!(
+                        "  {}: {} sessions/s ({} sessions, batch {}{})",
+                        flush.label,
+                        report::fmt_ops(cell.sessions_per_sec),
+                        cell.sessions,
+                        cell.batch_size,
+                        if cell.failed_flushes > 0 {
+                            format!(", {} failed flushes", cell.failed_flushes)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                results.record_flush(flush.label, cell);
+            }
         });
         if let Some(stats) = &server_stats {
             for &(probe, case) in &probes {
@@ -469,9 +510,16 @@ fn run(options: Options) -> Result<(), String> {
     for line in &near {
         println!("{line}");
     }
+    let sql_lines = sql.lines();
+    for line in &sql_lines {
+        println!("{line}");
+    }
+    let (postgres_version, sqlite_version) = (sql.postgres_version.clone(), sql.sqlite_version.clone());
     drop(probes);
     drop(server_stats);
     drop(cases);
+    // The SQL subjects' tables dropped, their files removed.
+    runtime.block_on(sql.teardown());
     runtime.shutdown_timeout(Duration::from_secs(2));
 
     let run = Run {
@@ -490,6 +538,9 @@ fn run(options: Options) -> Result<(), String> {
         cluster,
         scale,
         near,
+        sql: sql_lines,
+        postgres_version,
+        sqlite_version,
     };
     print!("{}", run.console());
     if let Some(path) = options.doc.as_ref().filter(|_| options.only.is_empty()) {

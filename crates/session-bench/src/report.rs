@@ -11,6 +11,9 @@ use crate::commandstats::{CmdStat, PROBES, PROBE_RATIOS};
 use crate::footprint::Footprint;
 use crate::harness::{median, Cell};
 use crate::scale::{ScaleReport, FLAT};
+use crate::sql::{
+    FlushCell, FLUSH_SESSIONS, LITE_OURS, LITE_TOWER, PG_OURS, PG_TOWER, SQL_POOL, WRITE_BEHIND,
+};
 
 /// One case's figures, one per round.
 struct Entry {
@@ -32,6 +35,8 @@ pub(crate) struct Results {
     server: Vec<(String, Vec<(CmdStat, u64)>)>,
     /// Per target ratio's label, per round: the ratio from alternating slices (see [`paired_defs`]).
     paired: Vec<(&'static str, Vec<f64>)>,
+    /// Per write-behind backup, per round: its throughput (`sql.rs`).
+    flushes: Vec<(&'static str, Vec<FlushCell>)>,
 }
 
 impl Results {
@@ -40,6 +45,7 @@ impl Results {
         let group = match case.group {
             Group::Memory => "memory",
             Group::Redis => "redis",
+            Group::Sql => "sql",
         };
         self.push(
             case.id(),
@@ -122,6 +128,14 @@ impl Results {
         match self.paired.iter_mut().find(|(n, _)| *n == label) {
             Some((_, v)) => v.push(ratio),
             None => self.paired.push((label, vec![ratio])),
+        }
+    }
+
+    /// Adds a round's write-behind throughput into one backup.
+    pub(crate) fn record_flush(&mut self, label: &'static str, cell: FlushCell) {
+        match self.flushes.iter_mut().find(|(n, _)| *n == label) {
+            Some((_, v)) => v.push(cell),
+            None => self.flushes.push((label, vec![cell])),
         }
     }
 
@@ -249,6 +263,12 @@ const RATIOS: &[RatioDef] = &[
         "FallbackStore save_if / RedisStore save_if (64 tasks)",
         "FallbackStore<RedisStore (pool 2), MemoryStore> save_if @64",
         "RedisStore (pool 2) save_if @64",
+        0.95,
+    ),
+    target(
+        "RedisStore save with write-behind into PostgreSQL / RedisStore save (pool 2, 64 tasks)",
+        "BackupStore<RedisStore (pool 2), SqlStore PostgreSQL> save @64",
+        "RedisStore (pool 2) save @64",
         0.95,
     ),
     target(
@@ -422,6 +442,31 @@ const RATIOS: &[RatioDef] = &[
         "raw fred SET NX PXAT (pool 2) create @64",
     ),
     info(
+        "SqlStore load / tower-sessions-sqlx-store PostgresStore load (PostgreSQL, pool 8, 64 tasks)",
+        "SqlStore PostgreSQL (pool 8) load @64",
+        "tower-sessions-sqlx-store PostgresStore (pool 8) load @64",
+    ),
+    info(
+        "SqlStore save / tower-sessions-sqlx-store PostgresStore save (PostgreSQL, pool 8, 64 tasks)",
+        "SqlStore PostgreSQL (pool 8) save @64",
+        "tower-sessions-sqlx-store PostgresStore (pool 8) save @64",
+    ),
+    info(
+        "SqlStore load / tower-sessions-sqlx-store SqliteStore load (SQLite, pool 8, 64 tasks)",
+        "SqlStore SQLite (pool 8) load @64",
+        "tower-sessions-sqlx-store SqliteStore (pool 8) load @64",
+    ),
+    info(
+        "SqlStore save / tower-sessions-sqlx-store SqliteStore save (SQLite, pool 8, 64 tasks)",
+        "SqlStore SQLite (pool 8) save @64",
+        "tower-sessions-sqlx-store SqliteStore (pool 8) save @64",
+    ),
+    info(
+        "RedisStore save with write-behind into PostgreSQL / RedisStore save (pool 2, 1 task)",
+        "BackupStore<RedisStore (pool 2), SqlStore PostgreSQL> save @1",
+        "RedisStore (pool 2) save @1",
+    ),
+    info(
         "raw fred GET (pool 2, 64 tasks) / redis-benchmark -c 50 GET",
         "raw fred GET (pool 2) load @64",
         "redis-benchmark -c 50 GET",
@@ -538,6 +583,12 @@ pub(crate) struct Run {
     /// The near cache's figures beside its ratios (memory per session, hit ratios); empty
     /// without Redis.
     pub(crate) near: Vec<String>,
+    /// What the write-behind did during its save cells; empty without them.
+    pub(crate) sql: Vec<String>,
+    /// The PostgreSQL server's version, when the run had one.
+    pub(crate) postgres_version: Option<String>,
+    /// The built-in SQLite's version, when a SQLite subject ran.
+    pub(crate) sqlite_version: Option<String>,
 }
 
 /// The 3+3 cluster's nodes after the rounds: keys per master and the redirections answered.
@@ -604,6 +655,36 @@ const CLUSTER_ROWS: &[(&str, &str, &str, &str, usize)] = &[
         "raw fred SET PXAT",
         "raw fred SET PXAT (pool 2)",
         CLUSTER_RAW_SET,
+        "save",
+        64,
+    ),
+];
+
+/// The SQL table's rows: `(database, tower-sessions anchor, SqlStore, op, tasks)`.
+const SQL_ROWS: &[(&str, &str, &str, &str, usize)] = &[
+    ("PostgreSQL", PG_TOWER, PG_OURS, "load", 1),
+    ("PostgreSQL", PG_TOWER, PG_OURS, "load", 64),
+    ("PostgreSQL", PG_TOWER, PG_OURS, "save", 1),
+    ("PostgreSQL", PG_TOWER, PG_OURS, "save", 64),
+    ("SQLite", LITE_TOWER, LITE_OURS, "load", 1),
+    ("SQLite", LITE_TOWER, LITE_OURS, "load", 64),
+    ("SQLite", LITE_TOWER, LITE_OURS, "save", 1),
+    ("SQLite", LITE_TOWER, LITE_OURS, "save", 64),
+];
+
+/// `RedisStore` (pool 2) save without and with write-behind into PostgreSQL.
+const WRITE_BEHIND_ROWS: &[(&str, &str, &str, &str, usize)] = &[
+    (
+        "RedisStore (pool 2)",
+        "RedisStore (pool 2)",
+        WRITE_BEHIND,
+        "save",
+        1,
+    ),
+    (
+        "RedisStore (pool 2)",
+        "RedisStore (pool 2)",
+        WRITE_BEHIND,
         "save",
         64,
     ),
@@ -766,15 +847,16 @@ impl Run {
         }
     }
 
-    /// The cluster subjects beside the standalone one: ops/s, p99 and their ratio per row.
-    fn cluster_table(&self, markdown: bool) -> String {
+    /// Rows of two subjects side by side: `(what, left subject, right subject, op, tasks)`, each
+    /// with both sides' ops/s and p99 and the ratio right / left (paired when it is a target).
+    /// `names`: the first column's title, then the left and right sides' names.
+    fn side_by_side(
+        &self,
+        rows: &[(&str, &str, &str, &str, usize)],
+        (what_title, left, right): (&str, &str, &str),
+        markdown: bool,
+    ) -> String {
         let mut out = String::new();
-        if markdown {
-            out.push_str(
-                "| subject | op | tasks | standalone ops/s | standalone p99 µs | cluster ops/s | cluster p99 µs | cluster / standalone | rounds | target | status |\n",
-            );
-            out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|\n");
-        }
         let figures = |id: &str| {
             self.results.get(id).map(|e| {
                 let ops = median(&e.rounds.iter().map(|c| c.ops_per_sec).collect::<Vec<_>>());
@@ -783,14 +865,14 @@ impl Run {
                 (ops, p99, errors)
             })
         };
-        for &(what, standalone, cluster, op, tasks) in CLUSTER_ROWS {
-            let standalone = format!("{standalone} {op} @{tasks}");
-            let cluster = format!("{cluster} {op} @{tasks}");
-            let (Some(s), Some(c)) = (figures(&standalone), figures(&cluster)) else {
+        for &(what, left_subject, right_subject, op, tasks) in rows {
+            let left_id = format!("{left_subject} {op} @{tasks}");
+            let right_id = format!("{right_subject} {op} @{tasks}");
+            let (Some(s), Some(c)) = (figures(&left_id), figures(&right_id)) else {
                 continue;
             };
             let (value, rounds, target) =
-                self.ratio_of(&cluster, &standalone)
+                self.ratio_of(&right_id, &left_id)
                     .unwrap_or((f64::NAN, Vec::new(), None));
             let rounds: Vec<String> = rounds.iter().map(|r| format!("{r:.2}")).collect();
             let (target, status) = match target {
@@ -819,7 +901,7 @@ impl Run {
             } else {
                 let _ = writeln!(
                     out,
-                    "  {what:<17} {op:<13} {tasks:>3}  standalone {:>8}{} p99 {:>6} µs  cluster {:>8}{} p99 {:>6} µs  {value:>5.2}  [{}] {target} {}",
+                    "  {what:<17} {op:<13} {tasks:>3}  {left} {:>8}{} p99 {:>6} µs  {right} {:>8}{} p99 {:>6} µs  {value:>5.2}  [{}] {target} {}",
                     fmt_ops(s.0),
                     errors(s.2),
                     fmt_us(s.1),
@@ -831,6 +913,93 @@ impl Run {
                 );
             }
         }
+        if markdown && !out.is_empty() {
+            out.insert_str(
+                0,
+                &format!(
+                    "| {what_title} | op | tasks | {left} ops/s | {left} p99 µs | {right} ops/s | {right} p99 µs | {right} / {left} | rounds | target | status |\n\
+                     |---|---|---:|---:|---:|---:|---:|---:|---|---:|---|\n"
+                ),
+            );
+        }
+        out
+    }
+
+    /// Whether any SQL case or write-behind throughput ran.
+    fn has_sql(&self) -> bool {
+        !self.results.flushes.is_empty()
+            || self
+                .results
+                .entries
+                .iter()
+                .any(|e| e.group == "sql" || e.subject == WRITE_BEHIND)
+    }
+
+    /// `SqlStore` beside tower-sessions' sqlx stores, and `RedisStore` saves with and without
+    /// write-behind.
+    fn sql_table(&self, markdown: bool) -> String {
+        let mut out = self.side_by_side(
+            SQL_ROWS,
+            ("database", "tower-sessions-sqlx-store", "SqlStore"),
+            markdown,
+        );
+        if markdown && !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&self.side_by_side(
+            WRITE_BEHIND_ROWS,
+            ("subject", "without write-behind", "with write-behind"),
+            markdown,
+        ));
+        out
+    }
+
+    /// The write-behind's throughput into each backup: sessions per second, per round.
+    fn flush_table(&self, markdown: bool) -> String {
+        let mut out = String::new();
+        if self.results.flushes.is_empty() {
+            return out;
+        }
+        if markdown {
+            out.push_str(
+                "| write-behind (`BackupStore` over a `MemoryStore`, default `BackupConfig`) | sessions queued | batch size | sessions/s (median) | rounds | failed flushes |\n",
+            );
+            out.push_str("|---|---:|---:|---:|---|---:|\n");
+        }
+        for (label, cells) in &self.results.flushes {
+            let rates: Vec<f64> = cells.iter().map(|c| c.sessions_per_sec).collect();
+            let per_round: Vec<String> = rates.iter().map(|r| fmt_ops(*r)).collect();
+            let sessions = cells.first().map_or(FLUSH_SESSIONS, |c| c.sessions);
+            let batch = cells.first().map_or(0, |c| c.batch_size);
+            let failed: u64 = cells.iter().map(|c| c.failed_flushes).sum();
+            let value = fmt_ops(median(&rates));
+            if markdown {
+                let _ = writeln!(
+                    out,
+                    "| {label} | {} | {batch} | {value} | {} | {failed} |",
+                    fmt_ops(sessions as f64),
+                    per_round.join(" ")
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  {label:<52} {value:>8} sessions/s  [{}]  {} sessions queued, batch {batch}{}",
+                    per_round.join(" "),
+                    fmt_ops(sessions as f64),
+                    if failed > 0 {
+                        format!(", {failed} failed flushes")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        out
+    }
+
+    /// The cluster subjects beside the standalone one: ops/s, p99 and their ratio per row.
+    fn cluster_table(&self, markdown: bool) -> String {
+        let mut out = self.side_by_side(CLUSTER_ROWS, ("subject", "standalone", "cluster"), markdown);
         if let Some(check) = &self.cluster {
             let keys: Vec<String> = check.masters.iter().map(|(_, n)| fmt_ops(*n as f64)).collect();
             let _ = writeln!(
@@ -1103,6 +1272,24 @@ impl Run {
                 self.cluster_table(false)
             );
         }
+        if self.has_sql() {
+            let _ = writeln!(
+                out,
+                "\nSQL stores (SqlStore vs tower-sessions-sqlx-store, pool {SQL_POOL} each) and RedisStore save \
+                 without / with write-behind into PostgreSQL (ratio [per round], paired for targets):\n{}",
+                self.sql_table(false)
+            );
+            let flushes = self.flush_table(false);
+            if !flushes.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "write-behind throughput (first save until the last is in the backup; [per round]):\n{flushes}"
+                );
+            }
+            for line in &self.sql {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
         match &self.scale {
             Some(Ok(scale)) => {
                 let _ = writeln!(out, "\n{}:\n{}", scale_title(scale), scale.table(false));
@@ -1150,6 +1337,15 @@ impl Run {
         let _ = writeln!(out, "| kernel | {} |", m.kernel);
         let _ = writeln!(out, "| rustc | {} |", m.rustc);
         let _ = writeln!(out, "| redis-server | {} |", m.redis);
+        if let Some(version) = &self.postgres_version {
+            let _ = writeln!(out, "| PostgreSQL | {version} |");
+        }
+        if let Some(version) = &self.sqlite_version {
+            let _ = writeln!(
+                out,
+                "| SQLite | {version} (built in: sqlx's bundled libsqlite3-sys; files in a temporary directory) |"
+            );
+        }
         let _ = writeln!(
             out,
             "| payload | {} bytes (the session in bincode); envelope {} bytes; key space {} keys |",
@@ -1185,6 +1381,41 @@ impl Run {
                  cluster scales.\n\n",
             );
             out.push_str(&self.cluster_table(true));
+            out.push('\n');
+        }
+        if self.has_sql() {
+            out.push_str("### SQL stores and write-behind\n\n");
+            let _ = writeln!(
+                out,
+                "`SqlStore` beside tower-sessions' sqlx stores (`tower-sessions-sqlx-store` 0.15, after its \
+                 `migrate()`) on one PostgreSQL and on SQLite files: the same number of sessions pre-filled, \
+                 the same payload (tower-sessions' record holds it as JSON in its data map and stores it as \
+                 MessagePack), pools of {SQL_POOL} connections each, and on SQLite the journal settings \
+                 `SqlStore` opens its file with (WAL, `synchronous = NORMAL`, a 1 s busy timeout). \
+                 `SqlStore` keeps an index on the deadline (for its background reclaim); tower-sessions' \
+                 table has none. Ratios are `SqlStore` over the anchor, from the rounds' cells. Then \
+                 `RedisStore` (pool 2) `save` without and with write-behind into PostgreSQL \
+                 (`BackupStore<RedisStore, SqlStore>`, default `BackupConfig`): the flusher and the \
+                 database share the machine with the cell, and the queue is drained after each cell and \
+                 slice, outside the measured time.\n"
+            );
+            out.push_str(&self.sql_table(true));
+            let flushes = self.flush_table(true);
+            if !flushes.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\nWrite-behind throughput: {} saves of distinct sessions through a `BackupStore` over a \
+                     `MemoryStore` (default `BackupConfig`: flushes of `batch_size` changes, one `save_many` of \
+                     the backup each, one batch in flight at a time), timed from the first save until the \
+                     backup's written count holds every one of them; into an emptied table each round (every \
+                     write an insert). Sessions/s is the median over the rounds.\n",
+                    fmt_ops(FLUSH_SESSIONS as f64)
+                );
+                out.push_str(&flushes);
+            }
+            for line in &self.sql {
+                let _ = writeln!(out, "\n{line}");
+            }
             out.push('\n');
         }
         match &self.scale {
@@ -1231,6 +1462,12 @@ impl Run {
             out.push_str(
                 "redis-cli --cluster create <6 nodes> --cluster-replicas 1   (cases; nodes: --cluster-node-timeout 15000 \
                  --client-output-buffer-limit replica 0 0 0)\n",
+            );
+        }
+        if self.postgres_version.is_some() {
+            out.push_str(
+                "initdb --auth=trust --no-sync -E UTF8 --locale=C; postgres -c fsync=off -c full_page_writes=off \
+                 -c max_connections=200   (testkit_redis::Postgres, a throw-away server on a free port)\n",
             );
         }
         if let Some(Ok(scale)) = &self.scale {
@@ -1352,8 +1589,32 @@ fn machine() -> Machine {
 
 #[cfg(test)]
 mod tests {
-    use super::RATIOS;
+    use super::{paired_defs, RATIOS, SQL_ROWS, WRITE_BEHIND_ROWS};
+    use crate::sql::{LITE_OURS, LITE_TOWER, PG_OURS, PG_TOWER, WRITE_BEHIND};
     use crate::web::{OURS, READ, TOWER, UPDATE};
+
+    #[test]
+    fn the_sql_ratios_name_the_sql_cases() {
+        let mut ids = Vec::new();
+        for rows in [SQL_ROWS, WRITE_BEHIND_ROWS] {
+            for &(_, left, right, op, tasks) in rows {
+                ids.push(format!("{left} {op} @{tasks}"));
+                ids.push(format!("{right} {op} @{tasks}"));
+            }
+        }
+        let subjects = [PG_OURS, PG_TOWER, LITE_OURS, LITE_TOWER, WRITE_BEHIND];
+        let sql: Vec<_> = RATIOS
+            .iter()
+            .filter(|d| subjects.iter().any(|s| d.num.starts_with(s)))
+            .collect();
+        assert_eq!(sql.len(), 6);
+        for def in sql {
+            assert!(ids.iter().any(|id| id == def.num), "{}", def.num);
+            assert!(ids.iter().any(|id| id == def.den), "{}", def.den);
+        }
+        // The write-behind's 64-task ratio is a target, measured in paired slices.
+        assert!(paired_defs().any(|(_, num, _)| num == format!("{WRITE_BEHIND} save @64")));
+    }
 
     #[test]
     fn the_web_ratios_name_the_web_cases() {

@@ -255,12 +255,11 @@ pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = base.split_once("://") else {
         return format!("{base}{query}");
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
+    // The last `@` ends the user information, whatever it holds (even an unencoded `/`).
+    match rest.rsplit_once('@') {
+        Some((userinfo, host_and_path)) if userinfo.contains(':') => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{path}{query}")
+            format!("{scheme}://{user}:***@{host_and_path}{query}")
         }
         _ => format!("{base}{query}"),
     }
@@ -330,6 +329,7 @@ mod tests {
             "postgres://u:***@h/db?***"
         );
         assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
+        assert_eq!(redact_url("postgres://u:pa/ss@h/db"), "postgres://u:***@h/db");
     }
 
     #[test]

@@ -125,13 +125,22 @@ async fn open_sqlite(config: &SqlConfig) -> Result<sqlx::SqlitePool> {
 }
 
 /// Runs `$body` with `$c` bound to a `&mut` connection of the store's pool, by the store's
-/// deadline; `?` in `$body` ends the call. `$use` is `Read` or `Write` ([`Use`](crate::pg::Use)):
+/// deadline, once the schema is ready; `?` in `$body` ends the call. (`@any` skips the schema
+/// check: preparing the schema runs through it.) `$use` is `Read` or `Write` ([`Use`](crate::pg::Use)):
 /// on PostgreSQL a write's connection abandoned by the deadline (or broken) is fenced. On SQLite
 /// the deadline bounds the wait for a connection and for the file's lock (`busy_timeout`); a
 /// statement that started runs to its end, so its answer is final.
 macro_rules! on_db {
     ($inner:expr, $op:expr, $use:ident, |$c:ident| $body:expr) => {{
         let inner = &$inner;
+        // A store opened lazily prepares its schema on first use.
+        match inner.ready().await {
+            Err(e) => Err(e),
+            Ok(()) => $crate::db::on_db!(@any inner, $op, $use, |$c| $body),
+        }
+    }};
+    (@any $inner:expr, $op:expr, $use:ident, |$c:ident| $body:expr) => {{
+        let inner = $inner;
         match &inner.db {
             #[cfg(feature = "postgres")]
             $crate::db::Db::Pg(pool) => $crate::db::on_db!(@pg inner, pool, $op, $use, |$c| $body),
@@ -155,14 +164,21 @@ macro_rules! on_db {
             lease.finish(ok);
             result
         };
-        match ::tokio::time::timeout_at(deadline, work).await {
+        let result = match ::tokio::time::timeout_at(deadline, work).await {
             Ok(result) => result,
             Err(_) => Err(::session_core::Error::Timeout {
                 backend: $crate::error::BACKEND,
                 op: $op,
                 after: $inner.timeout,
             }),
+        };
+        // A write given up on (timed out, or its connection broke) is answered only once its
+        // server process is gone, if that can be confirmed within one more deadline; otherwise
+        // it stays pending and this store's later writes wait for it.
+        if result.is_err() && $crate::pg::Use::$use == $crate::pg::Use::Write && $pool.writes_fenced_off() {
+            $pool.settle_fence(::tokio::time::Instant::now() + $inner.timeout).await;
         }
+        result
     }};
     (@lite $pool:expr, $op:expr, |$c:ident| $body:expr) => {
         async {
@@ -184,8 +200,9 @@ pub(crate) use on_db;
 macro_rules! on_pg {
     ($inner:expr, $op:expr, $use:ident, |$c:ident| $body:expr) => {{
         let inner = &$inner;
-        match &inner.db {
-            $crate::db::Db::Pg(pool) => $crate::db::on_db!(@pg inner, pool, $op, $use, |$c| $body),
+        match (inner.ready().await, &inner.db) {
+            (Err(e), _) => Err(e),
+            (Ok(()), $crate::db::Db::Pg(pool)) => $crate::db::on_db!(@pg inner, pool, $op, $use, |$c| $body),
             #[allow(unreachable_patterns, reason = "only with another driver built in")]
             _ => Err(::session_core::Error::Backend {
                 backend: $crate::error::BACKEND,

@@ -52,7 +52,8 @@ fn classify(op: &'static str, code: &str, message: String, db: Box<dyn sqlx::err
         // connection exceptions, insufficient resources (too many connections, out of memory),
         // operator intervention (shutdown, cannot connect now), lock and serialization failures.
         c if c.starts_with("08") || c == "53300" || c == "53200" || c.starts_with("57P") => true,
-        "40001" | "40P01" | "55P03" => true,
+        // serialization failure, deadlock, lock not available, query cancelled (statement_timeout).
+        "40001" | "40P01" | "55P03" | "57014" => true,
         // SQLite: BUSY, LOCKED (and their extended codes: the low byte).
         c if sqlite_primary(c).is_some_and(|p| p == 5 || p == 6) => true,
         _ => false,
@@ -84,8 +85,13 @@ fn classify(op: &'static str, code: &str, message: String, db: Box<dyn sqlx::err
     }
 }
 
-/// SQLite's primary result code from a code given as decimal text.
+/// SQLite's primary result code from a code given as decimal text. PostgreSQL's SQLSTATEs are
+/// five characters (some all digits, e.g. `42501`); SQLite's codes, extended ones included, are
+/// at most four digits: a five-character code is never SQLite's.
 fn sqlite_primary(code: &str) -> Option<u32> {
+    if code.len() >= 5 {
+        return None;
+    }
     code.parse::<u32>().ok().map(|c| c & 0xff)
 }
 
@@ -114,4 +120,22 @@ pub(crate) fn connection_ok(e: &Error) -> bool {
         e.kind(),
         session_core::ErrorKind::Unavailable | session_core::ErrorKind::Timeout
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_primary;
+
+    #[test]
+    fn postgres_sqlstates_are_never_read_as_sqlite_codes() {
+        assert_eq!(
+            sqlite_primary("42501"),
+            None,
+            "insufficient_privilege is not SQLITE_BUSY"
+        );
+        assert_eq!(sqlite_primary("53000"), None);
+        assert_eq!(sqlite_primary("5"), Some(5));
+        assert_eq!(sqlite_primary("517"), Some(5), "SQLITE_BUSY_SNAPSHOT");
+        assert_eq!(sqlite_primary("8"), Some(8));
+    }
 }

@@ -24,6 +24,18 @@ use crate::store::{ms_to_sql, version_to_sql, Act, Inner, Row, SqlStore, State};
 const CHUNK: usize = 500;
 
 impl Inner {
+    /// What a live row holds, decoded (`None`: no live row).
+    pub(crate) async fn load_row(&self, key: &SessionKey) -> Result<Option<State>> {
+        Ok(self
+            .load_value(key)
+            .await?
+            .map(|value| match decode_entry(&value, key.ns()) {
+                Ok(Entry::Live(record)) => State::Live(record),
+                Ok(Entry::Tombstone(meta)) => State::Tombstone(meta),
+                Err(e) => State::Corrupt(e, 0),
+            }))
+    }
+
     async fn load_value(&self, key: &SessionKey) -> Result<Option<Bytes>> {
         let k = self.key(key);
         let value: Option<Vec<u8>> = on_db!(self, "load", Read, |c| {
@@ -125,13 +137,14 @@ impl Inner {
                 })?
             }
         };
-        let mut found: HashMap<String, Vec<u8>> = rows.into_iter().collect();
+        // A key asked for twice gets its answer twice.
+        let found: HashMap<String, Bytes> = rows.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
         Ok(keys
             .iter()
             .zip(&rendered)
-            .map(|(key, k)| match found.remove(k) {
+            .map(|(key, k)| match found.get(k) {
                 None => Ok(None),
-                Some(value) => match decode_entry(&Bytes::from(value), key.ns())? {
+                Some(value) => match decode_entry(value, key.ns())? {
                     Entry::Live(record) => Ok(Some(record)),
                     Entry::Tombstone(_) => Ok(None),
                 },

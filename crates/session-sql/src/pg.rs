@@ -41,11 +41,12 @@ pub(crate) struct PgConn {
     process: Process,
 }
 
-/// A server process: its pid, and when its postmaster started (µs since the epoch), which tells
-/// a pid of this server run from one reused after a restart.
+/// A server process: its pid, when it started and when its postmaster started (µs since the
+/// epoch): a pid reused by a later connection, or by a server started again, is another process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Process {
     pid: i32,
+    backend_start: i64,
     started: i64,
 }
 
@@ -132,9 +133,15 @@ impl PgPool {
         Ok(PgConn { conn, process })
     }
 
-    /// Writes wait for no pending termination (health reports it).
+    /// Writes wait for a pending termination (health reports it).
     pub(crate) fn writes_fenced_off(&self) -> bool {
         !self.fence.clear()
+    }
+
+    /// Tries, until `deadline`, to terminate the processes of abandoned writes now (a write's
+    /// error is answered after this).
+    pub(crate) async fn settle_fence(&self, deadline: Instant) {
+        let _ = tokio::time::timeout_at(deadline, self.fence.settle(deadline)).await;
     }
 
     /// Closes the idle connections (the store is dropped or closed).
@@ -145,14 +152,21 @@ impl PgPool {
 
 async fn process_of(conn: &mut PgConnection) -> Result<Process> {
     let row = sqlx::query(
-        "SELECT pg_backend_pid(), (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::BIGINT",
+        "SELECT pid, (extract(epoch FROM backend_start) * 1000000)::BIGINT, \
+         (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::BIGINT \
+         FROM pg_stat_activity WHERE pid = pg_backend_pid()",
     )
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| from_sqlx("connect", e))?;
     let pid: i32 = row.try_get(0).map_err(|e| from_sqlx("connect", e))?;
-    let started: i64 = row.try_get(1).map_err(|e| from_sqlx("connect", e))?;
-    Ok(Process { pid, started })
+    let backend_start: i64 = row.try_get(1).map_err(|e| from_sqlx("connect", e))?;
+    let started: i64 = row.try_get(2).map_err(|e| from_sqlx("connect", e))?;
+    Ok(Process {
+        pid,
+        backend_start,
+        started,
+    })
 }
 
 /// A connection leased for one call. [`finish`](Lease::finish) returns it; dropped unfinished
@@ -304,7 +318,7 @@ impl Fence {
             .map_err(|e| from_sqlx("connect", e))?;
         let current = process_of(&mut control).await?;
         for process in pending {
-            let gone = process.started != current.started || terminate(&mut control, process.pid).await?;
+            let gone = process.started != current.started || terminate(&mut control, process).await?;
             if gone {
                 self.pending
                     .lock()
@@ -321,22 +335,24 @@ impl Fence {
     }
 }
 
-/// Terminates server process `pid` and waits for it to exit; `true` once it is gone.
-async fn terminate(control: &mut PgConnection, pid: i32) -> Result<bool> {
-    let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, $2)")
-        .bind(pid)
-        .bind(TERMINATE_WAIT_MS)
-        .fetch_one(&mut *control)
-        .await
-        .map_err(|e| from_sqlx("fence", e))?;
-    if done {
-        return Ok(true);
+/// Terminates `process` (that very connection: pid and start time) and waits for it to exit;
+/// `true` once it is gone. Needs PostgreSQL 14 or later (`pg_terminate_backend` with a wait).
+async fn terminate(control: &mut PgConnection, process: Process) -> Result<bool> {
+    let done: Option<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid, $3) FROM pg_stat_activity \
+         WHERE pid = $1 AND (extract(epoch FROM backend_start) * 1000000)::BIGINT = $2",
+    )
+    .bind(process.pid)
+    .bind(process.backend_start)
+    .bind(TERMINATE_WAIT_MS)
+    .fetch_optional(&mut *control)
+    .await
+    .map_err(|e| from_sqlx("fence", e))?;
+    match done {
+        // No such connection any more: it is gone.
+        None => Ok(true),
+        Some(true) => Ok(true),
+        // Still there after the wait: try again later.
+        Some(false) => Ok(false),
     }
-    // `false` also answers for a pid that is no server process (any more).
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
-        .bind(pid)
-        .fetch_one(&mut *control)
-        .await
-        .map_err(|e| from_sqlx("fence", e))?;
-    Ok(left == 0)
 }

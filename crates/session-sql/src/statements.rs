@@ -153,8 +153,9 @@ impl Statements {
 /// The database's clock in ms since the Unix epoch, as an SQL expression.
 fn now_expr(dialect: Dialect) -> &'static str {
     match dialect {
-        // `clock_timestamp()`, not `now()`: the time of the statement, not of its transaction.
-        Dialect::Postgres => "(floor(extract(epoch FROM clock_timestamp()) * 1000))::BIGINT",
+        // `statement_timestamp()`, not `now()`: the time of the statement, not of its
+        // transaction; and stable within the statement, so `expires_at <= {now}` can use the index.
+        Dialect::Postgres => "(floor(extract(epoch FROM statement_timestamp()) * 1000))::BIGINT",
         // One value per statement (SQLite reads the clock once per `sqlite3_step` run).
         Dialect::Sqlite => "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
     }
@@ -211,7 +212,7 @@ mod tests {
         let pg = Statements::new(Dialect::Postgres, "sessions_a");
         assert!(pg.load.contains("FROM sessions_a WHERE key = $1"));
         assert!(pg.lock.contains("FOR UPDATE"));
-        assert!(pg.load.contains("clock_timestamp()"));
+        assert!(pg.load.contains("statement_timestamp()"));
         let lite = Statements::new(Dialect::Sqlite, "sessions_a");
         assert!(!lite.lock.contains("FOR UPDATE"));
         assert!(lite.load.contains("unixepoch('subsec')"));

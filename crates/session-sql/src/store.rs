@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     pub(crate) timeout: Duration,
     /// Expired rows the sweeper deleted.
     pub(crate) expired: AtomicU64,
+    /// Set once the schema is known to be ready (at connect, or at first use when lazy).
+    pub(crate) schema: tokio::sync::OnceCell<()>,
 }
 
 impl fmt::Debug for SqlStore {
@@ -84,6 +86,7 @@ impl SqlStore {
             timeout: config.timeout(),
             config,
             expired: AtomicU64::new(0),
+            schema: tokio::sync::OnceCell::new(),
         });
         let schema = loop {
             let attempt = tokio::time::timeout_at(until, prepare_schema(&inner))
@@ -106,6 +109,34 @@ impl SqlStore {
             inner.db.close().await;
             return Err(e);
         }
+        let _ = inner.schema.set(());
+        let sweeper = crate::sweeper::start(&inner);
+        Ok(SqlStore { inner, sweeper })
+    }
+
+    /// A store that opens no connection yet: the schema is prepared (or checked) by the first
+    /// call, and every call fails with that call's error until the database answers. For a
+    /// store that must not keep a service from starting — a backup whose database may be down.
+    /// A SQLite file is opened at once all the same (a local file answers or is wrong).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a wrong setting or a URL this build has no driver for; for SQLite,
+    /// the errors of opening the file.
+    pub async fn connect_lazy(config: SqlConfig, options: StoreOptions) -> Result<SqlStore> {
+        config.validate()?;
+        let dialect = Dialect::of(&config.url)?;
+        let db = Db::open(&config, dialect).await?;
+        let inner = Arc::new(Inner {
+            st: Statements::new(dialect, &config.table),
+            db,
+            dialect,
+            prefix: options.key_prefix().clone(),
+            max_session_bytes: options.max_session_bytes(),
+            timeout: config.timeout(),
+            config,
+            expired: AtomicU64::new(0),
+            schema: tokio::sync::OnceCell::new(),
+        });
         let sweeper = crate::sweeper::start(&inner);
         Ok(SqlStore { inner, sweeper })
     }
@@ -155,7 +186,7 @@ async fn prepare_schema(inner: &Inner) -> Result<()> {
     let steps = migrations(inner.dialect, table);
     let pg = inner.dialect == Dialect::Postgres;
     let begin = inner.db.begin();
-    let found: i32 = on_db!(inner, "connect", Write, |c| {
+    let found: i32 = on_db!(@any inner, "connect", Write, |c| {
         let mut tx = c.begin_with(begin).await.map_err(|e| from_sqlx("connect", e))?;
         if pg && create {
             // Instances starting together: one creates, the others wait and find it made.
@@ -334,6 +365,26 @@ pub(crate) fn state_of(value: Option<Vec<u8>>, expires_at: Option<i64>, now: u64
 }
 
 impl Inner {
+    /// Prepares the schema if no call has yet (a lazily opened store).
+    pub(crate) async fn ready(&self) -> Result<()> {
+        if self.schema.initialized() {
+            return Ok(());
+        }
+        self.schema
+            .get_or_try_init(|| async {
+                tokio::time::timeout(self.config.connect_timeout() + self.timeout, prepare_schema(self))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::unavailable(
+                            crate::error::BACKEND,
+                            "preparing the schema timed out",
+                        ))
+                    })
+            })
+            .await
+            .map(|_| ())
+    }
+
     /// The backend key of a session.
     pub(crate) fn key(&self, key: &SessionKey) -> String {
         self.prefix.render(key)

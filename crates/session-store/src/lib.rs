@@ -171,9 +171,11 @@ impl Built {
 /// backup is an `SqlStore` on the `[sql]` section: every write and delete the
 /// store acknowledged is copied into the database behind the request
 /// (write-behind), and a miss may read through from it
-/// (`backup.read_through`). The backup database is connected at start-up: any
-/// error fails start-up — an unreachable database too, with a message saying
-/// so and that `backup.enabled = false` starts without the backup. `backend =
+/// (`backup.read_through`). The backup database is connected at start-up: a
+/// permanent error (a refused login, a schema of another version) fails
+/// start-up; an unreachable database does not — the service starts, changes
+/// queue (within `backup.max_pending`) and reach the database once it answers.
+/// `backend =
 /// "sql"` with `backup.enabled` is an [`Error::Config`] naming
 /// `backup.enabled` (the store would back up into itself).
 ///
@@ -297,22 +299,18 @@ async fn backup(
             "backend = \"sql\" cannot be backed up into the [sql] store it already is",
         ));
     }
-    let backup = match session_sql::SqlStore::connect(settings.sql.clone(), options).await {
+    let backup = match session_sql::SqlStore::connect(settings.sql.clone(), options.clone()).await {
         Ok(backup) => backup,
+        // The backup is not on the request path: a database that is down at start-up does not
+        // keep the service from starting. Changes queue (within backup.max_pending) and reach it
+        // once it answers; the table is prepared then.
         Err(e) if e.is_temporary() => {
-            let cause = match &e {
-                Error::Unavailable { message, .. } => message.clone(),
-                other => other.to_string(),
-            };
-            return Err(Error::Unavailable {
-                backend: "sql",
-                message: format!(
-                    "the backup database ([sql]) is unreachable at start-up ({cause}); the service does not start \
-                     without its backup: start it again when the database answers, or set \
-                     backup.enabled = false to start without the backup"
-                ),
-                source: Some(Box::new(e)),
-            });
+            tracing::warn!(
+                error = %e,
+                "session store: the backup database ([sql]) is unreachable at start-up; serving without it \
+                 until it answers (changes are queued)"
+            );
+            session_sql::SqlStore::connect_lazy(settings.sql.clone(), options).await?
         }
         Err(e) => return Err(e),
     };

@@ -598,6 +598,25 @@ pub async fn update_of_rotated_id_is_not_found(h: &dyn Harness) {
     );
 }
 
+/// `rotate` to the session's own id moves nothing and loses nothing: it answers the session's
+/// metadata, and the session is still there.
+pub async fn rotate_to_its_own_id_changes_nothing(h: &dyn Harness) {
+    let t = open(h).await;
+    let key = new_key("task");
+    let m = t.store.create(&key, &rec(b"stay", HOUR_MS)).await.unwrap();
+    let again = t.store.rotate(&key, &key.id).await.unwrap();
+    assert_eq!(again.version, m.version);
+    assert_eq!(
+        payload_of(&t.store, &key).await.unwrap(),
+        Bytes::from_static(b"stay")
+    );
+    let missing = new_key("task");
+    assert!(matches!(
+        t.store.rotate(&missing, &missing.id).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
 /// A move interrupted after the new id got its copy (as a timed-out rotate
 /// may leave it) is finished by calling `rotate` again with the same ids.
 pub async fn rotate_finishes_an_interrupted_move(h: &dyn Harness) {
@@ -1261,6 +1280,7 @@ macro_rules! conformance_tests {
             no_aba_after_delete_and_recreate, versions_from_two_stores_never_match,
             rotate_moves_the_session, rotate_missing_is_not_found, rotate_onto_existing_id_fails_and_keeps_both,
             update_of_rotated_id_is_not_found, rotate_finishes_an_interrupted_move,
+            rotate_to_its_own_id_changes_nothing,
             absolute_expiry, save_resets_absolute_deadline, expired_is_missing_in_load_many,
             write_with_past_deadline_is_not_visible, past_deadline_write_over_a_live_session_removes_it,
             sliding_expiry_extends_on_load,
