@@ -1594,6 +1594,98 @@ mod tests {
     use crate::web::{OURS, READ, TOWER, UPDATE};
 
     #[test]
+    fn the_report_shows_the_sql_section() {
+        use super::{Results, Run};
+        use crate::harness::Cell;
+        use crate::sql::{FlushCell, FLUSH_PG};
+        let mut results = Results::default();
+        let cell = |ops: f64| Cell {
+            ops_per_sec: ops,
+            p50_us: 100.0,
+            p99_us: 900.0,
+            errors: 0,
+        };
+        for (subject, ops) in [(PG_OURS, 20_000.0), (PG_TOWER, 10_000.0)] {
+            for op in ["load", "save"] {
+                results.push(
+                    format!("{subject} {op} @64"),
+                    subject,
+                    op,
+                    64,
+                    1,
+                    "sql",
+                    cell(ops),
+                );
+            }
+        }
+        for (subject, ops) in [(WRITE_BEHIND, 60_000.0), ("RedisStore (pool 2)", 80_000.0)] {
+            results.push(
+                format!("{subject} save @64"),
+                subject,
+                "save",
+                64,
+                1,
+                "redis",
+                cell(ops),
+            );
+        }
+        results.record_paired(
+            "RedisStore save with write-behind into PostgreSQL / RedisStore save (pool 2, 64 tasks)",
+            0.75,
+        );
+        results.record_flush(
+            FLUSH_PG,
+            FlushCell {
+                sessions_per_sec: 40_000.0,
+                sessions: 20_000,
+                batch_size: 500,
+                failed_flushes: 0,
+            },
+        );
+        let run = Run {
+            results,
+            rounds: 1,
+            quick: false,
+            keyspace: 100_000,
+            payload_len: 1038,
+            envelope_len: 1090,
+            memory_footprint: Default::default(),
+            dashmap_footprint: Default::default(),
+            redis_memory: Default::default(),
+            command: "test".to_owned(),
+            elapsed: std::time::Duration::from_secs(1),
+            slices: (8, std::time::Duration::from_millis(250)),
+            cluster: None,
+            scale: None,
+            near: Vec::new(),
+            sql: vec!["write-behind figures".to_owned()],
+            postgres_version: Some("15.18".to_owned()),
+            sqlite_version: Some("3.46.0".to_owned()),
+        };
+        let doc = run.generated();
+        for expected in [
+            "### SQL stores and write-behind",
+            "| PostgreSQL | load | 64 | 10,000 | 900 | 20,000 | 900 | 2.00 |",
+            "| RedisStore (pool 2) | save | 64 | 80,000 | 900 | 60,000 | 900 | 0.75 | 0.75 | ≥ 0.95 | **missed** by 21 % |",
+            "| SqlStore save / tower-sessions-sqlx-store PostgresStore save (PostgreSQL, pool 8, 64 tasks) | 2.00 |",
+            "| write-behind into SqlStore PostgreSQL (pool 8) | 20,000 | 500 | 40,000 | 40,000 | 0 |",
+            "| PostgreSQL | 15.18 |",
+            "write-behind figures",
+        ] {
+            assert!(doc.contains(expected), "{expected}\n---\n{doc}");
+        }
+        let console = run.console();
+        assert!(
+            console.contains("write-behind into SqlStore PostgreSQL (pool 8)"),
+            "{console}"
+        );
+        assert!(
+            !doc.contains("SQLite | load"),
+            "no SQLite rows without SQLite cases"
+        );
+    }
+
+    #[test]
     fn the_sql_ratios_name_the_sql_cases() {
         let mut ids = Vec::new();
         for rows in [SQL_ROWS, WRITE_BEHIND_ROWS] {

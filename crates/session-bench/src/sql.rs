@@ -21,6 +21,7 @@
 )]
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ use session_core::{SessionKey, SessionStore, StoreOptions};
 use session_memory::{MemoryConfig, MemoryStore};
 use session_redis::{RedisConfig, RedisStore};
 use session_sql::{SqlConfig, SqlStore};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -177,9 +178,15 @@ pub(crate) async fn sql_cases(
             .iter()
             .any(|s| want(s))
     }) {
+        // Warnings only: no notice for each `DROP … IF EXISTS` of a table that is not there.
+        let options = check("a PostgreSQL URL", PgConnectOptions::from_str(url))
+            .options([("client_min_messages", "warning")]);
         let admin = check(
             "connecting to PostgreSQL",
-            PgPoolOptions::new().max_connections(2).connect(url).await,
+            PgPoolOptions::new()
+                .max_connections(2)
+                .connect_with(options)
+                .await,
         );
         let mut settings = Vec::new();
         for name in [

@@ -206,21 +206,32 @@ impl Inner {
                 })?;
             }
             _ => {
-                let begin = self.db.begin();
-                on_db!(self, "save_many", Write, |c| {
-                    use sqlx::Connection;
-                    let mut tx = c.begin_with(begin).await.map_err(|e| from_sqlx("save_many", e))?;
-                    for (k, value, deadline, version) in &rows {
-                        sqlx::query(&self.st.save)
-                            .bind(k)
-                            .bind(&value[..])
-                            .bind(*deadline)
-                            .bind(*version)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(|e| from_sqlx("save_many", e))?;
+                // One statement for the chunk: SQLite applies its rows in order, so a key given
+                // twice ends with the later record, as two saves would.
+                let mut sql = format!(
+                    "INSERT INTO {} (key, value, expires_at, version, kind) VALUES ",
+                    self.config.table
+                );
+                for i in 0..rows.len() {
+                    let p = i * 4;
+                    if i > 0 {
+                        sql.push(',');
                     }
-                    tx.commit().await.map_err(|e| from_sqlx("save_many", e))
+                    sql.push_str(&format!("(${}, ${}, ${}, ${}, 0)", p + 1, p + 2, p + 3, p + 4));
+                }
+                sql.push_str(
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, \
+                     version = excluded.version, kind = excluded.kind",
+                );
+                on_db!(self, "save_many", Write, |c| {
+                    let mut q = sqlx::query(&sql);
+                    for (k, value, deadline, version) in &rows {
+                        q = q.bind(k).bind(&value[..]).bind(*deadline).bind(*version);
+                    }
+                    q.execute(&mut *c)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| from_sqlx("save_many", e))
                 })?;
             }
         }

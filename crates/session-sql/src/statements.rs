@@ -176,6 +176,8 @@ pub(crate) fn migrations(dialect: Dialect, table: &str) -> Vec<Vec<String>> {
             ),
             format!("CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at)"),
         ],
+        // A rowid table (its key in a unique index): `WITHOUT ROWID` keeps whole rows in the
+        // key's B-tree, which slows it down with rows of a kilobyte and more.
         Dialect::Sqlite => vec![
             format!(
                 "CREATE TABLE IF NOT EXISTS {table} (\
@@ -183,7 +185,7 @@ pub(crate) fn migrations(dialect: Dialect, table: &str) -> Vec<Vec<String>> {
                  value BLOB NOT NULL, \
                  expires_at INTEGER NOT NULL, \
                  version INTEGER, \
-                 kind INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
+                 kind INTEGER NOT NULL DEFAULT 0)"
             ),
             format!("CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at)"),
         ],
