@@ -116,14 +116,7 @@ pub async fn copy_sessions(
             }
             CopyMode::KeepNewer => {
                 for (key, record) in &live {
-                    let outcome = to.reconcile(key, Version::NONE, Change::Write(record)).await?;
-                    if outcome.stored() {
-                        progress.copied += 1;
-                    } else if outcome.conflicted() {
-                        progress.kept += 1;
-                    } else {
-                        progress.expired += 1;
-                    }
+                    keep_newer(to, key, record, &mut progress).await?;
                 }
             }
         }
@@ -135,4 +128,23 @@ pub async fn copy_sessions(
             return Ok(progress);
         }
     }
+}
+
+/// Applies `record` to `to` by the reconciliation rule (a newer session or a tombstone there
+/// stays) and counts the outcome.
+pub(crate) async fn keep_newer(
+    to: &dyn SessionStore,
+    key: &SessionKey,
+    record: &Record,
+    progress: &mut CopyProgress,
+) -> Result<()> {
+    let outcome = to.reconcile(key, Version::NONE, Change::Write(record)).await?;
+    if outcome.stored() {
+        progress.copied += 1;
+    } else if outcome.conflicted() {
+        progress.kept += 1;
+    } else {
+        progress.expired += 1;
+    }
+    Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use session_core::backend::{now_ms, Change};
 use session_core::{Result, ScanCursor, SessionStore, Version};
 
-use crate::copy::CopyProgress;
+use crate::copy::{keep_newer, CopyProgress};
 use crate::store::BackupStore;
 
 /// Sessions per page of a bulk pass.
@@ -50,17 +50,7 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
                     progress.kept += 1;
                     continue;
                 }
-                let outcome = shared
-                    .primary
-                    .reconcile(key, Version::NONE, Change::Write(record))
-                    .await?;
-                if outcome.stored() {
-                    progress.copied += 1;
-                } else if outcome.conflicted() {
-                    progress.kept += 1;
-                } else {
-                    progress.expired += 1;
-                }
+                keep_newer(&shared.primary, key, record, &mut progress).await?;
             }
             progress.pages += 1;
             progress.cursor = page.next;

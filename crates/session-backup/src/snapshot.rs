@@ -16,11 +16,11 @@
 
 use std::path::{Path, PathBuf};
 
-use session_core::backend::{decode_entry, now_ms, Change, Entry, Record};
-use session_core::{Error, Namespace, Result, ScanCursor, SessionId, SessionKey, SessionStore, Version};
+use session_core::backend::{decode_entry, now_ms, Entry, Record};
+use session_core::{Error, Namespace, Result, ScanCursor, SessionId, SessionKey, SessionStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 
-use crate::copy::{CopyMode, CopyProgress};
+use crate::copy::{keep_newer, CopyMode, CopyProgress};
 
 const MAGIC: &[u8; 8] = b"SESSNAP\x01";
 /// The name errors give as backend.
@@ -205,14 +205,7 @@ async fn write_page(
         }
         CopyMode::KeepNewer => {
             for (key, record) in page.iter() {
-                let outcome = into.reconcile(key, Version::NONE, Change::Write(record)).await?;
-                if outcome.stored() {
-                    progress.copied += 1;
-                } else if outcome.conflicted() {
-                    progress.kept += 1;
-                } else {
-                    progress.expired += 1;
-                }
+                keep_newer(into, key, record, progress).await?;
             }
         }
     }

@@ -77,17 +77,7 @@ impl SqlStore {
                 other => break other?,
             }
         };
-        let inner = Arc::new(Inner {
-            st: Statements::new(dialect, &config.table),
-            db,
-            dialect,
-            prefix: options.key_prefix().clone(),
-            max_session_bytes: options.max_session_bytes(),
-            timeout: config.timeout(),
-            config,
-            expired: AtomicU64::new(0),
-            schema: tokio::sync::OnceCell::new(),
-        });
+        let inner = Inner::new(config, dialect, db, &options);
         let schema = loop {
             let attempt = tokio::time::timeout_at(until, prepare_schema(&inner))
                 .await
@@ -126,17 +116,7 @@ impl SqlStore {
         config.validate()?;
         let dialect = Dialect::of(&config.url)?;
         let db = Db::open(&config, dialect).await?;
-        let inner = Arc::new(Inner {
-            st: Statements::new(dialect, &config.table),
-            db,
-            dialect,
-            prefix: options.key_prefix().clone(),
-            max_session_bytes: options.max_session_bytes(),
-            timeout: config.timeout(),
-            config,
-            expired: AtomicU64::new(0),
-            schema: tokio::sync::OnceCell::new(),
-        });
+        let inner = Inner::new(config, dialect, db, &options);
         let sweeper = crate::sweeper::start(&inner);
         Ok(SqlStore { inner, sweeper })
     }
@@ -365,6 +345,21 @@ pub(crate) fn state_of(value: Option<Vec<u8>>, expires_at: Option<i64>, now: u64
 }
 
 impl Inner {
+    /// The shared state of a store on `db`.
+    fn new(config: SqlConfig, dialect: Dialect, db: Db, options: &StoreOptions) -> Arc<Inner> {
+        Arc::new(Inner {
+            st: Statements::new(dialect, &config.table),
+            db,
+            dialect,
+            prefix: options.key_prefix().clone(),
+            max_session_bytes: options.max_session_bytes(),
+            timeout: config.timeout(),
+            config,
+            expired: AtomicU64::new(0),
+            schema: tokio::sync::OnceCell::new(),
+        })
+    }
+
     /// Prepares the schema if no call has yet (a lazily opened store).
     pub(crate) async fn ready(&self) -> Result<()> {
         if self.schema.initialized() {

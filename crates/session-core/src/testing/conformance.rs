@@ -598,6 +598,28 @@ pub async fn update_of_rotated_id_is_not_found(h: &dyn Harness) {
     );
 }
 
+/// `load_many` answers every key it is given, in order: a key given twice gets its session
+/// twice.
+pub async fn load_many_answers_a_repeated_key_each_time(h: &dyn Harness) {
+    let t = open(h).await;
+    let (a, b) = (new_key("task"), new_key("task"));
+    t.store.save(&a, &rec(b"a", HOUR_MS)).await.unwrap();
+    let got = t
+        .store
+        .load_many(&[a.clone(), b.clone(), a.clone()])
+        .await
+        .unwrap();
+    let payloads: Vec<Option<Bytes>> = got.into_iter().map(|r| r.unwrap().map(|r| r.payload)).collect();
+    assert_eq!(
+        payloads,
+        vec![
+            Some(Bytes::from_static(b"a")),
+            None,
+            Some(Bytes::from_static(b"a"))
+        ]
+    );
+}
+
 /// `rotate` to the session's own id moves nothing and loses nothing: it answers the session's
 /// metadata, and the session is still there.
 pub async fn rotate_to_its_own_id_changes_nothing(h: &dyn Harness) {
@@ -1280,7 +1302,7 @@ macro_rules! conformance_tests {
             no_aba_after_delete_and_recreate, versions_from_two_stores_never_match,
             rotate_moves_the_session, rotate_missing_is_not_found, rotate_onto_existing_id_fails_and_keeps_both,
             update_of_rotated_id_is_not_found, rotate_finishes_an_interrupted_move,
-            rotate_to_its_own_id_changes_nothing,
+            rotate_to_its_own_id_changes_nothing, load_many_answers_a_repeated_key_each_time,
             absolute_expiry, save_resets_absolute_deadline, expired_is_missing_in_load_many,
             write_with_past_deadline_is_not_visible, past_deadline_write_over_a_live_session_removes_it,
             sliding_expiry_extends_on_load,
