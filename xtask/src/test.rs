@@ -610,10 +610,6 @@ fn forget_unpacked_packages(packages: &[&metadata::Package]) -> usize {
 }
 
 fn redis_step(topology: Topology, log: &Path) -> Report {
-    let targets = match test_targets("redis") {
-        Ok(targets) => targets,
-        Err(e) => return error_report(format!("cannot list test targets: {e}"), log),
-    };
     let server = match testkit_redis::start(topology, &TopologyOptions::new()) {
         Ok(server) => server,
         Err(e) => {
@@ -622,35 +618,47 @@ fn redis_step(topology: Topology, log: &Path) -> Report {
         }
     };
     let ready = format!("ready in {:.1}s", server.ready_after().as_secs_f64());
+    targets_against_server("redis", ready, log, |command| {
+        command.envs(server.env()).env(REQUIRE_REDIS_ENV, "1");
+        // Only this topology's suites, so the counts are of tests that ran against it.
+        command.arg("--").args(skip_topologies(Some(topology)));
+    })
+}
+
+/// Runs every test target named `{prefix}*` with `configure`'s environment (a server started
+/// by the caller, which stops it afterwards); `ready` opens the step's note.
+fn targets_against_server(
+    prefix: &str,
+    ready: String,
+    log: &Path,
+    configure: impl FnOnce(&mut Command),
+) -> Report {
+    let targets = match test_targets(prefix) {
+        Ok(targets) => targets,
+        Err(e) => return error_report(format!("cannot list test targets: {e}"), log),
+    };
     if targets.is_empty() {
         return Report {
             ok: true,
             counts: None,
-            note: format!("{ready}; no redis* test targets yet"),
+            note: format!("{ready}; no {prefix}* test targets yet"),
             failure: None,
         };
     }
     let mut command = test_command(&["test"]);
     add_targets(&mut command, &targets);
-    command.envs(server.env()).env(REQUIRE_REDIS_ENV, "1");
-    // Only this topology's suites, so the counts are of tests that ran against it.
-    command.arg("--").args(skip_topologies(Some(topology)));
+    configure(&mut command);
     let mut report = cargo_step(command, log, true, |_| {});
     report.note = if report.note.is_empty() {
         ready
     } else {
         format!("{ready}; {}", report.note)
     };
-    drop(server);
     report
 }
 
 /// One PostgreSQL, then every `sql*` test target against it.
 fn sql_step(log: &Path) -> Report {
-    let targets = match test_targets("sql") {
-        Ok(targets) => targets,
-        Err(e) => return error_report(format!("cannot list test targets: {e}"), log),
-    };
     let server = match Postgres::start() {
         Ok(server) => server,
         Err(e) => {
@@ -662,27 +670,11 @@ fn sql_step(log: &Path) -> Report {
         .map(|v| format!("{v}, "))
         .unwrap_or_default();
     let ready = format!("{version}ready in {:.1}s", server.ready_after().as_secs_f64());
-    if targets.is_empty() {
-        return Report {
-            ok: true,
-            counts: None,
-            note: format!("{ready}; no sql* test targets yet"),
-            failure: None,
-        };
-    }
-    let mut command = test_command(&["test"]);
-    add_targets(&mut command, &targets);
-    command
-        .env(POSTGRES_URL_ENV, server.url())
-        .env(REQUIRE_POSTGRES_ENV, "1");
-    let mut report = cargo_step(command, log, true, |_| {});
-    report.note = if report.note.is_empty() {
-        ready
-    } else {
-        format!("{ready}; {}", report.note)
-    };
-    drop(server);
-    report
+    targets_against_server("sql", ready, log, |command| {
+        command
+            .env(POSTGRES_URL_ENV, server.url())
+            .env(REQUIRE_POSTGRES_ENV, "1");
+    })
 }
 
 fn faults_step(log: &Path) -> Report {

@@ -460,3 +460,42 @@ async fn a_write_with_an_unknown_outcome_is_backed_up_from_the_primarys_state() 
         "the backup holds the primary's state"
     );
 }
+
+/// Two instances on one primary (tombstones on, as the facade sets for Redis) and one backup:
+/// a logout on the first, whose delete has not reached the backup yet, is not undone by a
+/// read-through on the second — the primary's tombstone wins over the backup's copy. Without
+/// tombstones the same read-through brings the session back (the window the docs name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_instance_is_not_undone_by_another_instances_read_through() {
+    for tombstones in [true, false] {
+        let options = StoreOptions::new(random_prefix());
+        let mut config = MemoryConfig::default();
+        if tombstones {
+            config = config.with_tombstones(Duration::from_secs(600));
+        }
+        let shared = Arc::new(MemoryStore::with_options(config, options.clone()).unwrap());
+        let backup = sqlite(&options, "two-instances").await;
+        // The first instance flushes only when told (a long interval): its delete waits.
+        let slow = BackupConfig::default().with_flush_interval(Duration::from_secs(600));
+        let a = BackupStore::new(Arc::clone(&shared), Arc::clone(&backup), slow).unwrap();
+        let b = BackupStore::new(Arc::clone(&shared), Arc::clone(&backup), fast()).unwrap();
+        let k = key();
+        a.save(&k, &rec(b"logged in")).await.unwrap();
+        a.flush().await.unwrap();
+        assert!(a.delete(&k).await.unwrap());
+        assert!(
+            backup.load(&k).await.unwrap().is_some(),
+            "the delete has not reached the backup"
+        );
+        let seen = b.load(&k).await.unwrap();
+        if tombstones {
+            assert_eq!(seen, None, "another instance's read-through undid a logout");
+            assert_eq!(shared.load(&k).await.unwrap(), None);
+        } else {
+            assert!(
+                seen.is_some(),
+                "without tombstones the window exists (documented)"
+            );
+        }
+    }
+}

@@ -702,6 +702,51 @@ async fn resharding_under_load_fails_nothing() {
     );
 }
 
+/// Moves `slot` key by key (`MIGRATE` of each of `keys`) from its owner to another master and
+/// back, `rounds` times (an odd count leaves it on the other master).
+async fn migrate_back_and_forth(
+    cluster: &Cluster,
+    masters: Vec<u16>,
+    slot: u16,
+    keys: Vec<String>,
+    rounds: usize,
+) {
+    let first = *masters
+        .iter()
+        .find(|&&m| slots_of(m).iter().any(|&(a, b)| (a..=b).contains(&slot)))
+        .expect("the slot's owner");
+    let second = *masters.iter().find(|&&m| m != first).expect("another master");
+    let ids = (cluster.node_id(first).unwrap(), cluster.node_id(second).unwrap());
+    tokio::task::spawn_blocking(move || {
+        let ok = |port: u16, args: &[&str]| {
+            let reply = resp::command(port, args).expect("command sent");
+            assert!(!matches!(reply, Reply::Error(_)), "{args:?} on {port}: {reply:?}");
+        };
+        let slot = slot.to_string();
+        for round in 0..rounds {
+            let ((source, source_id), (target, target_id)) = if round % 2 == 0 {
+                ((first, &ids.0), (second, &ids.1))
+            } else {
+                ((second, &ids.1), (first, &ids.0))
+            };
+            ok(target, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", source_id]);
+            ok(source, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", target_id]);
+            for key in &keys {
+                ok(
+                    source,
+                    &["MIGRATE", "127.0.0.1", &target.to_string(), key, "0", "5000"],
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            for &m in &masters {
+                ok(m, &["CLUSTER", "SETSLOT", &slot, "NODE", target_id]);
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// `count` of a namespace nothing writes, called over and over while the one slot holding all
 /// its 200 sessions is migrated key by key (`MIGRATE`) from its owner to another master and
 /// back, several times: every answer must be 200.
@@ -726,45 +771,11 @@ async fn count_is_exact_while_a_slot_migrates() {
     assert_eq!(store.count(&ns).await.expect("count before"), of);
     let slot = sessions.slot(0);
     let masters = cluster.masters().expect("masters");
-    let first = *masters
-        .iter()
-        .find(|&&m| slots_of(m).iter().any(|&(a, b)| (a..=b).contains(&slot)))
-        .expect("the slot's owner");
-    let second = *masters.iter().find(|&&m| m != first).expect("another master");
-    let ids = (cluster.node_id(first).unwrap(), cluster.node_id(second).unwrap());
 
     let counter = Counter::start(&store, &ns, Duration::from_millis(5));
     let began = Instant::now();
-    let full = sessions.full.clone();
     let rounds = 6;
-    tokio::task::spawn_blocking(move || {
-        let ok = |port: u16, args: &[&str]| {
-            let reply = resp::command(port, args).expect("command sent");
-            assert!(!matches!(reply, Reply::Error(_)), "{args:?} on {port}: {reply:?}");
-        };
-        let slot = slot.to_string();
-        for round in 0..rounds {
-            let ((source, source_id), (target, target_id)) = if round % 2 == 0 {
-                ((first, &ids.0), (second, &ids.1))
-            } else {
-                ((second, &ids.1), (first, &ids.0))
-            };
-            ok(target, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", source_id]);
-            ok(source, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", target_id]);
-            for key in &full {
-                ok(
-                    source,
-                    &["MIGRATE", "127.0.0.1", &target.to_string(), key, "0", "5000"],
-                );
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            for &m in &masters {
-                ok(m, &["CLUSTER", "SETSLOT", &slot, "NODE", target_id]);
-            }
-        }
-    })
-    .await
-    .unwrap();
+    migrate_back_and_forth(&cluster, masters, slot, sessions.full.clone(), rounds).await;
     let migrating = (began, Instant::now());
     let counted = counter.stop().await;
     let after = store.count(&ns).await.expect("count after");
@@ -831,12 +842,6 @@ async fn scan_lists_each_session_once_or_refuses_while_a_slot_migrates() {
     assert_eq!(scan_all(&store, 10).await.expect("scan before"), all);
     let slot = moving.slot(0);
     let masters = cluster.masters().expect("masters");
-    let first = *masters
-        .iter()
-        .find(|&&m| slots_of(m).iter().any(|&(a, b)| (a..=b).contains(&slot)))
-        .expect("the slot's owner");
-    let second = *masters.iter().find(|&&m| m != first).expect("another master");
-    let ids = (cluster.node_id(first).unwrap(), cluster.node_id(second).unwrap());
 
     let stop = Arc::new(AtomicBool::new(false));
     let scanner = tokio::spawn({
@@ -865,36 +870,8 @@ async fn scan_lists_each_session_once_or_refuses_while_a_slot_migrates() {
         }
     });
     let began = Instant::now();
-    let full = moving.full.clone();
     let rounds = 4;
-    tokio::task::spawn_blocking(move || {
-        let ok = |port: u16, args: &[&str]| {
-            let reply = resp::command(port, args).expect("command sent");
-            assert!(!matches!(reply, Reply::Error(_)), "{args:?} on {port}: {reply:?}");
-        };
-        let slot = slot.to_string();
-        for round in 0..rounds {
-            let ((source, source_id), (target, target_id)) = if round % 2 == 0 {
-                ((first, &ids.0), (second, &ids.1))
-            } else {
-                ((second, &ids.1), (first, &ids.0))
-            };
-            ok(target, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", source_id]);
-            ok(source, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", target_id]);
-            for key in &full {
-                ok(
-                    source,
-                    &["MIGRATE", "127.0.0.1", &target.to_string(), key, "0", "5000"],
-                );
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            for &m in &masters {
-                ok(m, &["CLUSTER", "SETSLOT", &slot, "NODE", target_id]);
-            }
-        }
-    })
-    .await
-    .unwrap();
+    migrate_back_and_forth(&cluster, masters, slot, moving.full.clone(), rounds).await;
     let migrating_ms = began.elapsed().as_millis();
     stop.store(true, Ordering::Relaxed);
     let (complete, restart, later) = scanner.await.expect("the scanner's scans were right");

@@ -216,12 +216,22 @@ pub async fn build(settings: &Settings) -> Result<Built> {
             options.clone(),
         )?),
         #[cfg(feature = "redis")]
-        Backend::Redis => Arc::new(
-            session_redis::RedisStore::builder(settings.redis.clone())
-                .options(options.clone())
-                .connect()
-                .await?,
-        ),
+        Backend::Redis => {
+            // Several instances on one Redis with a backup that reads through: a logout leaves a
+            // tombstone, so that another instance's read-through — whose backup may still hold
+            // the session until the logout's instance flushes — cannot restore it.
+            let mut redis = settings.redis.clone();
+            if settings.backup_reads_through() && redis.tombstone_ttl_ms == 0 {
+                redis.tombstone_ttl_ms =
+                    u64::try_from(core.longest_lifetime().as_millis()).unwrap_or(u64::MAX);
+            }
+            Arc::new(
+                session_redis::RedisStore::builder(redis)
+                    .options(options.clone())
+                    .connect()
+                    .await?,
+            )
+        }
         #[cfg(all(feature = "fallback", feature = "redis", feature = "memory"))]
         Backend::Fallback => {
             // Connected first, so that a healthy Redis serves the first request and a permanent

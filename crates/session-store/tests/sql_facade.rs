@@ -69,6 +69,26 @@ impl Drop for SqliteFile {
     }
 }
 
+/// A port nobody listens on: bound, then released.
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `cart` sessions of the SQL database at `url`, read directly (not through the store
+/// under test).
+async fn carts_in_backup(s: &Settings, url: &str) -> session_store::Sessions<String> {
+    let backup: Arc<dyn SessionStore> = Arc::new(
+        SqlStore::connect(SqlConfig::new(url), s.core.store_options().unwrap())
+            .await
+            .unwrap(),
+    );
+    s.core.sessions::<String>(backup, "cart").unwrap()
+}
+
 /// Polls `check` until it holds, for at most 5 s.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -289,12 +309,7 @@ async fn memory_backed_up_into_sqlite() {
         "the backup serves from its primary"
     );
 
-    let backup: Arc<dyn SessionStore> = Arc::new(
-        SqlStore::connect(SqlConfig::new(&url), s.core.store_options().unwrap())
-            .await
-            .unwrap(),
-    );
-    let in_backup = s.core.sessions::<String>(backup, "cart").unwrap();
+    let in_backup = carts_in_backup(&s, &url).await;
     let carts = built.sessions::<String>("cart").unwrap();
 
     let cart = carts.create("apples".to_owned()).await.unwrap();
@@ -330,11 +345,7 @@ async fn memory_backed_up_into_sqlite() {
 #[cfg(feature = "fallback")]
 #[tokio::test]
 async fn fallback_backed_up_into_sqlite() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port();
     let file = SqliteFile::new("fallback-backup");
     let url = file.url();
     let s = Settings::from_toml(&format!(
@@ -344,12 +355,7 @@ async fn fallback_backed_up_into_sqlite() {
     .unwrap();
     let built = build(&s).await.unwrap();
     assert_eq!(built.store.backend(), "fallback");
-    let backup: Arc<dyn SessionStore> = Arc::new(
-        SqlStore::connect(SqlConfig::new(&url), s.core.store_options().unwrap())
-            .await
-            .unwrap(),
-    );
-    let in_backup = s.core.sessions::<String>(backup, "cart").unwrap();
+    let in_backup = carts_in_backup(&s, &url).await;
     let carts = built.sessions::<String>("cart").unwrap();
     let cart = carts.create("pears".to_owned()).await.unwrap();
     eventually("the fallback's write reaches the SQLite backup", || async {
@@ -378,12 +384,7 @@ async fn backing_sql_up_into_itself_is_refused() {
 /// its changes queue for the backup, and the password appears nowhere.
 #[tokio::test]
 async fn an_unreachable_backup_database_does_not_keep_the_service_from_starting() {
-    // A port nobody listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port();
     let s = Settings::from_toml(&format!(
         "[sql]\nurl = \"postgres://app:hunter2@127.0.0.1:{port}/app\"\nconnect_timeout_ms = 500\n\
          [backup]\nenabled = true\n[metrics]\nenabled = false"

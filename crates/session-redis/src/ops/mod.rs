@@ -193,22 +193,8 @@ impl RedisStore {
         let client: &Client = conn;
         let mut out = Vec::with_capacity(keys.len());
         for batch in keys.chunks(self.inner.batch) {
-            let pipeline = client.pipeline();
-            for key in batch {
-                let queued: std::result::Result<(), FredError> = pipeline.get(self.key(key)).await;
-                queued.map_err(|e| node.err(e, "load_many", Some(key.ns())))?;
-            }
-            let replies: Vec<std::result::Result<Option<Bytes>, FredError>> = pipeline.try_all().await;
-            if replies.len() != batch.len() {
-                // The pipeline as a whole failed (not sent, timed out): one error for the batch.
-                let e = replies
-                    .into_iter()
-                    .find_map(std::result::Result::err)
-                    .unwrap_or_else(|| {
-                        FredError::new(FredKind::Unknown, "a pipelined batch of GETs lost replies")
-                    });
-                return node.read_result(i, "load_many", None, Err(e));
-            }
+            let names: Vec<_> = batch.iter().map(|key| (self.key(key), Some(key.ns()))).collect();
+            let replies = pipelined_gets(node, i, client, names, "load_many").await?;
             for (key, reply) in batch.iter().zip(replies) {
                 match reply {
                     Ok(value) => out.push(self.decode_loaded(value, key.ns())),
@@ -221,6 +207,35 @@ impl RedisStore {
         }
         Ok(out)
     }
+}
+
+/// One `GET` per key in one fred pipeline on `client` (pooled connection `i` of `node`):
+/// one message to the connection task, one reply buffer, one timeout. One reply per key — a
+/// key of another Redis type fails alone — or the batch's error when the pipeline as a whole
+/// failed (not sent, timed out). Each key comes with the namespace its errors name.
+pub(super) async fn pipelined_gets(
+    node: &Node,
+    i: usize,
+    client: &Client,
+    keys: Vec<(fred::types::Key, Option<&str>)>,
+    op: &'static str,
+) -> Result<Vec<std::result::Result<Option<Bytes>, FredError>>> {
+    let pipeline = client.pipeline();
+    let mut sent = 0usize;
+    for (key, namespace) in keys {
+        let queued: std::result::Result<(), FredError> = pipeline.get(key).await;
+        queued.map_err(|e| node.err(e, op, namespace))?;
+        sent += 1;
+    }
+    let replies: Vec<std::result::Result<Option<Bytes>, FredError>> = pipeline.try_all().await;
+    if replies.len() != sent {
+        let e = replies
+            .into_iter()
+            .find_map(std::result::Result::err)
+            .unwrap_or_else(|| FredError::new(FredKind::Unknown, "a pipelined batch of GETs lost replies"));
+        return node.read_result(i, op, None, Err(e));
+    }
+    Ok(replies)
 }
 
 /// The near cache's figures as `stats()`/`health()` extras (`near_cache_*`).

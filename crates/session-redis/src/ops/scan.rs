@@ -39,7 +39,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use fred::clients::Client;
 use fred::error::{Error as FredError, ErrorKind as FredKind};
 use fred::interfaces::{ClientLike, KeysInterface};
@@ -477,21 +476,11 @@ impl RedisStore {
         for batch in parsed.chunks(self.inner.batch.max(1)) {
             let (i, conn) = node.up()?;
             let client: &Client = conn;
-            let pipeline = client.pipeline();
-            for (k, _) in batch {
-                let queued: std::result::Result<(), FredError> = pipeline.get(k.as_str()).await;
-                queued.map_err(|e| node.err(e, "scan", None))?;
-            }
-            let replies: Vec<std::result::Result<Option<Bytes>, FredError>> = pipeline.try_all().await;
-            if replies.len() != batch.len() {
-                let e = replies
-                    .into_iter()
-                    .find_map(std::result::Result::err)
-                    .unwrap_or_else(|| {
-                        FredError::new(FredKind::Unknown, "a pipelined batch of GETs lost replies")
-                    });
-                return node.read_result(i, "scan", None, Err(e));
-            }
+            let names = batch
+                .iter()
+                .map(|(k, _)| (fred::types::Key::from(k.as_str()), None))
+                .collect();
+            let replies = super::pipelined_gets(node, i, client, names, "scan").await?;
             for ((_, key), reply) in batch.iter().zip(replies) {
                 match reply {
                     Ok(None) => {}

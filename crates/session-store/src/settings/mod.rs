@@ -175,6 +175,26 @@ impl Settings {
         false
     }
 
+    /// Whether the backup reads misses back from the database (`backup.read_through`).
+    #[cfg(feature = "backup")]
+    #[cfg_attr(
+        not(feature = "redis"),
+        allow(dead_code, reason = "only the Redis store reads it")
+    )]
+    pub(crate) fn backup_reads_through(&self) -> bool {
+        self.backup.enabled && self.backup.read_through
+    }
+
+    /// Whether the backup reads misses back: never without the `backup` feature.
+    #[cfg(not(feature = "backup"))]
+    #[cfg_attr(
+        not(feature = "redis"),
+        allow(dead_code, reason = "only the Redis store reads it")
+    )]
+    pub(crate) fn backup_reads_through(&self) -> bool {
+        false
+    }
+
     /// The backup's own settings, and what it needs: a backend other than `sql` (whose store
     /// it would back up into itself) and an SQL driver for the `[sql]` store it writes to.
     #[cfg(feature = "backup")]
