@@ -584,8 +584,10 @@ async fn a_restarted_empty_redis_and_a_flush_leave_nothing_cached() {
             }
         }
     }
-    // A flush: everything cached goes.
+    // A flush: everything cached goes. (A's tracker may be back before its pooled
+    // connections, whose reconnection backs off up to 2 s: a miss needs them.)
     assert!(b.wait_connected(LIMIT).await, "B reconnects");
+    assert!(a.wait_connected(LIMIT).await, "A reconnects");
     for key in &keys {
         b.create(key, &counter_record(2)).await.unwrap();
     }
