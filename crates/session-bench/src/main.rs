@@ -44,6 +44,7 @@ mod payload;
 mod redis_benchmark;
 mod report;
 mod scale;
+mod secure;
 mod sql;
 mod web;
 
@@ -339,6 +340,8 @@ fn run(options: Options) -> Result<(), String> {
         if let Some(url) = &options.cluster_url {
             all.extend(cases::cluster_cases(url, &keys, &record, &task_counts).await);
         }
+        let url = with_redis.then_some(options.redis_url.as_str());
+        all.extend(secure::secure_cases(url, &keys, &record, &task_counts).await);
         let mut sql = sql::sql_cases(
             options.postgres_url.as_deref(),
             with_redis.then_some(options.redis_url.as_str()),

@@ -319,6 +319,66 @@ const RATIOS: &[RatioDef] = &[
         "MemoryStore load @64",
     ),
     info(
+        "SecureStore (hashed ids) load / RedisStore load (pool 2, 64 tasks)",
+        "SecureStore (hashed ids) on RedisStore (pool 2) load @64",
+        "RedisStore (pool 2) load @64",
+    ),
+    info(
+        "SecureStore (hashed ids) on MemoryStore load / MemoryStore load (64 tasks)",
+        "SecureStore (hashed ids) on MemoryStore load @64",
+        "MemoryStore load @64",
+    ),
+    info(
+        "SecureStore (hashed ids) save / RedisStore save (pool 2, 64 tasks)",
+        "SecureStore (hashed ids) on RedisStore (pool 2) save @64",
+        "RedisStore (pool 2) save @64",
+    ),
+    info(
+        "SecureStore (hashed ids) on MemoryStore save / MemoryStore save (64 tasks)",
+        "SecureStore (hashed ids) on MemoryStore save @64",
+        "MemoryStore save @64",
+    ),
+    info(
+        "SecureStore (encryption) load / RedisStore load (pool 2, 64 tasks)",
+        "SecureStore (encryption) on RedisStore (pool 2) load @64",
+        "RedisStore (pool 2) load @64",
+    ),
+    info(
+        "SecureStore (encryption) on MemoryStore load / MemoryStore load (64 tasks)",
+        "SecureStore (encryption) on MemoryStore load @64",
+        "MemoryStore load @64",
+    ),
+    info(
+        "SecureStore (encryption) save / RedisStore save (pool 2, 64 tasks)",
+        "SecureStore (encryption) on RedisStore (pool 2) save @64",
+        "RedisStore (pool 2) save @64",
+    ),
+    info(
+        "SecureStore (encryption) on MemoryStore save / MemoryStore save (64 tasks)",
+        "SecureStore (encryption) on MemoryStore save @64",
+        "MemoryStore save @64",
+    ),
+    info(
+        "SecureStore (hashed ids + encryption) load / RedisStore load (pool 2, 64 tasks)",
+        "SecureStore (hashed ids + encryption) on RedisStore (pool 2) load @64",
+        "RedisStore (pool 2) load @64",
+    ),
+    info(
+        "SecureStore (hashed ids + encryption) on MemoryStore load / MemoryStore load (64 tasks)",
+        "SecureStore (hashed ids + encryption) on MemoryStore load @64",
+        "MemoryStore load @64",
+    ),
+    info(
+        "SecureStore (hashed ids + encryption) save / RedisStore save (pool 2, 64 tasks)",
+        "SecureStore (hashed ids + encryption) on RedisStore (pool 2) save @64",
+        "RedisStore (pool 2) save @64",
+    ),
+    info(
+        "SecureStore (hashed ids + encryption) on MemoryStore save / MemoryStore save (64 tasks)",
+        "SecureStore (hashed ids + encryption) on MemoryStore save @64",
+        "MemoryStore save @64",
+    ),
+    info(
         "near cache mixed 90/10, two instances / tower-sessions CachingSessionStore (moka), two instances (64 tasks)",
         "2 × RedisStore near cache (pool 2) mixed 90/10 @64",
         "2 × tower-sessions CachingSessionStore<moka, redis-store> (pool 2) mixed 90/10 @64",

@@ -34,10 +34,14 @@ impl CodecId {
     pub const JSON: CodecId = CodecId(1);
     /// bincode 2 with its standard configuration.
     pub const BINCODE: CodecId = CodecId(2);
+    /// A payload sealed with an AEAD by `session-secure`: the ciphertext names the key it was
+    /// sealed with and, inside, the codec of the plaintext. Only a store that holds the key
+    /// opens it; read directly it is [`Error::Corrupt`].
+    pub const SEALED: CodecId = CodecId(3);
 
     /// Whether this build knows the id (whether or not the codec is compiled in).
     pub fn is_known(self) -> bool {
-        self.0 <= 2
+        self.0 <= 3
     }
 
     /// The codec's name, `"unknown"` for ids this build does not know.
@@ -46,6 +50,7 @@ impl CodecId {
             0 => "raw",
             1 => "json",
             2 => "bincode",
+            3 => "sealed",
             _ => "unknown",
         }
     }
@@ -240,6 +245,13 @@ pub fn decode_payload<T: DeserializeOwned>(codec: CodecId, payload: &[u8], names
         CodecId::JSON => Json::decode(payload),
         #[cfg(feature = "bincode")]
         CodecId::BINCODE => Bincode::decode(payload),
+        CodecId::SEALED => {
+            return Err(Error::corrupt(
+                namespace,
+                "the payload is sealed (encrypted at rest): read it through the store that holds \
+                 its key (session-secure)",
+            ))
+        }
         other if other.is_known() && other != CodecId::RAW => {
             return Err(Error::corrupt(
                 namespace,

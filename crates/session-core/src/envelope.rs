@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `SESS` |
 //! | 4 | 1 | format version, `1` |
-//! | 5 | 1 | codec id (`0` raw, `1` JSON, `2` bincode) |
+//! | 5 | 1 | codec id (`0` raw, `1` JSON, `2` bincode, `3` sealed) |
 //! | 6 | 2 | flags: `0`, or `1` for a tombstone (no payload) |
 //! | 8 | 4 | payload length |
 //! | 12 | 8 | version: an opaque write token (see [`Version`]) |

@@ -10,6 +10,7 @@
 //! | `postgres` | no | `SqlStore` on PostgreSQL (`backend = "sql"`, the `[sql]` section) |
 //! | `sqlite` | no | `SqlStore` on SQLite, built in (`sqlite://file.db`, `sqlite::memory:`) |
 //! | `backup` | no | `BackupStore`: a write-behind backup of the backend into the `[sql]` store (`backup.enabled`; needs `postgres` or `sqlite`) |
+//! | `secure` | no | `SecureStore`: ids stored as keyed hashes, payloads sealed under a keyring (`[security]`) |
 //! | `bincode` | yes | the bincode codec |
 //! | `json` | yes | the JSON codec |
 //! | `instrument` | yes | metrics and tracing for every store |
@@ -83,10 +84,16 @@ pub use session_sql as sql;
 #[cfg_attr(docsrs, doc(cfg(feature = "backup")))]
 pub use session_backup as backup;
 
+/// Secrets at rest: ids stored as keyed hashes, payloads sealed with an AEAD.
+#[cfg(feature = "secure")]
+#[cfg_attr(docsrs, doc(cfg(feature = "secure")))]
+pub use session_secure as secure;
+
 /// A store built from [`Settings`], with the settings typed handles need.
 #[derive(Clone)]
 pub struct Built {
-    /// The store: wrapped in the backup when `backup.enabled`, then instrumented when
+    /// The store: wrapped in the backup when `backup.enabled`, then in `SecureStore` when
+    /// `security.hashed_ids` or `security.encryption` is enabled, then instrumented when
     /// `metrics.enabled`.
     pub store: Arc<dyn SessionStore>,
     /// Codec, TTLs, key prefix and size limit.
@@ -208,7 +215,7 @@ impl Built {
 pub async fn build(settings: &Settings) -> Result<Built> {
     settings.validate()?;
     let core = settings.core.clone();
-    let options = core.store_options()?;
+    let options = inner_options(core.store_options()?, settings)?;
     let store: Arc<dyn SessionStore> = match settings.backend {
         #[cfg(feature = "memory")]
         Backend::Memory => Arc::new(session_memory::MemoryStore::with_options(
@@ -283,6 +290,7 @@ pub async fn build(settings: &Settings) -> Result<Built> {
         }
     };
     let (store, drain) = backup(store, settings, options).await?;
+    let store = secure(store, settings, core.store_options()?.max_session_bytes())?;
     let store = instrument(store, settings);
     Ok(Built {
         store,
@@ -348,6 +356,46 @@ async fn backup(
         ));
     }
     Ok((store, None))
+}
+
+/// The options of the stores `SecureStore` wraps: room for the seal when encryption is on.
+#[cfg(feature = "secure")]
+fn inner_options(options: StoreOptions, settings: &Settings) -> Result<StoreOptions> {
+    let limit = settings.security.inner_limit(options.max_session_bytes());
+    options.with_max_session_bytes(limit)
+}
+
+/// Without the `secure` feature the stores take the options as configured.
+#[cfg(not(feature = "secure"))]
+#[allow(clippy::unnecessary_wraps, reason = "the same call as with the feature")]
+fn inner_options(options: StoreOptions, _settings: &Settings) -> Result<StoreOptions> {
+    Ok(options)
+}
+
+/// `store` wrapped in a `SecureStore` when `security` enables anything, with the configured
+/// size limit on what the application writes.
+#[cfg(feature = "secure")]
+fn secure(
+    store: Arc<dyn SessionStore>,
+    settings: &Settings,
+    max_session_bytes: usize,
+) -> Result<Arc<dyn SessionStore>> {
+    if !settings.security.is_enabled() {
+        return Ok(store);
+    }
+    let secured = session_secure::SecureStore::new(store, &settings.security)?;
+    Ok(Arc::new(secured.with_max_session_bytes(max_session_bytes)))
+}
+
+/// Without the `secure` feature there is nothing to wrap (`[security]` is refused when read).
+#[cfg(not(feature = "secure"))]
+#[allow(clippy::unnecessary_wraps, reason = "the same call as with the feature")]
+fn secure(
+    store: Arc<dyn SessionStore>,
+    _settings: &Settings,
+    _max_session_bytes: usize,
+) -> Result<Arc<dyn SessionStore>> {
+    Ok(store)
 }
 
 #[cfg(feature = "instrument")]

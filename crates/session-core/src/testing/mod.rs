@@ -74,6 +74,13 @@ pub trait Harness: Send + Sync + 'static {
     /// ([`SessionStore::keeps_tombstones`]): `delete` leaves one, lasting
     /// `ttl` when the store held no session.
     async fn open_tombstoned(&self, prefix: KeyPrefix, ttl: std::time::Duration) -> TestStore;
+
+    /// Whether the store lists its sessions ([`SessionStore::scan`]). A store that cannot —
+    /// its backend keys do not give the ids back, as with hashed ids — answers
+    /// [`Error::Backend`](crate::Error::Backend), which the listing tests then check instead.
+    fn can_list(&self) -> bool {
+        true
+    }
 }
 
 /// A key prefix no other test uses: `t{random}:`.

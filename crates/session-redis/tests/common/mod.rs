@@ -96,19 +96,27 @@ impl RawAccess for PrefixedRaw {
 /// The conformance harness: one store per test, with the suite's random key prefix.
 pub struct RedisHarness {
     pub config: RedisConfig,
+    /// The stores' size limit (default [`session_core::DEFAULT_MAX_SESSION_BYTES`]).
+    pub max_session_bytes: usize,
 }
 
 impl RedisHarness {
     /// The harness for `topology`, or `None` to skip.
     pub fn for_topology(topology: Topology) -> Option<Self> {
-        config_from_env(topology).map(|config| RedisHarness { config })
+        config_from_env(topology).map(|config| RedisHarness {
+            config,
+            max_session_bytes: session_core::DEFAULT_MAX_SESSION_BYTES,
+        })
     }
 
     /// The harness for `topology` with the near cache on.
     pub fn for_topology_near(topology: Topology) -> Option<Self> {
         config_from_env(topology).map(|mut config| {
             config.near_cache = NearCacheConfig::enabled();
-            RedisHarness { config }
+            RedisHarness {
+                config,
+                max_session_bytes: session_core::DEFAULT_MAX_SESSION_BYTES,
+            }
         })
     }
 }
@@ -120,7 +128,11 @@ impl RedisHarness {
         let mut config = self.config.clone();
         config.tombstone_ttl_ms = tombstone_ttl_ms;
         let store = RedisStore::builder(config.clone())
-            .options(StoreOptions::new(prefix.clone()))
+            .options(
+                StoreOptions::new(prefix.clone())
+                    .with_max_session_bytes(self.max_session_bytes)
+                    .expect("a valid limit"),
+            )
             .connect()
             .await
             .expect("store connects");

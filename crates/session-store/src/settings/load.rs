@@ -15,18 +15,27 @@ use super::{MetricsSettings, Settings};
 /// The default prefix of environment variables ([`Settings::load`]).
 pub const ENV_PREFIX: &str = "SESSION_";
 
-/// The sections of backends (and of the backup), and whether this build has each.
-const SECTIONS: [(&str, bool); 5] = [
+/// The sections of backends (and of the backup and security), and whether this build has each.
+const SECTIONS: [(&str, bool); 6] = [
     ("memory", cfg!(feature = "memory")),
     ("redis", cfg!(feature = "redis")),
     ("fallback", cfg!(feature = "fallback")),
     ("sql", cfg!(any(feature = "postgres", feature = "sqlite"))),
     ("backup", cfg!(feature = "backup")),
+    ("security", cfg!(feature = "secure")),
 ];
 
 /// Keys whose values are strings even when they look like numbers (`…__PASSWORD=123456`),
 /// which figment's environment provider would otherwise parse.
-const STRING_KEYS: [&str; 5] = ["password", "username", "url", "key_prefix", "service_name"];
+const STRING_KEYS: [&str; 7] = [
+    "password",
+    "username",
+    "url",
+    "key_prefix",
+    "service_name",
+    "secret",
+    "keys",
+];
 
 /// Every top-level key: `backend`, the shared settings, the sections, `metrics`.
 fn top_level_keys() -> Vec<&'static str> {
@@ -202,7 +211,8 @@ impl Settings {
                 feature = "fallback",
                 feature = "postgres",
                 feature = "sqlite",
-                feature = "backup"
+                feature = "backup",
+                feature = "secure"
             )),
             allow(unused_mut, reason = "sections are filled in only when a backend is built")
         )]
@@ -231,6 +241,10 @@ impl Settings {
         #[cfg(feature = "backup")]
         if let Some(backup) = section(figment, &present, "backup")? {
             settings.backup = backup;
+        }
+        #[cfg(feature = "secure")]
+        if let Some(security) = section(figment, &present, "security")? {
+            settings.security = security;
         }
         settings.validate()?;
         Ok(settings)
@@ -297,6 +311,8 @@ fn check_top_level(present: &[String], figment: &Figment) -> Result<()> {
 fn section_not_built(name: &str, origin: &str) -> Error {
     let what = if name == "backup" {
         "backup feature".to_owned()
+    } else if name == "security" {
+        "secure feature".to_owned()
     } else {
         format!("{name} backend")
     };
@@ -420,6 +436,7 @@ mod tests {
                 "\"postgres\" or \"sqlite\"",
             ),
             ("backup", "built without the backup feature", "\"backup\""),
+            ("security", "built without the secure feature", "\"secure\""),
         ] {
             let e = section_not_built(name, " (in sessions.toml)");
             let text = e.to_string();

@@ -113,6 +113,10 @@ pub struct Settings {
     /// `backup.enabled` is true.
     #[cfg(feature = "backup")]
     pub backup: session_backup::BackupConfig,
+    /// Secrets at rest: ids hashed, payloads sealed (`[security.hashed_ids]`,
+    /// `[security.encryption]`); both off unless enabled. Its `Debug` hides every secret.
+    #[cfg(feature = "secure")]
+    pub security: session_secure::SecureConfig,
     /// Metrics and tracing.
     pub metrics: MetricsSettings,
 }
@@ -156,6 +160,15 @@ impl Settings {
         }
         #[cfg(feature = "backup")]
         self.check_backup()?;
+        #[cfg(feature = "secure")]
+        self.security.validate().map_err(|e| match e {
+            Error::Config { key, message, source } => Error::Config {
+                key: format!("security.{key}"),
+                message,
+                source,
+            },
+            other => other,
+        })?;
         #[cfg(any(feature = "postgres", feature = "sqlite"))]
         if self.backend == Backend::Sql || self.backup_enabled() {
             self.sql.validate()?;
@@ -270,6 +283,7 @@ fn not_built(backend: &str) -> Error {
 fn features_of(name: &str) -> String {
     match name {
         "sql" => "\"postgres\" or \"sqlite\"".to_owned(),
+        "security" => "\"secure\"".to_owned(),
         other => format!("\"{other}\""),
     }
 }
