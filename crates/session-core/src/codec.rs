@@ -39,14 +39,24 @@ impl CodecId {
     /// opens it; read directly it is [`Error::Corrupt`].
     pub const SEALED: CodecId = CodecId(3);
 
-    /// Whether this build knows the id (whether or not the codec is compiled in).
+    /// The flag of a record bound to a principal: the payload starts with the principal
+    /// (one length byte, its UTF-8 bytes), then the payload of the codec named by the other
+    /// bits (see [`Record::bound_to`](crate::backend::Record::bound_to)).
+    pub const BOUND: CodecId = CodecId(0x80);
+
+    /// Whether this build knows the id (whether or not the codec is compiled in), bound or not.
     pub fn is_known(self) -> bool {
-        self.0 <= 3
+        (self.0 & !Self::BOUND.0) <= 3
+    }
+
+    /// Whether the record is bound to a principal.
+    pub fn is_bound(self) -> bool {
+        self.0 & Self::BOUND.0 != 0
     }
 
     /// The codec's name, `"unknown"` for ids this build does not know.
     pub fn name(self) -> &'static str {
-        match self.0 {
+        match self.0 & !Self::BOUND.0 {
             0 => "raw",
             1 => "json",
             2 => "bincode",

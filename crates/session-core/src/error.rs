@@ -27,6 +27,14 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A principal (a session's owner) is not 1 to 90 bytes of text without control
+    /// characters. Nothing was sent to the backend.
+    #[error("invalid principal: {reason}; principals are 1 to 90 bytes of text without control characters")]
+    InvalidPrincipal {
+        /// What is wrong with it (never the principal itself).
+        reason: &'static str,
+    },
+
     /// A namespace is not `[a-z0-9_-]{1,32}`.
     #[error("invalid namespace {namespace:?}: {reason}; namespaces are 1 to 32 characters of a-z, 0-9, '_' and '-'")]
     InvalidNamespace {
@@ -202,6 +210,8 @@ pub enum ErrorClass {
 pub enum ErrorKind {
     /// [`Error::InvalidId`].
     InvalidId,
+    /// [`Error::InvalidPrincipal`].
+    InvalidPrincipal,
     /// [`Error::InvalidNamespace`].
     InvalidNamespace,
     /// [`Error::InvalidKeyPrefix`].
@@ -237,6 +247,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidId => "invalid_id",
+            ErrorKind::InvalidPrincipal => "invalid_principal",
             ErrorKind::InvalidNamespace => "invalid_namespace",
             ErrorKind::InvalidKeyPrefix => "invalid_key_prefix",
             ErrorKind::TooLarge => "too_large",
@@ -260,6 +271,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidId { .. } => ErrorKind::InvalidId,
+            Error::InvalidPrincipal { .. } => ErrorKind::InvalidPrincipal,
             Error::InvalidNamespace { .. } => ErrorKind::InvalidNamespace,
             Error::InvalidKeyPrefix { .. } => ErrorKind::InvalidKeyPrefix,
             Error::TooLarge { .. } => ErrorKind::TooLarge,

@@ -50,6 +50,12 @@ impl SessionId {
         Ok(SessionId(id.into()))
     }
 
+    /// The id of a principal index (`p.…`, see `principals`): not an id a caller can give
+    /// (`.` is refused by [`parse`](Self::parse)), so no session shares its key.
+    pub(crate) fn index(text: String) -> Self {
+        SessionId(text.into_boxed_str())
+    }
+
     /// The full id. Treat it as a secret: do not log it.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -99,7 +105,7 @@ fn validate(id: &str) -> Result<()> {
     Ok(())
 }
 
-fn encode_b64url(raw: &[u8]) -> String {
+pub(crate) fn encode_b64url(raw: &[u8]) -> String {
     let mut out = String::with_capacity(raw.len().div_ceil(3) * 4);
     for chunk in raw.chunks(3) {
         let b = [
@@ -117,7 +123,7 @@ fn encode_b64url(raw: &[u8]) -> String {
     out
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);

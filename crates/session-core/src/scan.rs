@@ -61,7 +61,12 @@ pub fn parse_backend_key(prefix: &KeyPrefix, key: &str) -> Option<SessionKey> {
     let rest = key.strip_prefix(prefix.as_str())?;
     let (namespace, id) = rest.split_once(':')?;
     let namespace = Namespace::new(namespace).ok()?;
-    let id = SessionId::parse(id).ok()?;
+    let id = match SessionId::parse(id) {
+        Ok(id) => id,
+        // A principal index is listed too, so that copies and restores carry it.
+        Err(_) if crate::principals::is_index_id(id) => SessionId::index(id.to_owned()),
+        Err(_) => return None,
+    };
     Some(SessionKey::new(namespace, id))
 }
 

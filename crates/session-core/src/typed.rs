@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::expiry::ExpiryPolicy;
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
+use crate::principal::Principal;
 use crate::store::{SessionStore, DEFAULT_MAX_SESSION_BYTES};
 use crate::version::Version;
 
@@ -34,6 +35,10 @@ pub struct Session<T> {
     pub value: T,
     /// Version, times and deadline as stored.
     pub meta: Meta,
+    /// Who the session belongs to, once [bound](Sessions::bind) (at login): every write
+    /// keeps it, [`rotate`](Sessions::rotate) moves it, and
+    /// [`revoke_all`](Sessions::revoke_all) ends every session bound to it.
+    pub principal: Option<Principal>,
 }
 
 impl<T> Session<T> {
@@ -45,6 +50,7 @@ impl<T> Session<T> {
             id,
             value,
             meta: Meta::default(),
+            principal: None,
         }
     }
 }
@@ -55,6 +61,7 @@ impl<T: fmt::Debug> fmt::Debug for Session<T> {
             .field("id", &self.id)
             .field("value", &self.value)
             .field("meta", &self.meta)
+            .field("principal", &self.principal)
             .finish()
     }
 }
@@ -223,17 +230,18 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         &self.policy
     }
 
-    fn key(&self, id: &SessionId) -> SessionKey {
+    pub(crate) fn key(&self, id: &SessionId) -> SessionKey {
         SessionKey::new(self.namespace.clone(), id.clone())
     }
 
     /// The record of a write of `value` at `now`, continuing the lifetime of
     /// `prior` (the session loaded before) or starting a new one (no prior,
     /// or one never stored: version `NONE`).
-    fn record(&self, value: &T, prior: Option<&Meta>) -> Result<Record> {
+    fn record(&self, value: &T, prior: Option<&Meta>, principal: Option<&Principal>) -> Result<Record> {
         let prior = prior.filter(|m| !m.version.is_none());
         let payload = self.codec.encode(value, self.namespace.as_str())?;
-        let size = crate::envelope::HEADER_LEN + payload.len();
+        let binding = principal.map_or(0, |p| 1 + p.as_str().len());
+        let size = crate::envelope::HEADER_LEN + binding + payload.len();
         if size > self.max_bytes {
             return Err(Error::TooLarge {
                 namespace: self.namespace.as_str().to_owned(),
@@ -256,24 +264,34 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             meta.expires_at = cap_deadline(meta.expires_at, meta.max_expires_at);
         }
         meta.version = Version::generate();
-        Ok(Record {
+        let record = Record {
             meta,
             codec: self.codec.id(),
             payload: Bytes::from(payload),
+        };
+        Ok(match principal {
+            Some(p) => record.bound_to(p),
+            None => record,
         })
     }
 
     /// Decodes a loaded record; under [`Undecodable::Miss`] a payload that is
     /// not a `T` (or whose codec this binary lacks) is a miss.
     fn decode(&self, id: SessionId, record: Record) -> Result<Option<Session<T>>> {
-        match decode_payload(record.codec, &record.payload, self.namespace.as_str()) {
-            Ok(value) => Ok(Some(Session {
+        let ns = self.namespace.as_str();
+        let (codec, payload) = record.unbound_parts();
+        let decoded = record
+            .principal(ns)
+            .and_then(|principal| Ok((principal, decode_payload(codec, &payload, ns)?)));
+        match decoded {
+            Ok((principal, value)) => Ok(Some(Session {
                 id,
                 value,
                 meta: record.meta,
+                principal,
             })),
             Err(e) if self.on_undecodable == Undecodable::Miss => {
-                self.note_undecodable(record.codec.name(), &e);
+                self.note_undecodable(codec.name(), &e);
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -301,14 +319,21 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// # Errors
     /// [`Error::TooLarge`], [`Error::Codec`], store errors.
     pub async fn create(&self, value: T) -> Result<Session<T>> {
-        let record = self.record(&value, None)?;
+        let record = self.record(&value, None, None)?;
         // A 128-bit random id does not collide in practice; retry anyway
         // rather than report a collision the caller cannot act on.
         let mut attempts = 0;
         loop {
             let id = SessionId::generate()?;
             match self.store.create(&self.key(&id), &record).await {
-                Ok(meta) => return Ok(Session { id, value, meta }),
+                Ok(meta) => {
+                    return Ok(Session {
+                        id,
+                        value,
+                        meta,
+                        principal: None,
+                    })
+                }
                 Err(Error::AlreadyExists { .. }) if attempts < 2 => attempts += 1,
                 Err(e) => return Err(e),
             }
@@ -320,12 +345,13 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// # Errors
     /// [`Error::AlreadyExists`], [`Error::TooLarge`], [`Error::Codec`], store errors.
     pub async fn create_with_id(&self, id: &SessionId, value: T) -> Result<Session<T>> {
-        let record = self.record(&value, None)?;
+        let record = self.record(&value, None, None)?;
         let meta = self.store.create(&self.key(id), &record).await?;
         Ok(Session {
             id: id.clone(),
             value,
             meta,
+            principal: None,
         })
     }
 
@@ -361,7 +387,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// # Errors
     /// [`Error::TooLarge`], [`Error::Codec`], store errors.
     pub async fn save(&self, session: &mut Session<T>) -> Result<()> {
-        let record = self.record(&session.value, Some(&session.meta))?;
+        let record = self.record(&session.value, Some(&session.meta), session.principal.as_ref())?;
         session.meta = self.store.save(&self.key(&session.id), &record).await?;
         Ok(())
     }
@@ -372,7 +398,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// # Errors
     /// [`Error::NotFound`], [`Error::TooLarge`], [`Error::Codec`], store errors.
     pub async fn update(&self, session: &mut Session<T>) -> Result<()> {
-        let record = self.record(&session.value, Some(&session.meta))?;
+        let record = self.record(&session.value, Some(&session.meta), session.principal.as_ref())?;
         session.meta = self.store.update(&self.key(&session.id), &record).await?;
         Ok(())
     }
@@ -384,7 +410,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// [`Error::Conflict`] (someone wrote in between: reload and retry),
     /// [`Error::NotFound`], [`Error::TooLarge`], store errors.
     pub async fn save_if(&self, session: &mut Session<T>) -> Result<()> {
-        let record = self.record(&session.value, Some(&session.meta))?;
+        let record = self.record(&session.value, Some(&session.meta), session.principal.as_ref())?;
         session.meta = self
             .store
             .save_if(&self.key(&session.id), session.meta.version, &record)
@@ -428,7 +454,22 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// # Errors
     /// [`Error::NotFound`], [`Error::AlreadyExists`], store errors.
     pub async fn rotate_to(&self, id: &SessionId, new_id: &SessionId) -> Result<Meta> {
-        self.store.rotate(&self.key(id), new_id).await
+        let key = self.key(id);
+        // A bound session's index entry moves with it (one read first; rotating is rare).
+        let bound = match self.store.load(&key).await? {
+            Some(record) => record
+                .principal(key.ns())?
+                .map(|p| (p, record.meta.max_expires_at)),
+            None => None,
+        };
+        match bound {
+            Some((principal, until)) => {
+                let until = if until == 0 { u64::MAX } else { until };
+                self.rotate_bound(&principal, until, id, new_id, self.store.rotate(&key, new_id))
+                    .await
+            }
+            None => self.store.rotate(&key, new_id).await,
+        }
     }
 
     /// Loads many sessions in one round trip where the backend allows.
@@ -458,7 +499,12 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     pub async fn save_many(&self, sessions: &mut [Session<T>]) -> Result<()> {
         let records = sessions
             .iter()
-            .map(|s| Ok((self.key(&s.id), self.record(&s.value, Some(&s.meta))?)))
+            .map(|s| {
+                Ok((
+                    self.key(&s.id),
+                    self.record(&s.value, Some(&s.meta), s.principal.as_ref())?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         let metas = self.store.save_many(&records).await?;
         for (session, meta) in sessions.iter_mut().zip(metas) {

@@ -4,9 +4,10 @@
 use std::sync::atomic::Ordering;
 
 use session_core::backend::{
-    decide, stamp, Change, Decision, Entry as Envelope, Reconciled, Record, Stored, Tombstone,
+    decide, parse_backend_key, stamp, Change, Decision, Entry as Envelope, Reconciled, Record, Stored,
+    Tombstone,
 };
-use session_core::{Error, Meta, Namespace, Result, SessionId, SessionKey, StoreStats, Version};
+use session_core::{Error, KeyPrefix, Meta, Namespace, Result, SessionId, SessionKey, StoreStats, Version};
 
 use crate::entry::{charge, deadline, Entry, State, Value};
 
@@ -398,7 +399,11 @@ impl Inner {
             let table = shard.read();
             n += table
                 .iter()
-                .filter(|e| e.deadline() > now && e.parts().0 == namespace && !e.is_tombstone())
+                .filter(|e| {
+                    let (ns, id) = e.parts();
+                    // A principal index (`p.…`) is not a session.
+                    e.deadline() > now && ns == namespace && !e.is_tombstone() && !id.starts_with("p.")
+                })
                 .count() as u64;
         }
         n
@@ -416,17 +421,20 @@ impl Inner {
         let mut out = Vec::new();
         let mut skipped = 0u64;
         let mut shard = from;
+        // The table's keys are `{namespace}:{id}`, without the store's prefix.
+        let unprefixed = KeyPrefix::new("").unwrap_or_default();
         while shard < self.shards.len() && (out.is_empty() || out.len() < limit) {
             let table = self.shards[shard].read();
             for e in table.iter().filter(|e| e.deadline() > now && !e.is_tombstone()) {
                 let (namespace, id) = e.parts();
-                let (Ok(namespace), Ok(id)) = (Namespace::new(namespace), SessionId::parse(id)) else {
+                // Sessions, and principal indexes (`p.…`), which copies carry too.
+                let Some(key) = parse_backend_key(&unprefixed, &format!("{namespace}:{id}")) else {
                     skipped += 1;
                     continue;
                 };
-                match e.to_entry(namespace.as_str()) {
+                match e.to_entry(key.ns()) {
                     Ok(Envelope::Live(record)) if !record.meta.is_expired(now) => {
-                        out.push((SessionKey::new(namespace, id), record));
+                        out.push((key, record));
                     }
                     Ok(_) => {}
                     Err(_) => skipped += 1,

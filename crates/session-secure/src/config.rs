@@ -157,12 +157,54 @@ impl SecureConfig {
         }
     }
 
+    /// Refuses the transition settings of a part that is off: turning hashing off while
+    /// hashed keys remain would make every hash in a dump read as a plain id (the way back is
+    /// `write_plain_ids`, with hashing on, for a session lifetime); turning encryption off
+    /// would leave every sealed value unreadable (the way back is `write_plaintext`).
+    pub(crate) fn check_transitions(&self) -> Result<()> {
+        let h = &self.hashed_ids;
+        if !h.enabled {
+            for (set, name) in [
+                (!h.previous_secrets.is_empty(), "previous_secrets"),
+                (h.read_plain_ids, "read_plain_ids"),
+                (h.write_plain_ids, "write_plain_ids"),
+            ] {
+                if set {
+                    return Err(Error::config(
+                        format!("hashed_ids.{name}"),
+                        "is a transition setting of hashed_ids and needs hashed_ids.enabled; to turn \
+                         hashing off, run with write_plain_ids = true (hashing still enabled) for the \
+                         longest session lifetime first",
+                    ));
+                }
+            }
+        }
+        let e = &self.encryption;
+        if !e.enabled {
+            for (set, name) in [
+                (e.accept_plaintext, "accept_plaintext"),
+                (e.write_plaintext, "write_plaintext"),
+                (e.current.is_some(), "current"),
+            ] {
+                if set {
+                    return Err(Error::config(
+                        format!("encryption.{name}"),
+                        "needs encryption.enabled; to turn encryption off, run with write_plaintext = \
+                         true (encryption still enabled) for the longest session lifetime first",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every secret and key the enabled parts need, naming the first bad setting.
     ///
     /// # Errors
     /// [`Error::Config`], as [`SecureStore::new`](crate::SecureStore::new) would answer; never
     /// key material.
     pub fn validate(&self) -> Result<()> {
+        self.check_transitions()?;
         crate::layout::Layouts::new(&self.hashed_ids)?;
         if self.encryption.enabled {
             let keys: Vec<_> = self

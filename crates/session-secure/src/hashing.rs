@@ -5,6 +5,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use session_core::backend::{is_principal_index, principal_index_id};
 use session_core::{Error, Result, SessionId, SessionKey};
 use sha2::Sha256;
 
@@ -49,6 +50,9 @@ impl IdHasher {
 
     /// The id stored for `key`: HMAC-SHA-256(secret, context ‖ namespace ‖ 0 ‖ id), 43
     /// characters of base64url.
+    ///
+    /// A principal index (`p.…`) stays one: its stored id is `p.` and the hash, so that stores
+    /// still tell it from a session (and leave it out of their counts).
     pub(crate) fn hash(&self, key: &SessionKey) -> SessionKey {
         let mut mac = self.mac.clone();
         mac.update(CONTEXT);
@@ -56,11 +60,24 @@ impl IdHasher {
         mac.update(&[0]);
         mac.update(key.id.as_str().as_bytes());
         let text = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        // 43 characters of [A-Za-z0-9_-]: always a valid id.
-        match SessionId::parse(&text) {
-            Ok(id) => SessionKey::new(key.namespace.clone(), id),
-            Err(_) => unreachable_id(key),
+        // 43 characters of [A-Za-z0-9_-]: always a valid id (or index id).
+        let id = if is_principal_index(key) {
+            principal_index_id(&text)
+        } else {
+            SessionId::parse(&text).ok()
+        };
+        match id {
+            Some(id) => SessionKey::new(key.namespace.clone(), id),
+            None => unreachable_id(key),
         }
+    }
+
+    /// A key derived from the secret for `purpose`: 32 bytes of HMAC-SHA-256.
+    pub(crate) fn derive(&self, purpose: &[u8]) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut mac = self.mac.clone();
+        mac.update(b"session-secure derived key v1\0");
+        mac.update(purpose);
+        zeroize::Zeroizing::new(mac.finalize().into_bytes().to_vec())
     }
 }
 

@@ -11,10 +11,13 @@
 //! | 27 | n + 1 | ciphertext of the plaintext codec id (1 byte) and the payload (n bytes) |
 //! | 28 + n | 16 | Poly1305 tag |
 //!
-//! The associated data binds the sealed format, the key id, the namespace and the id the
+//! The associated data binds the sealed format, the key id, the header fields no store changes
+//! once written (version, created at, updated at, lifetime cap), the namespace and the id the
 //! value is stored under (the hashed id when ids are hashed): a value copied to another key,
-//! or its key id altered, does not open. The envelope's header (version, times) stays in the
-//! clear for the backend, which needs it.
+//! its key id altered, or its cap or version rewritten, does not open. The header stays in the
+//! clear for the backend, which needs it; the deadline is not bound (`touch` moves it, and
+//! never past the bound cap). A value an attacker saved earlier and writes back is not
+//! detected: that needs state outside the value.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,7 +27,7 @@ use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use session_core::backend::CodecId;
 use session_core::backend::Record;
-use session_core::{Error, Result, SessionKey};
+use session_core::{Error, Meta, Result, SessionKey};
 
 use crate::secret::Secret;
 
@@ -48,13 +51,22 @@ const CONTEXT: &[u8] = b"session-secure payload v1\0";
 pub struct Keyring {
     keys: BTreeMap<u16, XChaCha20Poly1305>,
     current: u16,
+    /// Keys derived from the hashing secrets, which seal principal indexes under
+    /// [`INDEX_KEY_ID`] when ids are hashed and payloads are not sealed otherwise; the first
+    /// seals, each is tried when opening.
+    derived: Vec<XChaCha20Poly1305>,
 }
+
+/// The key id of values sealed by a key derived from a hashing secret (principal indexes
+/// when only ids are hashed); reserved, not configurable.
+pub const INDEX_KEY_ID: u16 = u16::MAX;
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keyring")
             .field("key_ids", &self.keys.keys().collect::<Vec<_>>())
             .field("current", &self.current)
+            .field("derived", &self.derived.len())
             .finish()
     }
 }
@@ -80,6 +92,12 @@ impl Keyring {
                     ),
                 ));
             }
+            if *id == INDEX_KEY_ID {
+                return Err(Error::config(
+                    name,
+                    format!("key id {INDEX_KEY_ID} is reserved; use 0 to {}", INDEX_KEY_ID - 1),
+                ));
+            }
             let cipher = XChaCha20Poly1305::new_from_slice(&bytes)
                 .map_err(|_| Error::config(name.clone(), "cannot key XChaCha20-Poly1305 with this key"))?;
             if ring.insert(*id, cipher).is_some() {
@@ -102,7 +120,27 @@ impl Keyring {
                 format!("key id {current} is not among the configured keys"),
             ));
         }
-        Ok(Keyring { keys: ring, current })
+        Ok(Keyring {
+            keys: ring,
+            current,
+            derived: Vec::new(),
+        })
+    }
+
+    /// A ring of keys derived from the hashing secrets only (32 bytes each, current first):
+    /// it seals under [`INDEX_KEY_ID`].
+    pub(crate) fn derived_only(derived: &[zeroize::Zeroizing<Vec<u8>>]) -> Result<Self> {
+        Ok(Keyring {
+            keys: BTreeMap::new(),
+            current: INDEX_KEY_ID,
+            derived: ciphers(derived)?,
+        })
+    }
+
+    /// This ring, also opening what the derived keys sealed.
+    pub(crate) fn with_derived(mut self, derived: &[zeroize::Zeroizing<Vec<u8>>]) -> Result<Self> {
+        self.derived = ciphers(derived)?;
+        Ok(self)
     }
 
     /// The id of the key that seals.
@@ -121,7 +159,12 @@ impl Keyring {
     /// # Errors
     /// [`Error::Unavailable`] when the OS random source fails (a nonce cannot be drawn).
     pub fn seal(&self, stored: &SessionKey, record: &Record) -> Result<Record> {
-        let Some(cipher) = self.keys.get(&self.current) else {
+        let cipher = if self.current == INDEX_KEY_ID {
+            self.derived.first()
+        } else {
+            self.keys.get(&self.current)
+        };
+        let Some(cipher) = cipher else {
             return Err(Error::Backend {
                 backend: "secure",
                 message: "the current key is missing from the keyring".to_owned(),
@@ -140,7 +183,7 @@ impl Keyring {
         out.extend_from_slice(&nonce);
         out.push(record.codec.0);
         out.extend_from_slice(&record.payload);
-        let aad = associated_data(self.current, stored);
+        let aad = associated_data(self.current, stored, &record.meta);
         let tag = cipher
             .encrypt_inout_detached(&XNonce::from(nonce), &aad, (&mut out[PREFIX_LEN..]).into())
             .map_err(|_| Error::Backend {
@@ -179,7 +222,12 @@ impl Keyring {
             ));
         }
         let key_id = u16::from_be_bytes([bytes[1], bytes[2]]);
-        let Some(cipher) = self.keys.get(&key_id) else {
+        let ciphers: Vec<&XChaCha20Poly1305> = if key_id == INDEX_KEY_ID {
+            self.derived.iter().collect()
+        } else {
+            self.keys.get(&key_id).into_iter().collect()
+        };
+        if ciphers.is_empty() {
             return Err(Error::corrupt(
                 ns,
                 format!(
@@ -188,24 +236,28 @@ impl Keyring {
                     self.keys.keys().collect::<Vec<_>>()
                 ),
             ));
-        };
+        }
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&bytes[3..PREFIX_LEN]);
         let tag_at = bytes.len() - TAG_LEN;
         let Ok(tag) = Tag::try_from(&bytes[tag_at..]) else {
             return Err(Error::corrupt(ns, "sealed payload too short"));
         };
-        let mut plain = bytes[PREFIX_LEN..tag_at].to_vec();
-        let aad = associated_data(key_id, stored);
-        cipher
-            .decrypt_inout_detached(&XNonce::from(nonce), &aad, plain.as_mut_slice().into(), &tag)
-            .map_err(|_| {
-                Error::corrupt(
-                    ns,
-                    "the sealed payload does not open: altered, moved from another key, or sealed by \
-                     another key under the same id",
-                )
-            })?;
+        let aad = associated_data(key_id, stored, &record.meta);
+        let opened = ciphers.iter().find_map(|cipher| {
+            let mut plain = bytes[PREFIX_LEN..tag_at].to_vec();
+            cipher
+                .decrypt_inout_detached(&XNonce::from(nonce), &aad, plain.as_mut_slice().into(), &tag)
+                .ok()
+                .map(|()| plain)
+        });
+        let Some(plain) = opened else {
+            return Err(Error::corrupt(
+                ns,
+                "the sealed payload does not open: altered, moved from another key, or sealed by \
+                 another key under the same id",
+            ));
+        };
         let codec = CodecId(plain[0]);
         let payload = Bytes::from(plain).slice(1..);
         Ok(Record {
@@ -216,13 +268,33 @@ impl Keyring {
     }
 }
 
-/// What a seal binds besides the plaintext: format, key id, namespace and stored id.
-fn associated_data(key_id: u16, stored: &SessionKey) -> Vec<u8> {
+/// Ciphers of 32-byte keys.
+fn ciphers(keys: &[zeroize::Zeroizing<Vec<u8>>]) -> Result<Vec<XChaCha20Poly1305>> {
+    keys.iter()
+        .map(|k| {
+            XChaCha20Poly1305::new_from_slice(k)
+                .map_err(|_| Error::config("hashed_ids.secret", "cannot derive a key"))
+        })
+        .collect()
+}
+
+/// What a seal binds besides the plaintext: format, key id, the header fields no store
+/// changes once written (version, created at, updated at, lifetime cap — not the deadline,
+/// which `touch` moves), namespace and stored id.
+fn associated_data(key_id: u16, stored: &SessionKey, meta: &Meta) -> Vec<u8> {
     let (ns, id) = (stored.ns().as_bytes(), stored.id.as_str().as_bytes());
-    let mut aad = Vec::with_capacity(CONTEXT.len() + 3 + ns.len() + 1 + id.len());
+    let mut aad = Vec::with_capacity(CONTEXT.len() + 3 + 32 + ns.len() + 1 + id.len());
     aad.extend_from_slice(CONTEXT);
     aad.push(SEALED_FORMAT);
     aad.extend_from_slice(&key_id.to_be_bytes());
+    for field in [
+        meta.version.as_u64(),
+        meta.created_at,
+        meta.updated_at,
+        meta.max_expires_at,
+    ] {
+        aad.extend_from_slice(&field.to_be_bytes());
+    }
     aad.extend_from_slice(ns);
     aad.push(b':');
     aad.extend_from_slice(id);

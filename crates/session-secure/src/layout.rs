@@ -76,6 +76,17 @@ impl Layouts {
         Ok(())
     }
 
+    /// Keys derived from every hashing secret (the current one first) for `purpose`.
+    pub(crate) fn derived_keys(&self, purpose: &[u8]) -> Vec<zeroize::Zeroizing<Vec<u8>>> {
+        self.all
+            .iter()
+            .filter_map(|layout| match layout {
+                Layout::Hashed(hasher) => Some(hasher.derive(purpose)),
+                Layout::Plain => None,
+            })
+            .collect()
+    }
+
     /// Whether ids are stored as hashes.
     pub(crate) fn hashes(&self) -> bool {
         matches!(self.all.first(), Some(Layout::Hashed(_)))

@@ -5,7 +5,9 @@ mod config;
 mod hashing;
 mod keyring;
 mod layout;
+mod rotate;
 mod secret;
+mod session_store;
 mod store;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
@@ -13,6 +15,6 @@ pub mod testing;
 
 pub use config::{EncryptionConfig, HashedIdsConfig, KeyEntry, SecureConfig};
 pub use hashing::{HASHED_ID_LEN, MIN_SECRET_BYTES};
-pub use keyring::{Keyring, KEY_BYTES, SEAL_OVERHEAD};
+pub use keyring::{Keyring, INDEX_KEY_ID, KEY_BYTES, SEAL_OVERHEAD};
 pub use secret::Secret;
 pub use store::SecureStore;

@@ -247,11 +247,19 @@ impl Inner {
             not_like.push_str("%:");
         }
         not_like.push('%');
+        // A namespace's principal indexes (`{ns}:p.…`) are not sessions; the whole store's
+        // entries (`colons` 1) count them.
+        let indexes = if colons == 0 {
+            format!("{}p.%", like_escape(lo))
+        } else {
+            String::new()
+        };
         let n: i64 = on_db!(self, op, Read, |c| {
             sqlx::query_scalar(&self.st.count)
                 .bind(lo)
                 .bind(&hi)
                 .bind(&not_like)
+                .bind(&indexes)
                 .fetch_one(&mut *c)
                 .await
                 .map_err(|e| from_sqlx(op, e))

@@ -51,7 +51,7 @@ pub(crate) struct Statements {
     /// `$1` key: removes the row, whatever it holds.
     pub(crate) remove: String,
     /// `$1`, `$2` the bounds of a key range, `$3` a `LIKE` pattern of keys to leave out (a
-    /// nested prefix's) → live sessions in it.
+    /// nested prefix's), `$4` another (principal indexes) → live sessions in it.
     pub(crate) count: String,
     /// → bytes the table takes on disk.
     pub(crate) bytes: String,
@@ -128,7 +128,7 @@ impl Statements {
             remove: format!("DELETE FROM {table} WHERE key = $1"),
             count: format!(
                 "SELECT count(*) FROM {table} WHERE key >= $1 AND key < $2 AND key NOT LIKE $3 ESCAPE '\\' \
-                 AND expires_at > {now} AND kind = {KIND_SESSION}"
+                 AND key NOT LIKE $4 ESCAPE '\\' AND expires_at > {now} AND kind = {KIND_SESSION}"
             ),
             bytes,
             sweep: format!(

@@ -22,9 +22,11 @@ use crate::version::Version;
 
 mod evolution;
 mod listing;
+mod principals;
 mod tombstones;
 pub use evolution::*;
 pub use listing::*;
+pub use principals::*;
 pub use tombstones::*;
 
 /// The session type the suite stores: shaped like the demo's task session.
@@ -1328,6 +1330,8 @@ macro_rules! conformance_tests {
             delete_leaving_names_its_tombstone, a_delete_over_a_tombstone_replaces_it,
             rotate_leaves_a_tombstone_under_the_old_id,
             scan_lists_every_live_session_once, scan_of_an_empty_store_ends,
+            revoke_all_ends_every_session_of_a_principal, a_binding_survives_writes_and_moves_with_rotate,
+            a_login_after_a_revoke_survives_it, a_principal_index_is_one_key_that_scans_list,
         );
     };
     (@expand $make:path; $($name:ident),* $(,)?) => {

@@ -13,7 +13,7 @@ use crate::testing::{random_prefix, Harness};
 use super::{new_key, rec, HOUR_MS};
 
 /// Every page of a scan, with `limit` per page; panics on a scan that does not end.
-async fn scan_all(store: &dyn SessionStore, limit: usize) -> HashMap<SessionKey, Record> {
+pub(super) async fn scan_all(store: &dyn SessionStore, limit: usize) -> HashMap<SessionKey, Record> {
     let mut out = HashMap::new();
     let mut cursor: Option<ScanCursor> = None;
     for _ in 0..10_000 {
