@@ -41,6 +41,7 @@ mod harness;
 mod near;
 mod nodes;
 mod payload;
+mod principals;
 mod redis_benchmark;
 mod report;
 mod scale;
@@ -342,6 +343,7 @@ fn run(options: Options) -> Result<(), String> {
         }
         let url = with_redis.then_some(options.redis_url.as_str());
         all.extend(secure::secure_cases(url, &keys, &record, &task_counts).await);
+        all.extend(principals::principal_cases(url, &task_counts).await);
         let mut sql = sql::sql_cases(
             options.postgres_url.as_deref(),
             with_redis.then_some(options.redis_url.as_str()),

@@ -379,6 +379,26 @@ const RATIOS: &[RatioDef] = &[
         "MemoryStore save @64",
     ),
     info(
+        "MemoryStore: create + bind / create (64 tasks)",
+        "Sessions<T> on MemoryStore create + bind @64",
+        "Sessions<T> on MemoryStore create @64",
+    ),
+    info(
+        "MemoryStore: 4 × (create + bind) + revoke_all / 4 × (create + bind) (64 tasks)",
+        "Sessions<T> on MemoryStore 4 × (create + bind) + revoke_all @64",
+        "Sessions<T> on MemoryStore 4 × (create + bind) @64",
+    ),
+    info(
+        "RedisStore: create + bind / create (64 tasks)",
+        "Sessions<T> on RedisStore (pool 2) create + bind @64",
+        "Sessions<T> on RedisStore (pool 2) create @64",
+    ),
+    info(
+        "RedisStore: 4 × (create + bind) + revoke_all / 4 × (create + bind) (64 tasks)",
+        "Sessions<T> on RedisStore (pool 2) 4 × (create + bind) + revoke_all @64",
+        "Sessions<T> on RedisStore (pool 2) 4 × (create + bind) @64",
+    ),
+    info(
         "near cache mixed 90/10, two instances / tower-sessions CachingSessionStore (moka), two instances (64 tasks)",
         "2 × RedisStore near cache (pool 2) mixed 90/10 @64",
         "2 × tower-sessions CachingSessionStore<moka, redis-store> (pool 2) mixed 90/10 @64",

@@ -200,6 +200,22 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         }
     }
 
+    /// The answer to a call on a principal's session index while its primary does not answer:
+    /// the index is kept by the primary only, so that `revoke_all` never ends fewer sessions
+    /// than a principal has without saying so.
+    pub(crate) fn index_unavailable(&self, key: &SessionKey) -> Error {
+        Error::Unavailable {
+            backend: BACKEND,
+            message: format!(
+                "the {} primary is unreachable, and a principal's session index in namespace {} is kept by \
+                 the primary only (binding, listing and revoking wait for it); retry later",
+                self.primary.backend(),
+                key.ns()
+            ),
+            source: None,
+        }
+    }
+
     /// The refusal of a write of a new key into a full journal: counted, logged (no session
     /// id, a short hash), and a temporary error saying nothing was stored.
     pub(crate) fn journal_full(&self, key: &SessionKey, op: &'static str, full: JournalFull) -> Error {

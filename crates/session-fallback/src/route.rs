@@ -7,7 +7,7 @@
 //! [`Inner::exec`] does this for the single-key operations, generic over the operation
 //! ([`KeyOp`]); `rotate` (two keys) and `reconcile` are routed here on their own.
 
-use session_core::backend::{Change, Reconciled, Record};
+use session_core::backend::{is_principal_index, Change, Reconciled, Record};
 use session_core::{Error, Meta, Result, SessionId, SessionKey, SessionStore, Version};
 
 use crate::journal::KeyGuard;
@@ -52,11 +52,18 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
     /// Runs one single-key operation wherever it belongs; its answer is the operation's own
     /// type.
     pub(crate) async fn exec<O: KeyOp>(&self, key: &SessionKey, op: O) -> Result<O::Output> {
+        // A principal's session index lives on the primary only (see `index_unavailable`).
+        let index = is_principal_index(key);
         match self.route(key).await {
+            Route::Secondary(_) if index => Err(self.index_unavailable(key)),
             // Boxed: the outage path is the larger future, and the healthy path should not
             // carry (and copy) its size on every call.
             Route::Secondary(guard) => Box::pin(self.on_secondary(key, op, None, guard)).await,
             Route::Primary => match self.on_primary(O::NAME, op.call(&self.primary, key)).await {
+                Err(e) if e.is_temporary() && index => {
+                    self.primary_failed(Some(self.primary.partition(key)), &e);
+                    Err(self.index_unavailable(key))
+                }
                 Err(e) if e.is_temporary() => {
                     self.failed_over(O::NAME, Some(key), Some(self.primary.partition(key)), &e);
                     let guard = self.locks.lock(key).await;

@@ -1310,3 +1310,51 @@ async fn the_warm_copy_is_bounded_and_counts_evictions() {
     assert!(held <= 32 + 16, "held {held}");
     assert_eq!(extra("warm_evicted").unwrap() + held, 500);
 }
+
+/// A principal's index lives on the primary only: while the primary is down, binding,
+/// listing and revoking answer a temporary error (never a revoke that silently ends fewer
+/// sessions); once it answers, `revoke_all` ends every session bound before the outage.
+#[tokio::test]
+async fn principal_calls_wait_for_the_primary() {
+    let (p, _, store) = setup(fast()).await;
+    let store: Arc<dyn SessionStore> = Arc::new(store);
+    let s: session_core::Sessions<String> =
+        session_core::Sessions::new(Arc::clone(&store), Namespace::new("task").unwrap());
+    let alice = session_core::Principal::new("alice").unwrap();
+    let mut bound = Vec::new();
+    for n in 0..3 {
+        let mut session = s.create(format!("device {n}")).await.unwrap();
+        s.bind(&mut session, &alice).await.unwrap();
+        bound.push(session);
+    }
+    p.set_mode(FaultMode::Fail);
+    let e = s.revoke_all(&alice).await.unwrap_err();
+    assert!(e.is_temporary() && e.to_string().contains("index"), "{e}");
+    assert!(s.list(&alice).await.unwrap_err().is_temporary());
+    let mut during = s.create("during the outage".to_owned()).await.unwrap();
+    let e = s.bind(&mut during, &alice).await.unwrap_err();
+    assert!(e.is_temporary(), "{e}");
+    assert_eq!(during.principal, None, "not bound");
+    p.set_mode(FaultMode::Pass);
+    let limit = Instant::now() + Duration::from_secs(10);
+    let revoked = loop {
+        match s.revoke_all(&alice).await {
+            Ok(n) => break n,
+            Err(e) if e.is_temporary() && Instant::now() < limit => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(revoked, 3);
+    for session in &bound {
+        assert!(
+            s.load(&session.id).await.unwrap().is_none(),
+            "a revoked session loads"
+        );
+    }
+    assert!(
+        s.load(&during.id).await.unwrap().is_some(),
+        "the unbound one is kept"
+    );
+}
