@@ -1,7 +1,7 @@
 //! Binding sessions to principals and revoking them: `create` + `bind` beside `create` alone,
-//! and four sessions created and bound then revoked with one `revoke_all` beside the same
-//! without the revoke — on `MemoryStore` and on `RedisStore` (pool 2). The differences are
-//! what a bind, and a revoke per session, cost.
+//! and four sessions created and bound then ended by one `revoke_all` beside the same four
+//! ended by four `delete`s (a logout each) — on `MemoryStore` and on `RedisStore` (pool 2).
+//! The ratios are what a bind, and a revoke against plain deletes, cost.
 
 #![allow(
     clippy::manual_async_fn,
@@ -48,8 +48,8 @@ impl Op for CreateBind {
     }
 }
 
-/// [`DEVICES`] sessions created and bound to a principal of their own, then (with
-/// `revoke`) all ended by one `revoke_all`.
+/// [`DEVICES`] sessions created and bound to a principal of their own, then all ended: by one
+/// `revoke_all` (with `revoke`), else by one `delete` each.
 struct Devices {
     sessions: Sessions<TaskSession>,
     revoke: bool,
@@ -63,6 +63,7 @@ impl Op for Devices {
             let Ok(principal) = Principal::new(&format!("owner-{n}")) else {
                 return false;
             };
+            let mut ids = Vec::with_capacity(DEVICES);
             for _ in 0..DEVICES {
                 let Ok(mut session) = self.sessions.create(payload::session()).await else {
                     return false;
@@ -70,8 +71,17 @@ impl Op for Devices {
                 if self.sessions.bind(&mut session, &principal).await.is_err() {
                     return false;
                 }
+                ids.push(session.id);
             }
-            !self.revoke || matches!(self.sessions.revoke_all(&principal).await, Ok(n) if n == DEVICES as u64)
+            if self.revoke {
+                return matches!(self.sessions.revoke_all(&principal).await, Ok(n) if n == DEVICES as u64);
+            }
+            for id in &ids {
+                if !matches!(self.sessions.delete(id).await, Ok(true)) {
+                    return false;
+                }
+            }
+            true
         }
     }
 }
@@ -81,7 +91,7 @@ pub(crate) const ON_MEMORY: &str = "Sessions<T> on MemoryStore";
 pub(crate) const ON_REDIS: &str = "Sessions<T> on RedisStore (pool 2)";
 pub(crate) const CREATE: &str = "create";
 pub(crate) const CREATE_BIND: &str = "create + bind";
-pub(crate) const DEVICES_BOUND: &str = "4 × (create + bind)";
+pub(crate) const DEVICES_DELETED: &str = "4 × (create + bind) + 4 × delete";
 pub(crate) const DEVICES_REVOKED: &str = "4 × (create + bind) + revoke_all";
 
 /// The bind and revoke cases, on memory and (with `redis_url`) on Redis.
@@ -108,7 +118,7 @@ pub(crate) async fn principal_cases(redis_url: Option<&str>, task_counts: &[usiz
                     bind,
                 }));
             }
-            for (op, revoke) in [(DEVICES_BOUND, false), (DEVICES_REVOKED, true)] {
+            for (op, revoke) in [(DEVICES_DELETED, false), (DEVICES_REVOKED, true)] {
                 let (s, n) = (sessions.clone(), Arc::clone(&next));
                 cases.push(case(subject, op, tasks, *group, move |_| Devices {
                     sessions: s.clone(),

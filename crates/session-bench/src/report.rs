@@ -384,9 +384,9 @@ const RATIOS: &[RatioDef] = &[
         "Sessions<T> on MemoryStore create @64",
     ),
     info(
-        "MemoryStore: 4 × (create + bind) + revoke_all / 4 × (create + bind) (64 tasks)",
+        "MemoryStore: 4 × (create + bind) + revoke_all / 4 × (create + bind) + 4 × delete (64 tasks)",
         "Sessions<T> on MemoryStore 4 × (create + bind) + revoke_all @64",
-        "Sessions<T> on MemoryStore 4 × (create + bind) @64",
+        "Sessions<T> on MemoryStore 4 × (create + bind) + 4 × delete @64",
     ),
     info(
         "RedisStore: create + bind / create (64 tasks)",
@@ -394,9 +394,9 @@ const RATIOS: &[RatioDef] = &[
         "Sessions<T> on RedisStore (pool 2) create @64",
     ),
     info(
-        "RedisStore: 4 × (create + bind) + revoke_all / 4 × (create + bind) (64 tasks)",
+        "RedisStore: 4 × (create + bind) + revoke_all / 4 × (create + bind) + 4 × delete (64 tasks)",
         "Sessions<T> on RedisStore (pool 2) 4 × (create + bind) + revoke_all @64",
-        "Sessions<T> on RedisStore (pool 2) 4 × (create + bind) @64",
+        "Sessions<T> on RedisStore (pool 2) 4 × (create + bind) + 4 × delete @64",
     ),
     info(
         "near cache mixed 90/10, two instances / tower-sessions CachingSessionStore (moka), two instances (64 tasks)",

@@ -35,6 +35,26 @@
 //! }
 //! ```
 //!
+//! # Log out everywhere
+//!
+//! Bind a session to its user at login; end every session of that user at once later
+//! (after a password change, a stolen device), on every instance and every backend:
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # async fn login(store: Arc<dyn session_core::SessionStore>) -> session_core::Result<()> {
+//! use session_core::{Namespace, Principal, Sessions};
+//!
+//! let web: Sessions<String> = Sessions::new(store, Namespace::new("web")?);
+//! let alice = Principal::new("user-42")?;
+//! let mut session = web.create("signed in".to_owned()).await?;
+//! web.bind(&mut session, &alice).await?;         // listed and revocable from now on
+//! assert_eq!(web.list(&alice).await?.len(), 1); // "your devices"
+//! assert_eq!(web.revoke_all(&alice).await?, 1); // log out everywhere
+//! assert!(web.load(&session.id).await?.is_none());
+//! # Ok(()) }
+//! ```
+//!
 //! # What users call and what backends implement
 //!
 //! The crate root holds what an application uses: [`Sessions<T>`] and

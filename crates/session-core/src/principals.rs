@@ -39,9 +39,12 @@ pub fn is_principal_index(key: &SessionKey) -> bool {
     key.id.as_str().starts_with(INDEX_ID_PREFIX)
 }
 
-/// Whether `id` (the id part of a backend key) names a principal index.
+/// Whether `id` (the id part of a backend key) names a principal index: `p.` and base64url
+/// (the principal), or `p..` and base64url (an id a store derived from one, see
+/// [`principal_index_id`]).
 pub(crate) fn is_index_id(id: &str) -> bool {
     id.strip_prefix(INDEX_ID_PREFIX).is_some_and(|rest| {
+        let rest = rest.strip_prefix('.').unwrap_or(rest);
         !rest.is_empty()
             && id.len() <= crate::id::MAX_ID_LEN
             && rest
@@ -51,10 +54,11 @@ pub(crate) fn is_index_id(id: &str) -> bool {
 }
 
 /// The id of a principal index whose id a store derives from the original one (a store that
-/// hashes ids keeps an index an index): `p.` followed by `suffix`, which must be 1 or more
-/// characters of `[A-Za-z0-9_-]` (126 at most). `None` otherwise.
+/// hashes ids keeps an index an index): `p..` followed by `suffix`, which must be 1 to 125
+/// characters of `[A-Za-z0-9_-]`; `None` otherwise. The second `.` keeps it apart from every
+/// principal's own index id (`p.` and base64url), so neither can be read as the other.
 pub fn principal_index_id(suffix: &str) -> Option<SessionId> {
-    let id = format!("{INDEX_ID_PREFIX}{suffix}");
+    let id = format!("{INDEX_ID_PREFIX}.{suffix}");
     is_index_id(&id).then(|| SessionId::index(id))
 }
 
@@ -354,5 +358,9 @@ mod tests {
         );
         assert!(is_principal_index(&key) && is_index_id(key.id.as_str()));
         assert!(!is_index_id("aaaaaaaaaaaaaaaaaaaaaa") && !is_index_id("p.") && !is_index_id("p.a:b"));
+        assert!(!is_index_id("p..") && !is_index_id("p...a") && !is_index_id("p.a.b"));
+        let derived = principal_index_id("abc").unwrap_or_else(|| unreachable!());
+        assert_eq!(derived.as_str(), "p..abc");
+        assert!(is_index_id(derived.as_str()) && principal_index_id("a.b").is_none());
     }
 }

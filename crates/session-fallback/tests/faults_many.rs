@@ -34,6 +34,8 @@
 //!     existing session is found by a fresh instance at once.
 //! 13. `staggered-recovery`: a full outage that ends for A first; a session B created during it
 //!     is "can't tell" on A (not a miss) until B replays, a logged-out one a miss.
+//! 14. `principal-revoke-cut-off`: a principal's sessions revoked by B while A is cut off; A's
+//!     own revoke is a temporary error; after the heal no instance serves any of them.
 //!
 //! Only with `SESSION_TEST_FAULTS=1` (`cargo xtask test --only faults`); one test at a time.
 
@@ -1888,4 +1890,94 @@ async fn rolling_restart() {
         v.foreign
     );
     assert_consistent(&rig, &v);
+}
+
+/// 14. `principal-revoke-cut-off`: B binds five sessions to a principal, A has read them; A is
+/// cut off. A's `revoke_all` is a temporary error (the index is the primary's alone), never a
+/// partial revoke; B's succeeds. While cut off, A may still serve its copies (it cannot know);
+/// once healed, no instance serves any of them, and A's revoke finds nothing left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principal_revoke_cut_off() {
+    if !faults_enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::start(2).await;
+    let (a, b) = (&rig.nodes[0], &rig.nodes[1]);
+    let typed = |node: &Node| {
+        session_core::Sessions::<String>::new(
+            Arc::clone(&node.store) as Arc<dyn SessionStore>,
+            Namespace::new("task").unwrap(),
+        )
+    };
+    let (sa, sb) = (typed(a), typed(b));
+    let alice = session_core::Principal::new("alice").unwrap();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let mut s = sb.create(format!("device {n}")).await.unwrap();
+        sb.bind(&mut s, &alice).await.unwrap();
+        ids.push(s.id);
+    }
+    for id in &ids {
+        assert!(sa.load(id).await.unwrap().is_some(), "A reads them while healthy");
+    }
+    a.cut();
+    a.trip().await;
+    let cut_off = match sa.revoke_all(&alice).await {
+        Ok(n) => format!("ok({n})"),
+        Err(e) => format!(
+            "err({},{})",
+            e.kind().as_str(),
+            if e.is_temporary() {
+                "temporary"
+            } else {
+                "permanent"
+            }
+        ),
+    };
+    let revoked = sb.revoke_all(&alice).await.unwrap();
+    let mut served_cut_off = 0;
+    for id in &ids {
+        if matches!(sa.load(id).await, Ok(Some(_))) {
+            served_cut_off += 1;
+        }
+    }
+    a.heal();
+    let healed = Instant::now();
+    rig.recover(a).await;
+    let recovered = healed.elapsed();
+    let mut served_after = 0;
+    for s in [&sa, &sb] {
+        for id in &ids {
+            if s.load(id).await.unwrap().is_some() {
+                served_after += 1;
+            }
+        }
+    }
+    // Right after its recovery A cannot tell a miss from a session another instance is
+    // still replaying (fallback.recovery_grace_ms): the revoke may have to wait that out.
+    let limit = Instant::now() + RECOVERY_LIMIT;
+    let again = loop {
+        match sa.revoke_all(&alice).await {
+            Ok(n) => break n,
+            Err(e) if e.is_temporary() && Instant::now() < limit => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("A's revoke after the heal: {e}"),
+        }
+    };
+    println!(
+        "FIGURES many-principal-revoke-cut-off: sessions={} revoke_cut_off={cut_off} revoked_by_healthy={revoked} \
+         served_while_cut_off={served_cut_off} recovered_ms={} served_after_heal={served_after} \
+         revoke_after_heal={again}",
+        ids.len(),
+        recovered.as_millis(),
+    );
+    assert!(
+        cut_off.starts_with("err(") && cut_off.ends_with("temporary)"),
+        "{cut_off}"
+    );
+    assert_eq!(revoked as usize, ids.len());
+    assert_eq!(served_after, 0, "a revoked session served after the heal");
+    assert_eq!(again, 0);
 }

@@ -126,9 +126,10 @@ impl Layouts {
     }
 }
 
-/// Whether `key`'s id has a hashed id's length.
+/// Whether `key`'s id has a hashed id's length (a principal index never collides: a hashed
+/// index id starts with `p..`, which no principal's own index id does).
 fn reserved(key: &SessionKey) -> bool {
-    key.id.as_str().len() == HASHED_ID_LEN
+    key.id.as_str().len() == HASHED_ID_LEN && !session_core::backend::is_principal_index(key)
 }
 
 fn stored(layout: &Layout, key: &SessionKey) -> SessionKey {
