@@ -16,8 +16,8 @@
 
 use std::path::{Path, PathBuf};
 
-use session_core::backend::{decode_entry, now_ms, Entry, Record};
-use session_core::{Error, Namespace, Result, ScanCursor, SessionId, SessionKey, SessionStore};
+use session_core::backend::{decode_entry, now_ms, parse_stored_id, Entry, Record};
+use session_core::{Error, Namespace, Result, ScanCursor, SessionKey, SessionStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 
 use crate::copy::{keep_newer, CopyMode, CopyProgress};
@@ -159,7 +159,7 @@ pub async fn read_snapshot(path: &Path, into: &dyn SessionStore, mode: CopyMode)
         seen += 1;
         let key = SessionKey::new(
             Namespace::new(&namespace).map_err(|_| corrupt("an entry's namespace is not valid"))?,
-            SessionId::parse(&id).map_err(|_| corrupt("an entry's id is not valid"))?,
+            parse_stored_id(&id).ok_or_else(|| corrupt("an entry's id is not valid"))?,
         );
         match decode_entry(&envelope.into(), key.ns())? {
             Entry::Live(record) => sessions.push((key, record)),

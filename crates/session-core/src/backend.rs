@@ -15,7 +15,7 @@ pub use crate::envelope::{
 pub use crate::error::{clip, clip_to};
 pub use crate::expiry::now_ms;
 pub use crate::partition::Partition;
-pub use crate::principals::{is_principal_index, principal_index_id};
+pub use crate::principals::{is_principal_index, parse_stored_id, principal_index_id};
 pub use crate::reconcile::{decide, Change, Decision, Reconciled, Stored, Tombstone};
 pub use crate::scan::parse_backend_key;
 pub use crate::store::{check_size, stamp};

@@ -53,9 +53,22 @@ impl Principal {
         &self.0
     }
 
-    /// A short, stable, non-reversible tag (8 hex digits of a hash), safe for logs.
+    /// A short tag (8 hex digits of a hash keyed by a random number drawn once per process),
+    /// for telling principals apart in one process's logs. Principals are often guessable (user
+    /// numbers, e-mail addresses), so an unkeyed hash could be reversed by trying them; this
+    /// one is stable only within the process.
     pub fn short_hash(&self) -> String {
-        format!("{:08x}", crate::id::fnv1a(self.0.as_bytes()) as u32)
+        static SEED: std::sync::OnceLock<[u8; 8]> = std::sync::OnceLock::new();
+        let seed = SEED.get_or_init(|| {
+            let mut seed = [0u8; 8];
+            // Without randomness the tag is merely unkeyed.
+            let _ = getrandom::fill(&mut seed);
+            seed
+        });
+        let mut keyed = Vec::with_capacity(8 + self.0.len());
+        keyed.extend_from_slice(seed);
+        keyed.extend_from_slice(self.0.as_bytes());
+        format!("{:08x}", crate::id::fnv1a(&keyed) as u32)
     }
 }
 

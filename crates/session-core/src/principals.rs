@@ -3,12 +3,16 @@
 //!
 //! The index of principal `P` in namespace `ns` is one more record of the same store, under
 //! the key `{ns}:p.{base64url(P)}` — an id no session can have (`.` is not an id character),
-//! one key, so one Redis Cluster slot, and copied, backed up, journaled, hashed and sealed by
-//! every wrapper as any record is. Its value lists the bound sessions' ids, each with the
-//! lifetime cap of its session; its deadline is the latest of those caps, so the index never
-//! outlives the sessions it lists. Every change is a compare-and-set of the whole list, which
-//! drops the entries whose cap has passed; `list` and `revoke_all` also drop the entries of
-//! sessions that ended early (a logout, an idle timeout).
+//! one key, so one Redis Cluster slot, and copied, backed up, hashed and sealed by every
+//! wrapper as any record is. Its value lists the bound sessions: id, the session's lifetime
+//! cap, when the entry was made, and (after a `rotate`) the id it came from. Its deadline is
+//! the latest cap, so the index never outlives the sessions it lists. Every change is a
+//! compare-and-set of the whole list, which drops the entries whose cap has passed; entries
+//! of sessions that ended early (a logout, an idle timeout) are dropped by `list`,
+//! `revoke_all` and a `bind` to a principal with many entries, once they are older than a
+//! grace period (an entry younger than that may be a login or a rotate still in progress).
+
+use std::collections::BTreeSet;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
@@ -29,9 +33,19 @@ const INDEX_ID_PREFIX: &str = "p.";
 const INDEX_FORMAT: u8 = 1;
 /// Compare-and-set attempts on one index before giving up (each lost one means another
 /// instance changed the same principal's index at that moment).
-const INDEX_ATTEMPTS: usize = 16;
-/// The lifetime cap a session gets when bound without one: a day, or its TTL if longer.
+const INDEX_ATTEMPTS: usize = 32;
+/// The lifetime cap a session gets when bound without one: a day, or its TTL if longer,
+/// counted from the binding.
 const DEFAULT_BOUND_LIFETIME_MS: u64 = 24 * 3600 * 1000;
+/// How old an entry must be before an absent or unbound session drops it: younger, it may
+/// be a login (listed before it is bound) or a rotate (listed before the move) in progress.
+const PRUNE_GRACE_MS: u64 = 60_000;
+/// A `bind` to a principal with more entries than this first drops the ended ones.
+const PRUNE_ON_BIND: usize = 16;
+/// The most entries one index holds (a `bind` beyond it fails).
+const MAX_ENTRIES: usize = 10_000;
+/// Rounds `revoke_all` makes after its first one, following sessions rotated meanwhile.
+const REVOKE_ROUNDS: usize = 8;
 
 /// Whether `key` is a principal index (`{ns}:p.…`) rather than a session. Stores leave these
 /// out of [`count`](crate::SessionStore::count).
@@ -62,6 +76,15 @@ pub fn principal_index_id(suffix: &str) -> Option<SessionId> {
     is_index_id(&id).then(|| SessionId::index(id))
 }
 
+/// A stored key's id: a session id, or a principal index's (what copies and snapshots carry).
+pub fn parse_stored_id(id: &str) -> Option<SessionId> {
+    match SessionId::parse(id) {
+        Ok(id) => Some(id),
+        Err(_) if is_index_id(id) => Some(SessionId::index(id.to_owned())),
+        Err(_) => None,
+    }
+}
+
 /// The key of `principal`'s index in `namespace`.
 fn index_key(namespace: &crate::key::Namespace, principal: &Principal) -> SessionKey {
     let id = format!(
@@ -71,110 +94,195 @@ fn index_key(namespace: &crate::key::Namespace, principal: &Principal) -> Sessio
     SessionKey::new(namespace.clone(), SessionId::index(id))
 }
 
-/// One principal's bound sessions: id and lifetime cap (ms).
+/// One bound session in an index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bound {
+    id: SessionId,
+    /// The session's lifetime cap, ms.
+    until: u64,
+    /// When the entry was made, ms.
+    at: u64,
+    /// The id the session had before a `rotate` (so that a revoke that ended that id follows
+    /// it to this one).
+    from: Option<SessionId>,
+}
+
+/// One principal's bound sessions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Index {
-    entries: Vec<(SessionId, u64)>,
+    entries: Vec<Bound>,
+}
+
+fn put_id(b: &mut BytesMut, id: Option<&SessionId>) {
+    let text = id.map_or(&b""[..], |id| id.as_str().as_bytes());
+    // Ids are at most 128 bytes.
+    b.put_u8(u8::try_from(text.len()).unwrap_or(u8::MAX));
+    b.put_slice(text);
 }
 
 impl Index {
     fn encode(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(3 + self.entries.len() * 40);
+        let mut b = BytesMut::with_capacity(3 + self.entries.len() * 64);
         b.put_u8(INDEX_FORMAT);
+        // At most MAX_ENTRIES (checked before every write).
         b.put_u16(u16::try_from(self.entries.len()).unwrap_or(u16::MAX));
-        for (id, until) in self.entries.iter().take(usize::from(u16::MAX)) {
-            let text = id.as_str().as_bytes();
-            b.put_u8(u8::try_from(text.len()).unwrap_or(u8::MAX));
-            b.put_slice(text);
-            b.put_u64(*until);
+        for e in &self.entries {
+            put_id(&mut b, Some(&e.id));
+            b.put_u64(e.until);
+            b.put_u64(e.at);
+            put_id(&mut b, e.from.as_ref());
         }
         b.freeze()
     }
 
-    fn decode(bytes: &[u8], namespace: &str) -> Result<Index> {
+    fn decode(record: &Record, namespace: &str) -> Result<Index> {
         let bad = || Error::corrupt(namespace, "a principal index that does not parse");
-        let (&format, mut rest) = bytes.split_first().ok_or_else(bad)?;
-        if format != INDEX_FORMAT || rest.len() < 2 {
+        if record.codec != CodecId::RAW {
             return Err(bad());
         }
-        let count = u16::from_be_bytes([rest[0], rest[1]]);
-        rest = &rest[2..];
-        let mut entries = Vec::with_capacity(usize::from(count));
+        let mut r = Reader(&record.payload);
+        if r.u8().ok_or_else(bad)? != INDEX_FORMAT {
+            return Err(bad());
+        }
+        let count = usize::from(r.u16().ok_or_else(bad)?);
+        // Each entry takes at least 19 bytes: no allocation beyond what the bytes can hold.
+        let mut entries = Vec::with_capacity(count.min(r.0.len() / 19));
         for _ in 0..count {
-            let (&len, after) = rest.split_first().ok_or_else(bad)?;
-            let len = usize::from(len);
-            let id = after.get(..len).ok_or_else(bad)?;
-            let until = after.get(len..len + 8).ok_or_else(bad)?;
-            let id = std::str::from_utf8(id)
-                .ok()
-                .and_then(|t| SessionId::parse(t).ok())
-                .ok_or_else(bad)?;
-            let mut buf = [0u8; 8];
-            buf.copy_from_slice(until);
-            entries.push((id, u64::from_be_bytes(buf)));
-            rest = &after[len + 8..];
+            let id = r.id().ok_or_else(bad)?.ok_or_else(bad)?;
+            let until = r.u64().ok_or_else(bad)?;
+            let at = r.u64().ok_or_else(bad)?;
+            let from = r.id().ok_or_else(bad)?;
+            entries.push(Bound { id, until, at, from });
+        }
+        if !r.0.is_empty() {
+            return Err(bad());
         }
         Ok(Index { entries })
     }
 
     /// The latest cap, the index's own deadline.
     fn deadline(&self) -> u64 {
-        self.entries.iter().map(|(_, until)| *until).max().unwrap_or(0)
+        self.entries.iter().map(|e| e.until).max().unwrap_or(0)
     }
+
+    fn ids(&self) -> Vec<SessionId> {
+        self.entries.iter().map(|e| e.id.clone()).collect()
+    }
+}
+
+/// Reads an index's bytes front to back; `None` when they run out.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(self.take(8)?);
+        Some(u64::from_be_bytes(buf))
+    }
+    /// An id (`Some(None)` for an empty one).
+    fn id(&mut self) -> Option<Option<SessionId>> {
+        let len = usize::from(self.u8()?);
+        if len == 0 {
+            return Some(None);
+        }
+        let text = std::str::from_utf8(self.take(len)?).ok()?;
+        Some(Some(SessionId::parse(text).ok()?))
+    }
+}
+
+/// What a listed session is now, read from the store.
+enum Found {
+    /// Live and bound to the principal.
+    Bound(Record),
+    /// Live and bound to another principal: the entry is stale.
+    Elsewhere,
+    /// Live and unbound: a login in progress (young entry) or a stale entry (old).
+    Unbound,
+    /// Not there (ended, or not moved yet by a rotate in progress).
+    Absent,
+    /// Unreadable (corrupt, undecodable): kept, never pruned.
+    Unknown,
 }
 
 impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// Binds a session to `principal` (at login, after [`rotate`](Self::rotate)): it is
     /// listed by [`list`](Self::list) and ended by [`revoke_all`](Self::revoke_all) from then
     /// on, on every instance. The binding is stored with the session (every write keeps it,
-    /// `rotate` moves it). A session without a lifetime cap gets one (the namespace's max
-    /// lifetime, else a day or its TTL if longer), so that no bound session lives forever.
-    /// Written as [`save_if`](Self::save_if): [`Error::Conflict`] if the session changed
-    /// since it was loaded.
+    /// `rotate` moves it). A session without a lifetime cap gets one, counted from now (the
+    /// namespace's max lifetime, else a day or its TTL if longer), so that no bound session
+    /// lives forever. Written as [`save_if`](Self::save_if): [`Error::Conflict`] if the
+    /// session changed since it was loaded.
     ///
     /// # Errors
-    /// [`Error::Conflict`], [`Error::NotFound`], store errors (the session is then not bound,
-    /// though the index may list it until it ends).
+    /// [`Error::Conflict`], [`Error::NotFound`], store errors (the session is then not bound;
+    /// the index may list it for a while, which ends nothing); [`Error::Backend`] when the
+    /// principal already has 10 000 live bound sessions.
     pub async fn bind(&self, session: &mut Session<T>, principal: &Principal) -> Result<()> {
-        let (before_meta, before_principal) = (session.meta, session.principal.clone());
+        let (before_meta, before_principal) = (session.meta, session.principal().cloned());
+        let now = self.clock().now_ms();
         if session.meta.max_expires_at == 0 {
-            let now = self.clock().now_ms();
             let lifetime = self
                 .policy()
                 .max_lifetime
                 .map_or_else(|| DEFAULT_BOUND_LIFETIME_MS.max(ms(self.policy().ttl)), ms);
-            let from = if session.meta.created_at == 0 {
-                now
-            } else {
-                session.meta.created_at
-            };
-            session.meta.max_expires_at = from.saturating_add(lifetime).max(now.saturating_add(1));
+            session.meta.max_expires_at = now.saturating_add(lifetime).max(1);
         }
-        let until = session.meta.max_expires_at;
+        let entry = Bound {
+            id: session.id.clone(),
+            until: session.meta.max_expires_at,
+            at: now,
+            from: None,
+        };
+        // Many entries: drop those of ended sessions first (one `load_many`).
+        let ended = match self.index_load(principal).await {
+            Ok(Some((index, _))) if index.entries.len() > PRUNE_ON_BIND => {
+                self.stale_entries(principal, &index).await.unwrap_or_default()
+            }
+            _ => BTreeSet::new(),
+        };
         // Listed before it is bound: a revoke that runs in between finds it.
-        self.index_change(principal, |index| {
-            index.entries.retain(|(id, _)| *id != session.id);
-            index.entries.push((session.id.clone(), until));
-        })
-        .await?;
-        session.principal = Some(principal.clone());
+        let listed = self
+            .index_change(principal, |index| {
+                index
+                    .entries
+                    .retain(|e| e.id != entry.id && !ended.contains(&e.id));
+                index.entries.push(entry.clone());
+            })
+            .await;
+        if let Err(e) = listed {
+            session.meta = before_meta;
+            return Err(e);
+        }
+        session.set_principal(Some(principal.clone()));
         if let Err(e) = self.save_if(session).await {
             session.meta = before_meta;
-            session.principal = before_principal;
+            session.set_principal(before_principal);
             return Err(e);
         }
         if let Some(old) = before_principal.filter(|old| old != principal) {
             let id = session.id.clone();
             let _ = self
-                .index_change(&old, |index| index.entries.retain(|(e, _)| *e != id))
+                .index_change(&old, |index| index.entries.retain(|e| e.id != id))
                 .await;
         }
         Ok(())
     }
 
     /// The live sessions bound to `principal` (a "your devices" page), in the order they
-    /// were bound. One read of the index and one `load_many`; entries of sessions that have
-    /// ended are dropped from the index on the way.
+    /// were bound. One read of the index and one `load_many`; entries of sessions that ended
+    /// (past the grace period) are dropped from the index on the way. A session that does not
+    /// decode into `T` is left out of the answer, not out of the index.
     ///
     /// # Errors
     /// [`Error::Corrupt`] for an index that does not parse; store errors.
@@ -182,21 +290,30 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         let Some((index, _)) = self.index_load(principal).await? else {
             return Ok(Vec::new());
         };
-        let ids: Vec<SessionId> = index.entries.iter().map(|(id, _)| id.clone()).collect();
-        let loaded = self.load_many(&ids).await?;
+        let found = self.find(principal, &index).await?;
+        let now = self.clock().now_ms();
         let mut sessions = Vec::new();
-        let mut ended = Vec::new();
-        for (id, result) in ids.into_iter().zip(loaded) {
-            match result {
-                Ok(Some(session)) if session.principal.as_ref() == Some(principal) => sessions.push(session),
-                Ok(Some(_)) | Ok(None) => ended.push(id),
-                Err(_) => {}
+        let mut stale = BTreeSet::new();
+        for (entry, found) in index.entries.iter().zip(found) {
+            match found {
+                Found::Bound(record) => {
+                    if let Ok(Some(session)) = self.decode(entry.id.clone(), record) {
+                        sessions.push(session);
+                    }
+                }
+                Found::Elsewhere => {
+                    stale.insert(entry.id.clone());
+                }
+                Found::Absent | Found::Unbound if old(entry, now) => {
+                    stale.insert(entry.id.clone());
+                }
+                _ => {}
             }
         }
-        if !ended.is_empty() {
+        if !stale.is_empty() {
             let _ = self
                 .index_change(principal, |index| {
-                    index.entries.retain(|(id, _)| !ended.contains(id))
+                    index.entries.retain(|e| !stale.contains(&e.id))
                 })
                 .await;
         }
@@ -205,9 +322,10 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
 
     /// Ends every session bound to `principal` (after a password change, a stolen device):
     /// each is deleted as by [`delete`](Self::delete) — a tombstone where the store keeps
-    /// them, a journaled delete through a fallback — and its entry leaves the index. A
-    /// session bound later (a new login) is not affected. Returns how many sessions existed.
-    /// One read of the index, one `load_many` and one delete per listed session.
+    /// them — and its entry leaves the index; a session rotated meanwhile is followed to its
+    /// new id. A session bound after this call read the index (a new login) is not affected.
+    /// Returns how many sessions it ended. One read of the index, one `load_many` and one
+    /// delete per listed session (again for sessions rotated meanwhile).
     ///
     /// # Errors
     /// [`Error::Corrupt`] for an index that does not parse; store errors (some sessions may
@@ -216,38 +334,90 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         let Some((index, _)) = self.index_load(principal).await? else {
             return Ok(0);
         };
-        let keys: Vec<SessionKey> = index.entries.iter().map(|(id, _)| self.key(id)).collect();
-        let loaded = self.store().load_many(&keys).await?;
-        let mut ended = Vec::new();
+        let mut handled: BTreeSet<SessionId> = BTreeSet::new();
         let mut revoked = 0;
-        for ((id, _), (key, found)) in index.entries.iter().zip(keys.iter().zip(loaded)) {
-            // A session listed here but since bound to someone else is left alone; one not
-            // bound yet is a login of this principal still in progress, and ends too.
-            let other = match &found {
-                Ok(Some(record)) => record
-                    .principal(key.ns())
-                    .ok()
-                    .flatten()
-                    .is_some_and(|p| p != *principal),
-                _ => false,
-            };
-            if !other && self.store().delete(key).await? {
-                revoked += 1;
+        let mut round = index.entries;
+        for _ in 0..=REVOKE_ROUNDS {
+            if round.is_empty() {
+                break;
             }
-            ended.push(id.clone());
+            let now = self.clock().now_ms();
+            let current = Index { entries: round };
+            let found = self.find(principal, &current).await?;
+            for (entry, found) in current.entries.iter().zip(found) {
+                // Bound elsewhere: left alone. Unbound: a login of this principal in progress
+                // (a young entry) ends too; an old entry's session is someone else's.
+                let end = match found {
+                    Found::Elsewhere => false,
+                    Found::Unbound => !old(entry, now),
+                    _ => true,
+                };
+                if end && self.store().delete(&self.key(&entry.id)).await? {
+                    revoked += 1;
+                }
+                handled.insert(entry.id.clone());
+            }
+            // Remove exactly what was handled; what a rotate moved meanwhile from a handled
+            // id is the next round.
+            let mut next = Vec::new();
+            self.index_change(principal, |index| {
+                index.entries.retain(|e| !handled.contains(&e.id));
+            })
+            .await?;
+            if let Some((after, _)) = self.index_load(principal).await? {
+                next = after
+                    .entries
+                    .into_iter()
+                    .filter(|e| e.from.as_ref().is_some_and(|f| handled.contains(f)))
+                    .collect();
+            }
+            round = next;
         }
-        self.index_change(principal, |index| {
-            index.entries.retain(|(id, _)| !ended.contains(id))
-        })
-        .await?;
         Ok(revoked)
+    }
+
+    /// What each entry's session is now (one `load_many` of the raw records).
+    async fn find(&self, principal: &Principal, index: &Index) -> Result<Vec<Found>> {
+        let keys: Vec<SessionKey> = index.ids().iter().map(|id| self.key(id)).collect();
+        let loaded = self.store().load_many(&keys).await?;
+        Ok(keys
+            .iter()
+            .zip(loaded)
+            .map(|(key, result)| match result {
+                Ok(Some(record)) => match record.principal(key.ns()) {
+                    Ok(Some(p)) if p == *principal => Found::Bound(record),
+                    Ok(Some(_)) => Found::Elsewhere,
+                    Ok(None) => Found::Unbound,
+                    Err(_) => Found::Unknown,
+                },
+                Ok(None) => Found::Absent,
+                Err(_) => Found::Unknown,
+            })
+            .collect())
+    }
+
+    /// The ids of entries whose session ended or was bound elsewhere (past the grace period).
+    async fn stale_entries(&self, principal: &Principal, index: &Index) -> Result<BTreeSet<SessionId>> {
+        let now = self.clock().now_ms();
+        let found = self.find(principal, index).await?;
+        Ok(index
+            .entries
+            .iter()
+            .zip(found)
+            .filter(|(entry, found)| match found {
+                Found::Elsewhere => true,
+                Found::Absent | Found::Unbound => old(entry, now),
+                _ => false,
+            })
+            .map(|(entry, _)| entry.id.clone())
+            .collect())
     }
 
     /// The index of `principal` as stored, with its record's metadata.
     async fn index_load(&self, principal: &Principal) -> Result<Option<(Index, Meta)>> {
         let key = index_key(self.namespace(), principal);
         match self.store().load(&key).await? {
-            Some(record) => Ok(Some((Index::decode(&record.payload, key.ns())?, record.meta))),
+            Some(record) => Ok(Some((Index::decode(&record, key.ns())?, record.meta))),
             None => Ok(None),
         }
     }
@@ -261,7 +431,17 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             let stored = self.index_load(principal).await?;
             let mut index = stored.as_ref().map(|(i, _)| i.clone()).unwrap_or_default();
             change(&mut index);
-            index.entries.retain(|(_, until)| *until > now);
+            index.entries.retain(|e| e.until > now);
+            if index.entries.len() > MAX_ENTRIES {
+                return Err(Error::Backend {
+                    backend: self.store().backend(),
+                    message: format!(
+                        "a principal has more than {MAX_ENTRIES} live bound sessions in namespace {}",
+                        key.ns()
+                    ),
+                    source: None,
+                });
+            }
             let deadline = if index.entries.is_empty() {
                 1
             } else {
@@ -304,8 +484,9 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         })
     }
 
-    /// Moves a bound session's entry to `new_id` around a rotate: the new id is listed
-    /// before the move (a revoke in between finds it), the old one leaves after.
+    /// Moves a bound session's entry to `new_id` around a rotate: the new id is listed (with
+    /// the id it comes from) before the move, so that a revoke in between finds it; the old
+    /// one leaves after.
     pub(crate) async fn rotate_bound(
         &self,
         principal: &Principal,
@@ -314,18 +495,56 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         new_id: &SessionId,
         rotate: impl std::future::Future<Output = Result<Meta>>,
     ) -> Result<Meta> {
+        let entry = Bound {
+            id: new_id.clone(),
+            until,
+            at: self.clock().now_ms(),
+            from: Some(id.clone()),
+        };
         self.index_change(principal, |index| {
-            if !index.entries.iter().any(|(e, _)| e == new_id) {
-                index.entries.push((new_id.clone(), until));
+            if !index.entries.iter().any(|e| e.id == *new_id) {
+                index.entries.push(entry.clone());
             }
         })
         .await?;
         let meta = rotate.await?;
         let _ = self
-            .index_change(principal, |index| index.entries.retain(|(e, _)| e != id))
+            .index_change(principal, |index| index.entries.retain(|e| e.id != *id))
             .await;
         Ok(meta)
     }
+
+    /// After a rotate that found the session unbound: if it was bound meanwhile (a `bind`
+    /// between the read and the move), list the new id too.
+    pub(crate) async fn list_if_bound(&self, new_id: &SessionId) {
+        let key = self.key(new_id);
+        if let Ok(Some(record)) = self.store().load(&key).await {
+            if let Ok(Some(principal)) = record.principal(key.ns()) {
+                let entry = Bound {
+                    id: new_id.clone(),
+                    until: if record.meta.max_expires_at == 0 {
+                        u64::MAX
+                    } else {
+                        record.meta.max_expires_at
+                    },
+                    at: self.clock().now_ms(),
+                    from: None,
+                };
+                let _ = self
+                    .index_change(&principal, |index| {
+                        if !index.entries.iter().any(|e| e.id == *new_id) {
+                            index.entries.push(entry.clone());
+                        }
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+/// Whether an entry is past the grace period of a login or rotate in progress.
+fn old(entry: &Bound, now: u64) -> bool {
+    entry.at.saturating_add(PRUNE_GRACE_MS) <= now
 }
 
 fn ms(d: std::time::Duration) -> u64 {
@@ -336,21 +555,52 @@ fn ms(d: std::time::Duration) -> u64 {
 mod tests {
     use super::*;
 
+    fn id(s: &str) -> SessionId {
+        SessionId::parse(s).unwrap_or_else(|_| unreachable!())
+    }
+
     #[test]
     fn an_index_round_trips_and_bad_bytes_are_corrupt() {
-        let id = |s: &str| SessionId::parse(s).unwrap_or_else(|_| unreachable!());
         let index = Index {
             entries: vec![
-                (id("aaaaaaaaaaaaaaaaaaaaaa"), 5),
-                (id(&"b".repeat(128)), u64::MAX),
+                Bound {
+                    id: id("aaaaaaaaaaaaaaaaaaaaaa"),
+                    until: 5,
+                    at: 1,
+                    from: None,
+                },
+                Bound {
+                    id: id(&"b".repeat(128)),
+                    until: u64::MAX,
+                    at: 2,
+                    from: Some(id("cccccccccccccccccccccc")),
+                },
             ],
         };
+        let record = |payload: Bytes| Record::new(CodecId::RAW, payload, 10);
         let bytes = index.encode();
-        assert_eq!(Index::decode(&bytes, "t").ok(), Some(index.clone()));
+        assert_eq!(
+            Index::decode(&record(bytes.clone()), "t").ok(),
+            Some(index.clone())
+        );
         assert_eq!(index.deadline(), u64::MAX);
         for cut in 0..bytes.len() {
-            assert!(Index::decode(&bytes[..cut], "t").is_err(), "{cut}");
+            assert!(Index::decode(&record(bytes.slice(..cut)), "t").is_err(), "{cut}");
         }
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(
+            Index::decode(&record(Bytes::from(longer)), "t").is_err(),
+            "trailing bytes"
+        );
+        let sealed = Record::new(CodecId::SEALED, bytes, 10);
+        assert!(Index::decode(&sealed, "t").is_err(), "not raw");
+        let huge = Bytes::from_static(&[1, 0xff, 0xff]);
+        assert!(Index::decode(&record(huge), "t").is_err());
+    }
+
+    #[test]
+    fn index_ids_are_told_from_session_ids() {
         let p = Principal::new("alice@example.com").unwrap_or_else(|_| unreachable!());
         let key = index_key(
             &crate::key::Namespace::new("task").unwrap_or_else(|_| unreachable!()),
@@ -362,5 +612,7 @@ mod tests {
         let derived = principal_index_id("abc").unwrap_or_else(|| unreachable!());
         assert_eq!(derived.as_str(), "p..abc");
         assert!(is_index_id(derived.as_str()) && principal_index_id("a.b").is_none());
+        assert_eq!(parse_stored_id(key.id.as_str()), Some(key.id.clone()));
+        assert_eq!(parse_stored_id("p.a:b"), None);
     }
 }

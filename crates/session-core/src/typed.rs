@@ -35,13 +35,23 @@ pub struct Session<T> {
     pub value: T,
     /// Version, times and deadline as stored.
     pub meta: Meta,
-    /// Who the session belongs to, once [bound](Sessions::bind) (at login): every write
-    /// keeps it, [`rotate`](Sessions::rotate) moves it, and
-    /// [`revoke_all`](Sessions::revoke_all) ends every session bound to it.
-    pub principal: Option<Principal>,
+    /// Who the session belongs to: set only by [`Sessions::bind`] (which lists it in the
+    /// principal's index), so that no bound session escapes `revoke_all`.
+    principal: Option<Principal>,
 }
 
 impl<T> Session<T> {
+    /// Who the session belongs to, once [bound](Sessions::bind) (at login): every write
+    /// keeps it, [`rotate`](Sessions::rotate) moves it, and
+    /// [`revoke_all`](Sessions::revoke_all) ends every session bound to it.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
+    }
+
+    pub(crate) fn set_principal(&mut self, principal: Option<Principal>) {
+        self.principal = principal;
+    }
+
     /// A session never stored yet (its version is [`Version::NONE`]): the
     /// first write of it starts its lifetime. For [`Sessions::save_many`] of
     /// new sessions and for writing under a caller-chosen id.
@@ -277,7 +287,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
 
     /// Decodes a loaded record; under [`Undecodable::Miss`] a payload that is
     /// not a `T` (or whose codec this binary lacks) is a miss.
-    fn decode(&self, id: SessionId, record: Record) -> Result<Option<Session<T>>> {
+    pub(crate) fn decode(&self, id: SessionId, record: Record) -> Result<Option<Session<T>>> {
         let ns = self.namespace.as_str();
         let (codec, payload) = record.unbound_parts();
         let decoded = record
@@ -468,7 +478,12 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
                 self.rotate_bound(&principal, until, id, new_id, self.store.rotate(&key, new_id))
                     .await
             }
-            None => self.store.rotate(&key, new_id).await,
+            None => {
+                let meta = self.store.rotate(&key, new_id).await?;
+                // Bound between the read and the move: its new id is listed too.
+                self.list_if_bound(new_id).await;
+                Ok(meta)
+            }
         }
     }
 

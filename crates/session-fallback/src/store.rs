@@ -14,7 +14,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use session_core::backend::{now_ms, Change, Entry, Partition, Reconciled, Record, Tombstone};
+use session_core::backend::{
+    is_principal_index, now_ms, Change, Entry, Partition, Reconciled, Record, Tombstone,
+};
 use session_core::{
     Error, Health, HealthStatus, Meta, Namespace, Result, ScanCursor, ScanPage, SessionId, SessionKey,
     SessionStore, StoreStats, Version,
@@ -232,7 +234,10 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
             match self.inner.exec(key, Load).await {
                 // Within a recovery grace a miss may be a session another instance still has
                 // to replay: asked again, telling a tombstone from nothing.
-                Ok(None) if self.inner.grace.open() => Box::pin(self.inner.miss_in_grace(key)).await,
+                // A principal's index is never journaled: its miss is a miss.
+                Ok(None) if self.inner.grace.open() && !is_principal_index(key) => {
+                    Box::pin(self.inner.miss_in_grace(key)).await
+                }
                 other => other,
             }
         })

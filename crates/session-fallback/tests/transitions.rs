@@ -1334,7 +1334,7 @@ async fn principal_calls_wait_for_the_primary() {
     let mut during = s.create("during the outage".to_owned()).await.unwrap();
     let e = s.bind(&mut during, &alice).await.unwrap_err();
     assert!(e.is_temporary(), "{e}");
-    assert_eq!(during.principal, None, "not bound");
+    assert_eq!(during.principal(), None, "not bound");
     p.set_mode(FaultMode::Pass);
     let limit = Instant::now() + Duration::from_secs(10);
     let revoked = loop {

@@ -65,7 +65,11 @@ impl<S: SessionStore> SecureStore<S> {
     /// for `to` when it is still sealed for one of `from`, keeping its metadata (the version
     /// too: the value did not change). `Some((meta, renewed))`, `None` when `to` holds
     /// nothing. Retries on a concurrent write and on temporary errors.
-    async fn reseal_moved(&self, from: &[SessionKey], to: &SessionKey) -> Result<Option<(Meta, bool)>> {
+    pub(crate) async fn reseal_moved(
+        &self,
+        from: &[SessionKey],
+        to: &SessionKey,
+    ) -> Result<Option<(Meta, bool)>> {
         let mut last = None;
         for _ in 0..RESEAL_ATTEMPTS {
             match self.reseal_once(from, to).await {

@@ -25,7 +25,7 @@ impl<S: SessionStore> SessionStore for SecureStore<S> {
                 None => Ok(None),
             };
         }
-        // The first layout holding anything decides, a tombstone included (as `load_entry`).
+        // As `load_entry`: a live session under any layout, else nothing.
         match self.load_entry(key).await? {
             Some(Entry::Live(record)) => Ok(Some(record)),
             _ => Ok(None),
@@ -34,12 +34,22 @@ impl<S: SessionStore> SessionStore for SecureStore<S> {
 
     async fn load_entry(&self, key: &SessionKey) -> Result<Option<Entry>> {
         self.layouts.check(key)?;
+        // A live session under any layout wins over a tombstone under another: a delete ends
+        // every layout's copy, while a move between layouts (a principal's index leaving an
+        // old one) leaves a tombstone behind.
+        let mut tombstone = None;
         for stored in self.layouts.every(key) {
-            if let Some(entry) = self.inner.load_entry(&stored).await? {
-                return self.open_entry(&stored, entry).map(Some);
+            match self.inner.load_entry(&stored).await? {
+                Some(Entry::Live(record)) => {
+                    return self.open_from(&stored, record).map(|r| Some(Entry::Live(r)))
+                }
+                Some(t @ Entry::Tombstone(_)) => {
+                    tombstone.get_or_insert(t);
+                }
+                None => {}
             }
         }
-        Ok(None)
+        Ok(tombstone)
     }
 
     async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {

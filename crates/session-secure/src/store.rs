@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use session_core::backend::{check_size, is_principal_index, CodecId, Entry, Record};
+use session_core::backend::{check_size, is_principal_index, CodecId, Record};
 use session_core::{Error, Result, SessionKey, SessionStore, DEFAULT_MAX_SESSION_BYTES};
 
 use crate::config::SecureConfig;
@@ -114,7 +114,12 @@ impl<S: SessionStore> SecureStore<S> {
     fn sealing_ring(&self, stored: &SessionKey) -> Option<&Keyring> {
         match &self.keyring {
             Some(ring) if !self.write_plaintext => Some(ring),
-            _ if is_principal_index(stored) => self.index_ring.as_deref(),
+            // A principal's index under its hashed key (`p..`): it lists session ids. Under
+            // its plain key (the first step of turning hashing on) the key names the principal
+            // anyway, and instances not changed yet must read it.
+            _ if is_principal_index(stored) && stored.id.as_str().starts_with("p..") => {
+                self.index_ring.as_deref()
+            }
             _ => None,
         }
     }
@@ -156,13 +161,6 @@ impl<S: SessionStore> SecureStore<S> {
                  another program, or before encryption was turned on?)",
             )),
             _ => Ok(record),
-        }
-    }
-
-    pub(crate) fn open_entry(&self, stored: &SessionKey, entry: Entry) -> Result<Entry> {
-        match entry {
-            Entry::Live(record) => self.open_from(stored, record).map(Entry::Live),
-            tombstone @ Entry::Tombstone(_) => Ok(tombstone),
         }
     }
 
@@ -210,7 +208,24 @@ impl<S: SessionStore> SecureStore<S> {
             Err(e) if Self::absent(e) => {}
             _ => return first,
         }
+        let index = is_principal_index(key);
         for stored in self.layouts.legacy(key) {
+            if index {
+                // A principal's index is moved to the written layout before it changes, so
+                // that it leaves an old layout even while its principal keeps binding (which
+                // keeps pushing its deadline out).
+                if self.inner.load(&stored).await?.is_none() {
+                    continue;
+                }
+                let written = self.layouts.written(key);
+                match self.inner.rotate(&stored, &written.id).await {
+                    Ok(_) | Err(Error::NotFound { .. } | Error::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                self.reseal_moved(std::slice::from_ref(&stored), &written).await?;
+                let sealed = self.seal_for(&written, record)?;
+                return write(&self.inner, written, sealed).await;
+            }
             let sealed = self.seal_for(&stored, record)?;
             match write(&self.inner, stored, sealed).await {
                 Err(e) if Self::absent(&e) => {}

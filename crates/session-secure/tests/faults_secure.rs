@@ -1,8 +1,9 @@
 //! Secrets at rest on a real redis-server, with three instances (each its own `RedisStore`
 //! through its own TCP proxy, as three processes would be):
 //!
-//! * after a workload, a dump of Redis (`SCAN` + `GET` of every key) holds no session id and
-//!   no byte string of any payload;
+//! * after a workload (sessions created, bound to their users, written, rotated, deleted), a
+//!   dump of Redis (`SCAN` + `GET` of every key) holds no session id, no user and no byte
+//!   string of any payload;
 //! * hashing and encryption turned on, then the encryption key rotated and the old key
 //!   dropped, instance by instance, each change in the documented steps, while every
 //!   instance loads and writes: no load fails and nothing is lost; and, as the control, the
@@ -161,6 +162,9 @@ async fn a_dump_of_redis_holds_no_id_and_no_payload() {
                     let n = i * 1000 + t * 100 + round as usize;
                     let mut session = s.create(login(n, 0)).await.unwrap();
                     ids.lock().unwrap().push(session.id.clone());
+                    // Bound to its user: the principal's index is in the dump too.
+                    let user = session_core::Principal::new(&login(n, 0).user).unwrap();
+                    s.bind(&mut session, &user).await.unwrap();
                     session.value.n = 1;
                     s.save_if(&mut session).await.unwrap();
                     match round % 4 {

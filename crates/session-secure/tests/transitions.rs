@@ -149,8 +149,8 @@ async fn legacy_paths_answer_per_key_and_by_the_layout_that_holds_the_key() {
         "{done:?}"
     );
     assert_eq!(payload(&two, &good).await, None);
-    // A tombstone under the written layout hides a copy under an older one, for `load` and
-    // `load_entry` alike.
+    // A live copy under one layout wins over a tombstone under another (what a move between
+    // layouts leaves), for `load` and `load_entry` alike.
     let k = key();
     one.create(&k, &rec(b"plain")).await.unwrap();
     backend
@@ -160,10 +160,10 @@ async fn legacy_paths_answer_per_key_and_by_the_layout_that_holds_the_key() {
         )
         .await
         .unwrap();
-    assert!(matches!(
-        two.load_entry(&k).await.unwrap(),
-        Some(Entry::Tombstone(_))
-    ));
+    assert!(matches!(two.load_entry(&k).await.unwrap(), Some(Entry::Live(_))));
+    assert_eq!(payload(&two, &k).await.as_deref(), Some(&b"plain"[..]));
+    // A delete through the store ends every layout's copy: then a tombstone answers.
+    assert!(two.delete(&k).await.unwrap());
     assert_eq!(payload(&two, &k).await, None);
 }
 
@@ -288,4 +288,47 @@ async fn with_hashed_ids_alone_a_principal_index_names_no_session() {
     }
     assert_eq!(s.count().await.unwrap(), 4);
     assert_eq!(s.revoke_all(&alice).await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn a_principal_index_stays_readable_through_the_steps_and_moves_to_the_hashed_key() {
+    let backend = backend();
+    let typed = |config: &SecureConfig| {
+        let store: Arc<dyn SessionStore> = Arc::new(store(&backend, config));
+        Sessions::<String>::new(store, Namespace::new("login").unwrap())
+    };
+    let (before, one, two) = (typed(&SecureConfig::new()), typed(&step1()), typed(&step2()));
+    let alice = Principal::new("alice").unwrap();
+    for (n, s) in [&before, &one, &two].into_iter().enumerate() {
+        let mut session = s.create(format!("device {n}")).await.unwrap();
+        s.bind(&mut session, &alice).await.unwrap();
+        // An instance one step behind reads the index (step 2 starts only once every
+        // instance runs step 1).
+        if n < 2 {
+            assert_eq!(
+                before.list(&alice).await.unwrap().len(),
+                n + 1,
+                "step 0 after bind {n}"
+            );
+        }
+        assert_eq!(
+            one.list(&alice).await.unwrap().len(),
+            n + 1,
+            "step 1 after bind {n}"
+        );
+    }
+    // Step 2's bind moved the index to its hashed key (sealed); the plain one is gone.
+    let indexes: Vec<String> = backend
+        .scan(None, 1000)
+        .await
+        .unwrap()
+        .sessions
+        .into_iter()
+        .filter(|(k, _)| session_core::backend::is_principal_index(k))
+        .map(|(k, r)| format!("{}:{}", &k.id.as_str()[..3], r.codec.name()))
+        .collect();
+    assert_eq!(indexes, ["p..:sealed"]);
+    assert_eq!(two.list(&alice).await.unwrap().len(), 3);
+    assert_eq!(one.revoke_all(&alice).await.unwrap(), 3);
+    assert!(two.list(&alice).await.unwrap().is_empty());
 }

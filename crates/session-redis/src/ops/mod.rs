@@ -16,7 +16,8 @@ use fred::error::{Error as FredError, ErrorKind as FredKind};
 use fred::interfaces::{ClientLike, KeysInterface};
 use fred::types::{InfoKind, SetOptions, Value};
 use session_core::backend::{
-    check_size, decode_entry, encode_tombstone, now_ms, stamp, Change, Entry, Reconciled, Record, Tombstone,
+    check_size, decode_entry, encode_tombstone, is_principal_index, now_ms, stamp, Change, Entry, Reconciled,
+    Record, Tombstone,
 };
 use session_core::{
     Error, Health, HealthStatus, Meta, Namespace, Result, ScanCursor, ScanPage, SessionId, SessionKey,
@@ -292,7 +293,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        if let Some(near) = &self.inner.near {
+        // A principal's index is read from Redis every time: a revoke must see every bind
+        // already acknowledged, not wait for an invalidation.
+        if let Some(near) = self.inner.near.as_ref().filter(|_| !is_principal_index(key)) {
             return Ok(match self.load_entry_near(near, key).await? {
                 Some(Entry::Live(record)) => Some(record),
                 _ => None,
@@ -305,7 +308,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn load_entry(&self, key: &SessionKey) -> Result<Option<Entry>> {
-        if let Some(near) = &self.inner.near {
+        if let Some(near) = self.inner.near.as_ref().filter(|_| !is_principal_index(key)) {
             return self.load_entry_near(near, key).await;
         }
         let k = self.key(key);
