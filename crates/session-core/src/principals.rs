@@ -244,16 +244,24 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             at: now,
             from: None,
         };
+        let stored = match self.index_load(principal).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                session.meta = before_meta;
+                return Err(e);
+            }
+        };
         // Many entries: drop those of ended sessions first (one `load_many`).
-        let ended = match self.index_load(principal).await {
-            Ok(Some((index, _))) if index.entries.len() > PRUNE_ON_BIND => {
-                self.stale_entries(principal, &index).await.unwrap_or_default()
+        let ended = match &stored {
+            Some((index, _)) if index.entries.len() > PRUNE_ON_BIND => {
+                self.stale_entries(principal, index).await.unwrap_or_default()
             }
             _ => BTreeSet::new(),
         };
-        // Listed before it is bound: a revoke that runs in between finds it.
+        // Listed before it is bound: a revoke that runs in between finds it. The index just
+        // read is the first attempt's.
         let listed = self
-            .index_change(principal, |index| {
+            .index_change_from(principal, Some(stored), |index| {
                 index
                     .entries
                     .retain(|e| e.id != entry.id && !ended.contains(&e.id));
@@ -425,10 +433,24 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// Applies `change` to `principal`'s index by compare-and-set, dropping entries whose cap
     /// has passed; an index left empty is removed (a write whose deadline has passed).
     async fn index_change(&self, principal: &Principal, change: impl Fn(&mut Index)) -> Result<()> {
+        self.index_change_from(principal, None, change).await
+    }
+
+    /// [`index_change`](Self::index_change), its first attempt on `first` (the index as just
+    /// read) when given.
+    async fn index_change_from(
+        &self,
+        principal: &Principal,
+        mut first: Option<Option<(Index, Meta)>>,
+        change: impl Fn(&mut Index),
+    ) -> Result<()> {
         let key = index_key(self.namespace(), principal);
         for _ in 0..INDEX_ATTEMPTS {
             let now = self.clock().now_ms();
-            let stored = self.index_load(principal).await?;
+            let stored = match first.take() {
+                Some(stored) => stored,
+                None => self.index_load(principal).await?,
+            };
             let mut index = stored.as_ref().map(|(i, _)| i.clone()).unwrap_or_default();
             change(&mut index);
             index.entries.retain(|e| e.until > now);

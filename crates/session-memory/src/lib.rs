@@ -18,3 +18,6 @@ pub use config::{
     ENTRY_OVERHEAD_BYTES, MAX_TOMBSTONE_TTL_MS,
 };
 pub use store::MemoryStore;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub use testing::MemoryHarness;

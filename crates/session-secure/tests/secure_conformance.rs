@@ -4,36 +4,15 @@
 
 #![allow(clippy::unwrap_used, reason = "tests: a failed unwrap is a failed test")]
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use session_core::testing::{Harness, TestStore};
-use session_core::{KeyPrefix, StoreOptions, DEFAULT_MAX_SESSION_BYTES};
-use session_memory::{MemoryConfig, MemoryStore};
+use session_core::DEFAULT_MAX_SESSION_BYTES;
+use session_memory::MemoryHarness;
 use session_secure::testing::SecureHarness;
 use session_secure::{KeyEntry, Secret, SecureConfig, SEAL_OVERHEAD};
 
-struct MemoryHarness;
-
-fn test_store(config: MemoryConfig, prefix: KeyPrefix) -> TestStore {
-    // Room for a sealed session of the default limit.
-    let limit = DEFAULT_MAX_SESSION_BYTES + SEAL_OVERHEAD;
-    let options = StoreOptions::new(prefix).with_max_session_bytes(limit).unwrap();
-    let store = Arc::new(MemoryStore::with_options(config, options).unwrap());
-    TestStore {
-        store: store.clone(),
-        raw: store,
-    }
-}
-
-#[session_core::async_trait]
-impl Harness for MemoryHarness {
-    async fn open(&self, prefix: KeyPrefix) -> TestStore {
-        test_store(MemoryConfig::default(), prefix)
-    }
-
-    async fn open_tombstoned(&self, prefix: KeyPrefix, ttl: Duration) -> TestStore {
-        test_store(MemoryConfig::default().with_tombstones(ttl), prefix)
+/// Memory stores with room for a sealed session of the default limit.
+fn memory() -> MemoryHarness {
+    MemoryHarness {
+        max_session_bytes: DEFAULT_MAX_SESSION_BYTES + SEAL_OVERHEAD,
     }
 }
 
@@ -67,7 +46,7 @@ fn transition() -> SecureConfig {
 mod hashed_ids {
     use super::*;
     async fn harness() -> Option<SecureHarness<MemoryHarness>> {
-        Some(SecureHarness::new(MemoryHarness, hashed()))
+        Some(SecureHarness::new(memory(), hashed()))
     }
     session_core::conformance_tests!(harness);
 }
@@ -75,7 +54,7 @@ mod hashed_ids {
 mod encryption {
     use super::*;
     async fn harness() -> Option<SecureHarness<MemoryHarness>> {
-        Some(SecureHarness::new(MemoryHarness, sealed()))
+        Some(SecureHarness::new(memory(), sealed()))
     }
     session_core::conformance_tests!(harness);
 }
@@ -84,7 +63,7 @@ mod both {
     use super::*;
     async fn harness() -> Option<SecureHarness<MemoryHarness>> {
         Some(SecureHarness::new(
-            MemoryHarness,
+            memory(),
             SecureConfig::new()
                 .with_hashed_ids(SECRET)
                 .with_encryption([(1, KEY_1)]),
@@ -96,7 +75,7 @@ mod both {
 mod both_in_transition {
     use super::*;
     async fn harness() -> Option<SecureHarness<MemoryHarness>> {
-        Some(SecureHarness::new(MemoryHarness, transition()))
+        Some(SecureHarness::new(memory(), transition()))
     }
     session_core::conformance_tests!(harness);
 }
@@ -109,7 +88,7 @@ mod first_step {
         let mut c = transition();
         c.hashed_ids.write_plain_ids = true;
         c.encryption.write_plaintext = true;
-        Some(SecureHarness::new(MemoryHarness, c))
+        Some(SecureHarness::new(memory(), c))
     }
     session_core::conformance_tests!(harness);
 }
