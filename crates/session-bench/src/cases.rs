@@ -498,6 +498,7 @@ impl<S: TowerStore + Clone> Op for TowerCreate<S> {
 // ---------------------------------------------------------------- set-up
 
 /// The pre-filled key space in the forms the subjects take it.
+#[derive(Clone)]
 pub(crate) struct Keys {
     /// Store keys (`bench:{id}`).
     pub(crate) keys: Arc<[SessionKey]>,

@@ -53,13 +53,7 @@ pub(crate) async fn secure_cases(
         let memory = check("MemoryStore", MemoryStore::new(MemoryConfig::default()));
         let store: Arc<dyn SessionStore> = Arc::new(check("SecureStore", SecureStore::new(memory, &config)));
         prefill(store.as_ref(), keys, record, true).await;
-        let same_keys = Keys {
-            keys: Arc::clone(&keys.keys),
-            ids: Arc::clone(&keys.ids),
-            redis: Arc::clone(&keys.redis),
-            strings: Arc::clone(&keys.strings),
-        };
-        subjects.push((subject, Group::Memory, store, same_keys));
+        subjects.push((subject, Group::Memory, store, keys.clone()));
     }
     if let Some(url) = redis_url {
         let mut config = RedisConfig::new(url);

@@ -366,20 +366,17 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
                 handled.insert(entry.id.clone());
             }
             // Remove exactly what was handled; what a rotate moved meanwhile from a handled
-            // id is the next round.
-            let mut next = Vec::new();
-            self.index_change(principal, |index| {
-                index.entries.retain(|e| !handled.contains(&e.id));
-            })
-            .await?;
-            if let Some((after, _)) = self.index_load(principal).await? {
-                next = after
-                    .entries
-                    .into_iter()
-                    .filter(|e| e.from.as_ref().is_some_and(|f| handled.contains(f)))
-                    .collect();
-            }
-            round = next;
+            // id (in the index as written) is the next round.
+            let after = self
+                .index_change(principal, |index| {
+                    index.entries.retain(|e| !handled.contains(&e.id));
+                })
+                .await?;
+            round = after
+                .entries
+                .into_iter()
+                .filter(|e| e.from.as_ref().is_some_and(|f| handled.contains(f)))
+                .collect();
         }
         Ok(revoked)
     }
@@ -431,8 +428,9 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     }
 
     /// Applies `change` to `principal`'s index by compare-and-set, dropping entries whose cap
-    /// has passed; an index left empty is removed (a write whose deadline has passed).
-    async fn index_change(&self, principal: &Principal, change: impl Fn(&mut Index)) -> Result<()> {
+    /// has passed; an index left empty is removed (a write whose deadline has passed). Returns
+    /// the index as written.
+    async fn index_change(&self, principal: &Principal, change: impl Fn(&mut Index)) -> Result<Index> {
         self.index_change_from(principal, None, change).await
     }
 
@@ -443,7 +441,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         principal: &Principal,
         mut first: Option<Option<(Index, Meta)>>,
         change: impl Fn(&mut Index),
-    ) -> Result<()> {
+    ) -> Result<Index> {
         let key = index_key(self.namespace(), principal);
         for _ in 0..INDEX_ATTEMPTS {
             let now = self.clock().now_ms();
@@ -486,11 +484,11 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
                     .save_if(&key, meta.version, &record)
                     .await
                     .map(|_| ()),
-                None if index.entries.is_empty() => return Ok(()),
+                None if index.entries.is_empty() => return Ok(index),
                 None => self.store().create(&key, &record).await.map(|_| ()),
             };
             match written {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(index),
                 Err(Error::Conflict { .. } | Error::AlreadyExists { .. } | Error::NotFound { .. }) => {
                     continue
                 }

@@ -4,7 +4,6 @@
 use std::fmt;
 
 use crate::envelope::Record;
-use crate::id::SessionId;
 use crate::key::{KeyPrefix, Namespace, SessionKey};
 
 /// Where a [`scan`](crate::SessionStore::scan) resumes: opaque text that stays valid across
@@ -61,12 +60,8 @@ pub fn parse_backend_key(prefix: &KeyPrefix, key: &str) -> Option<SessionKey> {
     let rest = key.strip_prefix(prefix.as_str())?;
     let (namespace, id) = rest.split_once(':')?;
     let namespace = Namespace::new(namespace).ok()?;
-    let id = match SessionId::parse(id) {
-        Ok(id) => id,
-        // A principal index is listed too, so that copies and restores carry it.
-        Err(_) if crate::principals::is_index_id(id) => SessionId::index(id.to_owned()),
-        Err(_) => return None,
-    };
+    // A principal index is listed too, so that copies and restores carry it.
+    let id = crate::principals::parse_stored_id(id)?;
     Some(SessionKey::new(namespace, id))
 }
 

@@ -4,10 +4,10 @@
 use std::sync::atomic::Ordering;
 
 use session_core::backend::{
-    decide, parse_backend_key, stamp, Change, Decision, Entry as Envelope, Reconciled, Record, Stored,
+    decide, parse_stored_id, stamp, Change, Decision, Entry as Envelope, Reconciled, Record, Stored,
     Tombstone,
 };
-use session_core::{Error, KeyPrefix, Meta, Namespace, Result, SessionId, SessionKey, StoreStats, Version};
+use session_core::{Error, Meta, Namespace, Result, SessionId, SessionKey, StoreStats, Version};
 
 use crate::entry::{charge, deadline, Entry, State, Value};
 
@@ -421,17 +421,16 @@ impl Inner {
         let mut out = Vec::new();
         let mut skipped = 0u64;
         let mut shard = from;
-        // The table's keys are `{namespace}:{id}`, without the store's prefix.
-        let unprefixed = KeyPrefix::new("").unwrap_or_default();
         while shard < self.shards.len() && (out.is_empty() || out.len() < limit) {
             let table = self.shards[shard].read();
             for e in table.iter().filter(|e| e.deadline() > now && !e.is_tombstone()) {
                 let (namespace, id) = e.parts();
                 // Sessions, and principal indexes (`p.…`), which copies carry too.
-                let Some(key) = parse_backend_key(&unprefixed, &format!("{namespace}:{id}")) else {
+                let (Ok(namespace), Some(id)) = (Namespace::new(namespace), parse_stored_id(id)) else {
                     skipped += 1;
                     continue;
                 };
+                let key = SessionKey::new(namespace, id);
                 match e.to_entry(key.ns()) {
                     Ok(Envelope::Live(record)) if !record.meta.is_expired(now) => {
                         out.push((key, record));

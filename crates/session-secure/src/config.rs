@@ -206,15 +206,7 @@ impl SecureConfig {
     pub fn validate(&self) -> Result<()> {
         self.check_transitions()?;
         crate::layout::Layouts::new(&self.hashed_ids)?;
-        if self.encryption.enabled {
-            let keys: Vec<_> = self
-                .encryption
-                .keys
-                .iter()
-                .map(|k| (k.id, k.key.clone()))
-                .collect();
-            crate::keyring::Keyring::new(&keys, self.encryption.current, "encryption")?;
-        }
+        self.encryption.keyring()?;
         Ok(())
     }
 
@@ -238,6 +230,20 @@ impl SecureConfig {
             .map(|(id, key)| KeyEntry { id, key: key.into() })
             .collect();
         self
+    }
+}
+
+impl EncryptionConfig {
+    /// The keyring these settings describe, when encryption is on.
+    ///
+    /// # Errors
+    /// As [`Keyring::new`](crate::Keyring::new).
+    pub(crate) fn keyring(&self) -> Result<Option<crate::Keyring>> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let keys: Vec<_> = self.keys.iter().map(|k| (k.id, k.key.clone())).collect();
+        crate::Keyring::new(&keys, self.current, "encryption").map(Some)
     }
 }
 

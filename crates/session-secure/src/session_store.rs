@@ -105,26 +105,11 @@ impl<S: SessionStore> SessionStore for SecureStore<S> {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        self.layouts.check(key)?;
-        let keys = self.layouts.every(key);
-        let results = futures::future::join_all(keys.iter().map(|k| self.inner.delete(k))).await;
-        let mut existed = false;
-        for result in results {
-            existed |= result?;
-        }
-        Ok(existed)
+        self.delete_every(key, None).await
     }
 
     async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
-        self.layouts.check(key)?;
-        let keys = self.layouts.every(key);
-        let results =
-            futures::future::join_all(keys.iter().map(|k| self.inner.delete_leaving(k, tombstone))).await;
-        let mut existed = false;
-        for result in results {
-            existed |= result?;
-        }
-        Ok(existed)
+        self.delete_every(key, Some(tombstone)).await
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {

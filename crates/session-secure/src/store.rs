@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use session_core::backend::{check_size, is_principal_index, CodecId, Record};
+use session_core::backend::{check_size, is_principal_index, CodecId, Record, Tombstone};
 use session_core::{Error, Result, SessionKey, SessionStore, DEFAULT_MAX_SESSION_BYTES};
 
 use crate::config::SecureConfig;
@@ -52,17 +52,9 @@ impl<S: SessionStore> SecureStore<S> {
         config.check_transitions()?;
         let layouts = Layouts::new(&config.hashed_ids)?;
         let derived = layouts.derived_keys(INDEX_KEY_PURPOSE);
-        let keyring = if config.encryption.enabled {
-            let keys: Vec<_> = config
-                .encryption
-                .keys
-                .iter()
-                .map(|k| (k.id, k.key.clone()))
-                .collect();
-            let ring = Keyring::new(&keys, config.encryption.current, "encryption")?;
-            Some(Arc::new(ring.with_derived(&derived)?))
-        } else {
-            None
+        let keyring = match config.encryption.keyring()? {
+            Some(ring) => Some(Arc::new(ring.with_derived(&derived)?)),
+            None => None,
         };
         let index_ring = if derived.is_empty() {
             None
@@ -162,6 +154,25 @@ impl<S: SessionStore> SecureStore<S> {
             )),
             _ => Ok(record),
         }
+    }
+
+    /// Deletes `key` under every layout at once (leaving `tombstone` where given); `true` if
+    /// any held a session.
+    pub(crate) async fn delete_every(&self, key: &SessionKey, tombstone: Option<Tombstone>) -> Result<bool> {
+        self.layouts.check(key)?;
+        let keys = self.layouts.every(key);
+        let results = futures::future::join_all(keys.iter().map(|k| async move {
+            match tombstone {
+                Some(t) => self.inner.delete_leaving(k, t).await,
+                None => self.inner.delete(k).await,
+            }
+        }))
+        .await;
+        let mut existed = false;
+        for result in results {
+            existed |= result?;
+        }
+        Ok(existed)
     }
 
     /// Whether `error` means the call found no session under that layout.

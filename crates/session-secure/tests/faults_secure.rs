@@ -19,11 +19,14 @@
     reason = "fault scenarios: a failed expectation is a failed test, and the figures are the output"
 )]
 
+mod secrets;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use secrets::{KEY_1, KEY_2, SECRET};
 use serde::{Deserialize, Serialize};
 use session_core::backend::{decode_entry, CodecId, Entry};
 use session_core::{Error, KeyPrefix, Namespace, SessionId, SessionStore, Sessions, StoreOptions};
@@ -32,9 +35,6 @@ use session_secure::{SecureConfig, SecureStore, SEAL_OVERHEAD};
 use testkit_redis::resp::Reply;
 use testkit_redis::{faults_enabled, FaultProxy, RedisServer};
 
-const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-const KEY_1: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
-const KEY_2: &str = "a2V5LXR3by1rZXktdHdvLWtleS10d28ta2V5LXR3bzI=";
 const INSTANCES: usize = 3;
 const TASKS_PER_INSTANCE: usize = 4;
 const SESSIONS: usize = 200;

@@ -14,31 +14,12 @@
 #[path = "../../session-redis/tests/common/mod.rs"]
 mod common;
 
+mod secrets;
+
 use common::RedisHarness;
 use session_secure::testing::SecureHarness;
-use session_secure::{Secret, SecureConfig};
+use session_secure::SecureConfig;
 use testkit_redis::Topology;
-
-const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-const OLD_SECRET: &str = "b2xkLXNlY3JldC1vbGQtc2VjcmV0LW9sZC1zZWNyZXQ=";
-const KEY_1: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
-const KEY_2: &str = "a2V5LXR3by1rZXktdHdvLWtleS10d28ta2V5LXR3bzI=";
-
-fn both() -> SecureConfig {
-    SecureConfig::new()
-        .with_hashed_ids(SECRET)
-        .with_encryption([(1, KEY_1)])
-}
-
-fn transition() -> SecureConfig {
-    let mut c = SecureConfig::new()
-        .with_hashed_ids(SECRET)
-        .with_encryption([(1, KEY_1), (2, KEY_2)]);
-    c.hashed_ids.previous_secrets = vec![Secret::new(OLD_SECRET)];
-    c.hashed_ids.read_plain_ids = true;
-    c.encryption.accept_plaintext = true;
-    c
-}
 
 fn harness(topology: Topology, config: SecureConfig) -> Option<SecureHarness<RedisHarness>> {
     let mut inner = RedisHarness::for_topology(topology)?;
@@ -52,7 +33,7 @@ mod standalone {
     mod both {
         use super::*;
         async fn harness() -> Option<SecureHarness<RedisHarness>> {
-            super::harness(Topology::Standalone, both())
+            super::harness(Topology::Standalone, crate::secrets::both())
         }
         session_core::conformance_tests!(harness);
     }
@@ -60,7 +41,7 @@ mod standalone {
     mod transition {
         use super::*;
         async fn harness() -> Option<SecureHarness<RedisHarness>> {
-            super::harness(Topology::Standalone, transition())
+            super::harness(Topology::Standalone, crate::secrets::transition())
         }
         session_core::conformance_tests!(harness);
     }
@@ -69,7 +50,7 @@ mod standalone {
 mod cluster {
     use super::*;
     async fn harness() -> Option<SecureHarness<RedisHarness>> {
-        super::harness(Topology::Cluster, both())
+        super::harness(Topology::Cluster, crate::secrets::both())
     }
     session_core::conformance_tests!(harness);
 }
@@ -77,7 +58,7 @@ mod cluster {
 mod sentinel {
     use super::*;
     async fn harness() -> Option<SecureHarness<RedisHarness>> {
-        super::harness(Topology::Sentinel, both())
+        super::harness(Topology::Sentinel, crate::secrets::both())
     }
     session_core::conformance_tests!(harness);
 }
@@ -85,7 +66,7 @@ mod sentinel {
 mod tls {
     use super::*;
     async fn harness() -> Option<SecureHarness<RedisHarness>> {
-        super::harness(Topology::Tls, both())
+        super::harness(Topology::Tls, crate::secrets::both())
     }
     session_core::conformance_tests!(harness);
 }

@@ -10,6 +10,9 @@
 
 use std::sync::Arc;
 
+mod secrets;
+
+use secrets::{both, KEY_1, KEY_2, NEW_SECRET, SECRET};
 use serde::{Deserialize, Serialize};
 use session_core::backend::{decode_entry, CodecId, Entry};
 use session_core::testing::RawAccess;
@@ -18,11 +21,6 @@ use session_core::{
 };
 use session_memory::{MemoryConfig, MemoryStore};
 use session_secure::{Secret, SecureConfig, SecureStore, HASHED_ID_LEN, SEAL_OVERHEAD};
-
-const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-const NEW_SECRET: &str = "bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldy1zZWNyZXQ=";
-const KEY_1: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
-const KEY_2: &str = "a2V5LXR3by1rZXktdHdvLWtleS10d28ta2V5LXR3bzI=";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Login {
@@ -74,12 +72,6 @@ async fn dump(backend: &Arc<MemoryStore>) -> Vec<(String, Vec<u8>)> {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn both() -> SecureConfig {
-    SecureConfig::new()
-        .with_hashed_ids(SECRET)
-        .with_encryption([(1, KEY_1)])
 }
 
 #[tokio::test]

@@ -7,7 +7,10 @@
 use session_core::DEFAULT_MAX_SESSION_BYTES;
 use session_memory::MemoryHarness;
 use session_secure::testing::SecureHarness;
-use session_secure::{KeyEntry, Secret, SecureConfig, SEAL_OVERHEAD};
+mod secrets;
+
+use secrets::{KEY_1, SECRET};
+use session_secure::{KeyEntry, SecureConfig, SEAL_OVERHEAD};
 
 /// Memory stores with room for a sealed session of the default limit.
 fn memory() -> MemoryHarness {
@@ -15,11 +18,6 @@ fn memory() -> MemoryHarness {
         max_session_bytes: DEFAULT_MAX_SESSION_BYTES + SEAL_OVERHEAD,
     }
 }
-
-const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-const OLD_SECRET: &str = "b2xkLXNlY3JldC1vbGQtc2VjcmV0LW9sZC1zZWNyZXQ=";
-const KEY_1: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
-const KEY_2: &str = "a2V5LXR3by1rZXktdHdvLWtleS10d28ta2V5LXR3bzI=";
 
 fn hashed() -> SecureConfig {
     SecureConfig::new().with_hashed_ids(SECRET)
@@ -29,13 +27,9 @@ fn sealed() -> SecureConfig {
     SecureConfig::new().with_encryption([(1, KEY_1)])
 }
 
+/// [`secrets::transition`] with a third key, key 2 sealing.
 fn transition() -> SecureConfig {
-    let mut c = SecureConfig::new()
-        .with_hashed_ids(SECRET)
-        .with_encryption([(1, KEY_1), (2, KEY_2)]);
-    c.hashed_ids.previous_secrets = vec![Secret::new(OLD_SECRET)];
-    c.hashed_ids.read_plain_ids = true;
-    c.encryption.accept_plaintext = true;
+    let mut c = secrets::transition();
     c.encryption
         .keys
         .push(KeyEntry::parse("7:a2V5LXNldmVuLWtleS1zZXZlbi1rZXktc2V2ZW4tay0=").unwrap());
@@ -62,12 +56,7 @@ mod encryption {
 mod both {
     use super::*;
     async fn harness() -> Option<SecureHarness<MemoryHarness>> {
-        Some(SecureHarness::new(
-            memory(),
-            SecureConfig::new()
-                .with_hashed_ids(SECRET)
-                .with_encryption([(1, KEY_1)]),
-        ))
+        Some(SecureHarness::new(memory(), crate::secrets::both()))
     }
     session_core::conformance_tests!(harness);
 }
