@@ -7,9 +7,11 @@ mod flusher;
 mod lag;
 mod queue;
 mod restore;
+mod revoke;
 mod session_store;
 mod snapshot;
 mod store;
+mod writes;
 
 pub use config::{
     BackupConfig, DEFAULT_BATCH_SIZE, DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_MAX_PENDING, DEFAULT_MAX_RETRY_MS,

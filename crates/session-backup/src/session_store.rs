@@ -9,7 +9,6 @@ use session_core::{
     SessionStore, StoreStats, Version,
 };
 
-use crate::queue::Change;
 use crate::store::BackupStore;
 
 impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
@@ -68,91 +67,41 @@ impl<P: SessionStore, B: SessionStore> SessionStore for BackupStore<P, B> {
     }
 
     async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        let meta = self
-            .shared
-            .primary
-            .save(key, record)
-            .await
-            .inspect_err(|e| self.shared.record_unknown(key, e))?;
-        self.shared.record_put(key, record, meta);
-        Ok(meta)
+        self.shared.save_on(&self.shared.primary, key, record).await
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        let meta = self
-            .shared
-            .primary
-            .create(key, record)
-            .await
-            .inspect_err(|e| self.shared.record_unknown(key, e))?;
-        self.shared.record_put(key, record, meta);
-        Ok(meta)
+        self.shared.create_on(&self.shared.primary, key, record).await
     }
 
     async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
-        let meta = self
-            .shared
-            .primary
-            .update(key, record)
-            .await
-            .inspect_err(|e| self.shared.record_unknown(key, e))?;
-        self.shared.record_put(key, record, meta);
-        Ok(meta)
+        self.shared.update_on(&self.shared.primary, key, record).await
     }
 
     async fn save_if(&self, key: &SessionKey, expected_version: Version, record: &Record) -> Result<Meta> {
-        let meta = self
-            .shared
-            .primary
-            .save_if(key, expected_version, record)
+        self.shared
+            .save_if_on(&self.shared.primary, key, expected_version, record)
             .await
-            .inspect_err(|e| self.shared.record_unknown(key, e))?;
-        self.shared.record_put(key, record, meta);
-        Ok(meta)
     }
 
-    /// The delete is queued before the primary is asked, so that no read-through on this
-    /// instance can restore the session from the backup meanwhile. It stays queued if the
-    /// primary's answer is an error: a logout is never undone by the backup, at worst a session
-    /// whose logout failed is missing from it until its next write.
+    /// See [`Shared::delete_on`].
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        self.shared.record_delete(key, None);
-        self.shared.primary.delete(key).await
+        self.shared.delete_on(&self.shared.primary, key, None).await
     }
 
     async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
-        self.shared.record_delete(key, Some(tombstone));
-        self.shared.primary.delete_leaving(key, tombstone).await
+        self.shared
+            .delete_on(&self.shared.primary, key, Some(tombstone))
+            .await
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
-        let found = self
-            .shared
-            .primary
-            .touch(key, expires_at)
-            .await
-            .inspect_err(|e| self.shared.record_unknown(key, e))?;
-        if found {
-            self.shared.record(key, Change::Retime(expires_at));
-        }
-        Ok(found)
+        self.shared.touch_on(&self.shared.primary, key, expires_at).await
     }
 
-    /// Like a delete for the old id (queued first: a read-through must not restore it), and the
-    /// new id's state read from the primary at flush time.
+    /// See [`Shared::rotate_on`].
     async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
-        let new_key = SessionKey::new(key.namespace.clone(), new_id.clone());
-        if new_id != &key.id {
-            self.shared.record_delete(key, None);
-        }
-        let moved = self.shared.primary.rotate(key, new_id).await;
-        match &moved {
-            Ok(_) => self.shared.record(&new_key, Change::Refresh),
-            // Moved or not: the new id is backed up if the primary holds it; the old id's delete
-            // stays queued (a session is never restored under an id it left).
-            Err(e) => self.shared.record_unknown(&new_key, e),
-        }
-        moved
+        self.shared.rotate_on(&self.shared.primary, key, new_id).await
     }
 
     async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
@@ -182,15 +131,7 @@ impl<P: SessionStore, B: SessionStore> SessionStore for BackupStore<P, B> {
     }
 
     async fn save_many(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
-        let metas = self.shared.primary.save_many(items).await.inspect_err(|e| {
-            for (key, _) in items {
-                self.shared.record_unknown(key, e);
-            }
-        })?;
-        for ((key, record), meta) in items.iter().zip(&metas) {
-            self.shared.record_put(key, record, *meta);
-        }
-        Ok(metas)
+        self.shared.save_many_on(&self.shared.primary, items).await
     }
 
     async fn count(&self, namespace: &Namespace) -> Result<u64> {
@@ -246,14 +187,18 @@ impl<P: SessionStore, B: SessionStore> SessionStore for BackupStore<P, B> {
     }
 
     async fn reconcile(&self, key: &SessionKey, base: Version, change: Replay<'_>) -> Result<Reconciled> {
-        let outcome = self
-            .shared
-            .primary
-            .reconcile(key, base, change)
+        self.shared
+            .reconcile_on(&self.shared.primary, key, base, change)
             .await
-            .inspect_err(|e| self.shared.record_unknown(key, e))?;
-        self.shared.record_replay(key, &change, outcome);
-        Ok(outcome)
+    }
+
+    /// Handed to the primary, wrapped so that applying it records its deletes and index
+    /// writes for the backup like any others.
+    async fn revoke_principal(
+        &self,
+        revocation: std::sync::Arc<dyn session_core::Revocation>,
+    ) -> Result<Option<session_core::Revoked>> {
+        self.keep_revocation(revocation).await
     }
 
     async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {

@@ -410,6 +410,86 @@ async fn a_fallbacks_outage_writes_and_deletes_are_backed_up() {
     assert!(replayed, "after the replay the primary and the backup agree");
 }
 
+/// Two instances, each a backup over a fallback, share the primary and the backup database.
+/// A revokes a principal while cut off from the primary: its own copies end at once (and leave
+/// the backup), and when its replay applies the revocation the sessions B bound (which A
+/// never held) leave the primary and the backup too: no revoked session stays where a
+/// read-through or a bulk restore would bring it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_kept_during_an_outage_reaches_the_backup() {
+    use session_core::{Principal, Sessions};
+    use session_fallback::{CircuitState, FallbackConfig, FallbackStore};
+
+    let options = StoreOptions::new(random_prefix());
+    let primary = Arc::new(
+        MemoryStore::with_options(
+            MemoryConfig::default().with_tombstones(Duration::from_secs(600)),
+            options.clone(),
+        )
+        .unwrap(),
+    );
+    let backup = sqlite(&options, "revoke").await;
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let switch = FaultyStore::new(Arc::clone(&primary));
+        let config = FallbackConfig::default()
+            .with_primary_timeout(Duration::from_millis(150))
+            .with_probe_backoff(Duration::from_millis(20), Duration::from_millis(100));
+        let fallback = FallbackStore::new(Arc::clone(&switch), memory_backup(&options), config)
+            .await
+            .unwrap();
+        let store = Arc::new(BackupStore::new(fallback, Arc::clone(&backup), fast()).unwrap());
+        let sessions: Sessions<String> = Sessions::new(
+            Arc::clone(&store) as Arc<dyn SessionStore>,
+            Namespace::new("task").unwrap(),
+        );
+        instances.push((switch, store, sessions));
+    }
+    let ((switch_a, store_a, a), (_, store_b, b)) = (&instances[0], &instances[1]);
+    let alice = Principal::new("alice").unwrap();
+    let mut keys = Vec::new();
+    for (n, through) in [a, a, a, b, b].into_iter().enumerate() {
+        let mut session = through.create(format!("device {n}")).await.unwrap();
+        through.bind(&mut session, &alice).await.unwrap();
+        keys.push(SessionKey::new(Namespace::new("task").unwrap(), session.id));
+    }
+    store_a.flush().await.unwrap();
+    store_b.flush().await.unwrap();
+    for k in &keys {
+        assert!(backup.load(k).await.unwrap().is_some(), "backed up");
+    }
+
+    switch_a.set_mode(FaultMode::Fail);
+    while store_a.primary().state() != CircuitState::Open {
+        let _ = a.load(&keys[0].id).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let revoked = a.revoke_all(&alice).await.unwrap();
+    assert!(revoked.pending && revoked.ended == 3, "{revoked:?}");
+    store_a.flush().await.unwrap();
+    for k in &keys[..3] {
+        assert_eq!(
+            backup.load(k).await.unwrap(),
+            None,
+            "A's own copies leave the backup at once"
+        );
+    }
+
+    switch_a.set_mode(FaultMode::Pass);
+    for _ in 0..200 {
+        if store_a.primary().state() == CircuitState::Closed && store_a.primary().journal_len() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store_a.primary().journal_len(), 0, "replayed");
+    store_a.flush().await.unwrap();
+    for k in &keys {
+        assert_eq!(primary.load(k).await.unwrap(), None, "revoked in the primary");
+        assert_eq!(backup.load(k).await.unwrap(), None, "revoked in the backup");
+    }
+}
+
 /// A session deleted through the store is never read back from the backup: not while its
 /// delete waits in the queue, not while the delete is being written (in flight), not after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,7 +74,7 @@ impl Op for Devices {
                 ids.push(session.id);
             }
             if self.revoke {
-                return matches!(self.sessions.revoke_all(&principal).await, Ok(n) if n == DEVICES as u64);
+                return matches!(self.sessions.revoke_all(&principal).await, Ok(r) if r.ended == DEVICES as u64);
             }
             for id in &ids {
                 if !matches!(self.sessions.delete(id).await, Ok(true)) {

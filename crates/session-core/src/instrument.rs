@@ -431,6 +431,13 @@ impl<S: SessionStore> SessionStore for Instrumented<S> {
         self.inner.scan(cursor, limit).await
     }
 
+    async fn revoke_principal(
+        &self,
+        revocation: std::sync::Arc<dyn crate::Revocation>,
+    ) -> Result<Option<crate::Revoked>> {
+        self.inner.revoke_principal(revocation).await
+    }
+
     fn keeps_tombstones(&self) -> bool {
         self.inner.keeps_tombstones()
     }

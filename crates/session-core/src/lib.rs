@@ -50,7 +50,7 @@
 //! let mut session = web.create("signed in".to_owned()).await?;
 //! web.bind(&mut session, &alice).await?;         // listed and revocable from now on
 //! assert_eq!(web.list(&alice).await?.len(), 1); // "your devices"
-//! assert_eq!(web.revoke_all(&alice).await?, 1); // log out everywhere
+//! assert_eq!(web.revoke_all(&alice).await?.ended, 1); // log out everywhere
 //! assert!(web.load(&session.id).await?.is_none());
 //! # Ok(()) }
 //! ```
@@ -108,6 +108,7 @@ pub use id::{SessionId, MAX_ID_LEN, MIN_ID_LEN};
 pub use key::{KeyPrefix, Namespace, SessionKey, DEFAULT_KEY_PREFIX, MAX_NAMESPACE_LEN, MAX_PREFIX_LEN};
 pub use options::StoreOptions;
 pub use principal::{Principal, MAX_PRINCIPAL_LEN};
+pub use principals::{Revocation, Revoked};
 pub use scan::{ScanCursor, ScanPage};
 pub use store::{Health, HealthStatus, SessionStore, StoreStats, DEFAULT_MAX_SESSION_BYTES};
 pub use typed::{Session, Sessions, Undecodable};

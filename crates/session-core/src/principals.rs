@@ -13,17 +13,22 @@
 //! grace period (an entry younger than that may be a login or a rotate still in progress).
 
 use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::clock::Clock;
 use crate::codec::CodecId;
 use crate::envelope::{Meta, Record};
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::key::SessionKey;
+use crate::key::{Namespace, SessionKey};
 use crate::principal::Principal;
+use crate::store::SessionStore;
 use crate::typed::{Session, Sessions};
 use crate::version::Version;
 
@@ -86,7 +91,7 @@ pub fn parse_stored_id(id: &str) -> Option<SessionId> {
 }
 
 /// The key of `principal`'s index in `namespace`.
-fn index_key(namespace: &crate::key::Namespace, principal: &Principal) -> SessionKey {
+fn index_key(namespace: &Namespace, principal: &Principal) -> SessionKey {
     let id = format!(
         "{INDEX_ID_PREFIX}{}",
         crate::id::encode_b64url(principal.as_str().as_bytes())
@@ -216,6 +221,15 @@ enum Found {
 }
 
 impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
+    /// The index operations of this handle's namespace, on its store.
+    fn indexes(&self) -> Indexes<'_> {
+        Indexes {
+            store: &**self.store(),
+            namespace: self.namespace(),
+            clock: self.clock(),
+        }
+    }
+
     /// Binds a session to `principal` (at login, after [`rotate`](Self::rotate)): it is
     /// listed by [`list`](Self::list) and ended by [`revoke_all`](Self::revoke_all) from then
     /// on, on every instance. The binding is stored with the session (every write keeps it,
@@ -244,7 +258,8 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             at: now,
             from: None,
         };
-        let stored = match self.index_load(principal).await {
+        let indexes = self.indexes();
+        let stored = match indexes.load(principal).await {
             Ok(stored) => stored,
             Err(e) => {
                 session.meta = before_meta;
@@ -254,14 +269,14 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         // Many entries: drop those of ended sessions first (one `load_many`).
         let ended = match &stored {
             Some((index, _)) if index.entries.len() > PRUNE_ON_BIND => {
-                self.stale_entries(principal, index).await.unwrap_or_default()
+                indexes.stale_entries(principal, index).await.unwrap_or_default()
             }
             _ => BTreeSet::new(),
         };
         // Listed before it is bound: a revoke that runs in between finds it. The index just
         // read is the first attempt's.
-        let listed = self
-            .index_change_from(principal, Some(stored), |index| {
+        let listed = indexes
+            .change_from(principal, Some(stored), |index| {
                 index
                     .entries
                     .retain(|e| e.id != entry.id && !ended.contains(&e.id));
@@ -280,8 +295,8 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         }
         if let Some(old) = before_principal.filter(|old| old != principal) {
             let id = session.id.clone();
-            let _ = self
-                .index_change(&old, |index| index.entries.retain(|e| e.id != id))
+            let _ = indexes
+                .change(&old, |index| index.entries.retain(|e| e.id != id))
                 .await;
         }
         Ok(())
@@ -295,10 +310,11 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// # Errors
     /// [`Error::Corrupt`] for an index that does not parse; store errors.
     pub async fn list(&self, principal: &Principal) -> Result<Vec<Session<T>>> {
-        let Some((index, _)) = self.index_load(principal).await? else {
+        let indexes = self.indexes();
+        let Some((index, _)) = indexes.load(principal).await? else {
             return Ok(Vec::new());
         };
-        let found = self.find(principal, &index).await?;
+        let found = indexes.find(principal, &index).await?;
         let now = self.clock().now_ms();
         let mut sessions = Vec::new();
         let mut stale = BTreeSet::new();
@@ -319,8 +335,8 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             }
         }
         if !stale.is_empty() {
-            let _ = self
-                .index_change(principal, |index| {
+            let _ = indexes
+                .change(principal, |index| {
                     index.entries.retain(|e| !stale.contains(&e.id))
                 })
                 .await;
@@ -332,24 +348,136 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// each is deleted as by [`delete`](Self::delete) — a tombstone where the store keeps
     /// them — and its entry leaves the index; a session rotated meanwhile is followed to its
     /// new id. A session bound after this call read the index (a new login) is not affected.
-    /// Returns how many sessions it ended. One read of the index, one `load_many` and one
-    /// delete per listed session (again for sessions rotated meanwhile).
+    /// One read of the index, one `load_many` and one delete per listed session (again for
+    /// sessions rotated meanwhile).
+    ///
+    /// A store that cannot reach the index now may keep the revocation and apply it when it
+    /// can ([`SessionStore::revoke_principal`]; the fallback does, during an outage): the
+    /// answer is then [`Revoked::pending`], with the sessions it could end at once counted,
+    /// and the rest end when the store applies it, every session bound before this call.
     ///
     /// # Errors
     /// [`Error::Corrupt`] for an index that does not parse; store errors (some sessions may
     /// have ended: call it again).
-    pub async fn revoke_all(&self, principal: &Principal) -> Result<u64> {
-        let Some((index, _)) = self.index_load(principal).await? else {
+    pub async fn revoke_all(&self, principal: &Principal) -> Result<Revoked> {
+        let revocation: Arc<dyn Revocation> = Arc::new(PrincipalRevocation {
+            namespace: self.namespace().clone(),
+            principal: principal.clone(),
+            clock: self.clock().clone(),
+            at: self.clock().now_ms(),
+            index: index_key(self.namespace(), principal),
+        });
+        if let Some(kept) = self.store().revoke_principal(Arc::clone(&revocation)).await? {
+            return Ok(kept);
+        }
+        match revocation.apply(Arc::clone(self.store()), false).await {
+            Ok(ended) => Ok(Revoked {
+                ended,
+                pending: false,
+            }),
+            // The index became unreachable on the way (a fallback's circuit opened): the
+            // store may keep the revocation now.
+            Err(e) if e.is_temporary() => match self.store().revoke_principal(revocation).await {
+                Ok(Some(kept)) => Ok(kept),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves a bound session's entry to `new_id` around a rotate: the new id is listed (with
+    /// the id it comes from) before the move, so that a revoke in between finds it; the old
+    /// one leaves after.
+    pub(crate) async fn rotate_bound(
+        &self,
+        principal: &Principal,
+        until: u64,
+        id: &SessionId,
+        new_id: &SessionId,
+        rotate: impl std::future::Future<Output = Result<Meta>>,
+    ) -> Result<Meta> {
+        let entry = Bound {
+            id: new_id.clone(),
+            until,
+            at: self.clock().now_ms(),
+            from: Some(id.clone()),
+        };
+        let indexes = self.indexes();
+        indexes
+            .change(principal, |index| {
+                if !index.entries.iter().any(|e| e.id == *new_id) {
+                    index.entries.push(entry.clone());
+                }
+            })
+            .await?;
+        let meta = rotate.await?;
+        let _ = indexes
+            .change(principal, |index| index.entries.retain(|e| e.id != *id))
+            .await;
+        Ok(meta)
+    }
+
+    /// After a rotate that found the session unbound: if it was bound meanwhile (a `bind`
+    /// between the read and the move), list the new id too.
+    pub(crate) async fn list_if_bound(&self, new_id: &SessionId) {
+        let key = self.key(new_id);
+        if let Ok(Some(record)) = self.store().load(&key).await {
+            if let Ok(Some(principal)) = record.principal(key.ns()) {
+                let entry = Bound {
+                    id: new_id.clone(),
+                    until: if record.meta.max_expires_at == 0 {
+                        u64::MAX
+                    } else {
+                        record.meta.max_expires_at
+                    },
+                    at: self.clock().now_ms(),
+                    from: None,
+                };
+                let _ = self
+                    .indexes()
+                    .change(&principal, |index| {
+                        if !index.entries.iter().any(|e| e.id == *new_id) {
+                            index.entries.push(entry.clone());
+                        }
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+/// The index operations of one namespace on one store: what [`Sessions`] and a
+/// [`PrincipalRevocation`] (applied to whatever store keeps it) share.
+struct Indexes<'a> {
+    store: &'a dyn SessionStore,
+    namespace: &'a Namespace,
+    clock: &'a Clock,
+}
+
+impl Indexes<'_> {
+    fn key(&self, id: &SessionId) -> SessionKey {
+        SessionKey::new(self.namespace.clone(), id.clone())
+    }
+
+    /// Ends every session listed in `principal`'s index (see [`Sessions::revoke_all`]); with
+    /// `bound_by`, only entries made at or before that time (ms), and the sessions rotated
+    /// from them. Returns how many sessions it ended.
+    async fn revoke(&self, principal: &Principal, bound_by: Option<u64>) -> Result<u64> {
+        let Some((index, _)) = self.load(principal).await? else {
             return Ok(0);
         };
         let mut handled: BTreeSet<SessionId> = BTreeSet::new();
         let mut revoked = 0;
-        let mut round = index.entries;
+        let mut round: Vec<Bound> = index
+            .entries
+            .into_iter()
+            .filter(|e| bound_by.is_none_or(|by| e.at <= by))
+            .collect();
         for _ in 0..=REVOKE_ROUNDS {
             if round.is_empty() {
                 break;
             }
-            let now = self.clock().now_ms();
+            let now = self.clock.now_ms();
             let current = Index { entries: round };
             let found = self.find(principal, &current).await?;
             for (entry, found) in current.entries.iter().zip(found) {
@@ -360,7 +488,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
                     Found::Unbound => !old(entry, now),
                     _ => true,
                 };
-                if end && self.store().delete(&self.key(&entry.id)).await? {
+                if end && self.store.delete(&self.key(&entry.id)).await? {
                     revoked += 1;
                 }
                 handled.insert(entry.id.clone());
@@ -368,7 +496,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             // Remove exactly what was handled; what a rotate moved meanwhile from a handled
             // id (in the index as written) is the next round.
             let after = self
-                .index_change(principal, |index| {
+                .change(principal, |index| {
                     index.entries.retain(|e| !handled.contains(&e.id));
                 })
                 .await?;
@@ -384,7 +512,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// What each entry's session is now (one `load_many` of the raw records).
     async fn find(&self, principal: &Principal, index: &Index) -> Result<Vec<Found>> {
         let keys: Vec<SessionKey> = index.ids().iter().map(|id| self.key(id)).collect();
-        let loaded = self.store().load_many(&keys).await?;
+        let loaded = self.store.load_many(&keys).await?;
         Ok(keys
             .iter()
             .zip(loaded)
@@ -403,7 +531,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
 
     /// The ids of entries whose session ended or was bound elsewhere (past the grace period).
     async fn stale_entries(&self, principal: &Principal, index: &Index) -> Result<BTreeSet<SessionId>> {
-        let now = self.clock().now_ms();
+        let now = self.clock.now_ms();
         let found = self.find(principal, index).await?;
         Ok(index
             .entries
@@ -419,9 +547,9 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     }
 
     /// The index of `principal` as stored, with its record's metadata.
-    async fn index_load(&self, principal: &Principal) -> Result<Option<(Index, Meta)>> {
-        let key = index_key(self.namespace(), principal);
-        match self.store().load(&key).await? {
+    async fn load(&self, principal: &Principal) -> Result<Option<(Index, Meta)>> {
+        let key = index_key(self.namespace, principal);
+        match self.store.load(&key).await? {
             Some(record) => Ok(Some((Index::decode(&record, key.ns())?, record.meta))),
             None => Ok(None),
         }
@@ -430,31 +558,31 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// Applies `change` to `principal`'s index by compare-and-set, dropping entries whose cap
     /// has passed; an index left empty is removed (a write whose deadline has passed). Returns
     /// the index as written.
-    async fn index_change(&self, principal: &Principal, change: impl Fn(&mut Index)) -> Result<Index> {
-        self.index_change_from(principal, None, change).await
+    async fn change(&self, principal: &Principal, change: impl Fn(&mut Index)) -> Result<Index> {
+        self.change_from(principal, None, change).await
     }
 
-    /// [`index_change`](Self::index_change), its first attempt on `first` (the index as just
-    /// read) when given.
-    async fn index_change_from(
+    /// [`change`](Self::change), its first attempt on `first` (the index as just read) when
+    /// given.
+    async fn change_from(
         &self,
         principal: &Principal,
         mut first: Option<Option<(Index, Meta)>>,
         change: impl Fn(&mut Index),
     ) -> Result<Index> {
-        let key = index_key(self.namespace(), principal);
+        let key = index_key(self.namespace, principal);
         for _ in 0..INDEX_ATTEMPTS {
-            let now = self.clock().now_ms();
+            let now = self.clock.now_ms();
             let stored = match first.take() {
                 Some(stored) => stored,
-                None => self.index_load(principal).await?,
+                None => self.load(principal).await?,
             };
             let mut index = stored.as_ref().map(|(i, _)| i.clone()).unwrap_or_default();
             change(&mut index);
             index.entries.retain(|e| e.until > now);
             if index.entries.len() > MAX_ENTRIES {
                 return Err(Error::Backend {
-                    backend: self.store().backend(),
+                    backend: self.store.backend(),
                     message: format!(
                         "a principal has more than {MAX_ENTRIES} live bound sessions in namespace {}",
                         key.ns()
@@ -479,13 +607,9 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
                 payload: index.encode(),
             };
             let written = match &stored {
-                Some((_, meta)) => self
-                    .store()
-                    .save_if(&key, meta.version, &record)
-                    .await
-                    .map(|_| ()),
+                Some((_, meta)) => self.store.save_if(&key, meta.version, &record).await.map(|_| ()),
                 None if index.entries.is_empty() => return Ok(index),
-                None => self.store().create(&key, &record).await.map(|_| ()),
+                None => self.store.create(&key, &record).await.map(|_| ()),
             };
             match written {
                 Ok(()) => return Ok(index),
@@ -496,69 +620,114 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             }
         }
         Err(Error::Unavailable {
-            backend: self.store().backend(),
+            backend: self.store.backend(),
             message: format!(
                 "a principal's session index changed {INDEX_ATTEMPTS} times while this call updated it; retry"
             ),
             source: None,
         })
     }
+}
 
-    /// Moves a bound session's entry to `new_id` around a rotate: the new id is listed (with
-    /// the id it comes from) before the move, so that a revoke in between finds it; the old
-    /// one leaves after.
-    pub(crate) async fn rotate_bound(
-        &self,
-        principal: &Principal,
-        until: u64,
-        id: &SessionId,
-        new_id: &SessionId,
-        rotate: impl std::future::Future<Output = Result<Meta>>,
-    ) -> Result<Meta> {
-        let entry = Bound {
-            id: new_id.clone(),
-            until,
-            at: self.clock().now_ms(),
-            from: Some(id.clone()),
-        };
-        self.index_change(principal, |index| {
-            if !index.entries.iter().any(|e| e.id == *new_id) {
-                index.entries.push(entry.clone());
-            }
-        })
-        .await?;
-        let meta = rotate.await?;
-        let _ = self
-            .index_change(principal, |index| index.entries.retain(|e| e.id != *id))
-            .await;
-        Ok(meta)
+/// What [`Sessions::revoke_all`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Revoked {
+    /// Sessions ended by this call.
+    pub ended: u64,
+    /// Whether the store kept the revocation to apply it later (its index was unreachable: a
+    /// fallback's outage). Every session bound before the call ends when it is applied; until
+    /// then the instances that still reach the index may serve them.
+    pub pending: bool,
+}
+
+impl Revoked {
+    /// The answer of a store that kept the revocation to apply it later
+    /// ([`SessionStore::revoke_principal`]), having ended `ended` sessions at once.
+    pub fn kept(ended: u64) -> Revoked {
+        Revoked { ended, pending: true }
+    }
+}
+
+/// One principal's sessions to end, as [`Sessions::revoke_all`] hands it to a store
+/// ([`SessionStore::revoke_principal`]). A wrapper that changes keys or values on their way
+/// (hashed ids, sealed payloads, a write-behind copy) wraps the revocation in turn, so that
+/// whichever store below keeps it can apply it to its own inner store and tell its own
+/// records apart.
+#[async_trait]
+pub trait Revocation: Send + Sync + fmt::Debug {
+    /// The principal index's key, as the store this revocation was handed to stores it.
+    fn index(&self) -> &SessionKey;
+
+    /// When the revocation was asked for, ms since the Unix epoch (the asking instance's
+    /// clock).
+    fn revoked_at(&self) -> u64;
+
+    /// Whether `record`, stored under `key` in the store this revocation was handed to, is a
+    /// session bound to the principal (unreadable or unbound: `false`).
+    fn is_bound(&self, key: &SessionKey, record: &Record) -> bool;
+
+    /// Called by a store that keeps this revocation for each session of the principal it is
+    /// about to end on its own, before applying the revocation (a fallback's own copies during
+    /// an outage), with the key as that store holds it: a wrapper between treats it as a
+    /// delete made through it (a write-behind backup queues it). The default does nothing.
+    fn ending(&self, key: &SessionKey) {
+        let _ = key;
     }
 
-    /// After a rotate that found the session unbound: if it was bound meanwhile (a `bind`
-    /// between the read and the move), list the new id too.
-    pub(crate) async fn list_if_bound(&self, new_id: &SessionId) {
-        let key = self.key(new_id);
-        if let Ok(Some(record)) = self.store().load(&key).await {
-            if let Ok(Some(principal)) = record.principal(key.ns()) {
-                let entry = Bound {
-                    id: new_id.clone(),
-                    until: if record.meta.max_expires_at == 0 {
-                        u64::MAX
-                    } else {
-                        record.meta.max_expires_at
-                    },
-                    at: self.clock().now_ms(),
-                    from: None,
-                };
-                let _ = self
-                    .index_change(&principal, |index| {
-                        if !index.entries.iter().any(|e| e.id == *new_id) {
-                            index.entries.push(entry.clone());
-                        }
-                    })
-                    .await;
-            }
-        }
+    /// Ends the principal's sessions in `store` (the store this revocation was handed to, or
+    /// the one it wraps). `later`: the revocation is applied after the call that asked for
+    /// it (a kept revocation): only sessions bound by [`revoked_at`](Self::revoked_at) end,
+    /// and those rotated from them. Returns how many sessions it ended.
+    ///
+    /// # Errors
+    /// Store errors ([`Error::Corrupt`] for an index that does not parse); applying it again
+    /// is safe.
+    async fn apply(&self, store: Arc<dyn SessionStore>, later: bool) -> Result<u64>;
+}
+
+/// The revocation [`Sessions::revoke_all`] makes.
+struct PrincipalRevocation {
+    namespace: Namespace,
+    principal: Principal,
+    clock: Clock,
+    at: u64,
+    index: SessionKey,
+}
+
+impl fmt::Debug for PrincipalRevocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrincipalRevocation")
+            .field("namespace", &self.namespace)
+            .field("principal", &self.principal)
+            .field("at", &self.at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Revocation for PrincipalRevocation {
+    fn index(&self) -> &SessionKey {
+        &self.index
+    }
+
+    fn revoked_at(&self) -> u64 {
+        self.at
+    }
+
+    fn is_bound(&self, key: &SessionKey, record: &Record) -> bool {
+        key.namespace == self.namespace
+            && !is_principal_index(key)
+            && matches!(record.principal(key.ns()), Ok(Some(p)) if p == self.principal)
+    }
+
+    async fn apply(&self, store: Arc<dyn SessionStore>, later: bool) -> Result<u64> {
+        let indexes = Indexes {
+            store: &*store,
+            namespace: &self.namespace,
+            clock: &self.clock,
+        };
+        indexes.revoke(&self.principal, later.then_some(self.at)).await
     }
 }
 

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::key::{Namespace, SessionKey};
 use crate::partition::Partition;
+use crate::principals::{Revocation, Revoked};
 use crate::reconcile::{Change, Reconciled, Tombstone};
 use crate::scan::{ScanCursor, ScanPage};
 use crate::version::Version;
@@ -271,6 +272,26 @@ pub trait SessionStore: Send + Sync + 'static {
             message: "this store cannot list its sessions (scan)".to_owned(),
             source: None,
         })
+    }
+
+    /// Takes a revocation of a principal's sessions ([`Sessions::revoke_all`]) to keep and
+    /// apply later, when this store cannot apply it now: a fallback whose primary is down
+    /// keeps it in its journal (and ends at once what it holds itself), then applies it to the
+    /// primary before the rest of its replay. `Ok(None)`, the default: not kept — the caller
+    /// applies it through this store now ([`Revocation::apply`]).
+    ///
+    /// A wrapper hands the call to the store it wraps; one that changes keys or values on
+    /// their way (hashed ids, sealed payloads) or copies writes elsewhere (a write-behind
+    /// backup) wraps the revocation in its own first, so that applying it below goes through
+    /// the wrapper's logic.
+    ///
+    /// [`Sessions::revoke_all`]: crate::Sessions::revoke_all
+    ///
+    /// # Errors
+    /// Temporary errors (nothing kept: the caller retries).
+    async fn revoke_principal(&self, revocation: Arc<dyn Revocation>) -> Result<Option<Revoked>> {
+        let _ = revocation;
+        Ok(None)
     }
 
     /// Whether [`delete`](Self::delete) leaves a tombstone (so that another
@@ -607,6 +628,16 @@ macro_rules! forward_store {
                 Self: 'f,
             {
                 (**self).scan(cursor, limit)
+            }
+            fn revoke_principal<'s, 'f>(
+                &'s self,
+                revocation: Arc<dyn Revocation>,
+            ) -> StoreFuture<'f, Result<Option<Revoked>>>
+            where
+                's: 'f,
+                Self: 'f,
+            {
+                (**self).revoke_principal(revocation)
             }
             fn keeps_tombstones(&self) -> bool {
                 (**self).keeps_tombstones()

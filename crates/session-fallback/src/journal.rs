@@ -22,6 +22,9 @@ pub(crate) enum PendingOp {
     Write,
     /// The session was deleted: delete it in the primary.
     Tombstone,
+    /// A principal's sessions were revoked (the key is the principal's index): apply the
+    /// revocation kept for it to the primary.
+    Revoke,
 }
 
 /// One journal entry: the latest pending operation on a key.

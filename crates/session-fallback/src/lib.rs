@@ -237,6 +237,7 @@ mod ops;
 mod outage;
 mod primary;
 mod recovery;
+mod revoke;
 mod route;
 mod state;
 mod store;

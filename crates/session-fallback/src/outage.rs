@@ -200,15 +200,17 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         }
     }
 
-    /// The answer to a call on a principal's session index while its primary does not answer:
-    /// the index is kept by the primary only, so that `revoke_all` never ends fewer sessions
-    /// than a principal has without saying so.
+    /// The answer to a call on a principal's session index while its primary does not answer
+    /// (or a revocation of it waits in the journal): the index is kept by the primary only, so
+    /// that `list` never answers less than a principal has without saying so, and a revocation
+    /// is journaled whole instead (see `revoke`).
     pub(crate) fn index_unavailable(&self, key: &SessionKey) -> Error {
         Error::Unavailable {
             backend: BACKEND,
             message: format!(
                 "the {} primary is unreachable, and a principal's session index in namespace {} is kept by \
-                 the primary only (binding, listing and revoking wait for it); retry later",
+                 the primary only (binding and listing wait for it; a revoke is journaled and applied when it \
+                 answers); retry later",
                 self.primary.backend(),
                 key.ns()
             ),

@@ -13,6 +13,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::circuits::Backoff;
+
+/// The deadline of applying a journaled revocation, as for a batch call of this many keys.
+const REVOKE_BATCH_KEYS: usize = 1000;
 use crate::journal::PendingOp;
 use crate::state::{CircuitState, Field};
 use crate::store::{is_answering, Inner};
@@ -289,6 +292,9 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         let Some(entry) = self.journal.get(key) else {
             return Outcome::Skipped;
         };
+        if entry.op == PendingOp::Revoke {
+            return self.replay_revocation(key, partition, entry.generation).await;
+        }
         let record;
         let change = match entry.op {
             // The value to replay is the secondary's now: the last acknowledged state.
@@ -306,6 +312,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 entry.at,
                 entry.at.saturating_add(self.config.tombstone_ttl_ms),
             )),
+            PendingOp::Revoke => return Outcome::Skipped,
         };
         let reconciled = match self
             .on_primary("reconcile", self.primary.reconcile(key, entry.base, change))
@@ -351,6 +358,37 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             return Outcome::Conflict;
         }
         Outcome::Replayed
+    }
+
+    /// Applies the revocation journaled under the principal index `key` to the primary (with
+    /// the key's lock held): every session bound by the time it was asked for ends there, and
+    /// those rotated from them. The entry leaves the journal once the primary has answered.
+    async fn replay_revocation(&self, key: &SessionKey, partition: Partition, generation: u64) -> Outcome {
+        let Some(revocation) = self.revocations.get(key) else {
+            self.journal.remove(key, generation);
+            return Outcome::Skipped;
+        };
+        let primary: Arc<dyn SessionStore> = Arc::clone(&self.primary) as Arc<dyn SessionStore>;
+        // One index read, one `load_many` and a delete per session, for up to a few rounds.
+        let applied = self
+            .on_primary_batch("revoke", REVOKE_BATCH_KEYS, revocation.apply(primary, true))
+            .await;
+        match applied {
+            Ok(ended) => {
+                self.journal.remove(key, generation);
+                self.revocations.applied(key, &revocation);
+                self.counters.inc(Field::Replayed);
+                tracing::info!(
+                    primary = self.primary.backend(),
+                    namespace = key.ns(),
+                    ended,
+                    "session fallback: a revocation journaled during the outage was applied"
+                );
+                Outcome::Replayed
+            }
+            Err(e) if e.is_temporary() => self.replay_interrupted(partition, &e),
+            Err(e) => self.replay_error(key, "primary revoke", &e),
+        }
     }
 
     /// The primary acknowledged a key: it leaves the journal and the secondary.

@@ -28,6 +28,7 @@ use crate::config::FallbackConfig;
 use crate::grace::Grace;
 use crate::journal::{Journal, KeyLocks};
 use crate::ops::{Create, Delete, Load, Save, SaveIf, StoreFuture, Touch, Update};
+use crate::revoke::Revocations;
 use crate::state::{CircuitState, Counters, FallbackCounters, Metrics};
 use crate::warm::WarmCopy;
 
@@ -47,13 +48,17 @@ pub struct FallbackStore<P, S> {
 
 /// Shared by the store handle and its background task.
 pub(crate) struct Inner<P, S> {
-    pub(crate) primary: P,
+    /// Shared, so that a kept revocation can be applied to it as a store of its own.
+    pub(crate) primary: Arc<P>,
     pub(crate) secondary: S,
     pub(crate) config: FallbackConfig,
     pub(crate) timeout: Duration,
     /// One circuit per partition of the primary, and their aggregate state.
     pub(crate) circuits: Circuits,
     pub(crate) journal: Journal,
+    /// The revocations journaled (as [`PendingOp::Revoke`](crate::journal::PendingOp)) during
+    /// an outage, by principal index key.
+    pub(crate) revocations: Revocations,
     /// Sessions served while healthy, for an outage.
     pub(crate) warm: WarmCopy,
     /// The window after a recovery in which a load with no trace in the primary is "can't
@@ -117,11 +122,12 @@ impl<P: SessionStore, S: SessionStore> FallbackStore<P, S> {
         let timeout = config.primary_timeout();
         let metrics = Arc::new(Metrics::register(&config.name));
         let inner = Arc::new_cyclic(|me| Inner {
-            primary,
+            primary: Arc::new(primary),
             secondary,
             timeout,
             circuits: Circuits::new(config.probe_min_ms, config.probe_max_ms, Arc::clone(&metrics)),
             journal: Journal::new(config.max_journal_keys, Arc::clone(&metrics)),
+            revocations: Revocations::default(),
             warm: WarmCopy::new(config.warm_entries, config.warm_bytes),
             grace: Grace::new(Duration::from_millis(config.recovery_grace_ms)),
             locks: KeyLocks::new(),
@@ -367,6 +373,19 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
 
     fn keeps_tombstones(&self) -> bool {
         self.inner.primary.keeps_tombstones()
+    }
+
+    /// Kept (journaled) while the partition of the principal's index is open; see the crate
+    /// docs, "Revoking during an outage".
+    fn revoke_principal<'s, 'f>(
+        &'s self,
+        revocation: Arc<dyn session_core::Revocation>,
+    ) -> StoreFuture<'f, Result<Option<session_core::Revoked>>>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        Box::pin(self.inner.keep_revocation(revocation))
     }
 
     fn touch<'s, 'k, 'f>(&'s self, key: &'k SessionKey, expires_at: u64) -> StoreFuture<'f, Result<bool>>

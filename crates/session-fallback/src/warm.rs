@@ -192,6 +192,25 @@ impl WarmCopy {
         self.evicted.load(Ordering::Relaxed)
     }
 
+    /// The keys of live copies for which `matches` holds (one pass over every shard, each
+    /// locked in turn: for a revocation, not a request path).
+    pub(crate) fn live_matching(
+        &self,
+        mut matches: impl FnMut(&SessionKey, &Record) -> bool,
+    ) -> Vec<SessionKey> {
+        let mut keys = Vec::new();
+        for shard in self.shards.iter() {
+            for slot in lock(shard).table.iter() {
+                if let Known::Live(record) = &slot.known {
+                    if matches(&slot.key, record) {
+                        keys.push(slot.key.clone());
+                    }
+                }
+            }
+        }
+        keys
+    }
+
     /// Entries held now.
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).table.len()).sum()

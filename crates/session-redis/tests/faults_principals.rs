@@ -141,7 +141,7 @@ async fn revoke_all_reaches_every_master_and_every_instance() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let revoke_began = Instant::now();
-    let revoked = sa.revoke_all(&alice).await.unwrap();
+    let revoked = sa.revoke_all(&alice).await.unwrap().ended;
     let revoke_ms = revoke_began.elapsed().as_secs_f64() * 1000.0;
     *revoked_at.lock().unwrap() = Some(Instant::now());
     tokio::time::sleep(Duration::from_millis(1_000)).await;

@@ -5,6 +5,7 @@ mod config;
 mod hashing;
 mod keyring;
 mod layout;
+mod revoke;
 mod rotate;
 mod secret;
 mod session_store;

@@ -16,6 +16,13 @@ impl<S: SessionStore> SessionStore for SecureStore<S> {
         self.inner.backend()
     }
 
+    async fn revoke_principal(
+        &self,
+        revocation: std::sync::Arc<dyn session_core::Revocation>,
+    ) -> Result<Option<session_core::Revoked>> {
+        self.keep_revocation(revocation).await
+    }
+
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.layouts.check(key)?;
         if !self.layouts.has_legacy() {

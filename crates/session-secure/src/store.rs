@@ -81,81 +81,6 @@ impl<S: SessionStore> SecureStore<S> {
         self
     }
 
-    /// The wrapped store.
-    pub fn inner(&self) -> &S {
-        &self.inner
-    }
-
-    /// Whether ids are stored as keyed hashes.
-    pub fn hashes_ids(&self) -> bool {
-        self.layouts.hashes()
-    }
-
-    /// The keyring that seals payloads, if encryption is on.
-    pub fn keyring(&self) -> Option<&Keyring> {
-        self.keyring.as_deref()
-    }
-
-    /// The key the backend holds `key`'s session under (the hashed id, when ids are hashed).
-    /// For tools and tests that read the backend directly.
-    pub fn stored_key(&self, key: &SessionKey) -> SessionKey {
-        self.layouts.written(key)
-    }
-
-    /// The ring that seals what is written under `stored`, if any.
-    fn sealing_ring(&self, stored: &SessionKey) -> Option<&Keyring> {
-        match &self.keyring {
-            Some(ring) if !self.write_plaintext => Some(ring),
-            // A principal's index under its hashed key (`p..`): it lists session ids. Under
-            // its plain key (the first step of turning hashing on) the key names the principal
-            // anyway, and instances not changed yet must read it.
-            _ if is_principal_index(stored) && stored.id.as_str().starts_with("p..") => {
-                self.index_ring.as_deref()
-            }
-            _ => None,
-        }
-    }
-
-    /// `record` as it is written under `stored`: sealed when encryption is on (and a
-    /// principal index also when ids are hashed), with its version drawn first (the seal
-    /// binds it).
-    ///
-    /// # Errors
-    /// [`Error::TooLarge`] for a record over the limit (before sealing); as [`Keyring::seal`].
-    pub fn seal_for(&self, stored: &SessionKey, record: &Record) -> Result<Record> {
-        check_size(stored, record, self.max_session_bytes)?;
-        match self.sealing_ring(stored) {
-            Some(ring) => {
-                let mut record = record.clone();
-                record.meta.version = record.meta.version.or_generate();
-                ring.seal(stored, &record)
-            }
-            None => Ok(record.clone()),
-        }
-    }
-
-    /// A record read from under `stored`, opened; an unsealed one is refused with
-    /// [`Error::Corrupt`] when encryption is on and `accept_plaintext` is off.
-    ///
-    /// # Errors
-    /// As [`Keyring::open`].
-    pub fn open_from(&self, stored: &SessionKey, record: Record) -> Result<Record> {
-        let ring = self.keyring.as_deref().or(self.index_ring.as_deref());
-        match ring {
-            Some(ring) if record.codec == CodecId::SEALED => ring.open(stored, record),
-            _ if record.codec == CodecId::SEALED => Err(Error::corrupt(
-                stored.ns(),
-                "the value is sealed and encryption is off here: configure its keys (encryption.keys)",
-            )),
-            _ if self.keyring.is_some() && !self.accept_plaintext => Err(Error::corrupt(
-                stored.ns(),
-                "the value is not sealed, and encryption.accept_plaintext is off (was it written by \
-                 another program, or before encryption was turned on?)",
-            )),
-            _ => Ok(record),
-        }
-    }
-
     /// Deletes `key` under every layout at once (leaving `tombstone` where given); `true` if
     /// any held a session.
     pub(crate) async fn delete_every(&self, key: &SessionKey, tombstone: Option<Tombstone>) -> Result<bool> {
@@ -244,6 +169,97 @@ impl<S: SessionStore> SecureStore<S> {
             }
         }
         first
+    }
+}
+
+impl<S> SecureStore<S> {
+    /// The same settings over another store (a revocation applied by a store below this one
+    /// goes through them).
+    pub(crate) fn over<T>(&self, inner: T) -> SecureStore<T> {
+        SecureStore {
+            inner,
+            layouts: self.layouts.clone(),
+            keyring: self.keyring.clone(),
+            index_ring: self.index_ring.clone(),
+            accept_plaintext: self.accept_plaintext,
+            write_plaintext: self.write_plaintext,
+            max_session_bytes: self.max_session_bytes,
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Whether ids are stored as keyed hashes.
+    pub fn hashes_ids(&self) -> bool {
+        self.layouts.hashes()
+    }
+
+    /// The keyring that seals payloads, if encryption is on.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_deref()
+    }
+
+    /// The key the backend holds `key`'s session under (the hashed id, when ids are hashed).
+    /// For tools and tests that read the backend directly.
+    pub fn stored_key(&self, key: &SessionKey) -> SessionKey {
+        self.layouts.written(key)
+    }
+
+    /// The ring that seals what is written under `stored`, if any.
+    fn sealing_ring(&self, stored: &SessionKey) -> Option<&Keyring> {
+        match &self.keyring {
+            Some(ring) if !self.write_plaintext => Some(ring),
+            // A principal's index under its hashed key (`p..`): it lists session ids. Under
+            // its plain key (the first step of turning hashing on) the key names the principal
+            // anyway, and instances not changed yet must read it.
+            _ if is_principal_index(stored) && stored.id.as_str().starts_with("p..") => {
+                self.index_ring.as_deref()
+            }
+            _ => None,
+        }
+    }
+
+    /// `record` as it is written under `stored`: sealed when encryption is on (and a
+    /// principal index also when ids are hashed), with its version drawn first (the seal
+    /// binds it).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] for a record over the limit (before sealing); as [`Keyring::seal`].
+    pub fn seal_for(&self, stored: &SessionKey, record: &Record) -> Result<Record> {
+        check_size(stored, record, self.max_session_bytes)?;
+        match self.sealing_ring(stored) {
+            Some(ring) => {
+                let mut record = record.clone();
+                record.meta.version = record.meta.version.or_generate();
+                ring.seal(stored, &record)
+            }
+            None => Ok(record.clone()),
+        }
+    }
+
+    /// A record read from under `stored`, opened; an unsealed one is refused with
+    /// [`Error::Corrupt`] when encryption is on and `accept_plaintext` is off.
+    ///
+    /// # Errors
+    /// As [`Keyring::open`].
+    pub fn open_from(&self, stored: &SessionKey, record: Record) -> Result<Record> {
+        let ring = self.keyring.as_deref().or(self.index_ring.as_deref());
+        match ring {
+            Some(ring) if record.codec == CodecId::SEALED => ring.open(stored, record),
+            _ if record.codec == CodecId::SEALED => Err(Error::corrupt(
+                stored.ns(),
+                "the value is sealed and encryption is off here: configure its keys (encryption.keys)",
+            )),
+            _ if self.keyring.is_some() && !self.accept_plaintext => Err(Error::corrupt(
+                stored.ns(),
+                "the value is not sealed, and encryption.accept_plaintext is off (was it written by \
+                 another program, or before encryption was turned on?)",
+            )),
+            _ => Ok(record),
+        }
     }
 }
 

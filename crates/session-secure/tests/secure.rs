@@ -332,3 +332,106 @@ async fn secrets_never_reach_debug_output_or_errors() {
     let e = SecureStore::new(backend(), &missing).unwrap_err();
     assert!(e.to_string().contains("hashed_ids.secret"), "{e}");
 }
+
+/// Hashed ids and sealed values over a fallback whose primary is down: `revoke_all` is kept
+/// by the fallback, which tells the principal's sessions among its copies by opening them
+/// (ending them at once), and applies it through the same settings on recovery: the sessions
+/// it held and those another instance bound leave the primary under their hashed keys.
+#[tokio::test]
+async fn a_revocation_during_an_outage_goes_through_the_hashing_and_the_seal() {
+    use session_core::testing::{FaultMode, FaultyStore};
+    use session_core::Principal;
+    use session_fallback::{CircuitState, FallbackConfig, FallbackStore};
+
+    let options = StoreOptions::new(KeyPrefix::default())
+        .with_max_session_bytes(session_core::DEFAULT_MAX_SESSION_BYTES + SEAL_OVERHEAD)
+        .unwrap();
+    let primary = Arc::new(
+        MemoryStore::with_options(
+            MemoryConfig::default().with_tombstones(std::time::Duration::from_secs(600)),
+            options.clone(),
+        )
+        .unwrap(),
+    );
+    let switch = FaultyStore::new(Arc::clone(&primary));
+    let secondary = MemoryStore::with_options(
+        MemoryConfig::default().with_at_capacity(session_memory::AtCapacity::Reject),
+        options,
+    )
+    .unwrap();
+    let config = FallbackConfig::default()
+        .with_primary_timeout(std::time::Duration::from_millis(150))
+        .with_probe_backoff(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_millis(40),
+        );
+    let fallback = Arc::new(
+        FallbackStore::new(Arc::clone(&switch), secondary, config)
+            .await
+            .unwrap(),
+    );
+    let secure = SecureStore::new(Arc::clone(&fallback), &both()).unwrap();
+    let stored: Vec<SessionKey>;
+    let s: Sessions<Login> = Sessions::new(Arc::new(secure), Namespace::new("login").unwrap());
+    let alice = Principal::new("alice@example.com").unwrap();
+    let mut bound = Vec::new();
+    for n in 0..3 {
+        let mut session = s.create(login(n)).await.unwrap();
+        s.bind(&mut session, &alice).await.unwrap();
+        bound.push(session);
+    }
+    // Two more through another instance that reaches the primary directly: this one never
+    // holds them, so only the replayed revocation can end them.
+    let direct: Sessions<Login> = Sessions::new(
+        Arc::new(SecureStore::new(Arc::clone(&primary), &both()).unwrap()),
+        Namespace::new("login").unwrap(),
+    );
+    let mut elsewhere = Vec::new();
+    for n in 3..5 {
+        let mut session = direct.create(login(n)).await.unwrap();
+        direct.bind(&mut session, &alice).await.unwrap();
+        elsewhere.push(session);
+    }
+    let other = s.create(login(9)).await.unwrap();
+    {
+        let view = SecureStore::new(Arc::clone(&primary), &both()).unwrap();
+        stored = bound
+            .iter()
+            .chain(&elsewhere)
+            .map(|b| view.stored_key(&key(&b.id)))
+            .collect();
+    }
+    for k in &stored {
+        assert!(
+            primary.load(k).await.unwrap().is_some(),
+            "stored under the hashed key"
+        );
+    }
+
+    switch.set_mode(FaultMode::Fail);
+    while fallback.state() != CircuitState::Open {
+        let _ = s.load(&other.id).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let revoked = s.revoke_all(&alice).await.unwrap();
+    assert!(revoked.pending && revoked.ended == 3, "{revoked:?}");
+    for session in &bound {
+        assert!(s.load(&session.id).await.unwrap().is_none());
+    }
+    assert!(s.load(&other.id).await.unwrap().is_some());
+
+    switch.set_mode(FaultMode::Pass);
+    for _ in 0..500 {
+        if fallback.state() == CircuitState::Closed && fallback.journal_len() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(fallback.journal_len(), 0, "replayed");
+    for k in &stored {
+        assert!(primary.load(k).await.unwrap().is_none(), "revoked in the primary");
+    }
+    assert!(s.list(&alice).await.unwrap().is_empty());
+    assert!(direct.list(&alice).await.unwrap().is_empty());
+    assert!(s.load(&other.id).await.unwrap().is_some());
+}

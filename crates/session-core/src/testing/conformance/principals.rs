@@ -46,7 +46,12 @@ pub async fn revoke_all_ends_every_session_of_a_principal(h: &dyn Harness) {
         Some(alice.clone())
     );
 
-    assert_eq!(s.revoke_all(&alice).await.unwrap(), 3);
+    let revoked = s.revoke_all(&alice).await.unwrap();
+    assert_eq!(
+        (revoked.ended, revoked.pending),
+        (3, false),
+        "a store that reaches the index ends them now"
+    );
     for session in &alices {
         assert!(
             s.load(&session.id).await.unwrap().is_none(),
@@ -59,8 +64,8 @@ pub async fn revoke_all_ends_every_session_of_a_principal(h: &dyn Harness) {
         ids(std::slice::from_ref(&bobs))
     );
     assert!(s.load(&anonymous.id).await.unwrap().is_some());
-    assert_eq!(s.revoke_all(&alice).await.unwrap(), 0, "nothing left");
-    assert_eq!(s.revoke_all(&principal("nobody")).await.unwrap(), 0);
+    assert_eq!(s.revoke_all(&alice).await.unwrap().ended, 0, "nothing left");
+    assert_eq!(s.revoke_all(&principal("nobody")).await.unwrap().ended, 0);
     assert_eq!(s.count().await.unwrap(), 2);
 }
 
@@ -83,7 +88,7 @@ pub async fn a_binding_survives_writes_and_moves_with_rotate(h: &dyn Harness) {
     assert_eq!(moved.value.n, 2);
     let listed = s.list(&carol).await.unwrap();
     assert_eq!(ids(&listed), BTreeSet::from([new.clone()]));
-    assert_eq!(s.revoke_all(&carol).await.unwrap(), 1);
+    assert_eq!(s.revoke_all(&carol).await.unwrap().ended, 1);
     assert!(s.load(&new).await.unwrap().is_none());
     assert!(s.load(&old).await.unwrap().is_none());
 }
@@ -101,7 +106,7 @@ pub async fn a_login_after_a_revoke_survives_it(h: &dyn Harness) {
         before.meta.max_expires_at > 0,
         "a bound session gets a lifetime cap"
     );
-    assert_eq!(s.revoke_all(&dave).await.unwrap(), 1);
+    assert_eq!(s.revoke_all(&dave).await.unwrap().ended, 1);
     let mut after = s.create(TestSession::sample(2)).await.unwrap();
     s.bind(&mut after, &dave).await.unwrap();
     assert_eq!(
@@ -111,9 +116,9 @@ pub async fn a_login_after_a_revoke_survives_it(h: &dyn Harness) {
     let erin = principal("erin");
     s.bind(&mut after, &erin).await.unwrap();
     assert!(s.list(&dave).await.unwrap().is_empty(), "rebound elsewhere");
-    assert_eq!(s.revoke_all(&dave).await.unwrap(), 0);
+    assert_eq!(s.revoke_all(&dave).await.unwrap().ended, 0);
     assert!(s.load(&after.id).await.unwrap().is_some());
-    assert_eq!(s.revoke_all(&erin).await.unwrap(), 1);
+    assert_eq!(s.revoke_all(&erin).await.unwrap().ended, 1);
 }
 
 /// A principal's index is one key, listed by `scan` (so that copies carry it) where the
@@ -131,7 +136,7 @@ pub async fn a_principal_index_is_one_key_that_scans_list(h: &dyn Harness) {
         ids(&s.list(&frank).await.unwrap()),
         BTreeSet::from([a.id.clone()])
     );
-    assert_eq!(s.revoke_all(&frank).await.unwrap(), 1);
+    assert_eq!(s.revoke_all(&frank).await.unwrap().ended, 1);
     assert!(
         other.load(&b.id).await.unwrap().is_some(),
         "namespaces have their own indexes"
