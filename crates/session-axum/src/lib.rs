@@ -49,8 +49,10 @@
 //!   fresh random id, or compare-and-set against the version loaded ([`Concurrency`]) — and
 //!   sets the cookie (`HttpOnly; Secure; SameSite=Lax; Path=/`, `Max-Age` = the session's
 //!   remaining lifetime, see [`CookieConfig`]);
-//! * on login call [`Session::rotate`] (the old id is dead, the cookie changes), on logout
-//!   [`Session::delete`] (the session is gone everywhere, the cookie is removed);
+//! * on login call [`Session::rotate`] (the old id is dead, the cookie changes) and
+//!   [`Session::bind`] to the user (then `Sessions::list` shows the user's browsers and
+//!   `Sessions::revoke_all` logs them all out), on logout [`Session::delete`] (the session is
+//!   gone everywhere, the cookie is removed);
 //! * maps every library error to one HTTP status and JSON body ([`SessionError`],
 //!   [`status_of`]): 409 for a conflicting concurrent write, 413 for a session over the size
 //!   limit, 503 when the store can't tell whether a session exists — then the browser keeps

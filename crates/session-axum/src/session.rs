@@ -8,7 +8,7 @@ use http::request::Parts;
 use http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use session_core::{Error, ExpiryMode, Session as Stored, SessionId, Sessions};
+use session_core::{Error, ExpiryMode, Principal, Session as Stored, SessionId, Sessions};
 use tokio::sync::Mutex;
 
 use crate::error::SessionError;
@@ -208,6 +208,41 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Session<T> {
                 Err(e.into())
             }
         }
+    }
+
+    /// Binds this browser's session to `principal` — at login, after [`rotate`](Self::rotate)
+    /// — so that [`Sessions::list`] shows it and [`Sessions::revoke_all`] ends it, on every
+    /// instance (see [`Sessions::bind`]). A value [`insert`](Self::insert)ed and not written
+    /// yet is written first: the session must exist to be bound. The binding gives the session
+    /// a lifetime cap if it had none, so the response sets the cookie again.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] (404) when there is no session to bind (nothing inserted, or it
+    /// ended meanwhile); [`Error::Conflict`] (409) when another request wrote it since this
+    /// one loaded it; store errors (temporary while a fallback's primary is down: the login
+    /// may go on unbound, or answer 503); after the response was sent, an error.
+    pub async fn bind(&self, principal: &Principal) -> Result<(), SessionError> {
+        let mut state = self.shared.state.lock().await;
+        not_finished(&state)?;
+        self.shared.ensure_loaded(&mut state).await?;
+        self.shared.write(&mut state).await?;
+        let sessions = &self.shared.config.sessions;
+        let Some(stored) = state.stored.as_mut() else {
+            return Err(Error::not_found(sessions.namespace().as_str()).into());
+        };
+        sessions.bind(stored, principal).await?;
+        state.cookie = CookieAction::Set;
+        Ok(())
+    }
+
+    /// The principal this browser's session is bound to ([`bind`](Self::bind)), if any.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn principal(&self) -> Result<Option<Principal>, SessionError> {
+        let mut state = self.shared.state.lock().await;
+        self.shared.ensure_loaded(&mut state).await?;
+        Ok(state.stored.as_ref().and_then(|s| s.principal().cloned()))
     }
 
     /// Ends the session now (logout): deleted from the store — with the fallback, in every

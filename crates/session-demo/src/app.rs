@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::header::{ETAG, IF_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -16,6 +16,8 @@ use serde_json::json;
 use session_core::{CoreConfig, Error, HealthStatus, SessionId, SessionStore, Sessions, Version};
 
 use crate::model::{Kind, OrchestratorSession, TaskSession};
+
+mod principals;
 
 /// Renders the metrics exposition for `/metrics`.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
@@ -60,6 +62,11 @@ pub fn router(mut state: AppState, max_body: usize) -> Router {
     Router::new()
         .route("/api/sessions/{kind}", post(create))
         .route("/api/sessions/{kind}/{id}", get(load).put(replace).delete(remove))
+        .route("/api/sessions/{kind}/{id}/principal", put(principals::bind))
+        .route(
+            "/api/principals/{principal}/sessions/{kind}",
+            get(principals::list).delete(principals::revoke),
+        )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -127,6 +134,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let (status, code) = match &e {
             Error::InvalidId { .. } => (StatusCode::BAD_REQUEST, "invalid_id"),
+            Error::InvalidPrincipal { .. } => (StatusCode::BAD_REQUEST, "invalid_principal"),
             Error::InvalidNamespace { .. } => (StatusCode::NOT_FOUND, "unknown_kind"),
             Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             // Worded as every other 404 of a session, whichever call found it missing.

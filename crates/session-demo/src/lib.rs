@@ -7,6 +7,9 @@
 //! | `GET /api/sessions/{kind}/{id}` | load | 200 session JSON, 404 |
 //! | `PUT /api/sessions/{kind}/{id}` | replace; `If-Match: <version>` makes it compare-and-set | 204, 404, 412 |
 //! | `DELETE /api/sessions/{kind}/{id}` | delete | 204, 404 |
+//! | `PUT /api/sessions/{kind}/{id}/principal` | bind to a principal (a login); body `{"principal": "..."}` | 204, 404, 400 |
+//! | `GET /api/principals/{principal}/sessions/{kind}` | the principal's live sessions: `id_hash` (never the id), times | 200 `{"sessions": [...]}` |
+//! | `DELETE /api/principals/{principal}/sessions/{kind}` | log out everywhere | 200 `{"ended": n, "pending": false}`; 202 with `"pending": true` when kept for replay (a fallback during an outage) |
 //! | `GET /health` | backend, primary up/down, fallback state, journal length | 200 JSON; 503, same body, when the store can serve no session |
 //! | `GET /metrics` | Prometheus text ([`metrics::install_prometheus`]) | 200 |
 //!

@@ -172,6 +172,23 @@
 //! overwrites a live write with an older value; once its entry is replayed, the
 //! session's calls go to the primary.
 //!
+//! # Revoking during an outage
+//!
+//! A principal's session index (see [`Sessions::bind`](session_core::Sessions::bind)) is
+//! the primary's alone: while its partition is open, `bind` and `list` answer a temporary
+//! error rather than miss sessions. [`Sessions::revoke_all`](session_core::Sessions::revoke_all)
+//! instead is *kept* ([`SessionStore::revoke_principal`](session_core::SessionStore::revoke_principal)):
+//! journaled under the index's key and answered [`Revoked::pending`](session_core::Revoked::pending).
+//! What this instance holds of the principal's sessions — outage writes in the secondary, warm
+//! copies — ends at once, each journaled as a logout. Replay applies the revocation to the
+//! primary: every session bound by the time it was asked for ends there (and the sessions
+//! rotated from them), by the delete-wins rule, so an outage write of one of them replayed by
+//! another instance, before or after, loses to its tombstone; a session bound after it (a new
+//! login through an instance that reaches the primary) is not touched. Until this instance
+//! has replayed, other instances — which cannot know — go on serving the sessions they read
+//! from the primary. While it waits, `bind` and `list` of that principal answer a temporary
+//! error on this instance. A later revoke of the same principal replaces the kept one.
+//!
 //! # Versions across the switch
 //!
 //! Versions are opaque tokens unique across stores and processes
