@@ -4,7 +4,7 @@
 //! deletes and index writes reach the backup like any others. A revoked session must not
 //! stay in the backup, where a read-through or a bulk restore would bring it back.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use session_core::backend::{Change as Replay, Entry, Partition, Reconciled, Record, Tombstone};
 use session_core::{
@@ -14,10 +14,12 @@ use session_core::{
 
 use crate::store::{BackupStore, Shared};
 
-/// `base`, handed to the primary of a [`BackupStore`].
+/// `base`, handed to the primary of a [`BackupStore`]. It holds the store weakly: a store
+/// below that keeps it (a fallback's journal) is owned by the backup store, and a strong
+/// reference would keep both alive forever.
 struct BackupRevocation<P, B> {
     base: Arc<dyn Revocation>,
-    shared: Arc<Shared<P, B>>,
+    shared: Weak<Shared<P, B>>,
 }
 
 impl<P, B> std::fmt::Debug for BackupRevocation<P, B> {
@@ -44,16 +46,24 @@ impl<P: SessionStore, B: SessionStore> Revocation for BackupRevocation<P, B> {
 
     /// Queued for the backup as a delete through the store would be (before the delete).
     fn ending(&self, key: &SessionKey) {
-        self.shared.record_delete(key, None);
+        if let Some(shared) = self.shared.upgrade() {
+            shared.record_delete(key, None);
+        }
         self.base.ending(key);
     }
 
+    /// Through a [`Recording`] of `store` (as it is while the backup store lives).
     async fn apply(&self, store: Arc<dyn SessionStore>, later: bool) -> Result<u64> {
-        let recording = Recording {
-            target: store,
-            shared: Arc::clone(&self.shared),
-        };
-        self.base.apply(Arc::new(recording), later).await
+        match self.shared.upgrade() {
+            Some(shared) => {
+                let recording = Recording {
+                    target: store,
+                    shared,
+                };
+                self.base.apply(Arc::new(recording), later).await
+            }
+            None => self.base.apply(store, later).await,
+        }
     }
 }
 
@@ -62,7 +72,7 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
     pub(crate) async fn keep_revocation(&self, revocation: Arc<dyn Revocation>) -> Result<Option<Revoked>> {
         let wrapped = BackupRevocation {
             base: revocation,
-            shared: Arc::clone(&self.shared),
+            shared: Arc::downgrade(&self.shared),
         };
         self.shared.primary.revoke_principal(Arc::new(wrapped)).await
     }

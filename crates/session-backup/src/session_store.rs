@@ -84,7 +84,7 @@ impl<P: SessionStore, B: SessionStore> SessionStore for BackupStore<P, B> {
             .await
     }
 
-    /// See [`Shared::delete_on`].
+    /// Queued before the primary is asked (see `Shared::delete_on`).
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         self.shared.delete_on(&self.shared.primary, key, None).await
     }
@@ -99,7 +99,7 @@ impl<P: SessionStore, B: SessionStore> SessionStore for BackupStore<P, B> {
         self.shared.touch_on(&self.shared.primary, key, expires_at).await
     }
 
-    /// See [`Shared::rotate_on`].
+    /// The old id queued as a delete first (see `Shared::rotate_on`).
     async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
         self.shared.rotate_on(&self.shared.primary, key, new_id).await
     }

@@ -108,7 +108,7 @@ pub use id::{SessionId, MAX_ID_LEN, MIN_ID_LEN};
 pub use key::{KeyPrefix, Namespace, SessionKey, DEFAULT_KEY_PREFIX, MAX_NAMESPACE_LEN, MAX_PREFIX_LEN};
 pub use options::StoreOptions;
 pub use principal::{Principal, MAX_PRINCIPAL_LEN};
-pub use principals::{Revocation, Revoked};
+pub use principals::{Revocation, Revoked, REVOKE_SKEW_MS};
 pub use scan::{ScanCursor, ScanPage};
 pub use store::{Health, HealthStatus, SessionStore, StoreStats, DEFAULT_MAX_SESSION_BYTES};
 pub use typed::{Session, Sessions, Undecodable};

@@ -34,8 +34,8 @@ use crate::version::Version;
 
 /// The start of a principal index's id.
 const INDEX_ID_PREFIX: &str = "p.";
-/// The index value's format.
-const INDEX_FORMAT: u8 = 1;
+/// The index value's format: 2 (each entry with its binding time); 1, read only, had none.
+const INDEX_FORMAT: u8 = 2;
 /// Compare-and-set attempts on one index before giving up (each lost one means another
 /// instance changed the same principal's index at that moment).
 const INDEX_ATTEMPTS: usize = 32;
@@ -51,6 +51,11 @@ const PRUNE_ON_BIND: usize = 16;
 const MAX_ENTRIES: usize = 10_000;
 /// Rounds `revoke_all` makes after its first one, following sessions rotated meanwhile.
 const REVOKE_ROUNDS: usize = 8;
+/// A kept revocation (applied after the call that asked for it) ends the sessions bound up to
+/// this long after it, by the asking instance's clock against the binding one's: a clock skew
+/// between instances up to this much never lets a session bound before the revocation escape
+/// it (a login that soon after it ends too: the safer mistake).
+pub const REVOKE_SKEW_MS: u64 = 1_000;
 
 /// Whether `key` is a principal index (`{ns}:p.…`) rather than a session. Stores leave these
 /// out of [`count`](crate::SessionStore::count).
@@ -107,6 +112,10 @@ struct Bound {
     until: u64,
     /// When the entry was made, ms.
     at: u64,
+    /// When the session was first bound to the principal, ms: kept by a `rotate` (the entry
+    /// of the new id) and by binding it again, so that a kept revocation ends the sessions
+    /// bound before it whatever happened to them since.
+    bound_at: u64,
     /// The id the session had before a `rotate` (so that a revoke that ended that id follows
     /// it to this one).
     from: Option<SessionId>,
@@ -135,6 +144,7 @@ impl Index {
             put_id(&mut b, Some(&e.id));
             b.put_u64(e.until);
             b.put_u64(e.at);
+            b.put_u64(e.bound_at);
             put_id(&mut b, e.from.as_ref());
         }
         b.freeze()
@@ -146,7 +156,8 @@ impl Index {
             return Err(bad());
         }
         let mut r = Reader(&record.payload);
-        if r.u8().ok_or_else(bad)? != INDEX_FORMAT {
+        let format = r.u8().ok_or_else(bad)?;
+        if format != INDEX_FORMAT && format != 1 {
             return Err(bad());
         }
         let count = usize::from(r.u16().ok_or_else(bad)?);
@@ -156,8 +167,15 @@ impl Index {
             let id = r.id().ok_or_else(bad)?.ok_or_else(bad)?;
             let until = r.u64().ok_or_else(bad)?;
             let at = r.u64().ok_or_else(bad)?;
+            let bound_at = if format == 1 { at } else { r.u64().ok_or_else(bad)? };
             let from = r.id().ok_or_else(bad)?;
-            entries.push(Bound { id, until, at, from });
+            entries.push(Bound {
+                id,
+                until,
+                at,
+                bound_at,
+                from,
+            });
         }
         if !r.0.is_empty() {
             return Err(bad());
@@ -256,6 +274,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             id: session.id.clone(),
             until: session.meta.max_expires_at,
             at: now,
+            bound_at: now,
             from: None,
         };
         let indexes = self.indexes();
@@ -277,10 +296,19 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         // read is the first attempt's.
         let listed = indexes
             .change_from(principal, Some(stored), |index| {
+                // Bound again: it keeps its first binding time.
+                let bound_at = index
+                    .entries
+                    .iter()
+                    .find(|e| e.id == entry.id)
+                    .map_or(entry.bound_at, |e| e.bound_at.min(entry.bound_at));
                 index
                     .entries
                     .retain(|e| e.id != entry.id && !ended.contains(&e.id));
-                index.entries.push(entry.clone());
+                index.entries.push(Bound {
+                    bound_at,
+                    ..entry.clone()
+                });
             })
             .await;
         if let Err(e) = listed {
@@ -396,17 +424,28 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         new_id: &SessionId,
         rotate: impl std::future::Future<Output = Result<Meta>>,
     ) -> Result<Meta> {
+        let now = self.clock().now_ms();
         let entry = Bound {
             id: new_id.clone(),
             until,
-            at: self.clock().now_ms(),
+            at: now,
+            bound_at: now,
             from: Some(id.clone()),
         };
         let indexes = self.indexes();
         indexes
             .change(principal, |index| {
                 if !index.entries.iter().any(|e| e.id == *new_id) {
-                    index.entries.push(entry.clone());
+                    // The moved session keeps the binding time of the one it comes from.
+                    let bound_at = index
+                        .entries
+                        .iter()
+                        .find(|e| e.id == *id)
+                        .map_or(entry.bound_at, |e| e.bound_at);
+                    index.entries.push(Bound {
+                        bound_at,
+                        ..entry.clone()
+                    });
                 }
             })
             .await?;
@@ -431,6 +470,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
                         record.meta.max_expires_at
                     },
                     at: self.clock().now_ms(),
+                    bound_at: self.clock().now_ms(),
                     from: None,
                 };
                 let _ = self
@@ -460,8 +500,8 @@ impl Indexes<'_> {
     }
 
     /// Ends every session listed in `principal`'s index (see [`Sessions::revoke_all`]); with
-    /// `bound_by`, only entries made at or before that time (ms), and the sessions rotated
-    /// from them. Returns how many sessions it ended.
+    /// `bound_by`, only the sessions first bound at or before that time (ms) — and those
+    /// rotated from them, which keep their binding time. Returns how many sessions it ended.
     async fn revoke(&self, principal: &Principal, bound_by: Option<u64>) -> Result<u64> {
         let Some((index, _)) = self.load(principal).await? else {
             return Ok(0);
@@ -471,7 +511,7 @@ impl Indexes<'_> {
         let mut round: Vec<Bound> = index
             .entries
             .into_iter()
-            .filter(|e| bound_by.is_none_or(|by| e.at <= by))
+            .filter(|e| bound_by.is_none_or(|by| e.bound_at <= by))
             .collect();
         for _ in 0..=REVOKE_ROUNDS {
             if round.is_empty() {
@@ -677,8 +717,9 @@ pub trait Revocation: Send + Sync + fmt::Debug {
 
     /// Ends the principal's sessions in `store` (the store this revocation was handed to, or
     /// the one it wraps). `later`: the revocation is applied after the call that asked for
-    /// it (a kept revocation): only sessions bound by [`revoked_at`](Self::revoked_at) end,
-    /// and those rotated from them. Returns how many sessions it ended.
+    /// it (a kept revocation): only sessions bound by [`revoked_at`](Self::revoked_at) (and up
+    /// to [`REVOKE_SKEW_MS`] after, for clock skew between instances) end, with the sessions
+    /// rotated from them. Returns how many sessions it ended.
     ///
     /// # Errors
     /// Store errors ([`Error::Corrupt`] for an index that does not parse); applying it again
@@ -727,7 +768,12 @@ impl Revocation for PrincipalRevocation {
             namespace: &self.namespace,
             clock: &self.clock,
         };
-        indexes.revoke(&self.principal, later.then_some(self.at)).await
+        indexes
+            .revoke(
+                &self.principal,
+                later.then(|| self.at.saturating_add(REVOKE_SKEW_MS)),
+            )
+            .await
     }
 }
 
@@ -756,12 +802,14 @@ mod tests {
                     id: id("aaaaaaaaaaaaaaaaaaaaaa"),
                     until: 5,
                     at: 1,
+                    bound_at: 1,
                     from: None,
                 },
                 Bound {
                     id: id(&"b".repeat(128)),
                     until: u64::MAX,
                     at: 2,
+                    bound_at: 1,
                     from: Some(id("cccccccccccccccccccccc")),
                 },
             ],
@@ -786,6 +834,25 @@ mod tests {
         assert!(Index::decode(&sealed, "t").is_err(), "not raw");
         let huge = Bytes::from_static(&[1, 0xff, 0xff]);
         assert!(Index::decode(&record(huge), "t").is_err());
+    }
+
+    #[test]
+    fn a_format_1_index_reads_with_its_entry_times_as_binding_times() {
+        let mut b = BytesMut::new();
+        b.put_u8(1);
+        b.put_u16(1);
+        put_id(&mut b, Some(&id("aaaaaaaaaaaaaaaaaaaaaa")));
+        b.put_u64(9);
+        b.put_u64(7);
+        put_id(&mut b, None);
+        let index = Index::decode(&Record::new(CodecId::RAW, b.freeze(), 10), "t").unwrap();
+        assert_eq!(index.entries.len(), 1);
+        assert_eq!((index.entries[0].at, index.entries[0].bound_at), (7, 7));
+        assert!(Index::decode(
+            &Record::new(CodecId::RAW, Bytes::from_static(&[3, 0, 0]), 10),
+            "t"
+        )
+        .is_err());
     }
 
     #[test]

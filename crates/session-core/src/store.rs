@@ -277,7 +277,7 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Takes a revocation of a principal's sessions ([`Sessions::revoke_all`]) to keep and
     /// apply later, when this store cannot apply it now: a fallback whose primary is down
     /// keeps it in its journal (and ends at once what it holds itself), then applies it to the
-    /// primary before the rest of its replay. `Ok(None)`, the default: not kept — the caller
+    /// primary when it replays. `Ok(None)`, the default: not kept — the caller
     /// applies it through this store now ([`Revocation::apply`]).
     ///
     /// A wrapper hands the call to the store it wraps; one that changes keys or values on

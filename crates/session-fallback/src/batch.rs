@@ -7,7 +7,7 @@
 //! that the primary fails is sent again per partition, so that only the failing partitions'
 //! keys are served by the secondary (one failing node must not cost the others' keys).
 
-use session_core::backend::{now_ms, Partition, Record};
+use session_core::backend::{is_principal_index, now_ms, Partition, Record};
 use session_core::{Error, Meta, Result, SessionKey, SessionStore};
 
 use crate::journal::PendingOp;
@@ -69,6 +69,10 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 .iter()
                 .any(|(k, _)| self.journal.get(k).is_some() || self.open_for(k))
             {
+                // A principal's index is the primary's alone (see `index_unavailable`).
+                if let Some((k, _)) = items.iter().find(|(k, _)| is_principal_index(k)) {
+                    return Err(self.index_unavailable(k));
+                }
                 // The whole batch goes to the secondary, so a record over the
                 // size limit is refused before anything is written.
                 self.counters.inc(Field::SecondaryCalls);

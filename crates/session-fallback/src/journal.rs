@@ -155,6 +155,11 @@ impl Journal {
     /// Sets the operation of a present entry (keeps its generation).
     fn set(&self, key: &SessionKey, op: PendingOp, at: u64) {
         if let Some(entry) = self.map().get_mut(key) {
+            // A revocation waiting under a principal's index key is never replaced by a write
+            // or a delete of that key (index keys are refused on the outage paths anyway).
+            if entry.op == PendingOp::Revoke && op != PendingOp::Revoke {
+                return;
+            }
             entry.op = op;
             entry.at = at;
         }

@@ -180,11 +180,14 @@
 //! instead is *kept* ([`SessionStore::revoke_principal`](session_core::SessionStore::revoke_principal)):
 //! journaled under the index's key and answered [`Revoked::pending`](session_core::Revoked::pending).
 //! What this instance holds of the principal's sessions — outage writes in the secondary, warm
-//! copies — ends at once, each journaled as a logout. Replay applies the revocation to the
-//! primary: every session bound by the time it was asked for ends there (and the sessions
-//! rotated from them), by the delete-wins rule, so an outage write of one of them replayed by
-//! another instance, before or after, loses to its tombstone; a session bound after it (a new
-//! login through an instance that reaches the primary) is not touched. Until this instance
+//! copies — ends at once (an outage write journaled as a logout, a warm copy marked gone).
+//! Replay applies the revocation to the primary: every session first bound by the time it was
+//! asked for (plus [`REVOKE_SKEW_MS`](session_core::REVOKE_SKEW_MS), for clock skew) ends
+//! there, rotated or bound again since or not, by the delete-wins rule, so an outage write of
+//! one of them replayed by another instance, before or after, loses to its tombstone; a
+//! session bound later (a new login through an instance that reaches the primary) is not
+//! touched. The sessions are ended through this store's routing: one on a partition still
+//! open is journaled as a logout and ends when that partition answers. Until this instance
 //! has replayed, other instances — which cannot know — go on serving the sessions they read
 //! from the primary. While it waits, `bind` and `list` of that principal answer a temporary
 //! error on this instance. A later revoke of the same principal replaces the kept one.

@@ -13,10 +13,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::circuits::Backoff;
-
-/// The deadline of applying a journaled revocation, as for a batch call of this many keys.
-const REVOKE_BATCH_KEYS: usize = 1000;
 use crate::journal::PendingOp;
+use crate::revoke::ReplayTarget;
 use crate::state::{CircuitState, Field};
 use crate::store::{is_answering, Inner};
 
@@ -362,18 +360,22 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
 
     /// Applies the revocation journaled under the principal index `key` to the primary (with
     /// the key's lock held): every session bound by the time it was asked for ends there, and
-    /// those rotated from them. The entry leaves the journal once the primary has answered.
+    /// those rotated from them. The index is read and changed on the primary directly (each
+    /// call under the primary timeout), the sessions are ended through this store's own
+    /// routing ([`ReplayTarget`]). The entry leaves the journal once the primary has answered;
+    /// a permanent error (an index that does not parse, say) drops it, logged and counted:
+    /// retrying would not change the answer, and the principal's calls on this instance
+    /// would wait on it forever.
     async fn replay_revocation(&self, key: &SessionKey, partition: Partition, generation: u64) -> Outcome {
         let Some(revocation) = self.revocations.get(key) else {
             self.journal.remove(key, generation);
             return Outcome::Skipped;
         };
-        let primary: Arc<dyn SessionStore> = Arc::clone(&self.primary) as Arc<dyn SessionStore>;
-        // One index read, one `load_many` and a delete per session, for up to a few rounds.
-        let applied = self
-            .on_primary_batch("revoke", REVOKE_BATCH_KEYS, revocation.apply(primary, true))
-            .await;
-        match applied {
+        let Some(me) = self.me.upgrade() else {
+            return Outcome::Failed;
+        };
+        let target: Arc<dyn SessionStore> = Arc::new(ReplayTarget { inner: me });
+        match revocation.apply(target, true).await {
             Ok(ended) => {
                 self.journal.remove(key, generation);
                 self.revocations.applied(key, &revocation);
@@ -387,7 +389,19 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 Outcome::Replayed
             }
             Err(e) if e.is_temporary() => self.replay_interrupted(partition, &e),
-            Err(e) => self.replay_error(key, "primary revoke", &e),
+            Err(e) => {
+                self.journal.remove(key, generation);
+                self.revocations.applied(key, &revocation);
+                self.counters.inc(Field::ReplayErrors);
+                tracing::error!(
+                    primary = self.primary.backend(),
+                    namespace = key.ns(),
+                    error = e.kind().as_str(),
+                    "session fallback: a revocation journaled during the outage could not be applied and \
+                     was dropped; the sessions this instance held ended already — call revoke_all again"
+                );
+                Outcome::Failed
+            }
         }
     }
 

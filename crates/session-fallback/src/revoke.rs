@@ -10,8 +10,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use session_core::backend::{now_ms, Tombstone};
-use session_core::{Result, Revocation, Revoked, SessionKey, SessionStore, Version};
+use session_core::backend::{now_ms, Change, Entry, Partition, Reconciled, Record, Tombstone};
+use session_core::{
+    async_trait, Health, Meta, Namespace, Result, Revocation, Revoked, ScanCursor, ScanPage, SessionId,
+    SessionKey, SessionStore, StoreStats, Version,
+};
 
 use crate::journal::PendingOp;
 use crate::ops::Delete;
@@ -83,48 +86,196 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             "session fallback: a principal's sessions were revoked while its index is unreachable; \
              the revocation is journaled and applied when the primary answers"
         );
-        let ended = self.end_local_copies(&*revocation).await?;
+        let ended = self.end_local_copies(&*revocation).await;
         Ok(Some(Revoked::kept(ended)))
     }
 
     /// Ends the sessions bound to the revoked principal that this instance holds: outage
-    /// writes in the secondary and warm copies, each deleted as by a logout (journaled, so
-    /// replay deletes it in the primary too). Returns how many it ended; the first error, if
-    /// any, after trying every one.
-    async fn end_local_copies(&self, revocation: &dyn Revocation) -> Result<u64> {
-        let mut keys: HashSet<SessionKey> = HashSet::new();
+    /// writes in the secondary, each deleted as by a logout (journaled in the slot it already
+    /// has, so that replay deletes it in the primary too), and warm copies — marked gone here
+    /// while their partition is open (the revocation's replay ends them in the primary; no
+    /// journal slot needed, so a full journal cannot keep them served), deleted in the primary
+    /// now otherwise. Returns how many it ended; failures are logged (the revocation is kept
+    /// whatever happens here).
+    async fn end_local_copies(&self, revocation: &dyn Revocation) -> u64 {
+        let mut journaled: HashSet<SessionKey> = HashSet::new();
         for key in self.journal.keys() {
             if !matches!(self.journal.get(&key), Some(e) if e.op == PendingOp::Write) {
                 continue;
             }
             if let Ok(Some(record)) = self.secondary.load(&key).await {
                 if revocation.is_bound(&key, &record) {
-                    keys.insert(key);
+                    journaled.insert(key);
                 }
             }
         }
-        if self.warm.enabled() {
-            keys.extend(
-                self.warm
-                    .live_matching(|key, record| revocation.is_bound(key, record)),
-            );
+        let warm = if self.warm.enabled() {
+            self.warm
+                .live_matching(|key, record| revocation.is_bound(key, record))
+        } else {
+            Vec::new()
+        };
+        let mut ended = 0;
+        for key in warm.iter().filter(|k| !journaled.contains(*k)) {
+            revocation.ending(key);
+            let now = now_ms();
+            let until = now.saturating_add(self.config.tombstone_ttl_ms);
+            if self.open_for(key) && self.journal.get(key).is_none() {
+                self.warm.put_gone(key, Version::generate(), until);
+                ended += 1;
+            } else {
+                ended += u64::from(self.end_now(key, Tombstone::new(now, until)).await);
+            }
         }
-        let (mut ended, mut first_error) = (0, None);
-        for key in keys {
+        for key in &journaled {
+            revocation.ending(key);
             let now = now_ms();
             let tombstone = Tombstone::new(now, now.saturating_add(self.config.tombstone_ttl_ms));
-            revocation.ending(&key);
-            match self.exec(&key, Delete(tombstone)).await {
-                Ok(true) => ended += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+            ended += u64::from(self.end_now(key, tombstone).await);
+        }
+        ended
+    }
+
+    /// Deletes `key` wherever it belongs now; whether a session was there (a failure is
+    /// logged and counts as none).
+    async fn end_now(&self, key: &SessionKey, tombstone: Tombstone) -> bool {
+        match self.exec(key, Delete(tombstone)).await {
+            Ok(existed) => existed,
+            Err(e) => {
+                tracing::error!(
+                    primary = self.primary.backend(),
+                    namespace = key.ns(),
+                    sid = %key.id.short_hash(),
+                    error = e.kind().as_str(),
+                    "session fallback: a revoked session held here could not be ended now; the kept \
+                     revocation ends it in the primary when it is replayed"
+                );
+                false
             }
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(ended),
-        }
+    }
+}
+
+/// The primary as a kept revocation is applied to it on replay: the principal's index is read
+/// and changed on the primary directly, each call under the primary timeout (the fallback's
+/// own routing refuses index keys while a revocation waits under one); sessions are read with
+/// the fallback's `load_many` and ended with its `delete`, so that a session on a partition
+/// that is still open is journaled as a logout there (instead of failing the whole replay),
+/// and the warm copy learns of each delete.
+pub(crate) struct ReplayTarget<P, S> {
+    pub(crate) inner: Arc<Inner<P, S>>,
+}
+
+impl<P: SessionStore, S: SessionStore> ReplayTarget<P, S> {
+    async fn direct<T>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.inner.on_primary(op, call).await
+    }
+}
+
+#[async_trait]
+impl<P: SessionStore, S: SessionStore> SessionStore for ReplayTarget<P, S> {
+    fn backend(&self) -> &'static str {
+        self.inner.primary.backend()
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        self.direct("load", self.inner.primary.load(key)).await
+    }
+
+    async fn load_entry(&self, key: &SessionKey) -> Result<Option<Entry>> {
+        self.direct("load", self.inner.primary.load_entry(key)).await
+    }
+
+    async fn save(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
+        self.direct("save", self.inner.primary.save(key, record)).await
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
+        self.direct("create", self.inner.primary.create(key, record))
+            .await
+    }
+
+    async fn update(&self, key: &SessionKey, record: &Record) -> Result<Meta> {
+        self.direct("update", self.inner.primary.update(key, record))
+            .await
+    }
+
+    async fn save_if(&self, key: &SessionKey, expected_version: Version, record: &Record) -> Result<Meta> {
+        self.direct(
+            "save_if",
+            self.inner.primary.save_if(key, expected_version, record),
+        )
+        .await
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        let now = now_ms();
+        let tombstone = Tombstone::new(now, now.saturating_add(self.inner.config.tombstone_ttl_ms));
+        self.inner.exec(key, Delete(tombstone)).await
+    }
+
+    async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {
+        self.inner.exec(key, Delete(tombstone)).await
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: u64) -> Result<bool> {
+        self.direct("touch", self.inner.primary.touch(key, expires_at))
+            .await
+    }
+
+    async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> Result<Meta> {
+        self.direct("rotate", self.inner.primary.rotate(key, new_id))
+            .await
+    }
+
+    async fn load_many(&self, keys: &[SessionKey]) -> Result<Vec<Result<Option<Record>>>> {
+        self.inner.load_many(keys).await
+    }
+
+    async fn save_many(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
+        self.inner
+            .on_primary_batch("save_many", items.len(), self.inner.primary.save_many(items))
+            .await
+    }
+
+    async fn count(&self, namespace: &Namespace) -> Result<u64> {
+        self.direct("count", self.inner.primary.count(namespace)).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        self.direct("stats", self.inner.primary.stats()).await
+    }
+
+    async fn health(&self) -> Health {
+        self.inner.primary_health().await
+    }
+
+    async fn reconcile(&self, key: &SessionKey, base: Version, change: Change<'_>) -> Result<Reconciled> {
+        self.direct("reconcile", self.inner.primary.reconcile(key, base, change))
+            .await
+    }
+
+    async fn scan(&self, cursor: Option<&ScanCursor>, limit: usize) -> Result<ScanPage> {
+        self.direct("scan", self.inner.primary.scan(cursor, limit)).await
+    }
+
+    fn keeps_tombstones(&self) -> bool {
+        self.inner.primary.keeps_tombstones()
+    }
+
+    fn evicts(&self) -> bool {
+        self.inner.primary.evicts()
+    }
+
+    fn partition(&self, key: &SessionKey) -> Partition {
+        self.inner.primary.partition(key)
+    }
+
+    async fn partition_health(&self, partition: Partition) -> Health {
+        self.inner.primary.partition_health(partition).await
     }
 }

@@ -192,21 +192,29 @@ impl WarmCopy {
         self.evicted.load(Ordering::Relaxed)
     }
 
-    /// The keys of live copies for which `matches` holds (one pass over every shard, each
-    /// locked in turn: for a revocation, not a request path).
+    /// The keys of live copies for which `matches` holds (one pass over every shard: for a
+    /// revocation, not a request path).
     pub(crate) fn live_matching(
         &self,
         mut matches: impl FnMut(&SessionKey, &Record) -> bool,
     ) -> Vec<SessionKey> {
         let mut keys = Vec::new();
         for shard in self.shards.iter() {
-            for slot in lock(shard).table.iter() {
-                if let Known::Live(record) = &slot.known {
-                    if matches(&slot.key, record) {
-                        keys.push(slot.key.clone());
-                    }
-                }
-            }
+            // Copied out (a reference count each) so that `matches`, which may open sealed
+            // records, runs without the shard's lock.
+            let live: Vec<(SessionKey, Record)> = lock(shard)
+                .table
+                .iter()
+                .filter_map(|slot| match &slot.known {
+                    Known::Live(record) => Some((slot.key.clone(), record.clone())),
+                    Known::Gone { .. } => None,
+                })
+                .collect();
+            keys.extend(
+                live.into_iter()
+                    .filter(|(key, record)| matches(key, record))
+                    .map(|(key, _)| key),
+            );
         }
         keys
     }

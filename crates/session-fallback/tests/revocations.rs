@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_core::testing::{FaultMode, FaultyStore};
-use session_core::{Namespace, Principal, Session, SessionKey, SessionStore, Sessions};
+use session_core::{Clock, Namespace, Principal, Session, SessionKey, SessionStore, Sessions};
 use session_fallback::{CircuitState, FallbackConfig, FallbackStore};
 use session_memory::{AtCapacity, MemoryConfig, MemoryStore};
 
@@ -128,6 +128,11 @@ async fn a_revocation_during_an_outage_is_journaled_and_applied_on_recovery() {
     assert!(s.list(&alice).await.unwrap_err().is_temporary());
     let mut during = s.create("during the outage".to_owned()).await.unwrap();
     assert!(s.bind(&mut during, &alice).await.unwrap_err().is_temporary());
+    assert_eq!(
+        during.principal(),
+        None,
+        "a failed bind leaves the session unbound"
+    );
     assert!(
         primary.load(&raw_key(&bound[0])).await.unwrap().is_some(),
         "nothing reached the primary yet"
@@ -153,8 +158,8 @@ async fn a_revocation_during_an_outage_is_journaled_and_applied_on_recovery() {
 /// Two instances cut off together. B writes one of Alice's sessions during the outage; A
 /// revokes Alice. Whichever heals first, after both have replayed no session of Alice's
 /// bound before the revocation is served by either or held by the primary (B's outage write
-/// included: the delete wins), while a login bound through B after the revocation survives
-/// A's replay.
+/// included: the delete wins; a session B rotated or bound again after the revocation too),
+/// while a login bound through B well after the revocation survives A's replay.
 #[tokio::test]
 async fn a_journaled_revocation_wins_whichever_instance_replays_first() {
     for a_heals_first in [false, true] {
@@ -179,19 +184,39 @@ async fn a_journaled_revocation_wins_whichever_instance_replays_first() {
         assert!(loads(&b, &bound[1]).await);
 
         let mut later = None;
+        let mut ended_too = Vec::new();
         if a_heals_first {
             heal(&switch_a, &store_a).await;
             heal(&switch_b, &store_b).await;
         } else {
             heal(&switch_b, &store_b).await;
-            // A login after the revocation, bound through B before A has replayed it.
-            let mut session = b.create("a login after the revoke".to_owned()).await.unwrap();
-            b.bind(&mut session, &alice).await.unwrap();
+            // B's handle five seconds ahead: what it does happens well after the revocation.
+            let b_later = b.clone().with_clock(Clock::offset(5_000));
+            // Through B, before A has replayed: a revoked session rotated (the stolen cookie
+            // refreshed) and one bound again keep their first binding time, so they end.
+            let rotated = b_later.rotate(&bound[2].id).await.unwrap();
+            ended_too.push(b.load(&rotated).await.unwrap().unwrap());
+            let mut again = b.load(&bound[3].id).await.unwrap().unwrap();
+            b_later.bind(&mut again, &alice).await.unwrap();
+            // A login within `REVOKE_SKEW_MS` of the revocation ends too (clock skew).
+            let mut soon = b
+                .create("a login right after the revoke".to_owned())
+                .await
+                .unwrap();
+            b.bind(&mut soon, &alice).await.unwrap();
+            ended_too.push(soon);
+            // A login five seconds after the revocation, bound before A has replayed it: it
+            // survives.
+            let mut session = b_later
+                .create("a login after the revoke".to_owned())
+                .await
+                .unwrap();
+            b_later.bind(&mut session, &alice).await.unwrap();
             later = Some(session);
             heal(&switch_a, &store_a).await;
         }
 
-        for session in &bound {
+        for session in bound.iter().chain(&ended_too) {
             assert!(
                 primary.load(&raw_key(session)).await.unwrap().is_none(),
                 "a_heals_first={a_heals_first}: a revoked session is in the primary"
@@ -208,4 +233,173 @@ async fn a_journaled_revocation_wins_whichever_instance_replays_first() {
         }
         assert!(loads(&a, &probe).await);
     }
+}
+
+/// A primary of two parts (like two cluster nodes), both down while the revocation is kept.
+/// When the part holding the principal's index answers and the other does not, replay
+/// applies the revocation without waiting for the other part and without blaming the
+/// index's part for it: the sessions on the down part are journaled as logouts and end in
+/// the primary once that part answers.
+#[tokio::test]
+async fn a_revocation_replays_while_another_part_is_still_down() {
+    use session_core::testing::PartitionedStore;
+
+    let shared = shared_primary();
+    let primary = PartitionedStore::new(Arc::clone(&shared), 2);
+    let secondary = MemoryStore::new(MemoryConfig::default().with_at_capacity(AtCapacity::Reject)).unwrap();
+    let config = FallbackConfig::default()
+        .with_primary_timeout(Duration::from_millis(150))
+        .with_probe_backoff(Duration::from_millis(10), Duration::from_millis(40))
+        .with_startup_wait(Duration::from_millis(100));
+    let store = Arc::new(
+        FallbackStore::new(Arc::clone(&primary), secondary, config)
+            .await
+            .unwrap(),
+    );
+    let s: Sessions<String> = Sessions::new(Arc::clone(&store) as Arc<dyn SessionStore>, ns());
+    // Another instance binds through the primary directly: this one never holds its sessions.
+    let direct: Sessions<String> = Sessions::new(Arc::clone(&shared) as Arc<dyn SessionStore>, ns());
+    let alice = Principal::new("alice").unwrap();
+    let mut bound = Vec::new();
+    while bound.len() < 8 || (0..2).any(|part| !bound.iter().any(|k| primary.index_of(k) == part)) {
+        let mut session = direct.create("device".to_owned()).await.unwrap();
+        direct.bind(&mut session, &alice).await.unwrap();
+        bound.push(raw_key(&session));
+    }
+    let page = shared.scan(None, 1000).await.unwrap();
+    let index = page
+        .sessions
+        .iter()
+        .map(|(k, _)| k)
+        .find(|k| session_core::backend::is_principal_index(k))
+        .expect("the index is stored")
+        .clone();
+    let index_part = primary.index_of(&index);
+    let other = 1 - index_part;
+
+    primary.set_mode(0, FaultMode::Fail);
+    primary.set_mode(1, FaultMode::Fail);
+    let limit = Instant::now() + Duration::from_secs(10);
+    while store.open_partitions() < 2 {
+        assert!(Instant::now() < limit, "both circuits never opened");
+        for k in &bound {
+            let _ = store.load(k).await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let revoked = s.revoke_all(&alice).await.unwrap();
+    assert!(revoked.pending && revoked.ended == 0, "{revoked:?}");
+
+    primary.set_mode(index_part, FaultMode::Pass);
+    let index_partition = PartitionedStore::<Shared>::partition_at(index_part);
+    let limit = Instant::now() + Duration::from_secs(10);
+    while store.partition_state(index_partition) != CircuitState::Closed {
+        assert!(Instant::now() < limit, "the index's part never closed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // It stays closed: nothing of the other part is blamed on it.
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(store.partition_state(index_partition), CircuitState::Closed);
+    }
+    for k in bound.iter().filter(|k| primary.index_of(k) == index_part) {
+        assert!(
+            shared.load(k).await.unwrap().is_none(),
+            "ended on the part that answers"
+        );
+    }
+    let on_other: Vec<&SessionKey> = bound.iter().filter(|k| primary.index_of(k) == other).collect();
+    for k in &on_other {
+        assert!(
+            shared.load(k).await.unwrap().is_some(),
+            "the down part was not written"
+        );
+        assert!(
+            store.load(k).await.unwrap().is_none(),
+            "journaled as a logout here"
+        );
+    }
+
+    primary.set_mode(other, FaultMode::Pass);
+    let limit = Instant::now() + Duration::from_secs(10);
+    while store.state() != CircuitState::Closed || store.journal_len() != 0 {
+        assert!(Instant::now() < limit, "never recovered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for k in &bound {
+        assert!(shared.load(k).await.unwrap().is_none(), "revoked in the primary");
+    }
+}
+
+/// A journal one key short of full: the revocation takes the last slot, and the principal's
+/// warm copies still stop being served (ending them needs no slot of their own).
+#[tokio::test]
+async fn a_nearly_full_journal_still_ends_the_local_copies() {
+    let primary = shared_primary();
+    let switch = FaultyStore::new(Arc::clone(&primary));
+    let secondary = MemoryStore::new(MemoryConfig::default().with_at_capacity(AtCapacity::Reject)).unwrap();
+    let config = FallbackConfig::default()
+        .with_primary_timeout(Duration::from_millis(150))
+        .with_probe_backoff(Duration::from_millis(10), Duration::from_millis(40))
+        .with_max_journal_keys(4);
+    let store = Arc::new(
+        FallbackStore::new(Arc::clone(&switch), secondary, config)
+            .await
+            .unwrap(),
+    );
+    let s: Sessions<String> = Sessions::new(Arc::clone(&store) as Arc<dyn SessionStore>, ns());
+    let alice = Principal::new("alice").unwrap();
+    let bound = logged_in(&s, &s, &alice, 3).await;
+    let probe = s.create("probe".to_owned()).await.unwrap();
+    cut_off(&switch, &store, &s, &probe).await;
+    for n in 0..3 {
+        s.create(format!("outage write {n}")).await.unwrap();
+    }
+    assert_eq!(store.journal_len(), 3);
+    let revoked = s.revoke_all(&alice).await.unwrap();
+    assert_eq!((revoked.ended, revoked.pending), (3, true));
+    assert_eq!(store.journal_len(), 4, "the revocation took the last slot");
+    for session in &bound {
+        assert!(
+            !loads(&s, session).await,
+            "a revoked session is served from its warm copy"
+        );
+    }
+    heal(&switch, &store).await;
+    for session in &bound {
+        assert!(primary.load(&raw_key(session)).await.unwrap().is_none());
+    }
+}
+
+/// A kept revocation the primary cannot apply for good (its index no longer parses) is
+/// dropped after one try, logged and counted, so that the circuit closes and the
+/// principal's calls on this instance do not wait on it forever.
+#[tokio::test]
+async fn a_revocation_that_cannot_apply_is_dropped_not_retried_forever() {
+    use session_core::backend::{now_ms, CodecId, Record};
+
+    let primary = shared_primary();
+    let (switch, store, s) = instance(&primary).await;
+    let alice = Principal::new("alice").unwrap();
+    let bound = logged_in(&s, &s, &alice, 1).await;
+    let page = primary.scan(None, 100).await.unwrap();
+    let index = page
+        .sessions
+        .iter()
+        .map(|(k, _)| k.clone())
+        .find(session_core::backend::is_principal_index)
+        .unwrap();
+    cut_off(&switch, &store, &s, &bound[0]).await;
+    assert!(s.revoke_all(&alice).await.unwrap().pending);
+    // Meanwhile the index turns into something that is not an index.
+    let garbage = Record::new(CodecId::JSON, b"{}".to_vec(), now_ms() + 3_600_000);
+    primary.save(&index, &garbage).await.unwrap();
+    heal(&switch, &store).await;
+    assert!(store.counters().replay_errors >= 1, "counted");
+    assert!(s
+        .list(&alice)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("principal index"));
 }
