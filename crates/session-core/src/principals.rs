@@ -5,7 +5,11 @@
 //! the key `{ns}:p.{base64url(P)}` — an id no session can have (`.` is not an id character),
 //! one key, so one Redis Cluster slot, and copied, backed up, hashed and sealed by every
 //! wrapper as any record is. Its value lists the bound sessions: id, the session's lifetime
-//! cap, when the entry was made, and (after a `rotate`) the id it came from. Its deadline is
+//! cap, when the entry was made, when the session was first bound (kept through `rotate`
+//! and a second `bind`), and (after a `rotate`) the id it came from; and the watermark of
+//! the latest revoke: before it reads the entries it ends, a revoke records that no session
+//! bound by then may be rotated any more, so that rotating a session again and again cannot
+//! outrun it (its `rotate` answers `NotFound`). Its deadline is
 //! the latest cap, so the index never outlives the sessions it lists. Every change is a
 //! compare-and-set of the whole list, which drops the entries whose cap has passed; entries
 //! of sessions that ended early (a logout, an idle timeout) are dropped by `list`,
@@ -14,6 +18,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -34,7 +39,8 @@ use crate::version::Version;
 
 /// The start of a principal index's id.
 const INDEX_ID_PREFIX: &str = "p.";
-/// The index value's format: 2 (each entry with its binding time); 1, read only, had none.
+/// The index value's format: 2 (a revoke's watermark, each entry with its binding time); 1,
+/// read only, had neither.
 const INDEX_FORMAT: u8 = 2;
 /// Compare-and-set attempts on one index before giving up (each lost one means another
 /// instance changed the same principal's index at that moment).
@@ -125,6 +131,10 @@ struct Bound {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Index {
     entries: Vec<Bound>,
+    /// Set by a revoke before it reads the entries it ends: no session first bound at or
+    /// before this time (ms) may be rotated any more (its `rotate` answers `NotFound`), so
+    /// that a session rotated again and again cannot outrun the revoke. 0: none.
+    revoked_before: u64,
 }
 
 fn put_id(b: &mut BytesMut, id: Option<&SessionId>) {
@@ -136,8 +146,9 @@ fn put_id(b: &mut BytesMut, id: Option<&SessionId>) {
 
 impl Index {
     fn encode(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(3 + self.entries.len() * 64);
+        let mut b = BytesMut::with_capacity(11 + self.entries.len() * 72);
         b.put_u8(INDEX_FORMAT);
+        b.put_u64(self.revoked_before);
         // At most MAX_ENTRIES (checked before every write).
         b.put_u16(u16::try_from(self.entries.len()).unwrap_or(u16::MAX));
         for e in &self.entries {
@@ -160,6 +171,7 @@ impl Index {
         if format != INDEX_FORMAT && format != 1 {
             return Err(bad());
         }
+        let revoked_before = if format == 1 { 0 } else { r.u64().ok_or_else(bad)? };
         let count = usize::from(r.u16().ok_or_else(bad)?);
         // Each entry takes at least 19 bytes: no allocation beyond what the bytes can hold.
         let mut entries = Vec::with_capacity(count.min(r.0.len() / 19));
@@ -180,7 +192,10 @@ impl Index {
         if !r.0.is_empty() {
             return Err(bad());
         }
-        Ok(Index { entries })
+        Ok(Index {
+            entries,
+            revoked_before,
+        })
     }
 
     /// The latest cap, the index's own deadline.
@@ -433,22 +448,31 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             from: Some(id.clone()),
         };
         let indexes = self.indexes();
+        let revoked = AtomicBool::new(false);
         indexes
             .change(principal, |index| {
-                if !index.entries.iter().any(|e| e.id == *new_id) {
-                    // The moved session keeps the binding time of the one it comes from.
-                    let bound_at = index
-                        .entries
-                        .iter()
-                        .find(|e| e.id == *id)
-                        .map_or(entry.bound_at, |e| e.bound_at);
-                    index.entries.push(Bound {
-                        bound_at,
-                        ..entry.clone()
-                    });
+                let old = index.entries.iter().find(|e| e.id == *id);
+                // A revoke has begun that covers this session (its entry bound by the
+                // watermark, or already removed by the revoke): it does not move.
+                let covered = match old {
+                    Some(e) => e.bound_at <= index.revoked_before,
+                    None => index.revoked_before != 0,
+                };
+                revoked.store(covered, Ordering::Relaxed);
+                if covered || index.entries.iter().any(|e| e.id == *new_id) {
+                    return;
                 }
+                // The moved session keeps the binding time of the one it comes from.
+                let bound_at = old.map_or(entry.bound_at, |e| e.bound_at);
+                index.entries.push(Bound {
+                    bound_at,
+                    ..entry.clone()
+                });
             })
             .await?;
+        if revoked.load(Ordering::Relaxed) {
+            return Err(Error::not_found(self.namespace().as_str()));
+        }
         let meta = rotate.await?;
         let _ = indexes
             .change(principal, |index| index.entries.retain(|e| e.id != *id))
@@ -503,9 +527,14 @@ impl Indexes<'_> {
     /// `bound_by`, only the sessions first bound at or before that time (ms) — and those
     /// rotated from them, which keep their binding time. Returns how many sessions it ended.
     async fn revoke(&self, principal: &Principal, bound_by: Option<u64>) -> Result<u64> {
-        let Some((index, _)) = self.load(principal).await? else {
-            return Ok(0);
-        };
+        // First the watermark: from this write on, no session bound by then can be rotated,
+        // so the rounds below cannot be outrun; the entries to end are the index as written.
+        let watermark = bound_by.unwrap_or_else(|| self.clock.now_ms().saturating_add(REVOKE_SKEW_MS));
+        let index = self
+            .change(principal, |index| {
+                index.revoked_before = index.revoked_before.max(watermark);
+            })
+            .await?;
         let mut handled: BTreeSet<SessionId> = BTreeSet::new();
         let mut revoked = 0;
         let mut round: Vec<Bound> = index
@@ -518,7 +547,10 @@ impl Indexes<'_> {
                 break;
             }
             let now = self.clock.now_ms();
-            let current = Index { entries: round };
+            let current = Index {
+                entries: round,
+                revoked_before: 0,
+            };
             let found = self.find(principal, &current).await?;
             for (entry, found) in current.entries.iter().zip(found) {
                 // Bound elsewhere: left alone. Unbound: a login of this principal in progress
@@ -797,6 +829,7 @@ mod tests {
     #[test]
     fn an_index_round_trips_and_bad_bytes_are_corrupt() {
         let index = Index {
+            revoked_before: 3,
             entries: vec![
                 Bound {
                     id: id("aaaaaaaaaaaaaaaaaaaaaa"),

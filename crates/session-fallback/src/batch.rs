@@ -69,10 +69,6 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 .iter()
                 .any(|(k, _)| self.journal.get(k).is_some() || self.open_for(k))
             {
-                // A principal's index is the primary's alone (see `index_unavailable`).
-                if let Some((k, _)) = items.iter().find(|(k, _)| is_principal_index(k)) {
-                    return Err(self.index_unavailable(k));
-                }
                 // The whole batch goes to the secondary, so a record over the
                 // size limit is refused before anything is written.
                 self.counters.inc(Field::SecondaryCalls);
@@ -115,6 +111,10 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
     /// `save_many` on the secondary, with every key's lock held by the
     /// caller: every key is admitted to the journal first (all or none).
     async fn save_many_on_secondary(&self, items: &[(SessionKey, Record)]) -> Result<Vec<Meta>> {
+        // A principal's index is the primary's alone (see `index_unavailable`).
+        if let Some((k, _)) = items.iter().find(|(k, _)| is_principal_index(k)) {
+            return Err(self.index_unavailable(k));
+        }
         let mut reservations = Vec::with_capacity(items.len());
         for (k, r) in items {
             let res = self

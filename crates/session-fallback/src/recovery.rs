@@ -281,7 +281,7 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
     /// any number of instances replaying in any order end in one state. Idempotent: the entry
     /// leaves the journal only after the primary answered.
     async fn replay_key(&self, key: &SessionKey) -> Outcome {
-        let _guard = self.locks.lock(key).await;
+        let guard = self.locks.lock(key).await;
         // Its partition now: a failover may have moved it since it was journaled.
         let partition = self.primary.partition(key);
         if self.circuits.is_open(partition) {
@@ -291,6 +291,9 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             return Outcome::Skipped;
         };
         if entry.op == PendingOp::Revoke {
+            // Applied without the key's lock: applying it takes the locks of the sessions it
+            // ends, which may share the index key's stripe.
+            drop(guard);
             return self.replay_revocation(key, partition, entry.generation).await;
         }
         let record;
@@ -358,14 +361,18 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         Outcome::Replayed
     }
 
-    /// Applies the revocation journaled under the principal index `key` to the primary (with
-    /// the key's lock held): every session bound by the time it was asked for ends there, and
-    /// those rotated from them. The index is read and changed on the primary directly (each
-    /// call under the primary timeout), the sessions are ended through this store's own
-    /// routing ([`ReplayTarget`]). The entry leaves the journal once the primary has answered;
-    /// a permanent error (an index that does not parse, say) drops it, logged and counted:
-    /// retrying would not change the answer, and the principal's calls on this instance
-    /// would wait on it forever.
+    /// Applies the revocation journaled under the principal index `key` to the primary: every
+    /// session bound by the time it was asked for ends there, and those rotated from them. The
+    /// index is read and changed on the primary directly (each call under the primary
+    /// timeout), the sessions are ended through this store's own routing ([`ReplayTarget`]).
+    /// The entry leaves the journal once the primary has answered, unless a later revocation
+    /// of the same principal replaced it meanwhile (then that one is applied next). Only a
+    /// failure of the primary on the index's calls reopens the index's partition; a session
+    /// that could not be ended here (its partition open and the journal full) leaves the
+    /// entry waiting. A permanent error (an index that does not parse, say) drops it, logged
+    /// and counted: retrying would not change the answer, and the principal's calls on this
+    /// instance would wait on it forever; the sessions this instance had ended locally are
+    /// then deleted as ordinary logouts.
     async fn replay_revocation(&self, key: &SessionKey, partition: Partition, generation: u64) -> Outcome {
         let Some(revocation) = self.revocations.get(key) else {
             self.journal.remove(key, generation);
@@ -374,11 +381,18 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         let Some(me) = self.me.upgrade() else {
             return Outcome::Failed;
         };
-        let target: Arc<dyn SessionStore> = Arc::new(ReplayTarget { inner: me });
-        match revocation.apply(target, true).await {
+        let target = Arc::new(ReplayTarget::new(me));
+        let applied = revocation
+            .apply(Arc::clone(&target) as Arc<dyn SessionStore>, true)
+            .await;
+        match applied {
             Ok(ended) => {
+                let _guard = self.locks.lock(key).await;
+                if !self.revocations.applied(key, &revocation) {
+                    // Replaced by a later revocation while this one ran: that one is next.
+                    return Outcome::Waiting;
+                }
                 self.journal.remove(key, generation);
-                self.revocations.applied(key, &revocation);
                 self.counters.inc(Field::Replayed);
                 tracing::info!(
                     primary = self.primary.backend(),
@@ -388,18 +402,36 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 );
                 Outcome::Replayed
             }
-            Err(e) if e.is_temporary() => self.replay_interrupted(partition, &e),
+            Err(e) if e.is_temporary() && target.primary_failed() => self.replay_interrupted(partition, &e),
+            Err(e) if e.is_temporary() => {
+                tracing::warn!(
+                    primary = self.primary.backend(),
+                    namespace = key.ns(),
+                    error = e.kind().as_str(),
+                    "session fallback: a revocation could not end every session yet; it stays in the journal"
+                );
+                Outcome::Failed
+            }
             Err(e) => {
-                self.journal.remove(key, generation);
-                self.revocations.applied(key, &revocation);
+                let marked = {
+                    let _guard = self.locks.lock(key).await;
+                    let Some(marked) = self.revocations.drop_kept(key, &revocation) else {
+                        return Outcome::Waiting;
+                    };
+                    self.journal.remove(key, generation);
+                    marked
+                };
                 self.counters.inc(Field::ReplayErrors);
                 tracing::error!(
                     primary = self.primary.backend(),
                     namespace = key.ns(),
                     error = e.kind().as_str(),
+                    local = marked.len(),
                     "session fallback: a revocation journaled during the outage could not be applied and \
-                     was dropped; the sessions this instance held ended already — call revoke_all again"
+                     was dropped (the sessions this instance had ended are deleted as logouts); call \
+                     revoke_all again"
                 );
+                self.end_marked(&marked).await;
                 Outcome::Failed
             }
         }

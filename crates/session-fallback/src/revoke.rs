@@ -1,13 +1,15 @@
 //! Revoking a principal's sessions while the primary holding its index is down: the
 //! revocation is journaled under the index's key and applied to the primary by replay (before
-//! its circuit closes), and what this instance holds of the principal's sessions — outage
-//! writes in the secondary, warm copies — ends at once, each as a logout journaled like any
-//! other. A revocation kept here never undoes a later login: replay ends only the sessions
-//! bound by the time it was asked for (and those rotated from them), and by the delete-wins
-//! rule a replayed write of an ended session loses to its tombstone whichever instance
-//! replays first.
+//! its circuit closes), and what this instance holds of the principal's sessions ends at
+//! once: an outage write in the secondary as a logout journaled like any other, a warm copy
+//! marked gone here (deleted as a logout if the revocation is ever dropped). A revocation
+//! kept here never undoes a later login: replay ends only the sessions first bound by the
+//! time it was asked for (rotated or bound again since or not; plus `REVOKE_SKEW_MS` for
+//! clock skew), and by the delete-wins rule a replayed write of an ended session loses to
+//! its tombstone whichever instance replays first.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use session_core::backend::{now_ms, Change, Entry, Partition, Reconciled, Record, Tombstone};
@@ -24,36 +26,71 @@ use crate::store::Inner;
 /// revocation of the same principal covers everything an earlier one did).
 #[derive(Default)]
 pub(crate) struct Revocations {
-    map: Mutex<HashMap<SessionKey, Arc<dyn Revocation>>>,
+    map: Mutex<HashMap<SessionKey, Kept>>,
+}
+
+/// A revocation waiting for replay, and the warm copies it marked gone here (deleted as
+/// logouts if it is dropped).
+struct Kept {
+    revocation: Arc<dyn Revocation>,
+    marked: Vec<SessionKey>,
 }
 
 impl Revocations {
-    fn map(&self) -> MutexGuard<'_, HashMap<SessionKey, Arc<dyn Revocation>>> {
+    fn map(&self) -> MutexGuard<'_, HashMap<SessionKey, Kept>> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps `revocation` for `key`, unless an later one is kept already.
+    /// Keeps `revocation` for `key`, unless a later one is kept already.
     fn keep(&self, key: &SessionKey, revocation: Arc<dyn Revocation>) {
         let mut map = self.map();
-        match map.get(key) {
-            Some(kept) if kept.revoked_at() > revocation.revoked_at() => {}
-            _ => {
-                map.insert(key.clone(), revocation);
+        match map.get_mut(key) {
+            Some(kept) if kept.revocation.revoked_at() > revocation.revoked_at() => {}
+            Some(kept) => kept.revocation = revocation,
+            None => {
+                map.insert(
+                    key.clone(),
+                    Kept {
+                        revocation,
+                        marked: Vec::new(),
+                    },
+                );
             }
+        }
+    }
+
+    /// Remembers the warm copies marked gone for the revocation kept under `key`.
+    fn marked(&self, key: &SessionKey, keys: impl IntoIterator<Item = SessionKey>) {
+        if let Some(kept) = self.map().get_mut(key) {
+            kept.marked.extend(keys);
         }
     }
 
     /// The revocation kept for `key`.
     pub(crate) fn get(&self, key: &SessionKey) -> Option<Arc<dyn Revocation>> {
-        self.map().get(key).cloned()
+        self.map().get(key).map(|k| Arc::clone(&k.revocation))
     }
 
-    /// Forgets `applied` (if no other revocation replaced it meanwhile).
-    pub(crate) fn applied(&self, key: &SessionKey, applied: &Arc<dyn Revocation>) {
+    /// Forgets `applied`; `false` when another revocation replaced it meanwhile (kept).
+    pub(crate) fn applied(&self, key: &SessionKey, applied: &Arc<dyn Revocation>) -> bool {
+        self.drop_kept(key, applied).is_some()
+    }
+
+    /// Forgets `dropped`, answering the keys it marked gone; `None` when another revocation
+    /// replaced it meanwhile (kept).
+    pub(crate) fn drop_kept(
+        &self,
+        key: &SessionKey,
+        dropped: &Arc<dyn Revocation>,
+    ) -> Option<Vec<SessionKey>> {
         let mut map = self.map();
-        if map.get(key).is_some_and(|kept| Arc::ptr_eq(kept, applied)) {
-            map.remove(key);
+        if map
+            .get(key)
+            .is_some_and(|kept| Arc::ptr_eq(&kept.revocation, dropped))
+        {
+            return map.remove(key).map(|kept| kept.marked);
         }
+        None
     }
 }
 
@@ -66,18 +103,27 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         if self.fast_path() {
             return Ok(None);
         }
-        {
+        let kept = {
             let _guard = self.locks.lock(&index).await;
             if !self.open_for(&index) && self.journal.get(&index).is_none() {
                 return Ok(None);
             }
             let at = revocation.revoked_at();
-            let reservation = self
-                .journal
-                .admit(&index, PendingOp::Revoke, at, Version::NONE)
-                .map_err(|full| self.journal_full(&index, "revoke", full))?;
-            self.revocations.keep(&index, Arc::clone(&revocation));
-            reservation.commit(PendingOp::Revoke, at);
+            match self.journal.admit(&index, PendingOp::Revoke, at, Version::NONE) {
+                Ok(reservation) => {
+                    self.revocations.keep(&index, Arc::clone(&revocation));
+                    reservation.commit(PendingOp::Revoke, at);
+                    Ok(())
+                }
+                Err(full) => Err(self.journal_full(&index, "revoke", full)),
+            }
+        };
+        if let Err(e) = kept {
+            // Not kept (the journal is full): this instance still stops serving what it holds
+            // of the principal's sessions; the caller is told the revocation did not happen.
+            let (_, marked) = self.end_local_copies(&*revocation).await;
+            self.end_marked(&marked).await;
+            return Err(e);
         }
         self.journaled(&index);
         tracing::warn!(
@@ -86,7 +132,8 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             "session fallback: a principal's sessions were revoked while its index is unreachable; \
              the revocation is journaled and applied when the primary answers"
         );
-        let ended = self.end_local_copies(&*revocation).await;
+        let (ended, marked) = self.end_local_copies(&*revocation).await;
+        self.revocations.marked(&index, marked);
         Ok(Some(Revoked::kept(ended)))
     }
 
@@ -95,9 +142,9 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
     /// has, so that replay deletes it in the primary too), and warm copies — marked gone here
     /// while their partition is open (the revocation's replay ends them in the primary; no
     /// journal slot needed, so a full journal cannot keep them served), deleted in the primary
-    /// now otherwise. Returns how many it ended; failures are logged (the revocation is kept
-    /// whatever happens here).
-    async fn end_local_copies(&self, revocation: &dyn Revocation) -> u64 {
+    /// now otherwise. Returns how many it ended and the keys it marked gone; failures are
+    /// logged (the revocation is kept whatever happens here).
+    async fn end_local_copies(&self, revocation: &dyn Revocation) -> (u64, Vec<SessionKey>) {
         let mut journaled: HashSet<SessionKey> = HashSet::new();
         for key in self.journal.keys() {
             if !matches!(self.journal.get(&key), Some(e) if e.op == PendingOp::Write) {
@@ -115,16 +162,21 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
         } else {
             Vec::new()
         };
-        let mut ended = 0;
-        for key in warm.iter().filter(|k| !journaled.contains(*k)) {
-            revocation.ending(key);
+        let (mut ended, mut marked) = (0, Vec::new());
+        for key in warm.into_iter().filter(|k| !journaled.contains(k)) {
+            revocation.ending(&key);
             let now = now_ms();
             let until = now.saturating_add(self.config.tombstone_ttl_ms);
-            if self.open_for(key) && self.journal.get(key).is_none() {
-                self.warm.put_gone(key, Version::generate(), until);
+            if self.open_for(&key) && self.journal.get(&key).is_none() {
+                self.warm.put_gone(&key, Version::generate(), until);
+                marked.push(key);
+                ended += 1;
+            } else if self.end_now(&key, Tombstone::new(now, until)).await {
                 ended += 1;
             } else {
-                ended += u64::from(self.end_now(key, Tombstone::new(now, until)).await);
+                // Not ended now: at least not served from here.
+                self.warm.put_gone(&key, Version::generate(), until);
+                marked.push(key);
             }
         }
         for key in &journaled {
@@ -133,7 +185,17 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             let tombstone = Tombstone::new(now, now.saturating_add(self.config.tombstone_ttl_ms));
             ended += u64::from(self.end_now(key, tombstone).await);
         }
-        ended
+        (ended, marked)
+    }
+
+    /// Deletes, as logouts, the warm copies a revocation that will not be applied had marked
+    /// gone (wherever each belongs now: journaled while its partition is open).
+    pub(crate) async fn end_marked(&self, marked: &[SessionKey]) {
+        for key in marked {
+            let now = now_ms();
+            let tombstone = Tombstone::new(now, now.saturating_add(self.config.tombstone_ttl_ms));
+            self.end_now(key, tombstone).await;
+        }
     }
 
     /// Deletes `key` wherever it belongs now; whether a session was there (a failure is
@@ -163,16 +225,34 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
 /// that is still open is journaled as a logout there (instead of failing the whole replay),
 /// and the warm copy learns of each delete.
 pub(crate) struct ReplayTarget<P, S> {
-    pub(crate) inner: Arc<Inner<P, S>>,
+    inner: Arc<Inner<P, S>>,
+    /// A call on the primary directly (the index's) failed: the index's partition is down.
+    primary_failed: AtomicBool,
 }
 
 impl<P: SessionStore, S: SessionStore> ReplayTarget<P, S> {
+    pub(crate) fn new(inner: Arc<Inner<P, S>>) -> Self {
+        ReplayTarget {
+            inner,
+            primary_failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a call on the primary directly failed with a temporary error.
+    pub(crate) fn primary_failed(&self) -> bool {
+        self.primary_failed.load(Ordering::Relaxed)
+    }
+
     async fn direct<T>(
         &self,
         op: &'static str,
         call: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        self.inner.on_primary(op, call).await
+        let answer = self.inner.on_primary(op, call).await;
+        if matches!(&answer, Err(e) if e.is_temporary()) {
+            self.primary_failed.store(true, Ordering::Relaxed);
+        }
+        answer
     }
 }
 

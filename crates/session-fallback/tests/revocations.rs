@@ -175,6 +175,7 @@ async fn a_journaled_revocation_wins_whichever_instance_replays_first() {
         let mut written = b.load(&bound[1].id).await.unwrap().unwrap();
         written.value = "written on B during the outage".to_owned();
         b.save_if(&mut written).await.unwrap();
+        let asked = session_core::backend::now_ms();
         let revoked = a.revoke_all(&alice).await.unwrap();
         assert!(revoked.pending && revoked.ended == 4, "{revoked:?}");
         for session in &bound {
@@ -198,12 +199,15 @@ async fn a_journaled_revocation_wins_whichever_instance_replays_first() {
             ended_too.push(b.load(&rotated).await.unwrap().unwrap());
             let mut again = b.load(&bound[3].id).await.unwrap().unwrap();
             b_later.bind(&mut again, &alice).await.unwrap();
-            // A login within `REVOKE_SKEW_MS` of the revocation ends too (clock skew).
-            let mut soon = b
+            // A login within `REVOKE_SKEW_MS` of the revocation ends too (clock skew): bound
+            // half a second after the revocation was asked for, whatever the time now.
+            let (at_half_second, _) = Clock::manual(asked + 500);
+            let b_soon = b.clone().with_clock(at_half_second);
+            let mut soon = b_soon
                 .create("a login right after the revoke".to_owned())
                 .await
                 .unwrap();
-            b.bind(&mut soon, &alice).await.unwrap();
+            b_soon.bind(&mut soon, &alice).await.unwrap();
             ended_too.push(soon);
             // A login five seconds after the revocation, bound before A has replayed it: it
             // survives.
@@ -373,7 +377,8 @@ async fn a_nearly_full_journal_still_ends_the_local_copies() {
 
 /// A kept revocation the primary cannot apply for good (its index no longer parses) is
 /// dropped after one try, logged and counted, so that the circuit closes and the
-/// principal's calls on this instance do not wait on it forever.
+/// principal's calls on this instance do not wait on it forever; the session this instance
+/// had ended locally is deleted in the primary as a logout.
 #[tokio::test]
 async fn a_revocation_that_cannot_apply_is_dropped_not_retried_forever() {
     use session_core::backend::{now_ms, CodecId, Record};
@@ -396,6 +401,9 @@ async fn a_revocation_that_cannot_apply_is_dropped_not_retried_forever() {
     primary.save(&index, &garbage).await.unwrap();
     heal(&switch, &store).await;
     assert!(store.counters().replay_errors >= 1, "counted");
+    // What this instance had ended locally is deleted as a logout when the revocation drops.
+    assert!(primary.load(&raw_key(&bound[0])).await.unwrap().is_none());
+    assert!(!loads(&s, &bound[0]).await);
     assert!(s
         .list(&alice)
         .await

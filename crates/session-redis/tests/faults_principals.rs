@@ -189,3 +189,112 @@ async fn revoke_all_reaches_every_master_and_every_instance() {
     assert_eq!(bob_kept, bobs.len());
     assert!(loads.load(Ordering::Relaxed) > 100, "the readers ran");
 }
+
+/// A revoke racing rotations on two other instances (one Redis): every session of the
+/// principal is rotated again and again (each chain by one task, as a web layer refreshing a
+/// stolen cookie on every request would) while a third instance revokes. Once `revoke_all`
+/// has returned, no rotation succeeds, and no session of the principal is left anywhere —
+/// neither the chains' latest ids nor any key Redis holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_all_wins_over_rotations_racing_it() {
+    if !faults_enabled() {
+        return;
+    }
+    let server = testkit_redis::RedisServer::start().expect("redis-server starts");
+    let url = server.url();
+    let prefix = KeyPrefix::new(&format!("rr{}:", SessionId::generate().unwrap().short_hash())).unwrap();
+    let (a, b, c) = (
+        instance(&url, &prefix, false).await,
+        instance(&url, &prefix, false).await,
+        instance(&url, &prefix, false).await,
+    );
+    let (sa, sb, sc) = (sessions(&a), sessions(&b), sessions(&c));
+    let alice = Principal::new("alice@example.com").unwrap();
+    const CHAINS: usize = 8;
+    let mut chains = Vec::new();
+    for _ in 0..CHAINS {
+        let mut s = sa.create("a device of alice".to_owned()).await.unwrap();
+        sa.bind(&mut s, &alice).await.unwrap();
+        chains.push(Arc::new(Mutex::new(s.id)));
+    }
+    let revoked_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let rotations = Arc::new(AtomicU64::new(0));
+    let rotated_after = Arc::new(AtomicU64::new(0));
+    let mut rotators = Vec::new();
+    for (n, chain) in chains.iter().enumerate() {
+        let s = if n % 2 == 0 { sa.clone() } else { sc.clone() };
+        let (chain, revoked_at, rotations, rotated_after) = (
+            Arc::clone(chain),
+            Arc::clone(&revoked_at),
+            Arc::clone(&rotations),
+            Arc::clone(&rotated_after),
+        );
+        rotators.push(tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                let current = chain.lock().unwrap().clone();
+                let began = Instant::now();
+                match s.rotate(&current).await {
+                    Ok(new_id) => {
+                        rotations.fetch_add(1, Ordering::Relaxed);
+                        if revoked_at.lock().unwrap().is_some_and(|at| began >= at) {
+                            rotated_after.fetch_add(1, Ordering::Relaxed);
+                        }
+                        *chain.lock().unwrap() = new_id;
+                    }
+                    Err(session_core::Error::NotFound { .. }) => return,
+                    Err(e) => panic!("rotate: {e}"),
+                }
+                assert!(started.elapsed() < LIMIT, "a chain outlived the revoke");
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rotations.load(Ordering::Relaxed);
+    let revoked = sb.revoke_all(&alice).await.unwrap();
+    *revoked_at.lock().unwrap() = Some(Instant::now());
+    for r in rotators {
+        r.await.unwrap();
+    }
+    let mut latest_alive = 0;
+    for chain in &chains {
+        let id = chain.lock().unwrap().clone();
+        if sb.load(&id).await.unwrap().is_some() {
+            latest_alive += 1;
+        }
+    }
+    // Every key Redis holds under the prefix: none a session bound to alice.
+    let mut bound_left = 0;
+    let mut cursor = None;
+    loop {
+        let page = b.scan(cursor.as_ref(), 500).await.unwrap();
+        for (key, record) in &page.sessions {
+            if matches!(record.principal(key.ns()), Ok(Some(p)) if p == alice) {
+                bound_left += 1;
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let again = sb.revoke_all(&alice).await.unwrap().ended;
+    println!(
+        "FIGURES principals-rotate-race: chains={CHAINS} rotations_before_revoke={before} rotations={} \
+         revoked={} rotated_after_revoke={} latest_alive={latest_alive} bound_left={bound_left} \
+         revoke_again={again} listed_after={}",
+        rotations.load(Ordering::Relaxed),
+        revoked.ended,
+        rotated_after.load(Ordering::Relaxed),
+        sc.list(&alice).await.unwrap().len(),
+    );
+    assert!(before > CHAINS as u64, "the chains rotated before the revoke");
+    assert_eq!(
+        rotated_after.load(Ordering::Relaxed),
+        0,
+        "a rotation after the revoke succeeded"
+    );
+    assert_eq!(latest_alive, 0, "a rotated session escaped the revoke");
+    assert_eq!(bound_left, 0, "a session of the principal is left in Redis");
+    assert_eq!(again, 0);
+}
