@@ -482,7 +482,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
 
     /// After a rotate that found the session unbound: if it was bound meanwhile (a `bind`
     /// between the read and the move), list the new id too.
-    pub(crate) async fn list_if_bound(&self, new_id: &SessionId) {
+    pub(crate) async fn list_if_bound(&self, id: &SessionId, new_id: &SessionId) {
         let key = self.key(new_id);
         if let Ok(Some(record)) = self.store().load(&key).await {
             if let Ok(Some(principal)) = record.principal(key.ns()) {
@@ -495,14 +495,25 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
                     },
                     at: self.clock().now_ms(),
                     bound_at: self.clock().now_ms(),
-                    from: None,
+                    from: Some(id.clone()),
                 };
                 let _ = self
                     .indexes()
                     .change(&principal, |index| {
-                        if !index.entries.iter().any(|e| e.id == *new_id) {
-                            index.entries.push(entry.clone());
+                        if index.entries.iter().any(|e| e.id == *new_id) {
+                            return;
                         }
+                        // The bind listed the old id: the moved session keeps its binding
+                        // time, and a revoke that handled the old id follows it here.
+                        let bound_at = index
+                            .entries
+                            .iter()
+                            .find(|e| e.id == *id)
+                            .map_or(entry.bound_at, |e| e.bound_at);
+                        index.entries.push(Bound {
+                            bound_at,
+                            ..entry.clone()
+                        });
                     })
                     .await;
             }

@@ -481,7 +481,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             None => {
                 let meta = self.store.rotate(&key, new_id).await?;
                 // Bound between the read and the move: its new id is listed too.
-                self.list_if_bound(new_id).await;
+                self.list_if_bound(id, new_id).await;
                 Ok(meta)
             }
         }

@@ -1897,7 +1897,8 @@ async fn rolling_restart() {
 /// copies at once, so A serves none of them while cut off; B cannot know until A's replay
 /// reaches Redis. A login bound through B after the revoke survives it. Once A has healed and
 /// replayed, neither instance serves a revoked session, Redis holds none, and the principal's
-/// index lists only the later login.
+/// index lists only the later login. Meanwhile B (healthy) revokes another principal: A serves
+/// its copies while cut off (it cannot know) and none once healed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn principal_revoke_cut_off() {
     if !faults_enabled() {
@@ -1920,12 +1921,21 @@ async fn principal_revoke_cut_off() {
         sb.bind(&mut s, &alice).await.unwrap();
         ids.push(s.id);
     }
-    for id in &ids {
+    // Bob's too, bound through B and read by A; B (healthy) revokes Bob while A is cut off.
+    let bob = session_core::Principal::new("bob").unwrap();
+    let mut bobs = Vec::new();
+    for n in 0..3 {
+        let mut s = sb.create(format!("bob's device {n}")).await.unwrap();
+        sb.bind(&mut s, &bob).await.unwrap();
+        bobs.push(s.id);
+    }
+    for id in ids.iter().chain(&bobs) {
         assert!(sa.load(id).await.unwrap().is_some(), "A reads them while healthy");
     }
     a.cut();
     a.trip().await;
     let revoked = sa.revoke_all(&alice).await.unwrap();
+    let revoked_bob = sb.revoke_all(&bob).await.unwrap();
     // Loads that answered a session; an error is not "not served": it fails the test.
     let count = |store: &session_core::Sessions<String>, ids: &[session_core::SessionId]| {
         let (store, ids) = (store.clone(), ids.to_vec());
@@ -1940,6 +1950,8 @@ async fn principal_revoke_cut_off() {
         }
     };
     let served_cut_off = count(&sa, &ids).await;
+    // A cannot know of B's revoke of Bob until it reaches Redis again.
+    let bob_served_cut_off = count(&sa, &bobs).await;
     let served_by_healthy_before_heal = count(&sb, &ids).await;
     // A login after the revoke, through the healthy instance (its handle five seconds ahead:
     // a login within `REVOKE_SKEW_MS` of a kept revocation ends with it).
@@ -1954,6 +1966,7 @@ async fn principal_revoke_cut_off() {
     rig.recover(a).await;
     let recovered = healed.elapsed();
     let served_after = count(&sa, &ids).await + count(&sb, &ids).await;
+    let bob_served_after = count(&sa, &bobs).await + count(&sb, &bobs).await;
     let mut in_redis = 0;
     for id in &ids {
         if !rig
@@ -1970,14 +1983,24 @@ async fn principal_revoke_cut_off() {
         "FIGURES many-principal-revoke-cut-off: sessions={} revoke_cut_off=pending:{},ended:{} \
          served_while_cut_off={served_cut_off} served_by_healthy_before_heal={served_by_healthy_before_heal} \
          recovered_ms={} served_after_heal={served_after} in_redis_after_heal={in_redis} \
-         later_login_served={later_kept}/2 listed_after={}",
+         later_login_served={later_kept}/2 listed_after={} revoked_by_healthy={} \
+         its_sessions_served_by_cut_off={bob_served_cut_off} its_sessions_served_after_heal={bob_served_after}",
         ids.len(),
         revoked.pending,
         revoked.ended,
         recovered.as_millis(),
         listed.len(),
+        revoked_bob.ended,
     );
     assert!(revoked.pending, "the cut-off instance keeps the revocation");
+    assert_eq!(
+        (revoked_bob.ended as usize, revoked_bob.pending),
+        (bobs.len(), false)
+    );
+    assert_eq!(
+        bob_served_after, 0,
+        "a session revoked by the healthy instance served after the heal"
+    );
     assert_eq!(revoked.ended as usize, ids.len(), "its warm copies end at once");
     assert_eq!(
         served_cut_off, 0,
