@@ -6,17 +6,17 @@
 //! one key, so one Redis Cluster slot, and copied, backed up, hashed and sealed by every
 //! wrapper as any record is. Its value lists the bound sessions: id, the session's lifetime
 //! cap, when the entry was made, when the session was first bound (kept through `rotate`
-//! and a second `bind`), and (after a `rotate`) the id it came from; and the watermark of
-//! the latest revoke: before it reads the entries it ends, a revoke records that no session
-//! bound by then may be rotated any more, so that rotating a session again and again cannot
-//! outrun it (its `rotate` answers `NotFound`). Its deadline is
+//! and a second `bind`), whether a revoke has flagged it, and (after a `rotate`) the id it
+//! came from. Before it reads the entries it ends, a revoke flags them: a flagged session can
+//! no longer be rotated (its `rotate` answers `NotFound`), so that rotating a session again
+//! and again cannot outrun the revoke. Its deadline is
 //! the latest cap, so the index never outlives the sessions it lists. Every change is a
 //! compare-and-set of the whole list, which drops the entries whose cap has passed; entries
 //! of sessions that ended early (a logout, an idle timeout) are dropped by `list`,
 //! `revoke_all` and a `bind` to a principal with many entries, once they are older than a
 //! grace period (an entry younger than that may be a login or a rotate still in progress).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,8 +39,8 @@ use crate::version::Version;
 
 /// The start of a principal index's id.
 const INDEX_ID_PREFIX: &str = "p.";
-/// The index value's format: 2 (a revoke's watermark, each entry with its binding time); 1,
-/// read only, had neither.
+/// The index value's format: 2 (each entry with its first binding time and a revoke's flag);
+/// 1, read only, had neither.
 const INDEX_FORMAT: u8 = 2;
 /// Compare-and-set attempts on one index before giving up (each lost one means another
 /// instance changed the same principal's index at that moment).
@@ -122,6 +122,10 @@ struct Bound {
     /// of the new id) and by binding it again, so that a kept revocation ends the sessions
     /// bound before it whatever happened to them since.
     bound_at: u64,
+    /// Flagged by a revoke before it reads the entries it ends: the session may not be
+    /// rotated any more (its `rotate` answers `NotFound`), so that a session rotated again
+    /// and again cannot outrun the revoke's rounds.
+    revoking: bool,
     /// The id the session had before a `rotate` (so that a revoke that ended that id follows
     /// it to this one).
     from: Option<SessionId>,
@@ -131,10 +135,6 @@ struct Bound {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Index {
     entries: Vec<Bound>,
-    /// Set by a revoke before it reads the entries it ends: no session first bound at or
-    /// before this time (ms) may be rotated any more (its `rotate` answers `NotFound`), so
-    /// that a session rotated again and again cannot outrun the revoke. 0: none.
-    revoked_before: u64,
 }
 
 fn put_id(b: &mut BytesMut, id: Option<&SessionId>) {
@@ -146,9 +146,8 @@ fn put_id(b: &mut BytesMut, id: Option<&SessionId>) {
 
 impl Index {
     fn encode(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(11 + self.entries.len() * 72);
+        let mut b = BytesMut::with_capacity(3 + self.entries.len() * 72);
         b.put_u8(INDEX_FORMAT);
-        b.put_u64(self.revoked_before);
         // At most MAX_ENTRIES (checked before every write).
         b.put_u16(u16::try_from(self.entries.len()).unwrap_or(u16::MAX));
         for e in &self.entries {
@@ -156,6 +155,7 @@ impl Index {
             b.put_u64(e.until);
             b.put_u64(e.at);
             b.put_u64(e.bound_at);
+            b.put_u8(u8::from(e.revoking));
             put_id(&mut b, e.from.as_ref());
         }
         b.freeze()
@@ -171,7 +171,6 @@ impl Index {
         if format != INDEX_FORMAT && format != 1 {
             return Err(bad());
         }
-        let revoked_before = if format == 1 { 0 } else { r.u64().ok_or_else(bad)? };
         let count = usize::from(r.u16().ok_or_else(bad)?);
         // Each entry takes at least 19 bytes: no allocation beyond what the bytes can hold.
         let mut entries = Vec::with_capacity(count.min(r.0.len() / 19));
@@ -179,23 +178,30 @@ impl Index {
             let id = r.id().ok_or_else(bad)?.ok_or_else(bad)?;
             let until = r.u64().ok_or_else(bad)?;
             let at = r.u64().ok_or_else(bad)?;
-            let bound_at = if format == 1 { at } else { r.u64().ok_or_else(bad)? };
+            let (bound_at, revoking) = if format == 1 {
+                (at, false)
+            } else {
+                let bound_at = r.u64().ok_or_else(bad)?;
+                match r.u8().ok_or_else(bad)? {
+                    0 => (bound_at, false),
+                    1 => (bound_at, true),
+                    _ => return Err(bad()),
+                }
+            };
             let from = r.id().ok_or_else(bad)?;
             entries.push(Bound {
                 id,
                 until,
                 at,
                 bound_at,
+                revoking,
                 from,
             });
         }
         if !r.0.is_empty() {
             return Err(bad());
         }
-        Ok(Index {
-            entries,
-            revoked_before,
-        })
+        Ok(Index { entries })
     }
 
     /// The latest cap, the index's own deadline.
@@ -277,6 +283,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// principal already has 10 000 live bound sessions.
     pub async fn bind(&self, session: &mut Session<T>, principal: &Principal) -> Result<()> {
         let (before_meta, before_principal) = (session.meta, session.principal().cloned());
+        let same_principal = before_principal.as_ref() == Some(principal);
         let now = self.clock().now_ms();
         if session.meta.max_expires_at == 0 {
             let lifetime = self
@@ -290,6 +297,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             until: session.meta.max_expires_at,
             at: now,
             bound_at: now,
+            revoking: false,
             from: None,
         };
         let indexes = self.indexes();
@@ -311,17 +319,23 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         // read is the first attempt's.
         let listed = indexes
             .change_from(principal, Some(stored), |index| {
-                // Bound again: it keeps its first binding time.
-                let bound_at = index
+                // Bound again to the same principal: it keeps its first binding time, and a
+                // revoke's flag. (An entry left from an earlier binding to this principal,
+                // when it was bound elsewhere since, is not its binding.)
+                let (bound_at, revoking) = index
                     .entries
                     .iter()
                     .find(|e| e.id == entry.id)
-                    .map_or(entry.bound_at, |e| e.bound_at.min(entry.bound_at));
+                    .filter(|_| same_principal)
+                    .map_or((entry.bound_at, false), |e| {
+                        (e.bound_at.min(entry.bound_at), e.revoking)
+                    });
                 index
                     .entries
                     .retain(|e| e.id != entry.id && !ended.contains(&e.id));
                 index.entries.push(Bound {
                     bound_at,
+                    revoking,
                     ..entry.clone()
                 });
             })
@@ -445,6 +459,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
             until,
             at: now,
             bound_at: now,
+            revoking: false,
             from: Some(id.clone()),
         };
         let indexes = self.indexes();
@@ -452,12 +467,8 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
         indexes
             .change(principal, |index| {
                 let old = index.entries.iter().find(|e| e.id == *id);
-                // A revoke has begun that covers this session (its entry bound by the
-                // watermark, or already removed by the revoke): it does not move.
-                let covered = match old {
-                    Some(e) => e.bound_at <= index.revoked_before,
-                    None => index.revoked_before != 0,
-                };
+                // A revoke that covers this session has begun: it does not move.
+                let covered = old.is_some_and(|e| e.revoking);
                 revoked.store(covered, Ordering::Relaxed);
                 if covered || index.entries.iter().any(|e| e.id == *new_id) {
                     return;
@@ -481,7 +492,8 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     }
 
     /// After a rotate that found the session unbound: if it was bound meanwhile (a `bind`
-    /// between the read and the move), list the new id too.
+    /// between the read and the move), list the new id too — unless a revoke has handled or
+    /// flagged the old id meanwhile: then the moved session is ended.
     pub(crate) async fn list_if_bound(&self, id: &SessionId, new_id: &SessionId) {
         let key = self.key(new_id);
         if let Ok(Some(record)) = self.store().load(&key).await {
@@ -495,27 +507,37 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
                     },
                     at: self.clock().now_ms(),
                     bound_at: self.clock().now_ms(),
+                    revoking: false,
                     from: Some(id.clone()),
                 };
-                let _ = self
+                let revoked = AtomicBool::new(false);
+                let listed = self
                     .indexes()
                     .change(&principal, |index| {
                         if index.entries.iter().any(|e| e.id == *new_id) {
                             return;
                         }
-                        // The bind listed the old id: the moved session keeps its binding
-                        // time, and a revoke that handled the old id follows it here.
-                        let bound_at = index
-                            .entries
-                            .iter()
-                            .find(|e| e.id == *id)
-                            .map_or(entry.bound_at, |e| e.bound_at);
+                        // The bind listed the old id before it bound it: with no entry left, a
+                        // revoke has handled it; with a flagged one, a revoke is under way.
+                        // Either way the moved session is not listed, it is ended below.
+                        let Some(old) = index.entries.iter().find(|e| e.id == *id) else {
+                            revoked.store(true, Ordering::Relaxed);
+                            return;
+                        };
+                        if old.revoking {
+                            revoked.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        // The moved session keeps its binding time.
                         index.entries.push(Bound {
-                            bound_at,
+                            bound_at: old.bound_at,
                             ..entry.clone()
                         });
                     })
                     .await;
+                if listed.is_ok() && revoked.load(Ordering::Relaxed) {
+                    let _ = self.store().delete(&key).await;
+                }
             }
         }
     }
@@ -538,29 +560,26 @@ impl Indexes<'_> {
     /// `bound_by`, only the sessions first bound at or before that time (ms) — and those
     /// rotated from them, which keep their binding time. Returns how many sessions it ended.
     async fn revoke(&self, principal: &Principal, bound_by: Option<u64>) -> Result<u64> {
-        // First the watermark: from this write on, no session bound by then can be rotated,
-        // so the rounds below cannot be outrun; the entries to end are the index as written.
-        let watermark = bound_by.unwrap_or_else(|| self.clock.now_ms().saturating_add(REVOKE_SKEW_MS));
+        let covered = |e: &Bound| bound_by.is_none_or(|by| e.bound_at <= by);
+        // First the flags: from this write on, none of these sessions can be rotated, so the
+        // rounds below cannot be outrun; the entries to end are the index as written.
         let index = self
             .change(principal, |index| {
-                index.revoked_before = index.revoked_before.max(watermark);
+                for e in index.entries.iter_mut().filter(|e| covered(e)) {
+                    e.revoking = true;
+                }
             })
             .await?;
         let mut handled: BTreeSet<SessionId> = BTreeSet::new();
         let mut revoked = 0;
-        let mut round: Vec<Bound> = index
-            .entries
-            .into_iter()
-            .filter(|e| bound_by.is_none_or(|by| e.bound_at <= by))
-            .collect();
+        let mut round: Vec<Bound> = index.entries.into_iter().filter(|e| covered(e)).collect();
         for _ in 0..=REVOKE_ROUNDS {
             if round.is_empty() {
                 break;
             }
             let now = self.clock.now_ms();
             let current = Index {
-                entries: round,
-                revoked_before: 0,
+                entries: sources_first(round),
             };
             let found = self.find(principal, &current).await?;
             for (entry, found) in current.entries.iter().zip(found) {
@@ -577,10 +596,15 @@ impl Indexes<'_> {
                 handled.insert(entry.id.clone());
             }
             // Remove exactly what was handled; what a rotate moved meanwhile from a handled
-            // id (in the index as written) is the next round.
+            // id (in the index as written) is flagged and is the next round.
             let after = self
                 .change(principal, |index| {
                     index.entries.retain(|e| !handled.contains(&e.id));
+                    for e in &mut index.entries {
+                        if e.from.as_ref().is_some_and(|f| handled.contains(f)) {
+                            e.revoking = true;
+                        }
+                    }
                 })
                 .await?;
             round = after
@@ -663,6 +687,10 @@ impl Indexes<'_> {
             let mut index = stored.as_ref().map(|(i, _)| i.clone()).unwrap_or_default();
             change(&mut index);
             index.entries.retain(|e| e.until > now);
+            // Nothing changed: nothing to write (a refused rotate, a revoke with nothing left).
+            if matches!(&stored, Some((before, _)) if *before == index) {
+                return Ok(index);
+            }
             if index.entries.len() > MAX_ENTRIES {
                 return Err(Error::Backend {
                     backend: self.store.backend(),
@@ -820,6 +848,32 @@ impl Revocation for PrincipalRevocation {
     }
 }
 
+/// `entries` with each session before those rotated from it (by the length of its chain of
+/// `from` links within `entries`; otherwise in their order), so that a revoke deletes a
+/// source before its target: a move still in flight then fails instead of carrying the
+/// session past both deletes.
+fn sources_first(entries: Vec<Bound>) -> Vec<Bound> {
+    let from: BTreeMap<SessionId, Option<SessionId>> =
+        entries.iter().map(|e| (e.id.clone(), e.from.clone())).collect();
+    let depth = |e: &Bound| {
+        let mut depth = 0usize;
+        let mut at = e.from.as_ref();
+        while let Some(source) = at {
+            match from.get(source) {
+                Some(next) if depth < from.len() => {
+                    depth += 1;
+                    at = next.as_ref();
+                }
+                _ => break,
+            }
+        }
+        depth
+    };
+    let mut keyed: Vec<(usize, Bound)> = entries.into_iter().map(|e| (depth(&e), e)).collect();
+    keyed.sort_by_key(|(depth, _)| *depth);
+    keyed.into_iter().map(|(_, e)| e).collect()
+}
+
 /// Whether an entry is past the grace period of a login or rotate in progress.
 fn old(entry: &Bound, now: u64) -> bool {
     entry.at.saturating_add(PRUNE_GRACE_MS) <= now
@@ -840,13 +894,13 @@ mod tests {
     #[test]
     fn an_index_round_trips_and_bad_bytes_are_corrupt() {
         let index = Index {
-            revoked_before: 3,
             entries: vec![
                 Bound {
                     id: id("aaaaaaaaaaaaaaaaaaaaaa"),
                     until: 5,
                     at: 1,
                     bound_at: 1,
+                    revoking: true,
                     from: None,
                 },
                 Bound {
@@ -854,6 +908,7 @@ mod tests {
                     until: u64::MAX,
                     at: 2,
                     bound_at: 1,
+                    revoking: false,
                     from: Some(id("cccccccccccccccccccccc")),
                 },
             ],
@@ -897,6 +952,34 @@ mod tests {
             "t"
         )
         .is_err());
+    }
+
+    #[test]
+    fn sources_come_before_the_sessions_rotated_from_them() {
+        let entry = |name: &str, from: Option<&str>| Bound {
+            id: id(&name.repeat(22)),
+            until: 9,
+            at: 1,
+            bound_at: 1,
+            revoking: false,
+            from: from.map(|f| id(&f.repeat(22))),
+        };
+        // c was rotated from b, b from a; d stands alone; e comes from an id not listed.
+        let order = sources_first(vec![
+            entry("c", Some("b")),
+            entry("d", None),
+            entry("b", Some("a")),
+            entry("e", Some("z")),
+            entry("a", None),
+        ]);
+        let names: Vec<char> = order
+            .iter()
+            .map(|e| e.id.as_str().chars().next().unwrap_or('?'))
+            .collect();
+        assert_eq!(names, vec!['d', 'e', 'a', 'b', 'c']);
+        // A cycle (not made by this code) ends.
+        let cycle = sources_first(vec![entry("a", Some("b")), entry("b", Some("a"))]);
+        assert_eq!(cycle.len(), 2);
     }
 
     #[test]

@@ -448,8 +448,9 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// Gives a session a new random id; the old id is gone afterwards.
     ///
     /// # Errors
-    /// [`Error::NotFound`], store errors. After a temporary error the session
-    /// is under the old id or the new one, which this call does not return:
+    /// [`Error::NotFound`] (also for a bound session that a running
+    /// [`revoke_all`](Self::revoke_all) is ending), store errors. After a temporary error
+    /// the session is under the old id or the new one, which this call does not return:
     /// use [`rotate_to`](Self::rotate_to) to retry with the same new id.
     pub async fn rotate(&self, id: &SessionId) -> Result<SessionId> {
         let new_id = SessionId::generate()?;
@@ -462,7 +463,8 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> Sessions<T> {
     /// [`SessionStore::rotate`]).
     ///
     /// # Errors
-    /// [`Error::NotFound`], [`Error::AlreadyExists`], store errors.
+    /// [`Error::NotFound`] (also for a bound session that a running
+    /// [`revoke_all`](Self::revoke_all) is ending), [`Error::AlreadyExists`], store errors.
     pub async fn rotate_to(&self, id: &SessionId, new_id: &SessionId) -> Result<Meta> {
         let key = self.key(id);
         // A bound session's index entry moves with it (one read first; rotating is rare).

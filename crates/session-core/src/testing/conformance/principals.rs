@@ -93,8 +93,9 @@ pub async fn a_binding_survives_writes_and_moves_with_rotate(h: &dyn Harness) {
     assert!(s.load(&old).await.unwrap().is_none());
 }
 
-/// A session bound after a revoke (a new login) is not ended by it; binding gives a session
-/// without one a lifetime cap; binding to another principal moves it.
+/// A session bound after a revoke (a new login) is not ended by it and can be rotated at
+/// once; binding gives a session without one a lifetime cap; binding to another principal
+/// moves it.
 pub async fn a_login_after_a_revoke_survives_it(h: &dyn Harness) {
     let t = open(h).await;
     let s = typed(&t.store, CodecKind::Json);
@@ -109,6 +110,13 @@ pub async fn a_login_after_a_revoke_survives_it(h: &dyn Harness) {
     assert_eq!(s.revoke_all(&dave).await.unwrap().ended, 1);
     let mut after = s.create(TestSession::sample(2)).await.unwrap();
     s.bind(&mut after, &dave).await.unwrap();
+    assert_eq!(
+        ids(&s.list(&dave).await.unwrap()),
+        BTreeSet::from([after.id.clone()])
+    );
+    // It can be rotated at once (a revoke blocks the rotation of what it ends, only).
+    let rotated = s.rotate(&after.id).await.unwrap();
+    after = s.load(&rotated).await.unwrap().unwrap();
     assert_eq!(
         ids(&s.list(&dave).await.unwrap()),
         BTreeSet::from([after.id.clone()])
