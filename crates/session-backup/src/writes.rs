@@ -16,12 +16,7 @@ impl<P: SessionStore, B: SessionStore> Shared<P, B> {
         key: &SessionKey,
         record: &Record,
     ) -> Result<Meta> {
-        let meta = target
-            .save(key, record)
-            .await
-            .inspect_err(|e| self.record_unknown(key, e))?;
-        self.record_put(key, record, meta);
-        Ok(meta)
+        self.put_on(key, record, target.save(key, record)).await
     }
 
     pub(crate) async fn create_on<T: SessionStore + ?Sized>(
@@ -30,12 +25,7 @@ impl<P: SessionStore, B: SessionStore> Shared<P, B> {
         key: &SessionKey,
         record: &Record,
     ) -> Result<Meta> {
-        let meta = target
-            .create(key, record)
-            .await
-            .inspect_err(|e| self.record_unknown(key, e))?;
-        self.record_put(key, record, meta);
-        Ok(meta)
+        self.put_on(key, record, target.create(key, record)).await
     }
 
     pub(crate) async fn update_on<T: SessionStore + ?Sized>(
@@ -44,12 +34,7 @@ impl<P: SessionStore, B: SessionStore> Shared<P, B> {
         key: &SessionKey,
         record: &Record,
     ) -> Result<Meta> {
-        let meta = target
-            .update(key, record)
-            .await
-            .inspect_err(|e| self.record_unknown(key, e))?;
-        self.record_put(key, record, meta);
-        Ok(meta)
+        self.put_on(key, record, target.update(key, record)).await
     }
 
     pub(crate) async fn save_if_on<T: SessionStore + ?Sized>(
@@ -59,10 +44,19 @@ impl<P: SessionStore, B: SessionStore> Shared<P, B> {
         expected_version: Version,
         record: &Record,
     ) -> Result<Meta> {
-        let meta = target
-            .save_if(key, expected_version, record)
+        self.put_on(key, record, target.save_if(key, expected_version, record))
             .await
-            .inspect_err(|e| self.record_unknown(key, e))?;
+    }
+
+    /// A write of `record` under `key` (the target's `call`): queued for the backup once
+    /// acknowledged; an error leaves its outcome unknown (rechecked at flush time).
+    async fn put_on(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        call: impl std::future::Future<Output = Result<Meta>>,
+    ) -> Result<Meta> {
+        let meta = call.await.inspect_err(|e| self.record_unknown(key, e))?;
         self.record_put(key, record, meta);
         Ok(meta)
     }

@@ -37,14 +37,24 @@ fn shared_primary() -> Shared {
     )
 }
 
+/// Short timeouts and fast probes, so the tests finish quickly.
+fn fast() -> FallbackConfig {
+    FallbackConfig::default()
+        .with_primary_timeout(Duration::from_millis(150))
+        .with_probe_backoff(Duration::from_millis(10), Duration::from_millis(40))
+        .with_startup_wait(Duration::from_millis(100))
+}
+
+/// A secondary, refusing at its bound as a fallback's must.
+fn secondary() -> MemoryStore {
+    MemoryStore::new(MemoryConfig::default().with_at_capacity(AtCapacity::Reject)).unwrap()
+}
+
 /// One instance: a fallback over the shared primary through its own switch.
 async fn instance(primary: &Shared) -> (Switch, Instance, Sessions<String>) {
     let switch = FaultyStore::new(Arc::clone(primary));
-    let secondary = MemoryStore::new(MemoryConfig::default().with_at_capacity(AtCapacity::Reject)).unwrap();
-    let config = FallbackConfig::default()
-        .with_primary_timeout(Duration::from_millis(150))
-        .with_probe_backoff(Duration::from_millis(10), Duration::from_millis(40))
-        .with_startup_wait(Duration::from_millis(100));
+    let secondary = secondary();
+    let config = fast();
     let store = Arc::new(
         FallbackStore::new(Arc::clone(&switch), secondary, config)
             .await
@@ -250,11 +260,8 @@ async fn a_revocation_replays_while_another_part_is_still_down() {
 
     let shared = shared_primary();
     let primary = PartitionedStore::new(Arc::clone(&shared), 2);
-    let secondary = MemoryStore::new(MemoryConfig::default().with_at_capacity(AtCapacity::Reject)).unwrap();
-    let config = FallbackConfig::default()
-        .with_primary_timeout(Duration::from_millis(150))
-        .with_probe_backoff(Duration::from_millis(10), Duration::from_millis(40))
-        .with_startup_wait(Duration::from_millis(100));
+    let secondary = secondary();
+    let config = fast();
     let store = Arc::new(
         FallbackStore::new(Arc::clone(&primary), secondary, config)
             .await
@@ -341,11 +348,8 @@ async fn a_revocation_replays_while_another_part_is_still_down() {
 async fn a_nearly_full_journal_still_ends_the_local_copies() {
     let primary = shared_primary();
     let switch = FaultyStore::new(Arc::clone(&primary));
-    let secondary = MemoryStore::new(MemoryConfig::default().with_at_capacity(AtCapacity::Reject)).unwrap();
-    let config = FallbackConfig::default()
-        .with_primary_timeout(Duration::from_millis(150))
-        .with_probe_backoff(Duration::from_millis(10), Duration::from_millis(40))
-        .with_max_journal_keys(4);
+    let secondary = secondary();
+    let config = fast().with_max_journal_keys(4);
     let store = Arc::new(
         FallbackStore::new(Arc::clone(&switch), secondary, config)
             .await
