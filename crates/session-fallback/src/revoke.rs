@@ -163,27 +163,24 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
             Vec::new()
         };
         let (mut ended, mut marked) = (0, Vec::new());
+        let gone_until = now_ms().saturating_add(self.config.tombstone_ttl_ms);
         for key in warm.into_iter().filter(|k| !journaled.contains(k)) {
             revocation.ending(&key);
-            let now = now_ms();
-            let until = now.saturating_add(self.config.tombstone_ttl_ms);
             if self.open_for(&key) && self.journal.get(&key).is_none() {
-                self.warm.put_gone(&key, Version::generate(), until);
+                self.warm.put_gone(&key, Version::generate(), gone_until);
                 marked.push(key);
                 ended += 1;
-            } else if self.end_now(&key, Tombstone::new(now, until)).await {
+            } else if self.end_now(&key).await {
                 ended += 1;
             } else {
                 // Not ended now: at least not served from here.
-                self.warm.put_gone(&key, Version::generate(), until);
+                self.warm.put_gone(&key, Version::generate(), gone_until);
                 marked.push(key);
             }
         }
         for key in &journaled {
             revocation.ending(key);
-            let now = now_ms();
-            let tombstone = Tombstone::new(now, now.saturating_add(self.config.tombstone_ttl_ms));
-            ended += u64::from(self.end_now(key, tombstone).await);
+            ended += u64::from(self.end_now(key).await);
         }
         (ended, marked)
     }
@@ -192,16 +189,14 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
     /// gone (wherever each belongs now: journaled while its partition is open).
     pub(crate) async fn end_marked(&self, marked: &[SessionKey]) {
         for key in marked {
-            let now = now_ms();
-            let tombstone = Tombstone::new(now, now.saturating_add(self.config.tombstone_ttl_ms));
-            self.end_now(key, tombstone).await;
+            self.end_now(key).await;
         }
     }
 
     /// Deletes `key` wherever it belongs now; whether a session was there (a failure is
     /// logged and counts as none).
-    async fn end_now(&self, key: &SessionKey, tombstone: Tombstone) -> bool {
-        match self.exec(key, Delete(tombstone)).await {
+    async fn end_now(&self, key: &SessionKey) -> bool {
+        match self.delete_now(key).await {
             Ok(existed) => existed,
             Err(e) => {
                 tracing::error!(
@@ -293,9 +288,7 @@ impl<P: SessionStore, S: SessionStore> SessionStore for ReplayTarget<P, S> {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        let now = now_ms();
-        let tombstone = Tombstone::new(now, now.saturating_add(self.inner.config.tombstone_ttl_ms));
-        self.inner.exec(key, Delete(tombstone)).await
+        self.inner.delete_now(key).await
     }
 
     async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> Result<bool> {

@@ -7,11 +7,11 @@
 //! [`Inner::exec`] does this for the single-key operations, generic over the operation
 //! ([`KeyOp`]); `rotate` (two keys) and `reconcile` are routed here on their own.
 
-use session_core::backend::{is_principal_index, Change, Reconciled, Record};
+use session_core::backend::{is_principal_index, now_ms, Change, Reconciled, Record, Tombstone};
 use session_core::{Error, Meta, Result, SessionId, SessionKey, SessionStore, Version};
 
 use crate::journal::KeyGuard;
-use crate::ops::KeyOp;
+use crate::ops::{Delete, KeyOp};
 use crate::state::{CircuitState, Field};
 use crate::store::Inner;
 
@@ -78,6 +78,14 @@ impl<P: SessionStore, S: SessionStore> Inner<P, S> {
                 }
             },
         }
+    }
+
+    /// A delete made now, routed as any keyed call; its tombstone lasts
+    /// `fallback.tombstone_ttl_ms` where the store holds no session to take a deadline from.
+    pub(crate) async fn delete_now(&self, key: &SessionKey) -> Result<bool> {
+        let now = now_ms();
+        let tombstone = Tombstone::new(now, now.saturating_add(self.config.tombstone_ttl_ms));
+        self.exec(key, Delete(tombstone)).await
     }
 
     /// `rotate`: on the secondary when either id's partition is open (or the old id is

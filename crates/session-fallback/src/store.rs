@@ -14,9 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use session_core::backend::{
-    is_principal_index, now_ms, Change, Entry, Partition, Reconciled, Record, Tombstone,
-};
+use session_core::backend::{is_principal_index, Change, Entry, Partition, Reconciled, Record, Tombstone};
 use session_core::{
     Error, Health, HealthStatus, Meta, Namespace, Result, ScanCursor, ScanPage, SessionId, SessionKey,
     SessionStore, StoreStats, Version,
@@ -321,9 +319,7 @@ impl<P: SessionStore, S: SessionStore> SessionStore for FallbackStore<P, S> {
         'k: 'f,
         Self: 'f,
     {
-        let now = now_ms();
-        let tombstone = Tombstone::new(now, now.saturating_add(self.inner.config.tombstone_ttl_ms));
-        Box::pin(self.inner.exec(key, Delete(tombstone)))
+        Box::pin(self.inner.delete_now(key))
     }
 
     fn delete_leaving<'s, 'k, 'f>(
