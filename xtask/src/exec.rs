@@ -151,7 +151,7 @@ fn forward_lines(
 }
 
 /// The command as a shell line: the environment it sets, the program, the
-/// arguments; passwords in URLs are replaced by `***`.
+/// arguments; passwords in URLs are replaced by `<redacted>`.
 pub(crate) fn display(command: &Command) -> String {
     let quote = |s: OsString| {
         let s = s.to_string_lossy().into_owned();
@@ -232,7 +232,7 @@ mod tests {
         let shown = display(&command);
         assert_eq!(
             shown,
-            "SESSION_TEST_REDIS_TLS_URL='rediss://app:***@127.0.0.1:5' cargo test -- --test-threads=1 'a b'"
+            "SESSION_TEST_REDIS_TLS_URL='rediss://app:<redacted>@127.0.0.1:5' cargo test -- --test-threads=1 'a b'"
         );
     }
 }

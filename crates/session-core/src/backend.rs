@@ -1,7 +1,8 @@
 //! What a backend implements a [`SessionStore`](crate::SessionStore) with:
 //! the record it stores, the envelope's byte layout (for scripts that read
 //! or compare header fields in place), the rules every store shares, and the
-//! [`Partition`] a store made of independent parts names each key's part with.
+//! [`Partition`] a store made of independent parts names each key's part with, and
+//! [`redact_url`], which hides the passwords of connection strings before they are shown.
 //!
 //! Applications rarely need this module; [`Sessions`](crate::Sessions) and the
 //! crate root are their API.
@@ -17,5 +18,6 @@ pub use crate::expiry::now_ms;
 pub use crate::partition::Partition;
 pub use crate::principals::{is_principal_index, parse_stored_id, principal_index_id};
 pub use crate::reconcile::{decide, Change, Decision, Reconciled, Stored, Tombstone};
+pub use crate::redact::{redact_url, REDACTED};
 pub use crate::scan::parse_backend_key;
 pub use crate::store::{check_size, stamp};

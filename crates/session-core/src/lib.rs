@@ -84,6 +84,7 @@ mod partition;
 mod principal;
 mod principals;
 mod reconcile;
+mod redact;
 mod scan;
 mod store;
 mod typed;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use session_core::backend::redact_url;
 use session_core::{Error, Result};
 
 /// Default table name.
@@ -244,27 +245,6 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `url` with the password hidden: the one between `:` and `@` of the authority, and a query
-/// that names one (`?password=…`) entirely.
-pub(crate) fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) if query.contains("password") => (base, "?***"),
-        Some((base, _)) => (base, &url[base.len()..]),
-        None => (url, ""),
-    };
-    let Some((scheme, rest)) = base.split_once("://") else {
-        return format!("{base}{query}");
-    };
-    // The last `@` ends the user information, whatever it holds (even an unencoded `/`).
-    match rest.rsplit_once('@') {
-        Some((userinfo, host_and_path)) if userinfo.contains(':') => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host_and_path}{query}")
-        }
-        _ => format!("{base}{query}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
@@ -313,23 +293,13 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(
-            shown.contains("postgres://app:***@db.internal:5432/app"),
+            shown.contains("postgres://app:<redacted>@db.internal:5432/app"),
             "{shown}"
         );
-        assert_eq!(
-            redact_url("postgres://h/db?user=a&password=p"),
-            "postgres://h/db?***"
-        );
-        assert_eq!(
-            redact_url("postgres://h/db?sslmode=require"),
-            "postgres://h/db?sslmode=require"
-        );
-        assert_eq!(
-            redact_url("postgres://u:p@h/db?password=q"),
-            "postgres://u:***@h/db?***"
-        );
-        assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
-        assert_eq!(redact_url("postgres://u:pa/ss@h/db"), "postgres://u:***@h/db");
+        let c = SqlConfig::new("postgres://h/app?user=app&password=s3cret");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("user=app&password=<redacted>"), "{shown}");
     }
 
     #[test]

@@ -299,22 +299,9 @@ pub(crate) fn non_empty_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// Replaces the password of a `scheme://user:password@host` URL with `***` (for printed
-/// commands and test output; xtask uses it too).
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
-        None => url.to_owned(),
-    }
-}
+/// Hides the passwords of a connection URL (for printed commands and test output; xtask uses
+/// it too): the rule every crate of the family shares.
+pub use session_core::backend::redact_url;
 
 #[cfg(test)]
 mod tests {
@@ -332,7 +319,7 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(
             redact_url("rediss://app:secret@127.0.0.1:6380"),
-            "rediss://app:***@127.0.0.1:6380"
+            "rediss://app:<redacted>@127.0.0.1:6380"
         );
         assert_eq!(redact_url("redis://127.0.0.1:1"), "redis://127.0.0.1:1");
         let target = TestTarget {
