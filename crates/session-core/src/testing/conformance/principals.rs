@@ -1,5 +1,6 @@
 //! The conformance suite's part on principals: binding sessions to a user, listing them and
-//! ending them all ([`Sessions::bind`], [`Sessions::list`], [`Sessions::revoke_all`]).
+//! ending them all ([`Sessions::bind`](crate::Sessions::bind), [`Sessions::list`](crate::Sessions::list),
+//! [`Sessions::revoke_all`](crate::Sessions::revoke_all)).
 
 use std::collections::BTreeSet;
 
