@@ -174,6 +174,31 @@ async fn kinds_are_separate_namespaces() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
+/// After a deploy that changes a session type, a stored session that no longer decodes is
+/// answered as absent (404), never a 500: its user starts again, nothing else breaks.
+#[tokio::test]
+async fn a_session_that_no_longer_decodes_is_a_404_not_a_500() {
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new_default());
+    let app = app_with(Arc::clone(&store));
+    // Written by an older build whose task sessions had no `task_id` or `state`.
+    let old: Sessions<Value> = core().sessions(Arc::clone(&store), "task").unwrap();
+    let id = old
+        .create(json!({"title": "from the old schema"}))
+        .await
+        .unwrap()
+        .id;
+    let uri = format!("/api/sessions/task/{}", id.as_str());
+    let r = call(&app, Method::GET, &uri, None, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    assert_eq!(r.body["error"], "not_found");
+    let r = call(&app, Method::PUT, &uri, bytes(&task()), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    // A new session for the same user works as usual.
+    let fresh = create(&app, "task", &task()).await;
+    let r = call(&app, Method::GET, &format!("/api/sessions/task/{fresh}"), None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
 #[tokio::test]
 async fn get_missing_is_404_json() {
     let r = call(
