@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use testkit_redis::stats::{nearest_rank, Rng};
+
 /// One benchmarked operation. Each task owns its instance, so per-task state (a record to
 /// mutate, a payload of its own) needs no lock and no reference counting per call.
 pub(crate) trait Op: Send + 'static {
@@ -55,12 +57,12 @@ pub(crate) async fn run_cell<O: Op>(plan: Plan, make: impl Fn(usize) -> O) -> Ce
         let keyspace = plan.keyspace.max(1) as u64;
         let sample_every = plan.sample_every.max(1);
         handles.push(tokio::spawn(async move {
-            let mut rng = XorShift::new(task as u64);
+            let mut rng = Rng::new((task as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             let mut latencies: Vec<u32> = Vec::with_capacity(8192);
             let (mut n, mut errors) = (0u64, 0u64);
             barrier.wait().await;
             while !stop.load(Ordering::Relaxed) {
-                let idx = (rng.next() % keyspace) as usize;
+                let idx = (rng.next_u64() % keyspace) as usize;
                 let ok = if n % sample_every == 0 {
                     let start = Instant::now();
                     let ok = op.call(idx).await;
@@ -106,29 +108,7 @@ pub(crate) async fn run_cell<O: Op>(plan: Plan, make: impl Fn(usize) -> O) -> Ce
 
 /// The `q` quantile of sorted nanoseconds, in microseconds.
 fn percentile(sorted: &[u32], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    f64::from(sorted[i.min(sorted.len() - 1)]) / 1000.0
-}
-
-/// xorshift64*: a cheap per-task key sequence.
-pub(crate) struct XorShift(u64);
-
-impl XorShift {
-    pub(crate) fn new(seed: u64) -> Self {
-        XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    pub(crate) fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
+    nearest_rank(sorted, q).map_or(0.0, |ns| f64::from(ns) / 1000.0)
 }
 
 /// The median of some figures (the mean of the middle two for an even count).

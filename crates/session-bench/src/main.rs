@@ -11,7 +11,7 @@
 //!
 //! With `--cluster-url` (a 3+3 Redis Cluster) it adds `RedisStore` cluster subjects, measured
 //! beside the standalone ones; with `--scale-url` (an empty cluster of masters) it takes, after
-//! the rounds, the scale curve: load and save at 10k, 1M and 5M sessions (`scale.rs`). With
+//! the rounds, the scale curve: load and save at 10k, 1M and 5M sessions (`scale/`). With
 //! `--postgres-url` it adds `SqlStore` on PostgreSQL beside tower-sessions' `PostgresStore`,
 //! `RedisStore` saves with write-behind into PostgreSQL and the write-behind's throughput; the
 //! SQLite subjects (`SqlStore` beside tower-sessions' `SqliteStore`, the write-behind into

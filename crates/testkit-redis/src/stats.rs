@@ -6,13 +6,16 @@ use std::time::Duration;
 /// The `fraction` (0.0 to 1.0) percentile of latencies, nearest rank, in milliseconds; `0.0`
 /// for none. Sorts a copy, so the input's order does not matter.
 pub fn percentile_ms(latencies: &[Duration], fraction: f64) -> f64 {
-    if latencies.is_empty() {
-        return 0.0;
-    }
     let mut sorted = latencies.to_vec();
     sorted.sort_unstable();
-    let rank = ((sorted.len() as f64 * fraction.clamp(0.0, 1.0)).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1].as_secs_f64() * 1000.0
+    nearest_rank(&sorted, fraction).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// The `fraction` (0.0 to 1.0) percentile of already sorted figures, nearest rank; `None` for
+/// none.
+pub fn nearest_rank<T: Copy>(sorted: &[T], fraction: f64) -> Option<T> {
+    let rank = (sorted.len() as f64 * fraction.clamp(0.0, 1.0)).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
 }
 
 /// xorshift64*: a small deterministic generator for picking operations and keys (not for
@@ -57,6 +60,8 @@ mod tests {
         assert_eq!(percentile_ms(&lat, 1.0), 10.0);
         assert_eq!(percentile_ms(&lat, 0.0), 1.0);
         assert_eq!(percentile_ms(&[], 0.99), 0.0);
+        assert_eq!(nearest_rank(&[1u32, 2, 3, 4], 0.5), Some(2));
+        assert_eq!(nearest_rank::<u32>(&[], 0.5), None);
     }
 
     #[test]
