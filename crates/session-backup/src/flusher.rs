@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use session_core::backend::Record;
+use session_core::backend::{Entry, Record};
 use session_core::{Error, Result, SessionKey, SessionStore};
 
 use crate::queue::{Change, Queued};
@@ -128,38 +128,26 @@ async fn write_batch<P: SessionStore, B: SessionStore>(
     // Keys whose state is read from the primary now.
     let mut refresh_error = None;
     if !refresh.is_empty() {
-        let keys: Vec<SessionKey> = refresh.iter().map(|(k, _)| k.clone()).collect();
-        match shared.primary.load_many(&keys).await {
-            Ok(found) => {
-                for ((key, mut queued), state) in refresh.into_iter().zip(found) {
-                    let recheck = matches!(queued.change, Change::Recheck);
-                    match state {
-                        Ok(Some(record)) => {
-                            queued.change = Change::Put(record.clone());
-                            puts.push((key, record));
+        match resolve(shared, refresh).await {
+            Ok(resolved) => {
+                for (key, queued) in resolved {
+                    match queued.change {
+                        Change::Put(ref record) => {
+                            puts.push((key, record.clone()));
                             put_queued.push(queued);
                         }
-                        // Nothing there after a failed write: the backup keeps its copy.
-                        Ok(None) | Err(_) if recheck => {}
-                        // Gone from the primary (or not a session any more): gone from the backup.
-                        Ok(None) | Err(_) => {
-                            queued.change = Change::Delete(None);
-                            others.push((key, queued));
-                        }
+                        _ => others.push((key, queued)),
                     }
                 }
             }
-            Err(e) => {
-                // The primary does not answer: only these wait for it; the rest is written.
-                requeue(shared, refresh);
-                refresh_error = Some(e);
-            }
+            Err(e) => refresh_error = Some(e),
         }
     }
 
     let mut first_error: Option<Error> = None;
+    let mut written: Vec<(SessionKey, Queued)> = Vec::new();
     if !puts.is_empty() {
-        if let Err(e) = write_puts(shared, puts, put_queued).await {
+        if let Err(e) = write_puts(shared, puts, put_queued, &mut written).await {
             first_error = Some(e);
         }
     }
@@ -182,6 +170,7 @@ async fn write_batch<P: SessionStore, B: SessionStore>(
                     shared.counters.deleted.fetch_add(1, Ordering::Relaxed);
                 }
                 note_lag(shared, std::iter::once(&queued));
+                written.push((key, queued));
             }
             Err(e) => {
                 requeue(shared, std::iter::once((key, queued)));
@@ -189,6 +178,7 @@ async fn write_batch<P: SessionStore, B: SessionStore>(
             }
         }
     }
+    verify(shared, written).await;
     match first_error.or(refresh_error) {
         Some(e) => Err(e),
         None => Ok(()),
@@ -202,12 +192,14 @@ async fn write_puts<P: SessionStore, B: SessionStore>(
     shared: &Shared<P, B>,
     puts: Vec<(SessionKey, Record)>,
     queued: Vec<Queued>,
+    written: &mut Vec<(SessionKey, Queued)>,
 ) -> Result<()> {
     let n = puts.len() as u64;
     match shared.backup.save_many(&puts).await {
         Ok(_) => {
             shared.counters.written.fetch_add(n, Ordering::Relaxed);
             note_lag(shared, queued.iter());
+            written.extend(rebuild(puts, queued));
             Ok(())
         }
         Err(e) if e.is_temporary() => {
@@ -221,6 +213,7 @@ async fn write_puts<P: SessionStore, B: SessionStore>(
                     Ok(_) => {
                         shared.counters.written.fetch_add(1, Ordering::Relaxed);
                         note_lag(shared, std::iter::once(&q));
+                        written.push((key, q));
                     }
                     Err(e) if e.is_temporary() => {
                         requeue(shared, std::iter::once((key, q)));
@@ -236,6 +229,125 @@ async fn write_puts<P: SessionStore, B: SessionStore>(
             }
             temporary.map_or(Ok(()), Err)
         }
+    }
+}
+
+/// What the primary holds now for keys whose state is not known here (`Refresh`, `Recheck`):
+/// a session becomes a `Put`, a tombstone a delete. Nothing at all from a primary that keeps
+/// tombstones — expired, or lost with the primary's data — leaves the backup's copy alone (an
+/// expired copy is not served and is reclaimed; a lost one is what a restore needs), and so
+/// does a value that does not decode (a rolling upgrade). From a primary that keeps no
+/// tombstones nothing is a delete, except after a failed write (`Recheck`): then the backup
+/// keeps its copy. When the primary does not answer, the keys go back to the queue.
+async fn resolve<P: SessionStore, B: SessionStore>(
+    shared: &Shared<P, B>,
+    refresh: Vec<(SessionKey, Queued)>,
+) -> Result<Vec<(SessionKey, Queued)>> {
+    let keys: Vec<SessionKey> = refresh.iter().map(|(k, _)| k.clone()).collect();
+    let found = match shared.primary.load_many(&keys).await {
+        Ok(found) => found,
+        Err(e) => {
+            requeue(shared, refresh);
+            return Err(e);
+        }
+    };
+    let tombstones = shared.primary.keeps_tombstones();
+    let mut out = Vec::with_capacity(refresh.len());
+    for ((key, mut queued), state) in refresh.into_iter().zip(found) {
+        let recheck = matches!(queued.change, Change::Recheck);
+        match state {
+            Ok(Some(record)) => {
+                queued.change = Change::Put(record);
+                out.push((key, queued));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "backup: the primary's value does not decode; the backup keeps its copy");
+            }
+            // Nothing there: deleted, expired or lost, which only a tombstone tells apart.
+            Ok(None) if tombstones => match shared.primary.load_entry(&key).await {
+                Ok(Some(Entry::Tombstone(_))) => {
+                    queued.change = Change::Delete(None);
+                    out.push((key, queued));
+                }
+                Ok(Some(Entry::Live(record))) => {
+                    queued.change = Change::Put(record);
+                    out.push((key, queued));
+                }
+                Ok(None) => {}
+                Err(_) => requeue(shared, std::iter::once((key, queued))),
+            },
+            Ok(None) if recheck => {}
+            Ok(None) => {
+                queued.change = Change::Delete(None);
+                out.push((key, queued));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads back from the primary the keys just written into the backup, and queues again (to be
+/// read from the primary at the next flush) each whose state there is no longer the one
+/// written: another instance's change of the key may have reached the backup first, and this
+/// write, made from an older state, must not stay. So the backup converges on the primary's
+/// state whatever order the instances' flushes run in (with a primary that keeps tombstones;
+/// without them, a key the primary no longer holds keeps the backup's copy, as a delete and
+/// lost data look alike). When the primary does not answer, the keys are rechecked later (a
+/// session there is written, none leaves the backup as it is).
+pub(crate) async fn verify<P: SessionStore, B: SessionStore>(
+    shared: &Shared<P, B>,
+    written: Vec<(SessionKey, Queued)>,
+) {
+    if written.is_empty() {
+        return;
+    }
+    let keys: Vec<SessionKey> = written.iter().map(|(k, _)| k.clone()).collect();
+    let found = match shared.primary.load_many(&keys).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::debug!(error = %e, "backup: the primary does not answer the read-back; rechecking later");
+            requeue(
+                shared,
+                written.into_iter().map(|(k, q)| {
+                    (
+                        k,
+                        Queued {
+                            change: Change::Recheck,
+                            ..q
+                        },
+                    )
+                }),
+            );
+            return;
+        }
+    };
+    let tombstones = shared.primary.keeps_tombstones();
+    let mut again = Vec::new();
+    for ((key, queued), state) in written.into_iter().zip(found) {
+        let same = match (&queued.change, &state) {
+            // Cannot tell (a value that does not decode): left as written.
+            (_, Err(_)) => true,
+            (Change::Put(record), Ok(Some(now))) => now.meta.version == record.meta.version,
+            (Change::Retime(deadline), Ok(Some(now))) => now.meta.expires_at == *deadline,
+            (Change::Delete(_), Ok(None)) => true,
+            _ => false,
+        };
+        if !same {
+            // Nothing there: a primary without tombstones cannot tell a delete from lost data,
+            // so the backup then keeps what it has (a `Recheck`).
+            let change = match state {
+                Ok(None) if !tombstones => Change::Recheck,
+                _ => Change::Refresh,
+            };
+            again.push((key, Queued { change, ..queued }));
+        }
+    }
+    if !again.is_empty() {
+        shared
+            .counters
+            .reread
+            .fetch_add(again.len() as u64, Ordering::Relaxed);
+        requeue(shared, again);
     }
 }
 

@@ -5,19 +5,21 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use session_core::backend::{now_ms, Change};
-use session_core::{Result, ScanCursor, SessionStore, Version};
+use session_core::backend::{now_ms, Record};
+use session_core::{Result, ScanCursor, SessionKey, SessionStore};
 
 use crate::copy::{keep_newer, CopyProgress};
+use crate::queue::{Change as QueuedChange, Queued};
 use crate::store::BackupStore;
 
 /// Sessions per page of a bulk pass.
 const PAGE: usize = 1000;
 
 impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
-    /// Repopulates the primary from the backup: every live session of the backup is applied
-    /// to the primary by the reconciliation rule, with its own deadline — a session the primary
-    /// holds in a newer state, or a tombstone there, stays. Keys with a change not yet in the
+    /// Repopulates the primary from the backup: every live session of the backup that the
+    /// primary holds nothing for is restored, with its own deadline — whatever the primary
+    /// holds (a session written since it lost its data, whatever the writers' clocks say, or a
+    /// tombstone) stays. Keys with a change not yet in the
     /// backup (queued or in flight: a delete, a newer write) are left alone; the queue is
     /// flushed first as far as the backup answers. Safe while the store serves. After dropped
     /// changes (the backup is *incomplete*, see [`resync`](Self::resync)) the backup may still
@@ -46,7 +48,9 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
                     progress.expired += 1;
                     continue;
                 }
-                if shared.queue().pending(key) {
+                // Only gaps are filled: whatever the primary holds (a session written since it
+                // lost its data, a tombstone) is newer than the backup by definition.
+                if shared.queue().pending(key) || shared.primary.load_entry(key).await?.is_some() {
                     progress.kept += 1;
                     continue;
                 }
@@ -68,8 +72,8 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
     }
 
     /// Makes the backup whole again after changes were dropped (the queue overflowed): copies
-    /// every live session of the primary into the backup by the reconciliation rule (a newer
-    /// state the flusher wrote meanwhile stays), then deletes from the backup each session the
+    /// every live session of the primary into the backup as the primary holds it (then reads
+    /// it back: a key the primary changed meanwhile is queued to be copied again), then deletes from the backup each session the
     /// primary no longer holds. Keys with a change on its way are left to the flusher.
     /// Read-through stays off while it runs. Clears [`BackupStats::incomplete`](crate::BackupStats)
     /// unless another change was dropped meanwhile.
@@ -92,24 +96,38 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
         let shared = &self.shared;
         let started = Instant::now();
         let mut progress = CopyProgress::default();
-        // 1. The primary's sessions into the backup.
+        // 1. The primary's sessions into the backup, as the primary holds them (it is the source
+        //    of truth: no clock decides), then read back like a flush's writes, so that a
+        //    change the flusher wrote meanwhile is copied again rather than overwritten.
         let mut cursor: Option<ScanCursor> = None;
         loop {
             let page = shared.primary.scan(cursor.as_ref(), PAGE).await?;
             progress.skipped += page.skipped;
-            for (key, record) in &page.sessions {
-                if shared.queue().pending(key) {
-                    continue;
-                }
-                let outcome = shared
-                    .backup
-                    .reconcile(key, Version::NONE, Change::Write(record))
-                    .await?;
-                if outcome.stored() {
-                    progress.copied += 1;
-                } else {
-                    progress.kept += 1;
-                }
+            let items: Vec<(SessionKey, Record)> = {
+                let queue = shared.queue();
+                page.sessions
+                    .into_iter()
+                    .filter(|(key, _)| !queue.pending(key))
+                    .collect()
+            };
+            if !items.is_empty() {
+                shared.backup.save_many(&items).await?;
+                progress.copied += items.len() as u64;
+                let since = Instant::now();
+                let written = items
+                    .into_iter()
+                    .map(|(key, record)| {
+                        (
+                            key,
+                            Queued {
+                                change: QueuedChange::Put(record),
+                                since,
+                                seq: 0,
+                            },
+                        )
+                    })
+                    .collect();
+                crate::flusher::verify(shared, written).await;
             }
             progress.pages += 1;
             cursor = page.next;

@@ -149,6 +149,7 @@ impl<P: SessionStore, B: SessionStore> SessionStore for BackupStore<P, B> {
             ("backup_dropped_deletes", b.dropped_deletes),
             ("backup_failed_flushes", b.failed_flushes),
             ("backup_read_through", b.read_through),
+            ("backup_reread", b.reread),
             ("backup_incomplete", u64::from(b.incomplete)),
             ("backup_lag_p50_ms", b.lag_p50_ms),
             ("backup_lag_p99_ms", b.lag_p99_ms),

@@ -60,6 +60,7 @@ pub(crate) struct Counters {
     pub(crate) failed_flushes: AtomicU64,
     pub(crate) read_through: AtomicU64,
     pub(crate) restored: AtomicU64,
+    pub(crate) reread: AtomicU64,
 }
 
 /// Figures of the write-behind, from [`BackupStore::backup_stats`].
@@ -82,6 +83,10 @@ pub struct BackupStats {
     pub read_through: u64,
     /// Sessions restored into the primary by [`BackupStore::restore_all`].
     pub restored: u64,
+    /// Written keys that the read-back after a flush found changed in the primary (another
+    /// instance's change, or this one's newer), queued again to be copied as the primary holds
+    /// them.
+    pub reread: u64,
     /// Whether a change was dropped since the last complete resync.
     pub incomplete: bool,
     /// Median time from a change to its flush, over the last flushed changes, ms.
@@ -150,6 +155,7 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
             failed_flushes: c.failed_flushes.load(Ordering::Relaxed),
             read_through: c.read_through.load(Ordering::Relaxed),
             restored: c.restored.load(Ordering::Relaxed),
+            reread: c.reread.load(Ordering::Relaxed),
             incomplete: self.shared.incomplete.load(Ordering::Relaxed),
             lag_p50_ms,
             lag_p99_ms,

@@ -16,9 +16,11 @@ use std::time::Duration;
 use session_backup::{
     copy_sessions, read_snapshot, write_snapshot, BackupConfig, BackupStore, CopyMode, CopyOptions,
 };
-use session_core::backend::{now_ms, CodecId, Record};
+use session_core::backend::{now_ms, Change, CodecId, Reconciled, Record, Tombstone};
 use session_core::testing::{random_prefix, FaultMode, FaultyStore};
-use session_core::{Error, Namespace, SessionId, SessionKey, SessionStore, StoreOptions};
+use session_core::{
+    Error, Health, Meta, Namespace, SessionId, SessionKey, SessionStore, StoreOptions, StoreStats, Version,
+};
 use session_memory::{MemoryConfig, MemoryStore};
 use session_sql::{SqlConfig, SqlStore};
 
@@ -578,4 +580,250 @@ async fn a_logout_on_one_instance_is_not_undone_by_another_instances_read_throug
             );
         }
     }
+}
+
+/// Two instances on one primary and one backup, each with its own queue, flushing in the worst
+/// order: the one holding the older state last. Whatever the order, the backup ends as the
+/// primary holds each key — a logout stays a logout (also through a later restore), a newer
+/// write stays, a late deadline change does not outlive the primary's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_flushing_in_any_order_leave_the_backup_as_the_primary_holds_it() {
+    let options = StoreOptions::new(random_prefix());
+    let config = MemoryConfig::default().with_tombstones(Duration::from_secs(600));
+    let primary = Arc::new(MemoryStore::with_options(config, options.clone()).unwrap());
+    let backup = sqlite(&options, "any-order").await;
+    // Both flush only when told.
+    let manual = BackupConfig::default().with_flush_interval(Duration::from_secs(600));
+    let a = BackupStore::new(Arc::clone(&primary), Arc::clone(&backup), manual.clone()).unwrap();
+    let b = BackupStore::new(Arc::clone(&primary), Arc::clone(&backup), manual).unwrap();
+    let (logout, newer, retimed) = (key(), key(), key());
+
+    // A logout on B while A's write of the same session waits in A's queue.
+    a.save(&logout, &rec(b"logged in")).await.unwrap();
+    assert!(b.delete(&logout).await.unwrap());
+    // B's newer write while A's older one waits.
+    a.save(&newer, &rec(b"v1")).await.unwrap();
+    let v2 = b.save(&newer, &rec(b"v2")).await.unwrap();
+    // A deadline moved far on A, then the session written again on B with a nearer one.
+    a.save(&retimed, &rec(b"r1")).await.unwrap();
+    a.flush().await.unwrap();
+    assert!(a.touch(&retimed, now_ms() + 20 * HOUR_MS).await.unwrap());
+    let r2 = b.save(&retimed, &rec(b"r2")).await.unwrap();
+
+    b.flush().await.unwrap();
+    a.flush().await.unwrap();
+
+    assert_eq!(
+        backup.load(&logout).await.unwrap(),
+        None,
+        "a logout undone by a late flush"
+    );
+    assert_eq!(
+        backup.load(&newer).await.unwrap().map(|r| r.meta),
+        Some(v2),
+        "an older write over a newer one"
+    );
+    let held = backup.load(&retimed).await.unwrap().map(|r| r.meta);
+    assert_eq!(held, Some(r2), "a late deadline change kept over a newer write");
+    assert!(a.backup_stats().reread >= 3, "{:?}", a.backup_stats());
+
+    // Redis loses everything; a restore from this backup brings back no logged-out session.
+    let empty = Arc::new(MemoryStore::with_options(MemoryConfig::default(), options.clone()).unwrap());
+    let restorer =
+        BackupStore::new(Arc::clone(&empty), Arc::clone(&backup), BackupConfig::default()).unwrap();
+    restorer.restore_all(|_| {}).await.unwrap();
+    assert_eq!(
+        empty.load(&logout).await.unwrap(),
+        None,
+        "a restore brought a logout back"
+    );
+    assert_eq!(
+        empty.load(&newer).await.unwrap().map(|r| r.meta.version),
+        Some(v2.version)
+    );
+}
+
+/// A primary that lost its data (here: every key of it gone without a tombstone) never empties
+/// the backup, even for keys whose state the flusher reads from the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_lost_its_data_does_not_empty_the_backup() {
+    let options = StoreOptions::new(random_prefix());
+    let config = MemoryConfig::default().with_tombstones(Duration::from_secs(600));
+    let before = Arc::new(MemoryStore::with_options(config.clone(), options.clone()).unwrap());
+    let backup = sqlite(&options, "lost-data").await;
+    let manual = BackupConfig::default().with_flush_interval(Duration::from_secs(600));
+    let store = BackupStore::new(Arc::clone(&before), Arc::clone(&backup), manual.clone()).unwrap();
+    let k = key();
+    store.save(&k, &rec(b"v1")).await.unwrap();
+    store.flush().await.unwrap();
+    // Two changes queued: read from the primary at flush time.
+    let v2 = store.save(&k, &rec(b"v2")).await.unwrap();
+    assert!(store.touch(&k, now_ms() + 2 * HOUR_MS).await.unwrap());
+    store.flush().await.unwrap();
+    assert_eq!(
+        backup.load(&k).await.unwrap().map(|r| r.meta.version),
+        Some(v2.version)
+    );
+
+    // The same two changes, then the primary's data is lost before the flush: the flusher's
+    // primary (a wrapper over the memory store) is emptied by a "restart".
+    let lost = Arc::new(LosesData::new(config, options.clone()));
+    let store = BackupStore::new(Arc::clone(&lost), Arc::clone(&backup), manual).unwrap();
+    store.save(&k, &rec(b"v3")).await.unwrap();
+    let v4 = store.save(&k, &rec(b"v4")).await.unwrap();
+    lost.lose_everything();
+    store.flush().await.unwrap();
+    let _ = v4;
+    assert_eq!(
+        backup.load(&k).await.unwrap().map(|r| r.meta.version),
+        Some(v2.version),
+        "the backup keeps its copy when the primary has nothing to say"
+    );
+}
+
+/// A memory store that can lose everything at once, as a Redis restarted without persistence.
+struct LosesData {
+    config: MemoryConfig,
+    options: StoreOptions,
+    now: std::sync::RwLock<Arc<MemoryStore>>,
+}
+
+impl LosesData {
+    fn new(config: MemoryConfig, options: StoreOptions) -> Self {
+        let now = Arc::new(MemoryStore::with_options(config.clone(), options.clone()).unwrap());
+        LosesData {
+            config,
+            options,
+            now: std::sync::RwLock::new(now),
+        }
+    }
+
+    fn lose_everything(&self) {
+        *self.now.write().unwrap() =
+            Arc::new(MemoryStore::with_options(self.config.clone(), self.options.clone()).unwrap());
+    }
+
+    fn store(&self) -> Arc<MemoryStore> {
+        Arc::clone(&self.now.read().unwrap())
+    }
+}
+
+#[session_core::async_trait]
+impl SessionStore for LosesData {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+    async fn load(&self, key: &SessionKey) -> session_core::Result<Option<Record>> {
+        self.store().load(key).await
+    }
+    async fn load_entry(
+        &self,
+        key: &SessionKey,
+    ) -> session_core::Result<Option<session_core::backend::Entry>> {
+        self.store().load_entry(key).await
+    }
+    async fn save(&self, key: &SessionKey, record: &Record) -> session_core::Result<Meta> {
+        self.store().save(key, record).await
+    }
+    async fn create(&self, key: &SessionKey, record: &Record) -> session_core::Result<Meta> {
+        self.store().create(key, record).await
+    }
+    async fn update(&self, key: &SessionKey, record: &Record) -> session_core::Result<Meta> {
+        self.store().update(key, record).await
+    }
+    async fn save_if(
+        &self,
+        key: &SessionKey,
+        expected: Version,
+        record: &Record,
+    ) -> session_core::Result<Meta> {
+        self.store().save_if(key, expected, record).await
+    }
+    async fn delete(&self, key: &SessionKey) -> session_core::Result<bool> {
+        self.store().delete(key).await
+    }
+    async fn delete_leaving(&self, key: &SessionKey, tombstone: Tombstone) -> session_core::Result<bool> {
+        self.store().delete_leaving(key, tombstone).await
+    }
+    async fn touch(&self, key: &SessionKey, expires_at: u64) -> session_core::Result<bool> {
+        self.store().touch(key, expires_at).await
+    }
+    async fn rotate(&self, key: &SessionKey, new_id: &SessionId) -> session_core::Result<Meta> {
+        self.store().rotate(key, new_id).await
+    }
+    async fn load_many(
+        &self,
+        keys: &[SessionKey],
+    ) -> session_core::Result<Vec<session_core::Result<Option<Record>>>> {
+        self.store().load_many(keys).await
+    }
+    async fn save_many(&self, items: &[(SessionKey, Record)]) -> session_core::Result<Vec<Meta>> {
+        self.store().save_many(items).await
+    }
+    async fn count(&self, namespace: &Namespace) -> session_core::Result<u64> {
+        self.store().count(namespace).await
+    }
+    async fn stats(&self) -> session_core::Result<StoreStats> {
+        self.store().stats().await
+    }
+    async fn health(&self) -> Health {
+        self.store().health().await
+    }
+    async fn reconcile(
+        &self,
+        key: &SessionKey,
+        base: Version,
+        change: Change<'_>,
+    ) -> session_core::Result<Reconciled> {
+        self.store().reconcile(key, base, change).await
+    }
+    fn keeps_tombstones(&self) -> bool {
+        self.config.keeps_tombstones()
+    }
+}
+
+/// No clock decides between the primary and the backup: a host whose clock runs 5 s ahead
+/// wrote the backup's copy, yet `restore_all` keeps the session the primary holds and `resync`
+/// copies the primary's state over the backup's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_and_resync_follow_the_primary_whatever_the_clocks() {
+    let options = StoreOptions::new(random_prefix());
+    let backup = sqlite(&options, "skew").await;
+    let ahead = |payload: &[u8]| {
+        let mut r = rec(payload);
+        r.meta.updated_at = now_ms() + 5_000;
+        r
+    };
+    let (k, j) = (key(), key());
+    backup
+        .save(&k, &ahead(b"backed up by a fast clock"))
+        .await
+        .unwrap();
+    backup
+        .save(&j, &ahead(b"backed up by a fast clock"))
+        .await
+        .unwrap();
+
+    // Restore into a primary that already holds `k` again (written after it lost its data).
+    let store = BackupStore::new(
+        memory(&options),
+        Arc::clone(&backup),
+        fast().with_read_through(false),
+    )
+    .unwrap();
+    let now = store.primary().save(&k, &rec(b"written since")).await.unwrap();
+    let progress = store.restore_all(|_| {}).await.unwrap();
+    assert_eq!((progress.copied, progress.kept), (1, 1), "{progress:?}");
+    assert_eq!(store.primary().load(&k).await.unwrap().map(|r| r.meta), Some(now));
+    assert!(
+        store.primary().load(&j).await.unwrap().is_some(),
+        "a gap is filled"
+    );
+
+    // The primary's `k` into the backup by a resync (its write was dropped, say).
+    store.resync().await.unwrap();
+    assert_eq!(
+        backup.load(&k).await.unwrap().map(|r| r.meta.version),
+        Some(now.version)
+    );
 }
