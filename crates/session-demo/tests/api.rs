@@ -195,7 +195,14 @@ async fn a_session_that_no_longer_decodes_is_a_404_not_a_500() {
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
     // A new session for the same user works as usual.
     let fresh = create(&app, "task", &task()).await;
-    let r = call(&app, Method::GET, &format!("/api/sessions/task/{fresh}"), None, None).await;
+    let r = call(
+        &app,
+        Method::GET,
+        &format!("/api/sessions/task/{fresh}"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
 
