@@ -20,8 +20,9 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
     /// primary holds nothing for is restored, with its own deadline — whatever the primary
     /// holds (a session written since it lost its data, whatever the writers' clocks say, or a
     /// tombstone) stays. Keys with a change not yet in the
-    /// backup (queued or in flight: a delete, a newer write) are left alone; the queue is
-    /// flushed first as far as the backup answers. Safe while the store serves. After dropped
+    /// backup (queued or in flight: a delete, a newer write) are left alone; the queue as it
+    /// stands is flushed first as far as the backup answers (changes that keep coming under load are
+    /// not waited for). Safe while the store serves. After dropped
     /// changes (the backup is *incomplete*, see [`resync`](Self::resync)) the backup may still
     /// hold sessions deleted since: they come back too (a warning says so). `on_page` sees the
     /// progress after each page.
@@ -30,7 +31,14 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
     /// The first error of either store; call it again to finish (what was restored stays).
     pub async fn restore_all(&self, mut on_page: impl FnMut(&CopyProgress) + Send) -> Result<CopyProgress> {
         let shared = &self.shared;
-        let _ = self.flush().await;
+        // What is queued now goes first; changes that keep coming under load are not waited
+        // for (their keys are skipped below while they stay pending).
+        let rounds = shared.queue().len() / shared.config.batch_size.max(1) + 2;
+        for _ in 0..rounds {
+            if shared.queue().len() == 0 || crate::flusher::flush_once(shared).await.is_err() {
+                break;
+            }
+        }
         if shared.incomplete.load(Ordering::Relaxed) {
             tracing::warn!(
                 "backup: restoring from an incomplete backup (changes were dropped): sessions deleted \
