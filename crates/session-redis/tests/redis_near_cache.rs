@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use common::config_for;
 use session_core::backend::{now_ms, CodecId, Record};
 use session_core::{Error, KeyPrefix, Namespace, SessionId, SessionKey, SessionStore, StoreOptions};
+use session_redis::fred::interfaces::ClientLike;
 use session_redis::{NearCacheConfig, RedisConfig, RedisStore};
 use testkit_redis::{topology_url, Topology};
 
@@ -259,4 +260,74 @@ async fn bad_settings_are_refused_with_their_key() {
     config.near_cache.max_stale_ms = 0;
     let err = RedisStore::connect(config).await.unwrap_err();
     assert!(err.to_string().contains("redis.near_cache.max_stale_ms"), "{err}");
+}
+
+/// A user that may not subscribe to `__redis__:invalidate` (an ACL with `resetchannels` and no
+/// `&__redis__:invalidate`): Redis refuses the listener's `SUBSCRIBE` and drops every
+/// invalidation meant for it, so the cache must never serve — another instance's write is seen
+/// at once, through Redis. (Standalone only: the test creates the user.)
+#[tokio::test]
+async fn a_user_who_may_not_subscribe_gets_no_cache_and_no_stale_read() {
+    let Some(target) = topology_url(Topology::Standalone) else {
+        return;
+    };
+    let admin = RedisStore::connect(config_for(&target)).await.unwrap();
+    let user = format!("near-nochan-{}", std::process::id());
+    let client = admin.clients().remove(0);
+    let _: session_redis::fred::types::Value = client
+        .custom(
+            session_redis::fred::types::CustomCommand::new_static("ACL", None, false),
+            vec![
+                "SETUSER",
+                user.as_str(),
+                "reset",
+                "on",
+                ">s3cret",
+                "~*",
+                "resetchannels",
+                "+@all",
+            ],
+        )
+        .await
+        .unwrap();
+    let mut config = config_for(&target);
+    config.url = target
+        .url
+        .replacen("redis://", &format!("redis://{user}:s3cret@"), 1);
+    config.near_cache = NearCacheConfig::enabled();
+    let prefix = session_core::testing::random_prefix();
+    let a = RedisStore::builder(config)
+        .options(StoreOptions::new(prefix.clone()))
+        .connect()
+        .await
+        .unwrap();
+    let b = RedisStore::builder(config_for(&target))
+        .options(StoreOptions::new(prefix))
+        .connect()
+        .await
+        .unwrap();
+    let key = new_key();
+    a.create(&key, &rec(b"one")).await.unwrap();
+    // Longer than a tracker takes to set up when it may.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    a.sync_near_cache().await;
+    assert_eq!(payload(&a, &key).await.as_deref(), Some(&b"one"[..]));
+    assert_eq!(payload(&a, &key).await.as_deref(), Some(&b"one"[..]));
+    b.save(&key, &rec(b"two")).await.unwrap();
+    a.sync_near_cache().await;
+    assert_eq!(
+        payload(&a, &key).await.as_deref(),
+        Some(&b"two"[..]),
+        "a stale read: {:?}",
+        a.near_cache_stats()
+    );
+    let stats = a.near_cache_stats().unwrap();
+    assert!(!stats.serving && stats.hits == 0, "{stats:?}");
+    let _: session_redis::fred::types::Value = client
+        .custom(
+            session_redis::fred::types::CustomCommand::new_static("ACL", None, false),
+            vec!["DELUSER", user.as_str()],
+        )
+        .await
+        .unwrap();
 }

@@ -292,6 +292,7 @@ async fn run(
                     &target,
                     &server,
                     &listener,
+                    &readers,
                     &mut stream,
                     &mut errors,
                     &mut reader_errors,
@@ -306,7 +307,9 @@ async fn run(
                 shared.set_ready(false, 0, why);
             }
             Ok(Ok(())) => tracing::debug!(backend = BACKEND, "near cache: the server is not the primary"),
-            Ok(Err(e)) if !warned && e.details().contains("NOPERM") => {
+            Ok(Err(e))
+                if !warned && (e.details().contains("NOPERM") || e.details().contains("not confirmed")) =>
+            {
                 warned = true;
                 tracing::warn!(
                     backend = BACKEND,
@@ -351,6 +354,7 @@ async fn serve(
     target: &Target,
     server: &Server,
     client: &Client,
+    readers: &[Client],
     stream: &mut Receiver<Invalidation>,
     errors: &mut Receiver<(fred::error::Error, Option<Server>)>,
     reader_errors: &mut mpsc::Receiver<()>,
@@ -369,10 +373,15 @@ async fn serve(
     let send_beat = |sent_at: &mut u64| {
         *sent_at = shared.cache.clock();
         let beats = beats.clone();
-        let (settings, target, server, client) =
-            (settings.clone(), target.clone(), server.clone(), client.clone());
+        let (settings, target, server, client, readers) = (
+            settings.clone(),
+            target.clone(),
+            server.clone(),
+            client.clone(),
+            readers.to_vec(),
+        );
         tokio::spawn(async move {
-            let result = heartbeat(&settings, &target, &server, &client).await;
+            let result = heartbeat(&settings, &target, &server, &client, &readers).await;
             let _ = beats.send(result).await;
         })
         .abort_handle()
@@ -428,18 +437,28 @@ async fn serve(
     why
 }
 
-/// `PING` on the listener answered within `max_stale`, and the server still the primary
-/// (asked within `max_stale` too).
+/// `PING` on the listener answered, in the subscribed form, and on every reader, each within
+/// `max_stale`, and the server still the primary (asked within `max_stale` too).
 async fn heartbeat(
     settings: &Settings,
     target: &Target,
     server: &Server,
     client: &Client,
+    readers: &[Client],
 ) -> Result<(), &'static str> {
-    match tokio::time::timeout(settings.max_stale, client.ping::<Value>(None)).await {
-        Ok(Ok(_)) => {}
+    match tokio::time::timeout(settings.max_stale, subscribed(client)).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return Err("the listening connection is not subscribed"),
         Ok(Err(_)) => return Err("the heartbeat failed"),
         Err(_) => return Err("the heartbeat went unanswered"),
+    }
+    // A reader Redis dropped without the close reaching this process (a NAT or firewall that
+    // forgot an idle connection) takes the keys it tracked with it: each must answer too.
+    let pings = readers.iter().map(|r| r.ping::<Value>(None));
+    match tokio::time::timeout(settings.max_stale, futures::future::join_all(pings)).await {
+        Ok(answers) if answers.iter().all(Result::is_ok) => {}
+        Ok(_) => return Err("a tracked reading connection failed its heartbeat"),
+        Err(_) => return Err("a tracked reading connection went unanswered"),
     }
     match tokio::time::timeout(settings.max_stale, target.still_primary(server)).await {
         Ok(true) => Ok(()),
@@ -511,6 +530,16 @@ async fn set_up(listener: &Client, readers: &[Client]) -> Result<(), fred::error
     let id: i64 = listener.client_id().await?;
     set_name(listener, LISTENER_NAME).await;
     listener.subscribe(INVALIDATE_CHANNEL).await?;
+    // fred counts a SUBSCRIBE as done once it is queued, and drops a refusal (`NOPERM` for the
+    // channel) as a reply nobody waits for; Redis drops redirected invalidations for a client
+    // that is not subscribed. Only a subscribed connection answers `PING` with `pong` in an
+    // array, so that answer is what confirms it.
+    if !subscribed(listener).await? {
+        return Err(fred::error::Error::new(
+            fred::error::ErrorKind::Unknown,
+            "the listener's SUBSCRIBE to __redis__:invalidate was not confirmed (NOPERM for the channel?)",
+        ));
+    }
     for reader in readers {
         reader.wait_for_connect().await?;
         set_name(reader, READER_NAME).await;
@@ -519,6 +548,19 @@ async fn set_up(listener: &Client, readers: &[Client]) -> Result<(), fred::error
             .await?;
     }
     Ok(())
+}
+
+/// Whether `listener` is subscribed: its `PING` is answered in the subscribed form (`pong` in
+/// an array), not `PONG`.
+async fn subscribed(listener: &Client) -> Result<bool, fred::error::Error> {
+    let pong: Value = listener.ping(None).await?;
+    Ok(match pong {
+        Value::Array(parts) => parts
+            .first()
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.eq_ignore_ascii_case("pong")),
+        _ => false,
+    })
 }
 
 /// `CLIENT SETNAME`, so an operator sees the tracker's connections in `CLIENT LIST` (best
@@ -553,7 +595,7 @@ impl Target {
             Target::Fixed {
                 control: Some(control),
                 ..
-            } => is_master(control).await,
+            } => is_master(control).await && cluster_ok(control).await,
             Target::Sentinel { view, control } => {
                 !view.paused()
                     && match view.master() {
@@ -561,6 +603,34 @@ impl Target {
                         None => control.active_connections().first() == Some(server),
                     }
             }
+        }
+    }
+}
+
+/// Whether a refused `CLUSTER INFO` has been logged as a warning (once per process).
+static CLUSTER_INFO_REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// `CLUSTER INFO` says `cluster_state:ok`: a master cut off from the rest of its cluster still
+/// answers `PING` and `ROLE` (its replica may be promoted meanwhile, and written to), but not
+/// that (an unreadable reply or a refusal counts as no; a refusal is logged once).
+async fn cluster_ok(control: &Client) -> bool {
+    let info: Result<String, _> = control
+        .custom(
+            CustomCommand::new_static("CLUSTER", None, false),
+            vec![Value::from("INFO")],
+        )
+        .await;
+    match info {
+        Ok(text) => text.lines().any(|line| line.trim() == "cluster_state:ok"),
+        Err(e) => {
+            if e.details().contains("NOPERM") && !CLUSTER_INFO_REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    backend = BACKEND,
+                    error = %e,
+                    "near cache: Redis refused CLUSTER INFO; a cluster store's near cache does not serve until it is allowed"
+                );
+            }
+            false
         }
     }
 }
