@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use session_core::backend::{Entry, Record};
+use session_core::backend::{now_ms, Entry, Record};
 use session_core::{Error, Result, SessionKey, SessionStore};
 
 use crate::queue::{Change, Queued};
@@ -120,7 +120,7 @@ async fn write_batch<P: SessionStore, B: SessionStore>(
                 puts.push((key, record.clone()));
                 put_queued.push(queued);
             }
-            Change::Refresh | Change::Recheck => refresh.push((key, queued)),
+            Change::Refresh(_) | Change::Recheck => refresh.push((key, queued)),
             Change::Delete(_) | Change::Retime(_) => others.push((key, queued)),
         }
     }
@@ -162,7 +162,7 @@ async fn write_batch<P: SessionStore, B: SessionStore>(
             }
             Change::Delete(None) => shared.backup.delete(&key).await.map(|_| ()),
             Change::Retime(deadline) => retime(shared, &key, *deadline).await,
-            Change::Put(_) | Change::Refresh | Change::Recheck => Ok(()),
+            Change::Put(_) | Change::Refresh(_) | Change::Recheck => Ok(()),
         };
         match done {
             Ok(()) => {
@@ -233,12 +233,14 @@ async fn write_puts<P: SessionStore, B: SessionStore>(
 }
 
 /// What the primary holds now for keys whose state is not known here (`Refresh`, `Recheck`):
-/// a session becomes a `Put`, a tombstone a delete. Nothing at all from a primary that keeps
-/// tombstones — expired, or lost with the primary's data — leaves the backup's copy alone (an
-/// expired copy is not served and is reclaimed; a lost one is what a restore needs), and so
-/// does a value that does not decode (a rolling upgrade). From a primary that keeps no
-/// tombstones nothing is a delete, except after a failed write (`Recheck`): then the backup
-/// keeps its copy. When the primary does not answer, the keys go back to the queue.
+/// a session becomes a `Put`, a tombstone a delete. Nothing at all — expired, or lost with the
+/// primary's data — writes the latest write this instance queued for the key, if it had one
+/// and it has not expired (an acknowledged write is not lost with the primary's data), and
+/// otherwise leaves the backup's copy alone (an expired copy is not served and is reclaimed),
+/// as does a value that does not decode (a rolling upgrade). A primary that keeps no
+/// tombstones cannot tell a delete from lost data: there, nothing after a delete (the latest
+/// change) is a delete, and after a failed write (`Recheck`) the backup keeps its copy. When
+/// the primary does not answer, the keys go back to the queue.
 async fn resolve<P: SessionStore, B: SessionStore>(
     shared: &Shared<P, B>,
     refresh: Vec<(SessionKey, Queued)>,
@@ -252,35 +254,40 @@ async fn resolve<P: SessionStore, B: SessionStore>(
         }
     };
     let tombstones = shared.primary.keeps_tombstones();
+    let now = now_ms();
     let mut out = Vec::with_capacity(refresh.len());
     for ((key, mut queued), state) in refresh.into_iter().zip(found) {
         let recheck = matches!(queued.change, Change::Recheck);
-        match state {
-            Ok(Some(record)) => {
-                queued.change = Change::Put(record);
-                out.push((key, queued));
-            }
+        // The latest write this instance queued for the key, for a primary that lost it.
+        let last = match &queued.change {
+            Change::Refresh(Some(record)) if !record.meta.is_expired(now) => Some(record.clone()),
+            _ => None,
+        };
+        let change = match state {
+            Ok(Some(record)) => Some(Change::Put(record)),
             Err(e) => {
                 tracing::debug!(error = %e, "backup: the primary's value does not decode; the backup keeps its copy");
+                None
             }
             // Nothing there: deleted, expired or lost, which only a tombstone tells apart.
             Ok(None) if tombstones => match shared.primary.load_entry(&key).await {
-                Ok(Some(Entry::Tombstone(_))) => {
-                    queued.change = Change::Delete(None);
-                    out.push((key, queued));
+                Ok(Some(Entry::Tombstone(_))) => Some(Change::Delete(None)),
+                Ok(Some(Entry::Live(record))) => Some(Change::Put(record)),
+                Ok(None) => last.map(Change::Put),
+                Err(_) => {
+                    requeue(shared, std::iter::once((key, queued)));
+                    continue;
                 }
-                Ok(Some(Entry::Live(record))) => {
-                    queued.change = Change::Put(record);
-                    out.push((key, queued));
-                }
-                Ok(None) => {}
-                Err(_) => requeue(shared, std::iter::once((key, queued))),
             },
-            Ok(None) if recheck => {}
-            Ok(None) => {
-                queued.change = Change::Delete(None);
-                out.push((key, queued));
-            }
+            Ok(None) => match last {
+                Some(record) => Some(Change::Put(record)),
+                None if recheck => None,
+                None => Some(Change::Delete(None)),
+            },
+        };
+        if let Some(change) = change {
+            queued.change = change;
+            out.push((key, queued));
         }
     }
     Ok(out)
@@ -321,7 +328,6 @@ pub(crate) async fn verify<P: SessionStore, B: SessionStore>(
             return;
         }
     };
-    let tombstones = shared.primary.keeps_tombstones();
     let mut again = Vec::new();
     for ((key, queued), state) in written.into_iter().zip(found) {
         let same = match (&queued.change, &state) {
@@ -333,13 +339,17 @@ pub(crate) async fn verify<P: SessionStore, B: SessionStore>(
             _ => false,
         };
         if !same {
-            // Nothing there: a primary without tombstones cannot tell a delete from lost data,
-            // so the backup then keeps what it has (a `Recheck`).
-            let change = match state {
-                Ok(None) if !tombstones => Change::Recheck,
-                _ => Change::Refresh,
-            };
-            again.push((key, Queued { change, ..queued }));
+            // Read again at the next flush as after a failed write: a session there is copied,
+            // a tombstone deleted, and nothing at all (the primary lost its data meanwhile, or
+            // a primary without tombstones that cannot tell a delete from that) leaves the
+            // backup's copy — the last state acknowledged here — as it is.
+            again.push((
+                key,
+                Queued {
+                    change: Change::Recheck,
+                    ..queued
+                },
+            ));
         }
     }
     if !again.is_empty() {

@@ -1,7 +1,8 @@
 //! The write-behind queue: per key, the latest change not yet in the backup.
 //!
 //! A key appears once. A second change of a key that is still queued becomes `Refresh` — the
-//! primary's state read at flush time — unless both are deletes (the later one) or one is a
+//! primary's state read at flush time, with the latest write's record kept for a primary that
+//! lost its data — unless both are deletes (the later one) or one is a
 //! `Recheck` (a failed write's, which adds nothing to another change): calls on one key may finish
 //! (and be queued) in another order than the primary applied them, so only the primary can say
 //! which state is the latest. Order between keys does not matter, each key is written on its
@@ -25,8 +26,11 @@ pub(crate) enum Change {
     /// Move the deadline (a `touch`).
     Retime(u64),
     /// The primary's state is not known here (a rotate's new key, two changes of one key):
-    /// read it from the primary when flushing — a session there is written, none is deleted.
-    Refresh,
+    /// read it from the primary when flushing — a session there is written, a tombstone
+    /// deleted. With it, the record of the latest change if that was a write (its deadline moved
+    /// by a later `touch`): what the backup gets if the primary holds nothing at all (it lost
+    /// its data), so that an acknowledged write is not lost with it.
+    Refresh(Option<Record>),
     /// A write the primary answered with an error may have landed: when flushing, a session
     /// the primary holds is written; if it holds none, the backup keeps what it has (a primary
     /// that lost its data must not empty the backup).
@@ -154,14 +158,22 @@ impl Queue {
 
 /// The change that stands for `old` followed by `new`: two deletes are the later one; anything
 /// else is read from the primary at flush time (the calls may have finished in another order
-/// than the primary applied them).
+/// than the primary applied them), keeping the latest write's record for a primary that lost
+/// its data.
 fn merge(old: &Change, new: Change) -> Change {
     match (old, new) {
         (Change::Delete(_), Change::Delete(t)) => Change::Delete(t),
         // A failed write adds nothing to a change already on its way.
         (old, Change::Recheck) => old.clone(),
         (Change::Recheck, new) => new,
-        _ => Change::Refresh,
+        (_, Change::Put(record)) => Change::Refresh(Some(record)),
+        (Change::Put(record) | Change::Refresh(Some(record)), Change::Retime(deadline)) => {
+            let mut record = record.clone();
+            record.meta.expires_at = deadline;
+            Change::Refresh(Some(record))
+        }
+        (_, Change::Refresh(last)) => Change::Refresh(last),
+        _ => Change::Refresh(None),
     }
 }
 
@@ -190,7 +202,7 @@ mod tests {
         q.push(&a, Change::Retime(99), 10);
         q.push(&b, Change::Delete(None), 10);
         assert_eq!(q.len(), 2);
-        assert!(matches!(q.get(&a), Some(Change::Refresh)));
+        assert!(matches!(q.get(&a), Some(Change::Refresh(Some(r))) if r.meta.expires_at == 99));
         assert!(
             q.get(&b).is_some_and(Change::is_delete),
             "two deletes stay a delete"
@@ -207,8 +219,8 @@ mod tests {
     fn a_full_queue_drops_writes_first_and_requeue_never_passes_a_newer_change() {
         let mut q = Queue::default();
         let keys: Vec<SessionKey> = (0..3).map(|_| key()).collect();
-        assert_eq!(q.push(&keys[0], Change::Refresh, 1), Pushed::Queued);
-        assert_eq!(q.push(&keys[1], Change::Refresh, 1), Pushed::Dropped);
+        assert_eq!(q.push(&keys[0], Change::Refresh(None), 1), Pushed::Queued);
+        assert_eq!(q.push(&keys[1], Change::Refresh(None), 1), Pushed::Dropped);
         assert_eq!(q.push(&keys[1], Change::Delete(None), 1), Pushed::Queued);
         assert_eq!(q.push(&keys[2], Change::Delete(None), 1), Pushed::Dropped);
         let mut taken = q.take(1);
@@ -216,7 +228,7 @@ mod tests {
         q.push(&k, Change::Put(Record::new(CodecId::JSON, &b"2"[..], 10)), 1);
         q.requeue(k.clone(), old);
         assert!(
-            matches!(q.get(&k), Some(Change::Refresh)),
+            matches!(q.get(&k), Some(Change::Refresh(_))),
             "merged with the newer change"
         );
         q.landed([&k]);

@@ -108,7 +108,7 @@ impl<P: SessionStore, B: SessionStore> Shared<P, B> {
         }
         let moved = target.rotate(key, new_id).await;
         match &moved {
-            Ok(_) => self.record(&new_key, Change::Refresh),
+            Ok(_) => self.record(&new_key, Change::Refresh(None)),
             // Moved or not: the new id is backed up if the primary holds it; the old id's delete
             // stays queued (a session is never restored under an id it left).
             Err(e) => self.record_unknown(&new_key, e),

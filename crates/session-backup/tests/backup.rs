@@ -668,17 +668,33 @@ async fn a_primary_that_lost_its_data_does_not_empty_the_backup() {
     // The same two changes, then the primary's data is lost before the flush: the flusher's
     // primary (a wrapper over the memory store) is emptied by a "restart".
     let lost = Arc::new(LosesData::new(config, options.clone()));
-    let store = BackupStore::new(Arc::clone(&lost), Arc::clone(&backup), manual).unwrap();
+    let store = BackupStore::new(Arc::clone(&lost), Arc::clone(&backup), manual.clone()).unwrap();
     store.save(&k, &rec(b"v3")).await.unwrap();
     let v4 = store.save(&k, &rec(b"v4")).await.unwrap();
     lost.lose_everything();
     store.flush().await.unwrap();
-    let _ = v4;
     assert_eq!(
         backup.load(&k).await.unwrap().map(|r| r.meta.version),
-        Some(v2.version),
-        "the backup keeps its copy when the primary has nothing to say"
+        Some(v4.version),
+        "the last acknowledged write, which the primary lost"
     );
+
+    // Without tombstones in the primary, the same.
+    let lost = Arc::new(LosesData::new(MemoryConfig::default(), options.clone()));
+    let store = BackupStore::new(Arc::clone(&lost), Arc::clone(&backup), manual).unwrap();
+    store.save(&k, &rec(b"v5")).await.unwrap();
+    let v6 = store.save(&k, &rec(b"v6")).await.unwrap();
+    lost.lose_everything();
+    store.flush().await.unwrap();
+    assert_eq!(
+        backup.load(&k).await.unwrap().map(|r| r.meta.version),
+        Some(v6.version)
+    );
+    // A delete after them is still a delete.
+    store.save(&k, &rec(b"v7")).await.unwrap();
+    assert!(store.delete(&k).await.unwrap());
+    store.flush().await.unwrap();
+    assert_eq!(backup.load(&k).await.unwrap(), None);
 }
 
 /// A memory store that can lose everything at once, as a Redis restarted without persistence.
