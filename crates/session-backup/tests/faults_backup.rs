@@ -7,6 +7,9 @@
 //! * PostgreSQL killed under load for a while: the primary path's latency beside the healthy
 //!   phase's, the queue stays within its bound, and once PostgreSQL is back the backup catches
 //!   up to the primary's latest state of every key (nothing older over newer).
+//! * Two instances with their own queues updating and logging out the same sessions: the
+//!   backup ends as Redis holds each key, and a restore after Redis lost everything brings back
+//!   no logout.
 //!
 //! Only with `SESSION_TEST_FAULTS=1` (the `faults` cell). Each prints one `FIGURES backup-…`
 //! line.
@@ -27,6 +30,7 @@ use session_backup::{BackupConfig, BackupStore};
 use session_core::backend::{now_ms, CodecId, Record};
 use session_core::testing::random_prefix;
 use session_core::{HealthStatus, Namespace, SessionId, SessionKey, SessionStore, StoreOptions, Version};
+use session_redis::fred::interfaces::ClientLike;
 use session_redis::{RedisConfig, RedisStore};
 use session_sql::{SqlConfig, SqlStore};
 use testkit_redis::{faults_enabled, Postgres, Standalone};
@@ -139,6 +143,17 @@ async fn versions(store: &dyn SessionStore, keys: &[SessionKey]) -> Vec<Option<V
     for chunk in keys.chunks(500) {
         for r in store.load_many(chunk).await.unwrap() {
             out.push(r.unwrap().map(|r| r.meta.version));
+        }
+    }
+    out
+}
+
+/// The version and deadline each key holds in `store` (`None`: no session).
+async fn deadlines(store: &dyn SessionStore, keys: &[SessionKey]) -> Vec<Option<(Version, u64)>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(500) {
+        for r in store.load_many(chunk).await.unwrap() {
+            out.push(r.unwrap().map(|r| (r.meta.version, r.meta.expires_at)));
         }
     }
     out
@@ -322,4 +337,156 @@ async fn postgres_killed_under_load_costs_the_primary_nothing_and_the_backup_cat
         differ, 0,
         "the backup holds the primary's latest state of every key"
     );
+}
+
+/// Two instances, each with its own write-behind queue (one flushing every 700 ms, the other
+/// every 50 ms), on one Redis (with tombstones) and one PostgreSQL, updating, touching and
+/// logging out the same sessions concurrently. Once both have flushed, the backup holds exactly
+/// what Redis holds, key by key, whatever order their flushes ran in; then Redis loses
+/// everything and a restore brings back every live session and no logged-out one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_flushing_in_any_order_leave_the_backup_as_redis_holds_it() {
+    if !faults_enabled() {
+        return;
+    }
+    let _one = SERIAL.lock().await;
+    let redis = Standalone::start().unwrap();
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let options = StoreOptions::new(random_prefix());
+    let open_one = |interval_ms: u64| {
+        let (redis_url, pg_url, options) = (redis.url(), pg.url(), options.clone());
+        async move {
+            let mut config = RedisConfig::new(redis_url);
+            config.tombstone_ttl_ms = 600_000;
+            let primary = RedisStore::builder(config)
+                .options(options.clone())
+                .connect()
+                .await
+                .unwrap();
+            let backup = SqlStore::connect(SqlConfig::new(pg_url), options).await.unwrap();
+            let backup_config =
+                BackupConfig::default().with_flush_interval(Duration::from_millis(interval_ms));
+            Arc::new(BackupStore::new(primary, backup, backup_config).unwrap())
+        }
+    };
+    let instances = [open_one(700).await, open_one(50).await];
+    const SESSIONS: usize = 300;
+    let keys: Arc<Vec<SessionKey>> = Arc::new(
+        (0..SESSIONS)
+            .map(|_| SessionKey::new(Namespace::new("task").unwrap(), SessionId::generate().unwrap()))
+            .collect(),
+    );
+    let record = || {
+        let mut r = Record::new(CodecId::RAW, vec![7u8; 200], now_ms() + HOUR_MS);
+        r.meta.version = Version::generate();
+        r
+    };
+    for k in keys.iter() {
+        instances[0].create(k, &record()).await.unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(Mutex::new(HashMap::<&'static str, u64>::new()));
+    let mut tasks = Vec::new();
+    for (n, store) in instances.iter().enumerate() {
+        for t in 0..4u64 {
+            let (store, keys, stop, counts) = (store.clone(), keys.clone(), stop.clone(), counts.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut rng = testkit_redis::stats::Rng::new(now_ms() ^ (n as u64 * 131 + t + 1));
+                while !stop.load(Ordering::Relaxed) {
+                    let k = &keys[rng.below(SESSIONS as u64) as usize];
+                    // About one call in 400 a logout: a third of the sessions end by the end.
+                    let roll = rng.below(400);
+                    let outcome = if roll < 300 {
+                        match store.update(k, &record()).await {
+                            Ok(_) => "updated",
+                            Err(e) if e.kind() == session_core::ErrorKind::NotFound => "update_after_logout",
+                            Err(_) => "error",
+                        }
+                    } else if roll < 399 {
+                        match store.touch(k, now_ms() + 2 * HOUR_MS).await {
+                            Ok(true) => "touched",
+                            Ok(false) => "touch_after_logout",
+                            Err(_) => "error",
+                        }
+                    } else {
+                        match store.delete(k).await {
+                            Ok(true) => "logged_out",
+                            Ok(false) => "logout_again",
+                            Err(_) => "error",
+                        }
+                    };
+                    *counts.lock().unwrap().entry(outcome).or_default() += 1;
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // The fast one first, so the slow one's older states land last.
+    instances[1].flush().await.unwrap();
+    instances[0].flush().await.unwrap();
+
+    let in_redis = versions(instances[0].primary(), &keys).await;
+    let differing = deadlines(instances[0].primary(), &keys)
+        .await
+        .iter()
+        .zip(&deadlines(instances[0].backup(), &keys).await)
+        .filter(|(r, b)| r != b)
+        .count();
+    let live = in_redis.iter().filter(|v| v.is_some()).count();
+    let reread: u64 = instances.iter().map(|s| s.backup_stats().reread).sum();
+
+    // Redis loses everything; the slow instance restores.
+    let client = instances[0].primary().clients().remove(0);
+    let _: session_redis::fred::types::Value = client
+        .custom(
+            session_redis::fred::types::CustomCommand::new_static("FLUSHALL", None, false),
+            Vec::<session_redis::fred::types::Value>::new(),
+        )
+        .await
+        .unwrap();
+    let progress = instances[0].restore_all(|_| {}).await.unwrap();
+    let restored = versions(instances[0].primary(), &keys).await;
+    let resurrected = in_redis
+        .iter()
+        .zip(&restored)
+        .filter(|(before, after)| before.is_none() && after.is_some())
+        .count();
+    let lost = in_redis
+        .iter()
+        .zip(&restored)
+        .filter(|(before, after)| before.is_some() && before != after)
+        .count();
+    let counts = counts.lock().unwrap().clone();
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_unstable();
+    let ops: u64 = counts.iter().map(|(_, n)| n).sum();
+    let errors = counts.iter().find(|(k, _)| *k == "error").map_or(0, |(_, n)| *n);
+    println!(
+        "FIGURES backup-two-instances: sessions={SESSIONS} ops={ops} {} live_at_end={live} reread={reread} \
+         differing={differing} restored={} resurrected={resurrected} lost={lost}",
+        counts
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        progress.copied,
+    );
+    assert_eq!(errors, 0, "no call failed on healthy servers");
+    assert!(
+        live > 0 && live < SESSIONS,
+        "both live sessions and logouts at the end"
+    );
+    assert_eq!(
+        differing, 0,
+        "the backup holds what Redis holds (version and deadline), key by key"
+    );
+    assert_eq!(resurrected, 0, "a restore brought a logout back");
+    assert_eq!(lost, 0, "a restore lost a live session's latest state");
 }
