@@ -22,7 +22,8 @@
 //! Scenarios: steady load; the tracking connection of A held by the proxy (its invalidations
 //! delayed) and released; Redis killed (`kill -9`) and restarted empty, and `FLUSHALL`; a
 //! graceful sentinel failover and a graceful cluster failover under load, and a cluster master
-//! killed (after recovery, every read equals what the new primary holds). Each prints one
+//! killed (after recovery, every read equals what the new primary holds); A's readers dropped
+//! by Redis with the close held (its cache stops within the bound). Each prints one
 //! `FIGURES near-…` line. Only with `SESSION_TEST_FAULTS=1` (the `faults` cell).
 
 #![allow(
@@ -800,4 +801,90 @@ async fn a_killed_cluster_master() {
     }
     let _serial = SERIAL.lock().await;
     cluster_scenario("cluster-kill", true).await;
+}
+
+/// The proxy connections and Redis client ids of the store's near-cache readers.
+fn reader_connections(server: &RedisServer, proxy: &FaultProxy) -> Vec<(u64, String)> {
+    let list = match server.cmd(&["CLIENT", "LIST"]).unwrap() {
+        Reply::Bulk(Some(bytes)) => String::from_utf8(bytes).unwrap(),
+        Reply::Status(s) => s,
+        other => panic!("CLIENT LIST answered {other:?}"),
+    };
+    let field = |line: &str, name: &str| {
+        line.split(' ')
+            .find_map(|f| f.strip_prefix(name))
+            .map(str::to_owned)
+    };
+    let readers: Vec<(String, String)> = list
+        .lines()
+        .filter(|l| l.split(' ').any(|f| f == "name=session-near-cache-reader"))
+        .filter_map(|l| Some((field(l, "addr=")?, field(l, "id=")?)))
+        .collect();
+    let connections = proxy.connections();
+    readers
+        .into_iter()
+        .filter_map(|(addr, id)| {
+            connections
+                .iter()
+                .find(|c| c.upstream_local.is_some_and(|a| a.to_string() == addr))
+                .map(|c| (c.id, id))
+        })
+        .collect()
+}
+
+/// Redis drops A's reading connections and the close never reaches A (held by the proxy, as a
+/// NAT or firewall that forgot an idle connection would lose it): Redis forgets the keys they
+/// read, so B's write of a session A holds sends A no invalidation. A's heartbeat pings every
+/// reader, so its cache stops serving within `heartbeat_ms + max_stale_ms` and A reads B's
+/// write from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_dropped_without_a_close_stops_the_cache_within_its_bound() {
+    if !faults_enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let s = standalone().await;
+    let [a, b] = &s.stores;
+    let key = keys().remove(0);
+    a.create(&key, &counter_record(1)).await.unwrap();
+    a.sync_near_cache().await;
+    for _ in 0..2 {
+        assert_eq!(a.load(&key).await.unwrap().map(|r| counter_of(&r)), Some(1));
+    }
+    assert!(a.near_cache_stats().unwrap().hits >= 1, "cached");
+    let readers = reader_connections(&s.server, &s.proxies[0]);
+    assert!(!readers.is_empty(), "A's readers go through its proxy");
+    for (connection, id) in &readers {
+        s.proxies[0]
+            .set_mode(*connection, Mode::Hold(Direction::ToClient))
+            .unwrap();
+        s.server.cmd(&["CLIENT", "KILL", "ID", id]).unwrap();
+    }
+    b.save(&key, &counter_record(2)).await.unwrap();
+    let written = Instant::now();
+    let mut stale_loads = 0u64;
+    loop {
+        match a.load(&key).await {
+            Ok(Some(r)) if counter_of(&r) == 2 => break,
+            Ok(_) => stale_loads += 1,
+            Err(e) => panic!("A's load failed: {e}"),
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(3),
+            "A served the replaced session for 3 s ({stale_loads} loads): {:?}",
+            a.near_cache_stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stale_ms = written.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "FIGURES near-reader-dropped: readers={} stale_loads={stale_loads} stale_for_ms={stale_ms:.0} bound_ms={}",
+        readers.len(),
+        HEARTBEAT_MS + MAX_STALE_MS
+    );
+    assert!(
+        stale_ms < (HEARTBEAT_MS + MAX_STALE_MS + 500) as f64,
+        "stale for {stale_ms:.0} ms"
+    );
+    s.proxies[0].release_all();
 }
