@@ -308,50 +308,44 @@ pub(crate) async fn verify<P: SessionStore, B: SessionStore>(
     if written.is_empty() {
         return;
     }
+    // Read again at the next flush as after a failed write: a session there is copied, a
+    // tombstone deleted, and nothing at all (the primary lost its data meanwhile, or a primary
+    // without tombstones that cannot tell a delete from that) leaves the backup's copy — the
+    // last state acknowledged here — as it is.
+    let recheck = |(key, queued): (SessionKey, Queued)| {
+        (
+            key,
+            Queued {
+                change: Change::Recheck,
+                ..queued
+            },
+        )
+    };
     let keys: Vec<SessionKey> = written.iter().map(|(k, _)| k.clone()).collect();
     let found = match shared.primary.load_many(&keys).await {
         Ok(found) => found,
         Err(e) => {
             tracing::debug!(error = %e, "backup: the primary does not answer the read-back; rechecking later");
-            requeue(
-                shared,
-                written.into_iter().map(|(k, q)| {
-                    (
-                        k,
-                        Queued {
-                            change: Change::Recheck,
-                            ..q
-                        },
-                    )
-                }),
-            );
+            requeue(shared, written.into_iter().map(recheck));
             return;
         }
     };
-    let mut again = Vec::new();
-    for ((key, queued), state) in written.into_iter().zip(found) {
-        let same = match (&queued.change, &state) {
-            // Cannot tell (a value that does not decode): left as written.
-            (_, Err(_)) => true,
-            (Change::Put(record), Ok(Some(now))) => now.meta.version == record.meta.version,
-            (Change::Retime(deadline), Ok(Some(now))) => now.meta.expires_at == *deadline,
-            (Change::Delete(_), Ok(None)) => true,
-            _ => false,
-        };
-        if !same {
-            // Read again at the next flush as after a failed write: a session there is copied,
-            // a tombstone deleted, and nothing at all (the primary lost its data meanwhile, or
-            // a primary without tombstones that cannot tell a delete from that) leaves the
-            // backup's copy — the last state acknowledged here — as it is.
-            again.push((
-                key,
-                Queued {
-                    change: Change::Recheck,
-                    ..queued
-                },
-            ));
-        }
-    }
+    let again: Vec<(SessionKey, Queued)> = written
+        .into_iter()
+        .zip(found)
+        .filter(|((_, queued), state)| {
+            let same = match (&queued.change, state) {
+                // Cannot tell (a value that does not decode): left as written.
+                (_, Err(_)) => true,
+                (Change::Put(record), Ok(Some(now))) => now.meta.version == record.meta.version,
+                (Change::Retime(deadline), Ok(Some(now))) => now.meta.expires_at == *deadline,
+                (Change::Delete(_), Ok(None)) => true,
+                _ => false,
+            };
+            !same
+        })
+        .map(|(written, _)| recheck(written))
+        .collect();
     if !again.is_empty() {
         shared
             .counters

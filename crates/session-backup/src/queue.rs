@@ -48,8 +48,6 @@ impl Change {
 pub(crate) struct Queued {
     pub(crate) change: Change,
     pub(crate) since: Instant,
-    /// Bumped by every change of the key: tells a requeued change from a newer one.
-    pub(crate) seq: u64,
 }
 
 /// What a push did.
@@ -68,7 +66,6 @@ pub(crate) struct Queue {
     order: VecDeque<SessionKey>,
     /// Keys of batches being written: not in the backup yet either.
     in_flight: HashMap<SessionKey, usize>,
-    seq: u64,
 }
 
 impl Queue {
@@ -82,6 +79,12 @@ impl Queue {
         self.map.get(key).map(|q| &q.change)
     }
 
+    /// Whether a change made before `instant` is still queued (a requeued change keeps the
+    /// time of the oldest change it stands for).
+    pub(crate) fn holds_older_than(&self, instant: Instant) -> bool {
+        self.map.values().any(|q| q.since < instant)
+    }
+
     /// Whether `key` has a change that is not in the backup yet: queued or in flight.
     pub(crate) fn pending(&self, key: &SessionKey) -> bool {
         self.map.contains_key(key) || self.in_flight.contains_key(key)
@@ -89,11 +92,8 @@ impl Queue {
 
     /// Queues `change` for `key`, merging with a queued change of the same key.
     pub(crate) fn push(&mut self, key: &SessionKey, change: Change, max: usize) -> Pushed {
-        self.seq += 1;
-        let seq = self.seq;
         if let Some(queued) = self.map.get_mut(key) {
             queued.change = merge(&queued.change, change);
-            queued.seq = seq;
             return Pushed::Queued;
         }
         let bound = if change.is_delete() {
@@ -109,7 +109,6 @@ impl Queue {
             Queued {
                 change,
                 since: Instant::now(),
-                seq,
             },
         );
         self.order.push_back(key.clone());

@@ -19,23 +19,23 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
     /// Repopulates the primary from the backup: every live session of the backup that the
     /// primary holds nothing for is restored, with its own deadline — whatever the primary
     /// holds (a session written since it lost its data, whatever the writers' clocks say, or a
-    /// tombstone) stays. Keys with a change not yet in the
-    /// backup (queued or in flight: a delete, a newer write) are left alone; the queue as it
-    /// stands is flushed first as far as the backup answers (changes that keep coming under load are
-    /// not waited for). Safe while the store serves. After dropped
-    /// changes (the backup is *incomplete*, see [`resync`](Self::resync)) the backup may still
-    /// hold sessions deleted since: they come back too (a warning says so). `on_page` sees the
-    /// progress after each page.
+    /// tombstone) stays. Keys with a change not yet in the backup (queued or in flight: a
+    /// delete, a newer write) are left alone; the queue as it stands is flushed first as far as
+    /// the backup answers (changes that keep coming under load are not waited for). Safe while
+    /// the store serves. After dropped changes (the backup is *incomplete*, see
+    /// [`resync`](Self::resync)) the backup may still hold sessions deleted since: they come
+    /// back too (a warning says so). `on_page` sees the progress after each page.
     ///
     /// # Errors
     /// The first error of either store; call it again to finish (what was restored stays).
     pub async fn restore_all(&self, mut on_page: impl FnMut(&CopyProgress) + Send) -> Result<CopyProgress> {
         let shared = &self.shared;
-        // What is queued now goes first; changes that keep coming under load are not waited
-        // for (their keys are skipped below while they stay pending).
-        let rounds = shared.queue().len() / shared.config.batch_size.max(1) + 2;
-        for _ in 0..rounds {
-            if shared.queue().len() == 0 || crate::flusher::flush_once(shared).await.is_err() {
+        // What is queued now goes first, with what its flushes queue again (a read-back that
+        // finds the primary empty); changes made after this point are not waited for (their
+        // keys are skipped below while they stay pending), so steady writes do not hold it up.
+        let began = std::time::Instant::now();
+        while shared.queue().holds_older_than(began) {
+            if crate::flusher::flush_once(shared).await.is_err() {
                 break;
             }
         }
@@ -51,14 +51,28 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
             let page = shared.backup.scan(progress.cursor.as_ref(), PAGE).await?;
             progress.skipped += page.skipped;
             let now = now_ms();
-            for (key, record) in &page.sessions {
+            let mut candidates: Vec<(SessionKey, Record)> = Vec::with_capacity(page.sessions.len());
+            for (key, record) in page.sessions {
                 if record.meta.is_expired(now) {
                     progress.expired += 1;
-                    continue;
+                } else if shared.queue().pending(&key) {
+                    progress.kept += 1;
+                } else {
+                    candidates.push((key, record));
                 }
-                // Only gaps are filled: whatever the primary holds (a session written since it
-                // lost its data, a tombstone) is newer than the backup by definition.
-                if shared.queue().pending(key) || shared.primary.load_entry(key).await?.is_some() {
+            }
+            // Only gaps are filled: a session the primary holds (written since it lost its
+            // data) is newer than the backup by definition, whatever the clocks say; one
+            // page's keys are asked at once. A tombstone there stays too: `reconcile` never
+            // passes one.
+            let keys: Vec<SessionKey> = candidates.iter().map(|(k, _)| k.clone()).collect();
+            let held = if keys.is_empty() {
+                Vec::new()
+            } else {
+                shared.primary.load_many(&keys).await?
+            };
+            for ((key, record), held) in candidates.iter().zip(held) {
+                if !matches!(held, Ok(None)) {
                     progress.kept += 1;
                     continue;
                 }
@@ -81,8 +95,8 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
 
     /// Makes the backup whole again after changes were dropped (the queue overflowed): copies
     /// every live session of the primary into the backup as the primary holds it (then reads
-    /// it back: a key the primary changed meanwhile is queued to be copied again), then deletes from the backup each session the
-    /// primary no longer holds. Keys with a change on its way are left to the flusher.
+    /// it back: a key the primary changed meanwhile is queued to be copied again), then
+    /// deletes from the backup each session the primary no longer holds. Keys with a change on its way are left to the flusher.
     /// Read-through stays off while it runs. Clears [`BackupStats::incomplete`](crate::BackupStats)
     /// unless another change was dropped meanwhile.
     ///
@@ -130,7 +144,6 @@ impl<P: SessionStore, B: SessionStore> BackupStore<P, B> {
                             Queued {
                                 change: QueuedChange::Put(record),
                                 since,
-                                seq: 0,
                             },
                         )
                     })

@@ -1,9 +1,10 @@
 //! The keys of the curve's sessions: session number `i`'s id, derived from `i`.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use session_core::{Namespace, SessionId, SessionKey};
 
 const SEED: u64 = 0x5345_5353_494f_4e53;
-const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 fn splitmix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -20,18 +21,7 @@ pub(super) fn id_for(i: usize) -> SessionId {
     let mut raw = [0u8; 16];
     raw[..8].copy_from_slice(&a.to_le_bytes());
     raw[8..].copy_from_slice(&b.to_le_bytes());
-    let mut id = String::with_capacity(22);
-    for chunk in raw.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for k in 0..=chunk.len() {
-            id.push(char::from(B64URL[((n >> (18 - 6 * k)) & 0x3f) as usize]));
-        }
-    }
+    let id = URL_SAFE_NO_PAD.encode(raw);
     SessionId::parse(&id).unwrap_or_else(|e| panic!("a derived id is invalid: {e}"))
 }
 
