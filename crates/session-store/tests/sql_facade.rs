@@ -321,16 +321,24 @@ async fn memory_backed_up_into_sqlite() {
             .is_some_and(|c| c.value == "apples")
     })
     .await;
-    let stats = built.store.stats().await.unwrap();
-    let written = stats
-        .extra
-        .iter()
-        .find(|(name, _)| *name == "backup_written")
-        .map(|(_, v)| *v);
+    // The flusher counts a batch once its write has returned, a moment after the row is visible.
+    let written = || async {
+        let stats = built.store.stats().await.unwrap();
+        let written = stats
+            .extra
+            .iter()
+            .find(|(name, _)| *name == "backup_written")
+            .map(|(_, v)| *v);
+        (written, stats.extra)
+    };
+    eventually("the flush is counted", || async {
+        written().await.0.is_some_and(|w| w >= 1)
+    })
+    .await;
+    let (count, extra) = written().await;
     assert!(
-        written.is_some_and(|w| w >= 1),
-        "the backup's figures come through the instrumented layer: {:?}",
-        stats.extra
+        count.is_some_and(|w| w >= 1),
+        "the backup's figures come through the instrumented layer: {extra:?}"
     );
 
     carts.delete(&cart.id).await.unwrap();
